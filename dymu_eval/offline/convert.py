@@ -64,7 +64,7 @@ def onnx_backbone_state_dict(onnx_path: Path) -> dict[str, torch.Tensor]:
     for key, value in sd.items():
         for old, new in _ATTENTION_RENAME.items():
             key = key.replace(old, new)
-        out[key] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+        out[key] = torch.from_numpy(np.array(value, dtype=np.float32, copy=True))
     return out
 
 

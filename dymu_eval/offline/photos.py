@@ -62,6 +62,10 @@ COLOUR_PHOTOS = (
 )
 
 
+def _distribution(name: str) -> md.Distribution:
+    return md.distribution(name)
+
+
 def sample_photos(names: list[str] | tuple[str, ...] | None = None) -> dict[str, Path]:
     """Paths of the bundled photos by name (all of them, or ``names`` in that order)."""
     wanted = list(_PHOTOS) if names is None else list(names)
@@ -74,7 +78,7 @@ def sample_photos(names: list[str] | tuple[str, ...] | None = None) -> dict[str,
     for name in wanted:
         dist, relative = _PHOTOS[name]
         try:
-            path = Path(str(md.distribution(dist).locate_file(relative)))
+            path = Path(str(_distribution(dist).locate_file(relative)))
         except md.PackageNotFoundError as exc:
             raise AssetUnavailable(
                 f"photo '{name}' comes with the '{dist}' wheel, which is not installed: pip install {dist}"
@@ -83,3 +87,41 @@ def sample_photos(names: list[str] | tuple[str, ...] | None = None) -> dict[str,
             raise AssetUnavailable(f"photo '{name}' should be at {path}; reinstall with: pip install {dist}")
         out[name] = path
     return out
+
+
+# What each photo shows, written by looking at it: (caption, objects present, objects absent).
+# Used to teach the micro LLaVA to name real things; absent objects give "No" questions.
+PHOTO_FACTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "astronaut": ("A smiling woman in an orange spacesuit next to an American flag and a model space shuttle.",
+                  ("person", "woman", "flag", "spacesuit", "helmet"), ("cat", "motorcycle", "car", "dog", "tree")),
+    "chelsea": ("A close-up of a tabby cat with green eyes.", ("cat", "animal"), ("person", "car", "cup", "flag", "dog")),
+    "coffee": ("A cup of coffee on a red saucer with a spoon, on a wooden table.",
+               ("cup", "coffee", "spoon", "saucer", "table"), ("cat", "person", "car", "flower", "rocket")),
+    "rocket": ("A rocket on a launch pad at night, between tall towers.", ("rocket", "tower", "sky"),
+               ("cat", "cup", "person", "flower", "dog")),
+    "motorcycle_left": ("A red motorcycle parked in a garage with shelves and boxes.", ("motorcycle", "shelf", "box"),
+                        ("cat", "person", "flower", "rocket", "dog")),
+    "motorcycle_right": ("A red motorcycle parked in a garage with shelves and boxes.", ("motorcycle", "shelf", "box"),
+                         ("cat", "person", "flower", "cup", "tree")),
+    "hubble_deep_field": ("Many small galaxies and stars on a black sky.", ("galaxy", "star"),
+                          ("person", "car", "cat", "building", "tree")),
+    "retina": ("A photo of the back of an eye, orange with red blood vessels.", ("eye", "blood vessel"),
+               ("person", "car", "cat", "flower", "building")),
+    "immunohistochemistry": ("A microscope image of stained tissue in brown and blue.", ("tissue", "cell"),
+                             ("person", "car", "cat", "flower", "rocket")),
+    "camera": ("A black and white photo of a man with a camera on a tripod in a field.",
+               ("person", "man", "camera", "tripod", "grass"), ("cat", "car", "flower", "motorcycle", "cup")),
+    "coins": ("A black and white photo of many old coins in rows.", ("coin",), ("person", "cat", "car", "flower", "cup")),
+    "moon": ("A gray close-up of the surface of the moon with craters.", ("moon", "crater"),
+             ("person", "cat", "car", "flower", "building")),
+    "page": ("A page of printed text with a heading.", ("text", "page"), ("person", "cat", "car", "flower", "cup")),
+    "brick": ("A gray brick wall.", ("brick", "wall"), ("person", "cat", "car", "flower", "cup")),
+    "grass": ("A close-up of grass, in black and white.", ("grass",), ("person", "cat", "car", "cup", "building")),
+    "gravel": ("A close-up of gray gravel stones.", ("gravel", "stone"), ("person", "cat", "car", "flower", "cup")),
+    "china": ("A tall Chinese pagoda with a red and green roof, surrounded by trees, next to a lake.",
+              ("building", "pagoda", "tree", "tower", "water"), ("cat", "motorcycle", "person", "car", "cup")),
+    "flower": ("An orange dahlia flower in front of green leaves.", ("flower", "leaf", "plant"),
+               ("person", "car", "cat", "cup", "building")),
+    "grace_hopper": ("A portrait of an older woman in a navy uniform and cap, in front of an American flag.",
+                     ("person", "woman", "flag", "uniform", "hat"), ("cat", "motorcycle", "car", "cup", "rocket")),
+}

@@ -1,0 +1,24 @@
+"""Benchmarks behind `dymu-eval bench <name>`.
+
+Every module in this package is one benchmark: it defines ``register(subparsers)``, which adds a
+sub-parser named after the benchmark and sets ``func=<callable(args) -> int>``. Modules are
+found automatically, so adding a benchmark means adding a module here and nothing else. Modules
+import heavy libraries inside their run function so that `dymu-eval --help` stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from types import ModuleType
+
+
+def available() -> dict[str, ModuleType]:
+    """name -> module of every benchmark in this package, sorted by name."""
+    found = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if callable(getattr(module, "register", None)):
+            found[info.name] = module
+    return found

@@ -1,0 +1,126 @@
+"""`dymu-eval bench encoder`: the merging runner against the plain Hugging Face forward.
+
+Variants, timed interleaved in one process (each repeat runs every variant once, in a rotating
+order) and summarised by the median: the plain HF forward, the runner with no merging (the cost
+of running block by block; target <= 1.10x), and the runner with DToMe at a level (thresholds
+found with BatchTopK on the same photos). Default: real DINOv2-S/14 weights, 336 px, batch 8.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("encoder", help="runner (no merging, DToMe) vs plain HF forward on the real DINOv2-S")
+    p.add_argument("--encoder", help="save_pretrained folder (default: the offline DINOv2-S weights)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--image-size", type=int, default=336)
+    p.add_argument("--level", default="low", choices=["low", "mid", "high"])
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", dest="json_out", help="also write the numbers to this JSON file")
+    p.set_defaults(func=run)
+
+
+def _photos_batch(n: int):
+    from PIL import Image
+
+    from ..offline.assets import sample_photos
+    from ..offline.photos import COLOUR_PHOTOS
+
+    photos = sample_photos()
+    names = [COLOUR_PHOTOS[i % len(COLOUR_PHOTOS)] for i in range(n)]
+    return names, [Image.open(photos[name]).convert("RGB") for name in names]
+
+
+def _timed(fn, sync) -> float:
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..errors import ConfigError
+    from ..merge import BatchTopK, NoMerge, Threshold, merges_per_layer
+    from ..vision import VisionRunner
+    from ..vision.loading import load_vision_model
+    from ..vision.preprocess import ImageTransform
+
+    for name in ("batch_size", "image_size", "repeats"):
+        if getattr(args, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.encoder:
+        model = load_vision_model(args.encoder, device=args.device)
+    else:
+        from ..offline.assets import dinov2_small
+
+        model = dinov2_small(image_size=args.image_size).to(args.device)
+    runner = VisionRunner.from_model(model)
+    if hasattr(model, "vision_tower") or hasattr(getattr(model, "model", None), "vision_tower"):
+        raise ConfigError("--encoder: give a vision model folder; the plain forward is timed on the vision model itself")
+    names, images = _photos_batch(args.batch_size)
+    pixels, _ = ImageTransform.for_encoder(runner.family, args.image_size, args.encoder)(images)
+    pixels = pixels.to(args.device)
+    layers = runner.num_layers
+    r_per_layer = merges_per_layer(runner.r_for_level(args.level, args.image_size), layers)
+    calib = BatchTopK(r_per_layer)
+    runner(pixels, calib)
+    dtome = Threshold(calib.thresholds, r_per_layer)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+
+    def plain():
+        with torch.no_grad():
+            return model(pixel_values=pixels)
+
+    variants = {
+        "plain HF forward": plain,
+        "runner, no merging": lambda: runner(pixels, NoMerge()),
+        f"runner, DToMe-{args.level}": lambda: runner(pixels, dtome),
+    }
+    tokens = {
+        "plain HF forward": runner.num_patches(args.image_size) + int(runner.has_cls),
+        "runner, no merging": runner.num_patches(args.image_size) + int(runner.has_cls),
+        f"runner, DToMe-{args.level}": statistics.fmean(runner(pixels, dtome).counts[:, -1].tolist()),
+    }
+    with torch.no_grad():
+        for _ in range(args.warmup):
+            for fn in variants.values():
+                fn()
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        keys = list(variants)
+        for rep in range(args.repeats):
+            for k in keys[rep % len(keys):] + keys[: rep % len(keys)]:
+                times[k].append(_timed(variants[k], sync))
+    base = statistics.median(times["plain HF forward"])
+    rows = []
+    print(
+        f"encoder bench: {runner.encoder_key} ({type(model).__name__}), batch {args.batch_size}, "
+        f"{args.image_size}px, {layers} layers, device {args.device}, threads {torch.get_num_threads()}, "
+        f"{args.repeats} interleaved repeats (median)"
+    )
+    print(f"r per layer for {args.level}: {r_per_layer[0]} (thresholds from BatchTopK on the same {len(names)} photos)")
+    print(f"{'variant':28s} {'median ms':>10s} {'min ms':>9s} {'ratio':>7s} {'tokens out':>11s}")
+    for k in variants:
+        med = statistics.median(times[k])
+        rows.append({"variant": k, "median_ms": 1000 * med, "min_ms": 1000 * min(times[k]), "ratio": med / base,
+                     "mean_tokens": tokens[k]})
+        print(f"{k:28s} {1000 * med:10.1f} {1000 * min(times[k]):9.1f} {med / base:7.3f} {tokens[k]:11.1f}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({
+            "encoder": runner.encoder_key, "batch_size": args.batch_size, "image_size": args.image_size,
+            "device": args.device, "threads": torch.get_num_threads(), "repeats": args.repeats,
+            "level": args.level, "r_per_layer": r_per_layer, "photos": names, "results": rows,
+        }, indent=2) + "\n")
+    return 0

@@ -1,0 +1,378 @@
+"""Threshold finding (DESIGN §3): per layer, the batch-level top-k merge records tau_i.
+
+For each batch of B images (per process) the encoder runs with ``merge.BatchTopK``: in layer i
+the B*r_i best A->B edges of the whole batch merge (CLS and padding never count) and
+tau_i = the best score that did NOT merge, clamped at 0. A layer's final threshold is the
+arithmetic mean of its per-batch tau_i over all batches of all processes; every batch step
+averages the processes' values first (B is the per-process batch), which is what the
+reference's running mean followed by an all-reduce average computes.
+
+Choices, documented:
+
+* Image order is the source's deterministic order. Global step g gives process k the images
+  ``[(g*W + k)*B, (g*W + k + 1)*B)`` (W processes), so W processes with batch B see exactly
+  the batches one process would see, and produce the same per-batch taus and thresholds.
+* The trailing images that do not fill a whole step of W*B are dropped (the reference only
+  uses whole batches; a smaller batch would give a differently defined tau). Their number is
+  recorded as ``images_dropped``.
+* Bad images stop calibration with InputImageError naming the path, unless ``skip_bad``: then
+  the batch runs with the images that decoded (merging B'*r_i edges), every skipped path is
+  recorded in the record and reported, and nothing is ever averaged from a broken image.
+* A layer whose schedule gives r = 0, or that the VLM does not run, gets threshold null.
+* Token statistics are measured AFTER calibration: DToMe with the final thresholds on the
+  first ``stats_images`` calibration images, counting the visual tokens the LLM would get
+  (tokens at the read layer, CLS excluded), i.e. what inference will produce, not the fixed
+  B*r_i counts of the calibration merge.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from . import __version__
+from .errors import ConfigError, InputImageError
+from .images import ImageSource
+from .merge import BatchTopK, Threshold
+from .thresholds import EncoderIdentity, ThresholdRecord, created_now, encoder_fingerprint
+
+Preprocess = Callable[[list[Image.Image]], torch.Tensor]
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+class Processes:
+    """The process group calibration averages over (a single process when not distributed).
+
+    Only small CPU tensors travel, so a gloo group is used even when the default group is
+    NCCL (e.g. under ``accelerate launch`` on GPUs).
+    """
+
+    def __init__(self) -> None:
+        import torch.distributed as dist
+
+        self._dist = dist if dist.is_available() and dist.is_initialized() else None
+        self.rank = self._dist.get_rank() if self._dist else 0
+        self.world = self._dist.get_world_size() if self._dist else 1
+        self._group = None
+        if self._dist is not None and self._dist.get_backend() != "gloo":
+            self._group = self._dist.new_group(backend="gloo")
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self._dist is not None and self.world > 1:
+            self._dist.all_reduce(tensor, op=self._dist.ReduceOp.SUM, group=self._group)
+        return tensor
+
+    def gather(self, obj: Any) -> list[Any]:
+        if self._dist is None or self.world == 1:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        self._dist.all_gather_object(out, obj, group=self._group)
+        return out
+
+
+# -- batches of decoded images ----------------------------------------------------------------
+
+
+class _Batches(Dataset):
+    """Item j = the j-th batch of image indices, decoded and preprocessed. Bad images come back
+    as (label, reason) so the main process decides (workers must not raise: their exceptions
+    lose the path in DataLoader's wrapping)."""
+
+    def __init__(self, source: ImageSource, batches: list[list[int]], preprocess: Preprocess):
+        self.source, self.batches, self.preprocess = source, batches, preprocess
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, j: int):
+        good: list[Image.Image] = []
+        bad: list[tuple[str, str]] = []
+        for index in self.batches[j]:
+            try:
+                good.append(self.source.load(index))
+            except InputImageError as exc:
+                bad.append((self.source.label(index), str(exc)))
+        pixels = self.preprocess(good) if good else None
+        return pixels, bad
+
+
+def _as_is(item):
+    return item
+
+
+def _iterate(source: ImageSource, batches: list[list[int]], preprocess: Preprocess, workers: int):
+    loader = DataLoader(
+        _Batches(source, batches, preprocess), batch_size=None, shuffle=False,
+        num_workers=workers, collate_fn=_as_is,
+    )
+    return iter(loader)
+
+
+def _check_bad(bad: list[tuple[str, str]], skip_bad: bool, skipped: dict[str, str]) -> None:
+    for label, reason in bad:
+        if not skip_bad:
+            raise InputImageError(f"{reason} (pass --skip-bad to skip bad images and list them at the end)")
+        skipped.setdefault(label, reason)
+
+
+# -- calibration ------------------------------------------------------------------------------
+
+
+@dataclass
+class CalibrationSettings:
+    """What the record's ``calibration`` block says besides the counts."""
+
+    schedule: str = "constant"
+    level: str | None = None
+    r: int | None = None
+    seed: int = 0
+    preprocess: str = ""
+
+
+def calibrate(
+    runner,
+    images: ImageSource,
+    r_per_layer: Sequence[int],
+    batch_size: int,
+    num_images: int | None = None,
+    *,
+    preprocess: Preprocess | None = None,
+    encoder_name: str = "encoder",
+    settings: CalibrationSettings | None = None,
+    skip_bad: bool = False,
+    stats_images: int = 1000,
+    workers: int = 0,
+    progress: bool = True,
+    created: str | None = None,
+) -> ThresholdRecord:
+    """Find per-layer DToMe thresholds for ``runner`` (a ``vision.VisionRunner``) on ``images``.
+
+    ``r_per_layer`` has one entry per encoder layer (``merge.merges_per_layer``); only the
+    first ``runner.default_layers_run`` layers run. Returns the record (not yet saved).
+    """
+    settings = settings or CalibrationSettings()
+    procs = Processes()
+    layers_run = runner.default_layers_run
+    r_per_layer = list(r_per_layer)
+    if len(r_per_layer) != runner.num_layers:
+        raise ConfigError(
+            f"r_per_layer has {len(r_per_layer)} entries but the encoder has {runner.num_layers} layers"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
+    if not any(r_per_layer[:layers_run]):
+        raise ConfigError("every layer the VLM runs has r = 0: there is nothing to calibrate")
+    source = images.head(num_images)
+    step_size = batch_size * procs.world
+    steps = len(source) // step_size
+    if steps == 0:
+        raise ConfigError(
+            f"{len(source)} images cannot fill one batch of {batch_size} on each of {procs.world} processes; "
+            "use more images or a smaller --batch-size"
+        )
+    if preprocess is None:
+        preprocess = _default_preprocess(runner)
+    torch.manual_seed(settings.seed)
+
+    mine = [list(range((g * procs.world + procs.rank) * batch_size, (g * procs.world + procs.rank + 1) * batch_size))
+            for g in range(steps)]
+    policy = BatchTopK(r_per_layer)
+    total = torch.zeros(layers_run, dtype=torch.float64)
+    used_steps = 0
+    skipped: dict[str, str] = {}
+    images_used = 0
+    bar = tqdm(total=steps, desc="calibrating", unit="batch", disable=not progress or procs.rank != 0)
+    for pixels, bad in _iterate(source, mine, preprocess, workers):
+        _check_bad(bad, skip_bad, skipped)
+        step = torch.zeros(layers_run + 2, dtype=torch.float64)
+        if pixels is not None:
+            policy.reset()
+            runner(pixels, policy, layers_run)
+            step[:layers_run] = torch.tensor([t if t is not None else 0.0 for t in policy.thresholds[:layers_run]],
+                                             dtype=torch.float64)
+            step[layers_run] = 1.0  # this process contributed a batch
+            step[layers_run + 1] = pixels.shape[0]
+        procs.sum(step)
+        contributors = step[layers_run].item()
+        if contributors > 0:
+            total += step[:layers_run] / contributors
+            used_steps += 1
+            images_used += int(step[layers_run + 1].item())
+        bar.update(1)
+        bar.set_postfix(tau=f"{(total / max(used_steps, 1)).mean().item():.4f}", skipped=len(skipped))
+    bar.close()
+    if used_steps == 0:
+        raise InputImageError("no calibration image could be decoded; see the skipped images above")
+    mean = (total / used_steps).tolist()
+    thresholds: list[float | None] = [None] * runner.num_layers
+    for i in range(layers_run):
+        if r_per_layer[i] > 0:
+            thresholds[i] = float(mean[i])
+
+    token_stats = None
+    if stats_images > 0:
+        token_stats = _token_stats(
+            runner, source, thresholds, r_per_layer, layers_run, batch_size, preprocess, procs,
+            min(stats_images, len(source)), skip_bad, workers, progress, skipped,
+        )
+    skipped_all = _merge_skipped(procs.gather(skipped))
+    param = next(runner.model.parameters())
+    record = ThresholdRecord(
+        encoder=_encoder_identity(runner, encoder_name),
+        dataset=source.identity(),
+        calibration={
+            "batch_size": batch_size,
+            "processes": procs.world,
+            "dtype": str(param.dtype).replace("torch.", ""),
+            "seed": settings.seed,
+            "level": settings.level,
+            "r": settings.r,
+            "r_total": int(sum(r_per_layer)),
+            "r_per_layer": r_per_layer,
+            "schedule": settings.schedule,
+            "preprocess": settings.preprocess or _describe(preprocess),
+            "batches": used_steps * procs.world,
+            "images_used": images_used,
+            "images_dropped": len(source) - steps * step_size,
+            "skipped": [{"image": label, "reason": reason} for label, reason in skipped_all],
+            "notes": source.notes,
+        },
+        thresholds=thresholds,
+        token_stats=token_stats,
+        provenance=f"calibrated with dymu-eval {__version__} (batch top-k threshold finding, DyMU arXiv 2504.17040)",
+        tool_version=__version__,
+        created=created if created is not None else created_now(),
+    )
+    return record
+
+
+def _describe(preprocess: Preprocess) -> str:
+    describe = getattr(preprocess, "describe", None)
+    return describe() if callable(describe) else type(preprocess).__name__
+
+
+def _merge_skipped(per_rank: list[dict[str, str]]) -> list[tuple[str, str]]:
+    merged: dict[str, str] = {}
+    for part in per_rank:
+        for label, reason in part.items():
+            merged.setdefault(label, reason)
+    return sorted(merged.items())
+
+
+def _token_stats(runner, source, thresholds, r_per_layer, layers_run, batch_size, preprocess, procs,
+                 count: int, skip_bad: bool, workers: int, progress: bool,
+                 skipped: dict[str, str]) -> dict[str, Any]:
+    """Visual tokens per image (CLS excluded) under DToMe with the found thresholds."""
+    values = [t if t is not None else 2.0 for t in thresholds]  # cosine <= 1: a null layer never merges
+    gate = [r if t is not None else 0 for r, t in zip(r_per_layer, thresholds)]
+    policy = Threshold(values, gate)
+    starts = range(procs.rank * batch_size, count, procs.world * batch_size)
+    mine = [list(range(s, min(s + batch_size, count))) for s in starts]
+    per_layer: list[list[int]] = []
+    bar = tqdm(total=len(mine), desc="token statistics", unit="batch", disable=not progress or procs.rank != 0)
+    for pixels, bad in _iterate(source, mine, preprocess, workers):
+        _check_bad(bad, skip_bad, skipped)
+        if pixels is not None:
+            out = runner(pixels, policy, layers_run)
+            per_layer.extend(out.counts.tolist())
+        bar.update(1)
+    bar.close()
+    rows = [row for part in procs.gather(per_layer) for row in part]
+    cls = 1 if runner.has_cls else 0
+    final = [row[-1] - cls for row in rows]
+    if not final:
+        return {"images": 0}
+    columns = list(zip(*rows))
+    return {
+        "counted": "visual tokens at the read layer (CLS excluded) under DToMe with these thresholds; "
+                   "per_layer_mean[0] is after the embedding, [i] after block i",
+        "images": len(final),
+        "patches": rows[0][0] - cls,
+        "mean": statistics.fmean(final),
+        "std": statistics.pstdev(final) if len(final) > 1 else 0.0,
+        "min": min(final),
+        "max": max(final),
+        "per_layer_mean": [round(statistics.fmean(c) - cls, 4) for c in columns],
+    }
+
+
+def _encoder_identity(runner, name: str) -> EncoderIdentity:
+    adapter = runner.adapter
+    feature_layer = getattr(runner, "feature_layer", None)
+    return EncoderIdentity(
+        name=name,
+        num_layers=runner.num_layers,
+        layers_run=runner.default_layers_run,
+        fingerprint=encoder_fingerprint(runner.model),
+        family=runner.family,
+        read_layer=feature_layer if feature_layer is not None else -1,
+        has_cls=runner.has_cls,
+        hidden_size=int(adapter.config.hidden_size),
+        patch_size=adapter.patch_size,
+        image_size=adapter.image_size,
+    )
+
+
+class FamilyPreprocess:
+    """The family's resize + centre-crop transform at the encoder's native size (used when the
+    model folder has no image processor settings)."""
+
+    def __init__(self, family: str, size: int, model_dir: str | None = None):
+        from .vision.preprocess import ImageTransform
+
+        self.transform = ImageTransform.for_encoder(family, size, model_dir)
+
+    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+        return self.transform(images)[0]
+
+    def describe(self) -> str:
+        t = self.transform
+        return f"resize+center-crop {t.size}px, mean={list(t.mean)}, std={list(t.std)}"
+
+
+def _default_preprocess(runner) -> Preprocess:
+    return FamilyPreprocess(runner.family, runner.image_size)
+
+
+class ProcessorPreprocess:
+    """An encoder's own Hugging Face image processor (resize + centre crop, no AnyRes tiling),
+    as a picklable callable for DataLoader workers."""
+
+    def __init__(self, processor: Any, expected_size: int | None = None):
+        self.processor = processor
+        self.expected_size = expected_size
+
+    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
+        if pixels.dim() != 4:
+            raise ConfigError(
+                f"image processor {type(self.processor).__name__} returned pixel_values of shape {tuple(pixels.shape)}; "
+                "calibration needs one square crop per image (no AnyRes tiling)"
+            )
+        if self.expected_size is not None and tuple(pixels.shape[-2:]) != (self.expected_size, self.expected_size):
+            raise ConfigError(
+                f"image processor {type(self.processor).__name__} gives {tuple(pixels.shape[-2:])} pixels but the "
+                f"encoder expects {self.expected_size}x{self.expected_size}"
+            )
+        return pixels
+
+    def describe(self) -> str:
+        p = self.processor
+        return f"{type(p).__name__}(size={_plain(getattr(p, 'size', None))}, crop_size={_plain(getattr(p, 'crop_size', None))})"
+
+
+def _plain(size: Any) -> Any:
+    """A processor size setting as a short dict of its set fields (transformers 5 uses SizeDict)."""
+    if size is None or isinstance(size, (int, float)):
+        return size
+    items = dict(size) if isinstance(size, dict) else dict(vars(size)) if hasattr(size, "__dict__") else {}
+    return {k: v for k, v in items.items() if v is not None} or size
+
+

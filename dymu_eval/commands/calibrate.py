@@ -1,0 +1,185 @@
+"""`dymu-eval calibrate`: find DToMe thresholds for an encoder on a calibration image set and
+store them in the threshold cache.
+
+Several processes: ``torchrun --nproc_per_node 2 -m dymu_eval.cli calibrate ...`` (or
+``accelerate launch -m dymu_eval.cli calibrate ...``); ``--batch-size`` is per process, and the
+processes together see exactly the batches one process would see in turn, so the thresholds
+do not depend on the number of processes. Under torchrun write ``--merges-per-layer N``
+instead of ``--r N`` (torchrun's parser rejects ``--r`` as an ambiguous prefix).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="find per-layer DToMe thresholds on a set of images and save them to the threshold cache",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--encoder", required=True, help="vision model or LLaVA folder (or hub id)")
+    p.add_argument("--encoder-name", help="name stored in the file and used by lookups (default: from --encoder)")
+    p.add_argument("--dataset", required=True, help="calibration dataset name, e.g. llava_instruct, pixmo_cap")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", help="folder of images (searched recursively, sorted)")
+    src.add_argument("--image-list", help='LLaVA-Instruct style JSON list of {"image": relpath}')
+    src.add_argument("--hf-dataset", help="Hugging Face dataset id, folder or json/parquet/csv file")
+    src.add_argument("--offline-photos", action="store_true", help="the photos bundled with installed wheels")
+    p.add_argument("--image-root", help="folder the --image-list paths (or relative --hf-dataset paths) are under")
+    p.add_argument("--image-column", help="image column of --hf-dataset")
+    p.add_argument("--split", default="train", help="split of --hf-dataset (default train)")
+    amount = p.add_mutually_exclusive_group()
+    amount.add_argument("--level", choices=("low", "mid", "high"), help="reduction level (default low)")
+    amount.add_argument("--r", "--merges-per-layer", dest="r", type=int,
+                        help="merges per layer on average (instead of --level); under torchrun spell it "
+                             "--merges-per-layer (torchrun's own parser finds --r ambiguous)")
+    p.add_argument("--schedule", default="constant", choices=("constant", "linear", "reverse_linear"))
+    p.add_argument("--batch-size", type=int, required=True, help="images per batch per process")
+    p.add_argument("--num-images", type=int, help="use the first N images of the source")
+    p.add_argument("--out", help="output file (default: <user cache>/thresholds/<key>.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip images that cannot be decoded and list them at the end (default: stop at the first)")
+    p.add_argument("--stats-images", type=int, default=1000,
+                   help="images for the token statistics under the found thresholds (0: none; default 1000)")
+    p.add_argument("--workers", type=int, default=0, help="image decoding worker processes (default 0)")
+    p.add_argument("--dtype", choices=DTYPES, help="default float32 on CPU, bfloat16 on GPU")
+    p.add_argument("--device", help="default: cuda:<local rank> when a GPU is present, else cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-image-pixels", type=int, help="decompression-bomb limit (default about 89 megapixels)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _image_source(args: argparse.Namespace):
+    from .. import images
+
+    if args.images:
+        return images.FolderImages(args.images, name=args.dataset)
+    if args.image_list:
+        if not args.image_root:
+            raise ConfigError("--image-list needs --image-root (the folder its image paths are relative to)")
+        return images.ImageListImages(args.image_list, args.image_root, name=args.dataset)
+    if args.hf_dataset:
+        if not args.image_column:
+            raise ConfigError("--hf-dataset needs --image-column (the column holding the images)")
+        return images.HFDatasetImages(args.hf_dataset, args.image_column, split=args.split, name=args.dataset,
+                                      image_root=args.image_root)
+    return images.OfflineImages(name=args.dataset)
+
+
+def encoder_display_name(encoder: str) -> str:
+    """The name a calibration is filed under: a hub id as given, else the folder's name."""
+    path = Path(encoder)
+    return path.resolve().name if path.exists() else encoder
+
+
+def load_encoder(encoder: str, dtype, device: str):
+    """A VisionRunner for a vision model folder or a LLaVA folder (its tower, run up to the
+    layer LLaVA reads)."""
+    from ..vision.loading import load_runner
+
+    return load_runner(encoder, dtype=dtype, device=device)
+
+
+def load_preprocess(encoder: str, runner):
+    """The encoder's own image processor, or None when the folder has none."""
+    import transformers
+
+    from ..calibrate import ProcessorPreprocess
+
+    try:
+        processor = transformers.AutoImageProcessor.from_pretrained(encoder)
+    except Exception:  # noqa: BLE001 - no preprocessor_config.json: use the family transform
+        return None
+    return ProcessorPreprocess(processor, runner.image_size)
+
+
+def _maybe_init_distributed() -> bool:
+    """Join the process group torchrun/accelerate describe in the environment (gloo: only
+    small CPU tensors are exchanged). Returns True when this call created it."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    dist.init_process_group(backend="gloo")
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..calibrate import CalibrationSettings, FamilyPreprocess, calibrate
+    from ..merge import merges_per_layer
+    from ..thresholds import ThresholdCache, record_key
+
+    if args.max_image_pixels is not None:
+        os.environ["DYMU_EVAL_MAX_IMAGE_PIXELS"] = str(args.max_image_pixels)
+    if args.r is not None and args.r < 0:
+        raise ConfigError(f"--r must be >= 0, got {args.r}")
+    level = args.level if args.r is None else None
+    if args.r is None and level is None:
+        level = "low"
+    created_group = _maybe_init_distributed()
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        device = args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+        name = args.encoder_name or encoder_display_name(args.encoder)
+        cache = ThresholdCache()
+        key = record_key(name, args.dataset, args.schedule, level, args.r)
+        out = Path(args.out) if args.out else cache.write_dir / f"{key}.json"
+        if out.exists() and not args.overwrite:
+            raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
+        source = _image_source(args)
+        runner = load_encoder(args.encoder, dtype=getattr(torch, dtype), device=device)
+        preprocess = load_preprocess(args.encoder, runner) or FamilyPreprocess(runner.family, runner.image_size)
+        r = args.r if args.r is not None else runner.r_for_level(level)
+        r_per_layer = merges_per_layer(r, runner.num_layers, args.schedule)
+        settings = CalibrationSettings(
+            schedule=args.schedule, level=level, r=r if level is None else r, seed=args.seed,
+            preprocess=preprocess.describe(),
+        )
+        record = calibrate(
+            runner, source, r_per_layer, args.batch_size, args.num_images,
+            preprocess=preprocess, encoder_name=name, settings=settings, skip_bad=args.skip_bad,
+            stats_images=args.stats_images, workers=args.workers, progress=not args.no_progress,
+        )
+        if rank == 0:
+            path = cache.save(record, out, overwrite=args.overwrite)
+            _report(record, path, source)
+        return 0
+    finally:
+        if created_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _report(record, path: Path, source) -> None:
+    cal = record.calibration
+    print(f"wrote {path}")
+    print(f"  key {record.key}; {cal['images_used']} images in {cal['batches']} batches of {cal['batch_size']} "
+          f"on {cal['processes']} process(es); {cal['images_dropped']} trailing images dropped (partial batch)")
+    shown = ", ".join("-" if t is None else f"{t:.4f}" for t in record.thresholds)
+    print(f"  thresholds per layer: {shown}")
+    stats = record.token_stats
+    if stats and stats.get("images"):
+        print(f"  visual tokens under these thresholds ({stats['images']} images): mean {stats['mean']:.1f} "
+              f"std {stats['std']:.1f} min {stats['min']} max {stats['max']} of {stats['patches']} patches")
+    for note in cal.get("notes", []):
+        print(f"  note: {note}")
+    if cal["skipped"]:
+        print(f"  skipped {len(cal['skipped'])} bad image(s):", file=sys.stderr)
+        for item in cal["skipped"]:
+            print(f"    {item['image']}: {item['reason']}", file=sys.stderr)

@@ -1,0 +1,16 @@
+"""Language side of DyMU: VTU attention, FastV, and the prefill/decode loop over HF decoders.
+
+Importing this package registers the "dymu" attention function with transformers.
+"""
+from .attention import ATTENTION_NAME, dymu_attention, use_dymu_attention, virtual_attention
+from .families import SUPPORTED_ROPE_TYPES, DecoderInfo, describe_decoder, split_causal_lm
+from .fastv import FastV
+from .layout import VirtualLayout
+from .loop import GenerationOutput, Timing, generate, loglikelihood, prefill, prefill_logits
+from .sampling import DecodeConfig
+
+__all__ = [
+    "ATTENTION_NAME", "DecodeConfig", "DecoderInfo", "FastV", "GenerationOutput", "SUPPORTED_ROPE_TYPES", "Timing",
+    "VirtualLayout", "describe_decoder", "dymu_attention", "generate", "loglikelihood", "prefill", "prefill_logits",
+    "split_causal_lm", "use_dymu_attention", "virtual_attention",
+]

@@ -1,0 +1,87 @@
+"""The "dymu" attention function, registered with transformers' AttentionInterface.
+
+The model's attention module computes q/k/v on unique rows, applies its RoPE (the loop passes
+cos = 1, sin = 0, so raw keys reach the cache), updates the cache and then calls this function
+with the ``dymu_state`` keyword it received from the decoder layer. Here queries, keys and
+values are expanded to virtual entries, rotated at their virtual positions with the model's own
+cos/sin, attended causally over the virtual sequence and averaged back onto unique rows.
+Without ``dymu_state`` it is plain SDPA, so a model left on "dymu" behaves as usual.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from .state import ForwardState, Segment
+
+__all__ = ["ATTENTION_NAME", "dymu_attention", "virtual_attention", "use_dymu_attention"]
+
+ATTENTION_NAME = "dymu"
+
+
+def virtual_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      segment: Segment, scaling: float | None = None,
+                      record: ForwardState | None = None) -> torch.Tensor:
+    """Attention over the virtual sequence, before the re-merge: (B, H, Nq_virtual, Dh).
+
+    ``query`` (B, H, n_q_rows, Dh) and ``key``/``value`` (B, Hkv, n_kv_rows, Dh) are un-rotated rows.
+    """
+    q = segment.q.expand_rotated(query)
+    k = segment.kv.expand_rotated(key)
+    v = segment.kv.expand(value)
+    mask, is_causal = segment.mask()
+    gqa = q.shape[1] != k.shape[1]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scaling,
+                                         enable_gqa=gqa)
+    if record is not None:
+        record.recorded = _last_query_attention(q, k, segment, scaling)
+    return out
+
+
+def _last_query_attention(q: torch.Tensor, k: torch.Tensor, segment: Segment, scaling: float | None) -> torch.Tensor:
+    """(B, Nk) softmax attention of each sample's last valid query, averaged over heads (FastV's score)."""
+    b, h, _, d = q.shape
+    hkv = k.shape[1]
+    last = segment.last_query()
+    q_last = torch.gather(q, 2, last.view(b, 1, 1, 1).expand(b, h, 1, d)).view(b, hkv, h // hkv, d)
+    scale = scaling if scaling is not None else d ** -0.5
+    scores = torch.matmul(q_last.float(), k.float().transpose(-1, -2)) * scale  # (B, Hkv, rep, Nk)
+    q_pos = torch.gather(segment.q.positions, 1, last[:, None])
+    allowed = (segment.kv.positions <= q_pos) & segment.kv.valid
+    scores = scores.masked_fill(~allowed[:, None, None, :], float("-inf"))
+    return scores.softmax(-1).mean(dim=(1, 2))
+
+
+def dymu_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                   attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                   dymu_state: ForwardState | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+    """AttentionInterface entry point: VTU over ``dymu_state`` or, without it, plain SDPA."""
+    if dymu_state is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    segment = dymu_state.segment(module.layer_idx)
+    record = dymu_state if dymu_state.record_layer == module.layer_idx else None
+    out = virtual_attention(module, query, key, value, segment, scaling, record)
+    return segment.q.remerge(out), None
+
+
+AttentionInterface.register(ATTENTION_NAME, dymu_attention)
+AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+
+
+@contextlib.contextmanager
+def use_dymu_attention(decoder: torch.nn.Module) -> Iterator[None]:
+    """Route the decoder's attention modules through "dymu" for the duration of a call."""
+    config = decoder.config
+    before = config._attn_implementation
+    config._attn_implementation = ATTENTION_NAME
+    try:
+        yield
+    finally:
+        config._attn_implementation = before

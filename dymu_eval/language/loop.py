@@ -1,0 +1,291 @@
+"""The prefill/decode loop over a Hugging Face base text decoder, driven by a virtual layout.
+
+HF ``generate`` assumes one hidden row per position; with VTU a row stands for several
+positions, so this module runs the decoder layers itself: prefill over the unique rows (with
+FastV's reduction after layer K if asked), then one new row per sample per step. Only unique
+rows enter the KV cache (a standard DynamicCache), so its size follows the unique length.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import DynamicCache
+
+from ..errors import ConfigError
+from .attention import use_dymu_attention
+from .families import DecoderInfo, describe_decoder, identity_rope
+from .fastv import FastV, drop_entries, mask_entries, select_kept
+from .layout import VirtualLayout, mix_rows
+from .sampling import DecodeConfig, choose_next, find_stop
+from .state import ForwardState, Segment, Side, rotary_at
+
+__all__ = ["Timing", "GenerationOutput", "Prefill", "prefill", "prefill_logits", "generate", "loglikelihood"]
+
+
+@dataclass
+class Timing:
+    """Wall-clock milliseconds of the batch this sample ran in (samples of a batch run together)."""
+
+    prefill_ms: float
+    decode_ms: float
+    new_tokens: int
+
+
+@dataclass
+class GenerationOutput:
+    sequences: list[list[int]]  # generated ids per sample (eos included when produced, like HF generate)
+    texts: list[str] | None  # decoded without special tokens, cut before the first stop string
+    finish_reasons: list[str]  # "eos" | "stop" | "length"
+    timings: list[Timing]
+    unique_lengths: list[int]  # rows the decoder processed per sample
+    virtual_lengths: list[int]  # length of the unmodified sequence per sample
+    kept_image_tokens: list[int] | None  # after FastV's reduction, else None
+    scores: list[torch.Tensor] | None = None  # (B, V) logits of each step, when asked for
+
+
+@dataclass
+class Prefill:
+    """Result of a prefill: normed final rows, the layout of the last layers, and its map to the input layout."""
+
+    hidden: torch.Tensor  # (B, Nu_final, D) after the final norm
+    layout: VirtualLayout  # layout of the last layers (shorter after a FastV drop)
+    origin: torch.Tensor  # (B, Nv_final) index of each entry in the input layout
+    state: ForwardState
+    kept_image_tokens: list[int] | None
+
+
+def _now(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _check_inputs(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout) -> DecoderInfo:
+    info = describe_decoder(decoder)
+    if not isinstance(layout, VirtualLayout):
+        raise ConfigError(f"layout must be a VirtualLayout, got {type(layout).__name__}")
+    if unique_embeds.dim() != 3 or not unique_embeds.is_floating_point():
+        raise ConfigError(f"unique_embeds must be a float (B, Nu, D) tensor, got {unique_embeds.dtype} "
+                          f"{tuple(unique_embeds.shape)}")
+    if unique_embeds.shape[0] != layout.batch_size:
+        raise ConfigError(f"unique_embeds has {unique_embeds.shape[0]} samples but the layout has "
+                          f"{layout.batch_size}")
+    if unique_embeds.shape[1] != layout.unique_len:
+        raise ConfigError(f"unique_embeds has {unique_embeds.shape[1]} rows per sample but the layout expects "
+                          f"{layout.unique_len} unique rows (layout and sequence lengths disagree)")
+    if unique_embeds.shape[2] != decoder.config.hidden_size:
+        raise ConfigError(f"unique_embeds has width {unique_embeds.shape[2]} but the decoder's hidden size is "
+                          f"{decoder.config.hidden_size}")
+    return info
+
+
+def _run_layer(layer: nn.Module, info: DecoderInfo, h: torch.Tensor, pe, cache, state: ForwardState) -> torch.Tensor:
+    out = layer(h, attention_mask=None, position_embeddings=pe, use_cache=cache is not None,
+                dymu_state=state, **{info.cache_kwarg: cache})
+    return out[0] if isinstance(out, tuple) else out
+
+
+def prefill(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout, fastv: FastV | None = None,
+            cache: DynamicCache | None = None) -> Prefill:
+    """Run every decoder layer over the unique rows (call under ``use_dymu_attention`` and no_grad)."""
+    info = _check_inputs(decoder, unique_embeds, layout)
+    layout = layout.to(unique_embeds.device)
+    if fastv is not None:
+        fastv.check(layout, info.num_layers)
+    h = unique_embeds
+    pe = identity_rope(h, info.head_dim)
+    side = Side.from_layout(layout, decoder.rotary_emb, h)
+    state = ForwardState([Segment(range(info.num_layers), side, side)],
+                         record_layer=fastv.k - 1 if fastv is not None else None)
+    origin = torch.arange(layout.virtual_len, device=h.device).expand(layout.batch_size, -1)
+    final, kept = layout, None
+    for i, layer in enumerate(decoder.layers):
+        if fastv is not None and i == fastv.k:
+            keep = select_kept(state.recorded, fastv, layout.valid)
+            kept = (keep & fastv.image_mask.to(keep.device)).sum(1).tolist()
+            if fastv.mode == "drop":
+                final, rows, origin = drop_entries(layout, keep)
+                h = torch.gather(h, 1, rows.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+            else:
+                final = mask_entries(layout, keep)
+            side = Side.from_layout(final, decoder.rotary_emb, h)
+            state.segments = [Segment(range(0, i), state.segments[0].q, state.segments[0].kv),
+                              Segment(range(i, info.num_layers), side, side)]
+        h = _run_layer(layer, info, h, pe, cache, state)
+    return Prefill(decoder.norm(h), final, origin, state, kept)
+
+
+def _virtual_logits(lm_head: nn.Module, run: Prefill, entries: torch.Tensor) -> torch.Tensor:
+    """Logits (B, M, V) at final-layout entries (B, M): each entry mixes its unique rows' final states."""
+    lay = run.layout
+    idx = torch.gather(lay.index, 1, entries.unsqueeze(-1).expand(-1, -1, lay.index.shape[2]))
+    w = torch.gather(lay.weight, 1, entries.unsqueeze(-1).expand(-1, -1, lay.weight.shape[2]))
+    return lm_head(mix_rows(run.hidden, idx, w))
+
+
+def prefill_logits(decoder: nn.Module, lm_head: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout,
+                   fastv: FastV | None = None) -> torch.Tensor:
+    """Logits (B, Nv, V) at every virtual entry of ``layout``; entries FastV dropped are NaN."""
+    with torch.no_grad(), use_dymu_attention(decoder):
+        run = prefill(decoder, unique_embeds, layout, fastv)
+        nv_final = run.layout.virtual_len
+        entries = torch.arange(nv_final, device=run.hidden.device).expand(layout.batch_size, -1)
+        logits = _virtual_logits(lm_head, run, entries)
+        if fastv is None or fastv.mode == "mask":
+            return logits
+        out = logits.new_full((layout.batch_size, layout.virtual_len, logits.shape[-1]), float("nan"))
+        for b in range(layout.batch_size):
+            v = run.layout.valid[b]
+            out[b, run.origin[b, v]] = logits[b, v]
+        return out
+
+
+def _require_left_padded(layout: VirtualLayout, what: str) -> None:
+    bad = ~layout.valid[:, -1]
+    if bool(bad.any()):
+        raise ConfigError(f"{what}: sample {int(bad.nonzero()[0, 0])} ends in padding; layouts must be left padded "
+                          "(build them with VirtualLayout.identity/from_mappings)")
+
+
+def _next_positions(layout: VirtualLayout) -> torch.Tensor:
+    return torch.where(layout.valid, layout.positions, -1).amax(1) + 1
+
+
+def _decode_state(state: ForwardState, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> ForwardState:
+    """Every segment's key side grows by one entry; the query side is the new row alone."""
+    q = Side.single(positions, cos, sin)
+    return ForwardState([Segment(s.layers, q, s.kv.append(positions, cos, sin)) for s in state.segments])
+
+
+def generate(decoder: nn.Module, lm_head: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout,
+             config: DecodeConfig, fastv: FastV | None = None, progress: bool = False,
+             return_scores: bool = False) -> GenerationOutput:
+    """Greedy or sampled generation for a left-padded batch described by ``layout``."""
+    config.check()
+    info = _check_inputs(decoder, unique_embeds, layout)
+    _require_left_padded(layout, "generate")
+    device = unique_embeds.device
+    layout = layout.to(device)
+    b_size = layout.batch_size
+    eos = torch.tensor(sorted({int(t) for t in config.eos_token_ids}), dtype=torch.long, device=device)
+    pad_id = config.pad_token_id if config.pad_token_id is not None else (int(eos[0]) if eos.numel() else 0)
+    gens = config.generators(b_size, device)
+    seqs: list[list[int]] = [[] for _ in range(b_size)]
+    reasons = ["length"] * b_size
+    done = torch.zeros(b_size, dtype=torch.bool, device=device)
+    with torch.no_grad(), use_dymu_attention(decoder):
+        start = _now(device)
+        cache = DynamicCache(config=decoder.config)
+        run = prefill(decoder, unique_embeds, layout, fastv, cache)
+        last = torch.full((b_size, 1), run.layout.virtual_len - 1, dtype=torch.long, device=device)
+        logits = _virtual_logits(lm_head, run, last)[:, 0]
+        positions = _next_positions(layout)
+        state = run.state
+        state.record_layer = None
+        mid = _now(device)
+        pe = identity_rope(unique_embeds, info.head_dim)
+        steps = tqdm(range(config.max_new_tokens), desc="decode", disable=not progress, leave=False)
+        scores = [] if return_scores else None
+        for step in steps:
+            if scores is not None:
+                scores.append(logits.float().clone())
+            ids = choose_next(logits, config, gens)
+            ids = torch.where(done, torch.full_like(ids, pad_id), ids)
+            for b in (~done).nonzero()[:, 0].tolist():
+                seqs[b].append(int(ids[b]))
+            if eos.numel():
+                hit = torch.isin(ids, eos) & ~done
+                for b in hit.nonzero()[:, 0].tolist():
+                    reasons[b] = "eos"
+                done |= hit
+            if config.stop_strings:
+                for b in (~done).nonzero()[:, 0].tolist():
+                    text = config.tokenizer.decode(seqs[b], skip_special_tokens=True)
+                    if find_stop(text, config.stop_strings) >= 0:
+                        reasons[b], done[b] = "stop", True
+            if bool(done.all()) or step == config.max_new_tokens - 1:
+                break
+            h = decoder.embed_tokens(ids[:, None])
+            cos, sin = rotary_at(decoder.rotary_emb, h, positions[:, None])
+            state = _decode_state(state, positions, cos, sin)
+            for layer in decoder.layers:
+                h = _run_layer(layer, info, h, pe, cache, state)
+            logits = lm_head(decoder.norm(h)[:, -1])
+            positions = positions + 1
+        end = _now(device)
+    texts = None
+    if config.tokenizer is not None:
+        texts = []
+        for seq in seqs:
+            text = config.tokenizer.decode(seq, skip_special_tokens=True)
+            cut = find_stop(text, config.stop_strings)
+            texts.append(text if cut < 0 else text[:cut])
+    prefill_ms, decode_ms = (mid - start) * 1e3, (end - mid) * 1e3
+    return GenerationOutput(seqs, texts, reasons, [Timing(prefill_ms, decode_ms, len(s)) for s in seqs],
+                            layout.unique_lengths, layout.virtual_lengths, run.kept_image_tokens, scores)
+
+
+def append_tokens(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout,
+                  tokens: Sequence[Sequence[int]]) -> tuple[torch.Tensor, VirtualLayout]:
+    """Append text tokens (one-hot, next positions, right padded) to a left-padded layout."""
+    b_size, nv, k = layout.index.shape
+    device = unique_embeds.device
+    lengths = [len(t) for t in tokens]
+    if len(tokens) != b_size:
+        raise ConfigError(f"{len(tokens)} continuations for {b_size} samples")
+    for b, n in enumerate(lengths):
+        if n == 0:
+            raise ConfigError(f"continuation of sample {b} is empty")
+    lc, nu = max(lengths), layout.unique_len
+    ids = torch.zeros(b_size, lc, dtype=torch.long, device=device)
+    for b, t in enumerate(tokens):
+        ids[b, : len(t)] = torch.as_tensor(list(t), dtype=torch.long, device=device)
+    filled = torch.arange(lc, device=device)[None] < torch.tensor(lengths, device=device)[:, None]
+    rows = torch.cat([unique_embeds, decoder.embed_tokens(ids).to(unique_embeds.dtype)], 1)
+    new_index = (nu + torch.arange(lc, device=device)).view(1, lc, 1).expand(b_size, lc, k)
+    new_weight = torch.zeros(b_size, lc, k, dtype=layout.weight.dtype, device=device)
+    new_weight[:, :, 0] = 1
+    new_pos = _next_positions(layout)[:, None] + torch.arange(lc, device=device)[None]
+    grown = VirtualLayout(torch.cat([layout.index, new_index], 1), torch.cat([layout.weight, new_weight], 1),
+                          torch.cat([layout.positions, new_pos], 1), torch.cat([layout.valid, filled], 1),
+                          torch.cat([layout.unique_valid, filled], 1))
+    return rows, grown
+
+
+def loglikelihood(decoder: nn.Module, lm_head: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout,
+                  continuations: Sequence[Sequence[int]], fastv: FastV | None = None) -> list[tuple[float, bool]]:
+    """Per sample: (sum of log-probs of the continuation tokens after the context, whether greedy picks them all)."""
+    _check_inputs(decoder, unique_embeds, layout)
+    _require_left_padded(layout, "loglikelihood")
+    layout = layout.to(unique_embeds.device)
+    nv = layout.virtual_len
+    with torch.no_grad(), use_dymu_attention(decoder):
+        rows, grown = append_tokens(decoder, unique_embeds, layout, continuations)
+        if fastv is not None:
+            pad = torch.zeros(layout.batch_size, grown.virtual_len - nv, dtype=torch.bool, device=rows.device)
+            fastv = FastV(fastv.k, fastv.ratio, torch.cat([fastv.image_mask.to(rows.device), pad], 1), fastv.mode)
+        run = prefill(decoder, rows, grown, fastv)
+        lc = max(len(c) for c in continuations)
+        entries = torch.zeros(layout.batch_size, lc, dtype=torch.long, device=rows.device)
+        for b, cont in enumerate(continuations):
+            # final-layout entries holding input entries nv-1 .. nv+len-2 (they predict the continuation)
+            where = torch.full((grown.virtual_len,), -1, dtype=torch.long, device=rows.device)
+            v = run.layout.valid[b]
+            where[run.origin[b, v]] = v.nonzero()[:, 0]
+            found = where[nv - 1: nv - 1 + len(cont)]
+            if bool((found < 0).any()):
+                raise ConfigError(f"loglikelihood, sample {b}: the last context entry was dropped by FastV")
+            entries[b, : len(cont)] = found
+        all_logits = _virtual_logits(lm_head, run, entries).float()
+        results = []
+        for b, cont in enumerate(continuations):
+            logits = all_logits[b, : len(cont)]
+            target = torch.as_tensor(list(cont), dtype=torch.long, device=logits.device)
+            logp = torch.log_softmax(logits, -1).gather(1, target[:, None]).sum()
+            results.append((float(logp), bool((logits.argmax(-1) == target).all())))
+    return results

@@ -1,0 +1,1 @@
+"""lmms-eval adapters (the only package importing lmms_eval): model classes, model_args, stats."""

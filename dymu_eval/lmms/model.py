@@ -1,0 +1,269 @@
+"""lmms-eval model classes: ``dymu_llava`` (simple and chat), ``tome_llava``, ``fastv_llava``.
+
+Thin adapters: they parse model_args, load the LLaVA family module with the asked reduction,
+turn lmms-eval requests into prompts and images, and write one stats row per request. All
+model logic lives in ``dymu_eval.vlm``; this is the only package that imports lmms_eval.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from lmms_eval import utils as lmms_utils
+from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
+from lmms_eval.api.model import lmms
+from loguru import logger
+from tqdm import tqdm
+
+from ..errors import ConfigError
+from ..language import DecodeConfig
+from ..vlm import llava
+from ..vlm.reduction import Reduction, dymu_reduction, fastv_reduction, tome_reduction
+from .args import ModelArgs, parse_model_args
+from .stats import StatsWriter, new_run_stamp, stats_dir
+
+
+def _device_map(args: ModelArgs, accelerator: Accelerator) -> str:
+    """One full model per process: cuda:<local rank> on GPUs, cpu otherwise."""
+    wanted = args.device_map
+    if wanted is None:
+        return f"cuda:{accelerator.local_process_index}" if torch.cuda.is_available() else "cpu"
+    if accelerator.num_processes > 1:
+        if wanted == "auto":
+            raise ConfigError("device_map=auto spreads one model over all GPUs; with several processes "
+                              "(accelerate launch) use device_map=cuda, one GPU per process")
+        if wanted == "cuda":
+            return f"cuda:{accelerator.local_process_index}"
+    if wanted.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device_map={wanted} but no CUDA device is available; use device_map=cpu")
+    return wanted
+
+
+def _reduction(args: ModelArgs, pipe_model, runner) -> Reduction:
+    if args.method == "none":
+        return Reduction()
+    if args.method == "tome":
+        return tome_reduction(runner, args.r, None if args.level == "custom" else args.level, args.schedule, args.vtu)
+    if args.method == "fastv":
+        return fastv_reduction(args.fastv_k, args.fastv_ratio)
+    names = [args.pretrained, runner.encoder_key]
+    return dymu_reduction(pipe_model, runner, names, args.thresholds, args.level, args.r, args.schedule, args.vtu)
+
+
+def _decode_config(gen_kwargs: dict[str, Any], tokenizer, eos_ids: list[int], default_until: list[str]) -> DecodeConfig:
+    """lmms-eval gen_kwargs -> DecodeConfig. Greedy unless temperature > 0 (as llava_hf decides)."""
+    kw = dict(gen_kwargs)
+    if int(kw.get("num_beams", 1) or 1) != 1:
+        raise ConfigError(f"gen_kwargs num_beams={kw['num_beams']}: beam search is not supported (use num_beams=1)")
+    until = kw.get("until", default_until)
+    if isinstance(until, str):
+        until = [until]
+    if not isinstance(until, (list, tuple)):
+        raise ConfigError(f"gen_kwargs until={until!r} must be a string or a list of strings")
+    temperature = float(kw.get("temperature", 0) or 0)
+    top_p = kw.get("top_p")
+    do_sample = temperature > 0 and bool(kw.get("do_sample", True))
+    return DecodeConfig(
+        max_new_tokens=int(kw.get("max_new_tokens", 1024)),
+        do_sample=do_sample,
+        temperature=temperature if do_sample else 1.0,
+        top_p=float(top_p) if top_p is not None and do_sample else 1.0,
+        eos_token_ids=eos_ids,
+        stop_strings=[u for u in until if u],
+        tokenizer=tokenizer,
+    )
+
+
+class DymuLlava(lmms):
+    """LLaVA-1.5 with DyMU / ToMe / FastV / no reduction (simple API: generate_until, loglikelihood)."""
+
+    is_simple = True
+    PRESET = "dymu"
+    MODEL_ID = "dymu_llava"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        self.args = parse_model_args(kwargs, self.PRESET)
+        accelerator = Accelerator()
+        device_map = _device_map(self.args, accelerator)
+        model, processor = llava.load_llava(self.args.pretrained, device_map, self.args.dtype,
+                                            self.args.attn_implementation)
+        self.pipe = llava.LlavaPipeline(model, processor)
+        self.pipe.reduction = _reduction(self.args, model, self.pipe.runner)
+        self.accelerator = accelerator
+        self._rank = accelerator.process_index
+        self._world_size = accelerator.num_processes
+        self._device = self.pipe.device
+        self.batch_size_per_gpu = self.args.batch_size
+        folder, found = stats_dir(self.args.stats_dir)
+        if not found and self._rank == 0:
+            logger.warning(f"dymu-eval: no --output_path or stats_dir=, per-sample stats go to {folder}")
+        stamp = [new_run_stamp()]
+        if self._world_size > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(stamp, from_process=0)
+        red = self.pipe.reduction
+        self.stats = StatsWriter(folder, stamp[0], self._rank, {
+            "model": self.MODEL_ID, "method": self.args.method, "level": self.args.level, "r": self.args.r,
+            "thresholds": red.thresholds_key or self.args.thresholds, "schedule": self.args.schedule,
+            "vtu": red.vtu, "fastv_k": red.fastv_k, "fastv_ratio": red.fastv_ratio, "pretrained": self.args.pretrained,
+        })
+        if self._rank == 0:
+            logger.info(f"dymu-eval: {self.MODEL_ID} {self.args.to_dict()}; per-sample stats -> {self.stats.path}")
+
+    # -- properties lmms-eval reads ---------------------------------------------------------
+    @property
+    def tokenizer(self):
+        return self.pipe.tokenizer
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_size_per_gpu
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def rank(self) -> int:
+        return self._rank
+
+    @property
+    def world_size(self) -> int:
+        return self._world_size
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _doc(self, task: str, split: str, doc_id: int):
+        return self.task_dict[task][split][doc_id]
+
+    def _visuals(self, doc_to_visual, task: str, split: str, doc_id: int) -> list:
+        visuals = doc_to_visual(self._doc(task, split, doc_id)) if doc_to_visual is not None else []
+        return self._images(visuals, task, doc_id)
+
+    @staticmethod
+    def _images(visuals, task: str, doc_id: int) -> list:
+        from PIL import Image
+
+        out = []
+        for v in visuals or []:
+            if not isinstance(v, Image.Image):
+                raise ConfigError(f"{task} doc {doc_id}: only images are supported, got {type(v).__name__} "
+                                  "(video and audio inputs are not)")
+            out.append(v.convert("RGB"))
+        return out
+
+    def _record(self, metas: list[tuple[str, int]], stats: list[dict], request: str) -> None:
+        self.stats.write([{**s, "task": t, "doc_id": d, "request": request} for (t, d), s in zip(metas, stats)])
+
+    def _eos(self) -> list[int]:
+        return list(self.pipe.eos_ids)
+
+    # -- lmms-eval API ----------------------------------------------------------------------
+    def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
+        def order(x):
+            return -len(self.tokenizer.encode(x[0])), x[0]
+
+        collator = lmms_utils.Collator([r.args for r in requests], order, grouping=True)
+        results: list[GenerationResult] = []
+        bar = tqdm(total=len(requests), disable=self.rank != 0, desc="dymu_llava generate")
+        default_until = [self.tokenizer.decode([self._eos()[0]])] if self._eos() else []
+        for chunk in collator.get_batched(n=self.batch_size, batch_fn=None):
+            contexts, gen_kwargs, doc_to_visual, doc_ids, tasks, splits = zip(*chunk)
+            reqs, texts, metas = [], [], []
+            for ctx, dtv, doc_id, task, split in zip(contexts, doc_to_visual, doc_ids, tasks, splits):
+                images = self._visuals(dtv, task, split, doc_id)
+                text, _ = llava.simple_prompt(self.tokenizer, ctx, len(images))
+                reqs.append(llava.Request(text, images, name=f"{task} doc {doc_id}"))
+                texts.append(text)
+                metas.append((task, doc_id))
+            config = _decode_config(gen_kwargs[0], self.tokenizer, self._eos(), default_until)
+            outs, stats = llava.generate(self.pipe, reqs, texts, config)
+            self._record(metas, stats, "generate_until")
+            for text, s in zip(outs, stats):
+                results.append(GenerationResult(text, TokenCounts(input_tokens=s["unique_len"],
+                                                                  output_tokens=s["new_tokens"])))
+            bar.update(len(chunk))
+        bar.close()
+        return collator.get_original(results)
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        results: list[tuple[float, bool]] = []
+        args = [r.args for r in requests]
+        for start in tqdm(range(0, len(args), self.batch_size), disable=self.rank != 0, desc="dymu_llava loglikelihood"):
+            reqs, ctxs, fulls, metas = [], [], [], []
+            for context, doc_to_target, doc_to_visual, doc_id, task, split in args[start:start + self.batch_size]:
+                doc = self._doc(task, split, doc_id)
+                continuation = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(doc)
+                images = self._visuals(doc_to_visual, task, split, doc_id)
+                ctx, full = llava.simple_prompt(self.tokenizer, context, len(images), continuation)
+                reqs.append(llava.Request(ctx, images, name=f"{task} doc {doc_id}"))
+                ctxs.append(ctx)
+                fulls.append(full)
+                metas.append((task, doc_id))
+            scores, stats = llava.loglikelihood(self.pipe, reqs, ctxs, fulls)
+            self._record(metas, stats, "loglikelihood")
+            results.extend(scores)
+        return results
+
+    def generate_until_multi_round(self, requests) -> list[str]:
+        raise NotImplementedError(f"{self.MODEL_ID} does not implement multi-round generation")
+
+
+class DymuLlavaChat(DymuLlava):
+    """Chat variant: prompts come from the processor's chat template over lmms-eval messages."""
+
+    is_simple = False
+
+    def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
+        from lmms_eval.protocol import ChatMessages
+
+        def order(x):
+            return x[3], x[3]
+
+        collator = lmms_utils.Collator([r.args for r in requests], order, group_fn=lambda x: x[2], grouping=True)
+        results: list[GenerationResult] = []
+        bar = tqdm(total=len(requests), disable=self.rank != 0, desc=f"{self.MODEL_ID} generate")
+        default_until: list[str] = []  # like llava_hf's chat variant: eos ends generation
+        for chunk in collator.get_batched(n=self.batch_size, batch_fn=None):
+            _, doc_to_messages, gen_kwargs, doc_ids, tasks, splits = zip(*chunk)
+            reqs, texts, metas = [], [], []
+            for dtm, doc_id, task, split in zip(doc_to_messages, doc_ids, tasks, splits):
+                messages = ChatMessages(messages=dtm(self._doc(task, split, doc_id)))
+                images, videos, audios = messages.extract_media()
+                if videos or audios:
+                    raise ConfigError(f"{task} doc {doc_id}: video and audio inputs are not supported")
+                images = self._images(images, task, doc_id)
+                text = llava.chat_prompt(self.pipe.processor, messages.model_dump()["messages"])
+                reqs.append(llava.Request(text, images, name=f"{task} doc {doc_id}"))
+                texts.append(text)
+                metas.append((task, doc_id))
+            config = _decode_config(gen_kwargs[0], self.tokenizer, self._eos(), default_until)
+            outs, stats = llava.generate(self.pipe, reqs, texts, config)
+            self._record(metas, stats, "generate_until")
+            for text, s in zip(outs, stats):
+                results.append(GenerationResult(text, TokenCounts(input_tokens=s["unique_len"],
+                                                                  output_tokens=s["new_tokens"])))
+            bar.update(len(chunk))
+        bar.close()
+        return collator.get_original(results)
+
+    def loglikelihood(self, requests):
+        raise NotImplementedError(f"{self.MODEL_ID} (chat) has no loglikelihood; use --force_simple")
+
+
+class TomeLlava(DymuLlava):
+    PRESET, MODEL_ID = "tome", "tome_llava"
+
+
+class TomeLlavaChat(DymuLlavaChat):
+    PRESET, MODEL_ID = "tome", "tome_llava"
+
+
+class FastvLlava(DymuLlava):
+    PRESET, MODEL_ID = "fastv", "fastv_llava"
+
+
+class FastvLlavaChat(DymuLlavaChat):
+    PRESET, MODEL_ID = "fastv", "fastv_llava"

@@ -1,0 +1,80 @@
+"""Per-sample stats JSONL written beside lmms-eval's outputs (read by ``dymu-eval tables``).
+
+Location: ``<--output_path>/dymu_stats/<run_stamp>_rank<k>.jsonl`` (the ``stats_dir`` model_arg
+overrides the folder). lmms-eval does not tell a model where its outputs go, so the folder
+comes from the command line the process was started with (``--output_path``); without it
+(e.g. the Python API) the files go to ``./dymu_stats`` and a warning says so.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+# Fields every row carries, in this order (documented in docs/plugin.md).
+FIELDS = (
+    "task", "doc_id", "request", "model", "method", "level", "r", "thresholds", "schedule", "vtu", "fastv_k",
+    "fastv_ratio", "pretrained", "visual_tokens_before", "visual_tokens_after", "unique_len", "virtual_len",
+    "encoder_ms", "prefill_ms", "decode_ms", "new_tokens", "image_bytes_per_pixel", "run_stamp", "rank",
+)
+
+
+def output_path_from_argv(argv: Sequence[str] | None = None) -> str | None:
+    """The value of ``--output_path`` in an lmms-eval command line, if any."""
+    argv = list(sys.argv if argv is None else argv)
+    for i, arg in enumerate(argv):
+        if arg == "--output_path" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--output_path="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def stats_dir(explicit: str | None, argv: Sequence[str] | None = None) -> tuple[Path, bool]:
+    """(folder, found): ``explicit`` > ``<--output_path>/dymu_stats`` > ``./dymu_stats`` (found=False)."""
+    if explicit:
+        return Path(explicit), True
+    out = output_path_from_argv(argv)
+    if out:
+        return Path(out) / "dymu_stats", True
+    return Path(os.getcwd()) / "dymu_stats", False
+
+
+def new_run_stamp(argv: Sequence[str] | None = None) -> str:
+    """lmms-eval's own date stamp (``YYYYMMDD_HHMMSS`` in its ``--timezone``, Asia/Singapore by
+    default) plus the process id. lmms-eval stamps its results a moment *before* the model is
+    built, so a run's stats stamp is the first one at or after its results stamp."""
+    from lmms_eval.utils import get_datetime_str
+
+    argv = list(sys.argv if argv is None else argv)
+    tz = "Asia/Singapore"
+    for i, arg in enumerate(argv):
+        if arg == "--timezone" and i + 1 < len(argv):
+            tz = argv[i + 1]
+        elif arg.startswith("--timezone="):
+            tz = arg.split("=", 1)[1]
+    try:
+        stamp = get_datetime_str(timezone=tz)
+    except Exception:  # noqa: BLE001 - an unknown zone name: fall back to UTC
+        stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime())
+    return f"{stamp.replace(':', '-')}_{os.getpid()}"
+
+
+class StatsWriter:
+    """Appends one JSON object per request to ``<folder>/<run_stamp>_rank<k>.jsonl``."""
+
+    def __init__(self, folder: Path, run_stamp: str, rank: int, constant: dict[str, Any]):
+        self.path = Path(folder) / f"{run_stamp}_rank{rank}.jsonl"
+        self.constant = {**constant, "run_stamp": run_stamp, "rank": rank}
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            for row in rows:
+                full = {**self.constant, **row}
+                f.write(json.dumps({k: full.get(k) for k in FIELDS}) + "\n")

@@ -1,0 +1,181 @@
+"""Run labels: method, level (or r, or FastV setting), threshold data, schedule, VTU.
+
+The same normaliser reads the results JSON's ``config.model_args`` (strings) and the
+plugin's per-sample stats rows (typed values): both use the model_args key names
+(DESIGN §4), so one function serves both and a run's two descriptions can be compared.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+
+METHOD_ORDER = {"baseline": 0, "FastV": 1, "ToMe": 2, "DyMU": 3}
+_METHOD_NAMES = {
+    "baseline": "baseline",
+    "none": "baseline",
+    "dymu": "DyMU",
+    "dtome": "DyMU",
+    "tome": "ToMe",
+    "fastv": "FastV",
+}
+_LEVEL_ORDER = {"low": 0, "mid": 1, "high": 2}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What distinguishes one measured row from another (all strings, "" when not applicable)."""
+
+    model: str  # lmms-eval model name, e.g. dymu_llava or llava_hf
+    family: str  # the checkpoint's name, e.g. llava-1.5-7b-hf: one table per family
+    method: str  # baseline | DyMU | ToMe | FastV | other
+    level: str = ""  # low|mid|high, r<merges per layer>, or K<k> R<ratio> for FastV
+    threshold_data: str = ""
+    schedule: str = ""
+    vtu: str = ""  # yes | no | ""
+
+    def key(self) -> tuple[str, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+    def label(self, show_model: bool = True) -> str:
+        """Short human label in the paper's wording, e.g. ``DyMU-low w/o VTU``."""
+        m = self.method
+        if m == "DyMU":
+            text = f"DyMU-{self.level}" if self.level else "DyMU"
+            if self.vtu == "no":
+                text += " w/o VTU"
+            if self.schedule and self.schedule != "constant":
+                text += f" {self.schedule}"
+            if self.threshold_data and self.threshold_data != "llava_instruct":
+                text += f" ({self.threshold_data})"
+        elif m == "ToMe":
+            text = f"ToMe {self.level.replace('r', 'r=', 1)}" if self.level.startswith("r") else "ToMe"
+            if self.level and not self.level.startswith("r"):
+                text += f"-{self.level}"
+            if self.vtu == "yes":
+                text += " +VTU"
+            if self.schedule and self.schedule != "constant":
+                text += f" {self.schedule}"
+        elif m == "FastV":
+            text = f"FastV {self.level}".strip()
+        else:
+            text = m
+        if show_model and not self.model.startswith(("dymu_", "tome_", "fastv_")):
+            text += f" [{self.model}]"
+        return text
+
+    def sort_key(self) -> tuple:
+        lvl = self.level
+        if lvl in _LEVEL_ORDER:
+            lvl_key: tuple = (0, _LEVEL_ORDER[lvl])
+        elif lvl.startswith("r") and lvl[1:].isdigit():
+            lvl_key = (1, -int(lvl[1:]))
+        else:
+            lvl_key = (2, lvl)
+        return (self.family, METHOD_ORDER.get(self.method, 9), self.model, self.vtu != ("yes" if self.method == "DyMU" else "no"),
+                self.schedule not in ("", "constant"), self.schedule, self.threshold_data, lvl_key)
+
+
+def parse_model_args(model_args: object) -> dict[str, str]:
+    """lmms-eval's ``k=v,k2=v2`` string (or an already parsed dict) -> dict of strings."""
+    if isinstance(model_args, dict):
+        return {str(k): str(v) for k, v in model_args.items()}
+    out: dict[str, str] = {}
+    for part in str(model_args or "").split(","):
+        if "=" in part:
+            key, _, value = part.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def family_of(pretrained: str) -> str:
+    """A checkpoint's family name: the last path part of a hub id or a local folder."""
+    name = os.path.basename(str(pretrained).rstrip("/\\"))
+    return name or "unknown"
+
+
+def _bool(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return "yes"
+    if text in _FALSE:
+        return "no"
+    return text
+
+
+def _number(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        num = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return str(int(num)) if num.is_integer() else f"{num:g}"
+
+
+def _dataset_name(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if "/" in text or "\\" in text or text.endswith(".json"):
+        return os.path.splitext(os.path.basename(text))[0]
+    return text
+
+
+def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
+    """Normalised run fields from model_args or a stats row; None where the source is silent."""
+    level = values.get("level")
+    level = None if level in (None, "") else str(level).lower()
+    raw_method = values.get("method")
+    if raw_method not in (None, ""):
+        method = _METHOD_NAMES.get(str(raw_method).lower(), str(raw_method))
+    elif "tome" in model:
+        method = "ToMe"
+    elif "fastv" in model:
+        method = "FastV"
+    elif "dymu" in model:
+        method = "DyMU" if level != "none" else "baseline"
+    else:
+        method = "baseline"
+    if level == "none" and method in ("DyMU", "ToMe"):
+        method = "baseline"
+    r = _number(values.get("r"))
+
+    out: dict[str, str | None] = {"method": method, "level": None, "threshold_data": None,
+                                  "schedule": None, "vtu": None}
+    if method == "DyMU":
+        out["level"] = level if level in _LEVEL_ORDER else (f"r{r}" if r else level)
+        out["threshold_data"] = _dataset_name(values.get("thresholds"))
+    elif method == "ToMe":
+        out["level"] = f"r{r}" if r else level
+    elif method == "FastV":
+        k, ratio = _number(values.get("fastv_k")), _number(values.get("fastv_ratio"))
+        out["level"] = f"K{k} R{ratio}" if k is not None and ratio is not None else None
+    if method in ("DyMU", "ToMe"):
+        sched = values.get("schedule")
+        out["schedule"] = None if sched in (None, "") else str(sched).lower().replace("-", "_")
+        out["vtu"] = _bool(values.get("vtu"))
+    return out
+
+
+def finalize(model: str, family: str, fields_: dict[str, str | None]) -> RunConfig:
+    """Fill the documented defaults (constant schedule; VTU on for DyMU, off for ToMe)."""
+    method = fields_.get("method") or "baseline"
+    schedule = fields_.get("schedule") or ("constant" if method in ("DyMU", "ToMe") else "")
+    vtu = fields_.get("vtu") or {"DyMU": "yes", "ToMe": "no"}.get(method, "")
+    return RunConfig(model=model, family=family, method=method, level=fields_.get("level") or "",
+                     threshold_data=fields_.get("threshold_data") or "", schedule=schedule, vtu=vtu)
+
+
+def agrees(from_args: dict[str, str | None], from_stats: dict[str, str | None]) -> bool:
+    """True when every field the model_args set explicitly matches what the stats recorded."""
+    return all(v is None or from_stats.get(k) in (None, v) for k, v in from_args.items())
+
+
+def with_family(cfg: RunConfig, family: str) -> RunConfig:
+    return replace(cfg, family=family)

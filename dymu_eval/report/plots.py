@@ -1,0 +1,130 @@
+"""Plots: score vs mean visual tokens per benchmark, and tokens vs image complexity (Figure 3).
+
+Image complexity is the paper's measure, JPEG (q=90) bytes per pixel, recorded by the
+plugin per sample as ``image_bytes_per_pixel``. Matplotlib runs on the Agg backend so
+plots work on headless machines.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .runs import MeasuredRun  # noqa: E402
+from .tables import FamilyTable  # noqa: E402
+
+_COLORS = {"baseline": "black", "FastV": "tab:orange", "ToMe": "tab:blue", "DyMU": "tab:red"}
+
+
+def _series_name(row: pd.Series) -> str:
+    """Rows joined into one line: same method, VTU, schedule, threshold data; levels vary."""
+    if row["method"] == "DyMU":
+        name = "DyMU" + (" w/o VTU" if row["vtu"] == "no" else "")
+        if row["schedule"] not in ("", "constant"):
+            name += f" {row['schedule']}"
+        if row["threshold_data"] not in ("", "llava_instruct"):
+            name += f" ({row['threshold_data']})"
+        return name
+    if row["method"] == "ToMe":
+        return "ToMe" + (" +VTU" if row["vtu"] == "yes" else "")
+    return str(row["run"])
+
+
+def score_vs_tokens(table: FamilyTable, path: Path) -> Path | None:
+    """One panel per benchmark: headline-style columns vs mean tokens, a line per method.
+
+    Reported rows of the same benchmarks are drawn hollow and dashed. Returns None when no
+    measured row has token counts.
+    """
+    df = table.measured
+    if df["tokens_mean"].isna().all():
+        return None
+    cols = [b for b in table.benchmarks if not b.endswith("-P") and not b.endswith("-acc") and ":" not in b] or table.benchmarks
+    ncols = min(3, len(cols))
+    nrows = math.ceil(len(cols) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
+    for ax, bench in zip(axes.flat, cols):
+        _draw_lines(ax, df, bench, dashed=False)
+        rep = table.reported
+        if rep is not None and bench in rep.columns and "tokens_mean" in rep.columns:
+            _draw_lines(ax, rep[rep["method"].isin(["baseline", "ToMe", "DyMU"])], bench, dashed=True)
+        ax.set_title(bench)
+        ax.set_xlabel("mean visual tokens")
+        ax.set_ylabel("score")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(cols):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.suptitle(f"{table.family}: score vs visual tokens")
+    fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(labels) // 4), 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _draw_lines(ax: plt.Axes, df: pd.DataFrame, bench: str, dashed: bool) -> None:
+    if bench not in df.columns:
+        return
+    data = df.assign(series=df.apply(_series_name, axis=1)).dropna(subset=["tokens_mean", bench])
+    for name, part in data.groupby("series", sort=False):
+        part = part.sort_values("tokens_mean")
+        method = part["method"].iloc[0]
+        color = _COLORS.get(method, None)
+        style = dict(linestyle="--" if dashed else "-", marker="o", color=color,
+                     markerfacecolor="none" if dashed else color)
+        if name.endswith("w/o VTU") or "+VTU" in name or "(" in name or "linear" in name:
+            style["marker"] = "s"
+        label = f"{name} (reported)" if dashed else name
+        ax.plot(part["tokens_mean"], part[bench], label=label, **style)
+
+
+def correlation(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Pearson and Spearman (Pearson of average ranks) correlation; NaN when undefined."""
+    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
+        return math.nan, math.nan
+    pearson = float(np.corrcoef(x, y)[0, 1])
+    rx = pd.Series(x).rank().to_numpy()
+    ry = pd.Series(y).rank().to_numpy()
+    spearman = float(np.corrcoef(rx, ry)[0, 1]) if np.std(rx) > 0 and np.std(ry) > 0 else math.nan
+    return pearson, spearman
+
+
+def tokens_vs_complexity(family: str, runs: list[MeasuredRun], path: Path) -> tuple[Path | None, dict[str, tuple[float, float]]]:
+    """Scatter of per-sample tokens vs JPEG bytes/pixel for every reducing run, correlations in the legend."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    stats: dict[str, tuple[float, float]] = {}
+    cmap = plt.get_cmap("tab10")
+    for i, run in enumerate(runs):
+        pts = [(float(r["image_bytes_per_pixel"]), float(r["visual_tokens_after"])) for r in run.stats_rows()
+               if r.get("image_bytes_per_pixel") is not None and r.get("visual_tokens_after") is not None]
+        if not pts or run.config.method == "baseline":
+            continue
+        x, y = np.array(pts).T
+        pearson, spearman = correlation(x, y)
+        stats[run.config.label()] = (pearson, spearman)
+        ax.scatter(x, y, s=10, alpha=0.6, color=cmap(i % 10),
+                   label=f"{run.config.label()}: Pearson {pearson:.2f}, Spearman {spearman:.2f} (n={len(x)})")
+        if len(x) >= 2 and np.std(x) > 0:
+            slope, icpt = np.polyfit(x, y, 1)
+            xs = np.linspace(x.min(), x.max(), 50)
+            ax.plot(xs, slope * xs + icpt, color=cmap(i % 10), linewidth=1)
+    if not stats:
+        plt.close(fig)
+        return None, stats
+    ax.set_xlabel("image complexity (JPEG q=90 bytes per pixel)")
+    ax.set_ylabel("visual tokens given to the LLM")
+    ax.set_title(f"{family}: tokens vs image complexity")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path, stats

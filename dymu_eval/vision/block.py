@@ -1,0 +1,53 @@
+"""One encoder block with merging: x += Attn(LN1(x)) with proportional attention and padding
+masked; merge; x += MLP(LN2(x)). The only place the merging algorithm meets a model."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+
+from ..merge import Policy, TokenState, apply_merges, bipartite_scores
+from .family import LayerParts
+
+
+def attention_bias(state: TokenState, dtype: torch.dtype) -> torch.Tensor | None:
+    """(B,1,1,T) additive key bias: log(size) for real tokens, a huge negative for padding.
+
+    None while nothing has merged (all sizes 1, no padding), so the unreduced path is the
+    model's own SDPA call without a mask.
+    """
+    if state.trivial:
+        return None
+    bias = state.sizes.to(torch.float32).log()
+    bias = bias.masked_fill(~state.valid, torch.finfo(torch.float32).min)
+    return bias.to(dtype)[:, None, None, :]
+
+
+def attention(parts: LayerParts, h: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-head self-attention through the model's own projections; returns (output, keys)."""
+    bsz, t, _ = h.shape
+    shape = (bsz, t, parts.num_heads, parts.head_dim)
+    q = parts.q(h).view(shape).transpose(1, 2)
+    k = parts.k(h).view(shape).transpose(1, 2)
+    v = parts.v(h).view(shape).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=parts.scale)
+    out = parts.o(out.transpose(1, 2).reshape(bsz, t, parts.num_heads * parts.head_dim))
+    return out, k
+
+
+def run_block(parts: LayerParts, state: TokenState, layer: int, policy: Policy, protect_first: bool) -> TokenState:
+    """Apply one block to the padded batch, merging after the attention residual."""
+    x = state.x
+    attn, keys = attention(parts, parts.ln1(x), attention_bias(state, x.dtype))
+    if parts.ls1 is not None:
+        attn = parts.ls1(attn)
+    state = replace(state, x=x + attn)
+    if policy.merges_at(layer):
+        matching = bipartite_scores(keys.mean(dim=1), state.valid, protect_first)
+        state = apply_merges(state, matching, policy(layer, matching))
+    x = state.x
+    mlp = parts.mlp(parts.ln2(x))
+    if parts.ls2 is not None:
+        mlp = parts.ls2(mlp)
+    return replace(state, x=x + mlp)

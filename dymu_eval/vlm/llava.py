@@ -1,0 +1,321 @@
+"""LLaVA-1.5 (``LlavaForConditionalGeneration``): prompt + pixels -> reduced encoder -> projector
+on unique rows -> the virtual layout of the unmodified sequence -> the language loop.
+
+Every LLaVA quirk lives here: the ``<image>`` placeholder the processor expands into one
+token per patch, the vision feature layer and select strategy ("default" drops CLS), the
+Vicuna-style prompt that lmms-eval's ``llava_hf`` builds. With no reduction the pipeline
+reproduces the unmodified model token for token (same logits in fp32).
+"""
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from ..errors import ConfigError, InputImageError
+from ..language.layout import VirtualLayout
+from ..vision import EncoderOutput, VisionRunner
+from .reduction import Reduction
+
+IMAGE_TOKEN = "<image>"
+# lmms-eval's llava_hf falls back to this template when the tokenizer has none (LLaVA-1.5 / Vicuna v1).
+VICUNA_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.index0 == 0 %}A chat between a curious user and an artificial "
+    "intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions. "
+    "USER: {{ message['content'] }} {% elif message['role'] == 'user' %}USER: {{ message['content'] }} "
+    "{% else %} ASSISTANT: {{ message['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+
+@dataclass
+class Request:
+    """One prompt (already templated, with one ``<image>`` per image) and its images."""
+
+    prompt: str
+    images: list[Image.Image]
+    name: str = "request"  # used in error messages (task/doc id)
+    continuation: str | None = None  # loglikelihood only: text scored after the prompt
+
+
+@dataclass
+class Prepared:
+    """A batch turned into unique rows and the layout of the unmodified sequences."""
+
+    unique: torch.Tensor  # (B, Nu, D) left padded
+    layout: VirtualLayout
+    image_mask: torch.Tensor  # (B, Nv) bool, virtual entries that are image tokens
+    input_ids: list[torch.Tensor]  # per request, the unmodified token ids (1-D)
+    stats: list[dict[str, Any]]
+
+
+def jpeg_bytes_per_pixel(images: Sequence[Image.Image], quality: int = 90) -> float | None:
+    """The paper's image-complexity measure: JPEG (q=90) size in bytes per pixel, over all images."""
+    if not images:
+        return None
+    total, pixels = 0, 0
+    for img in images:
+        buf = io.BytesIO()
+        img.convert("RGB").save(buf, format="JPEG", quality=quality)
+        total += buf.tell()
+        pixels += img.size[0] * img.size[1]
+    return total / pixels
+
+
+# ------------------------------------------------------------------------------------- loading
+def _dtype(name: str, device_map: str) -> torch.dtype | str:
+    if name == "auto":
+        return torch.float32 if device_map == "cpu" else "auto"
+    return getattr(torch, name)
+
+
+def load_llava(pretrained: str, device_map: str, dtype: str = "auto", attn_implementation: str | None = None):
+    """(model, processor) of a LLaVA-1.5 checkpoint; ConfigError for other architectures."""
+    from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
+
+    try:
+        config = AutoConfig.from_pretrained(pretrained)
+    except OSError as exc:
+        raise ConfigError(f"pretrained={pretrained}: cannot read a model config ({exc})") from exc
+    if getattr(config, "model_type", None) != "llava":
+        raise ConfigError(
+            f"pretrained={pretrained} is a {getattr(config, 'model_type', '?')} model; dymu_llava needs a "
+            "LlavaForConditionalGeneration checkpoint (LLaVA-1.5, e.g. llava-hf/llava-1.5-7b-hf)"
+        )
+    kwargs: dict[str, Any] = {"dtype": _dtype(dtype, device_map), "device_map": device_map}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = LlavaForConditionalGeneration.from_pretrained(pretrained, **kwargs).eval()
+    processor = AutoProcessor.from_pretrained(pretrained)
+    processor.tokenizer.padding_side = "left"
+    return model, processor
+
+
+# ------------------------------------------------------------------------------------- prompts
+def simple_prompt(tokenizer, context: str, n_images: int, continuation: str | None = None) -> tuple[str, str | None]:
+    """What lmms-eval's simple ``llava_hf`` feeds the model: ``<image>`` x n, a newline, the
+    context, through the tokenizer's chat template (Vicuna when it has none). With a
+    continuation, also the prompt followed by it (for loglikelihood)."""
+    if IMAGE_TOKEN not in context and n_images:
+        context = " ".join([IMAGE_TOKEN] * n_images) + "\n" + context
+    template = tokenizer.chat_template or VICUNA_CHAT_TEMPLATE
+    user = [{"role": "user", "content": context}]
+    prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True, chat_template=template)
+    if continuation is None:
+        return prompt, None
+    full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": continuation}], tokenize=False,
+                                         add_generation_prompt=False, chat_template=template)
+    return prompt, full
+
+
+def chat_prompt(processor, messages: list[dict]) -> str:
+    """What lmms-eval's chat ``llava_hf`` feeds the model: the processor's chat template."""
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+# ------------------------------------------------------------------------------------- pipeline
+class LlavaPipeline:
+    """Runs batches of requests through a LLaVA-1.5 model with a given reduction."""
+
+    def __init__(self, model, processor, reduction: Reduction | None = None):
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.reduction = reduction or Reduction()
+        cfg = model.config
+        self.image_token_id = int(cfg.image_token_id if getattr(cfg, "image_token_id", None) is not None
+                                  else cfg.image_token_index)
+        self.select = getattr(cfg, "vision_feature_select_strategy", "default")
+        if self.select not in ("default", "full"):
+            raise ConfigError(f"vision_feature_select_strategy={self.select!r} is not supported (default or full)")
+        self.runner = VisionRunner.from_model(model)  # reads vision_feature_layer (ConfigError for lists)
+        inner = model.model
+        self.projector = inner.multi_modal_projector
+        self.embed = model.get_input_embeddings()
+        self.decoder = inner.language_model
+        self.lm_head = model.lm_head
+        self.device = self.embed.weight.device
+        self.dtype = self.embed.weight.dtype
+        eos = self.tokenizer.eos_token_id
+        self.eos_ids = [int(eos)] if eos is not None else []
+
+    # -- processor --------------------------------------------------------------------------
+    def _process(self, req: Request, text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        n_placeholders = text.count(IMAGE_TOKEN)
+        if n_placeholders != len(req.images):
+            raise ConfigError(
+                f"{req.name}: the prompt has {n_placeholders} {IMAGE_TOKEN} placeholder(s) but {len(req.images)} "
+                "image(s) were given; each image needs exactly one placeholder"
+            )
+        try:
+            out = self.processor(images=req.images or None, text=text, return_tensors="pt")
+        except (OSError, ValueError) as exc:
+            raise InputImageError(f"{req.name}: the processor rejected the input ({exc})") from exc
+        return out["input_ids"][0], out.get("pixel_values")
+
+    # -- vision -----------------------------------------------------------------------------
+    def encode_images(self, pixel_values: torch.Tensor) -> tuple[EncoderOutput, float]:
+        """Run the tower with the reduction policy up to the layer LLaVA reads; (output, ms)."""
+        t0 = time.perf_counter()
+        out = self.runner(pixel_values.to(self.device, self.dtype), self.reduction.policy)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return out, (time.perf_counter() - t0) * 1000.0
+
+    def _image_rows(self, enc: EncoderOutput, i: int, n_tokens: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unique visual rows (U, D) before the projector, map (n_tokens,) image token -> row)."""
+        tokens, p2t = enc.unique(i)
+        seq = p2t[1:] if (self.select == "default" and enc.has_cls) else p2t
+        if seq.numel() != n_tokens:
+            raise ConfigError(
+                f"{name}: the processor expanded image {i} into {n_tokens} tokens but the vision tower gives "
+                f"{seq.numel()} features (select strategy {self.select}); the processor's patch_size / "
+                "vision_feature_select_strategy do not match the model config"
+            )
+        used, remap = torch.unique(seq, sorted=True, return_inverse=True)
+        return tokens[used], remap
+
+    # -- batch preparation ------------------------------------------------------------------
+    @torch.no_grad()
+    def prepare(self, requests: Sequence[Request], texts: Sequence[str]) -> Prepared:
+        """Tokenize, encode and project; build unique rows and the virtual layout per request."""
+        ids, pix, n_imgs = [], [], []
+        for req, text in zip(requests, texts):
+            input_ids, pv = self._process(req, text)
+            ids.append(input_ids)
+            n_imgs.append(0 if pv is None else pv.shape[0])
+            if pv is not None:
+                pix.append(pv)
+        enc, enc_ms = (None, 0.0)
+        if pix:
+            enc, enc_ms = self.encode_images(torch.cat(pix, 0))
+        rows, maps, visual, stats = [], [], [], []
+        img = 0
+        for req, input_ids, n_img in zip(requests, ids, n_imgs):
+            r, m, v, before, img = self._sequence(req, input_ids, enc, img)
+            rows.append(r)
+            maps.append(m)
+            visual.append(v)
+            stats.append({
+                "visual_tokens_before": before,
+                "visual_tokens_after": int(v.sum()),
+                "encoder_ms": enc_ms * n_img / max(1, sum(n_imgs)),
+                "image_bytes_per_pixel": jpeg_bytes_per_pixel(req.images),
+            })
+        lengths = [r.shape[0] for r in rows]
+        if self.reduction.vtu:
+            layout = VirtualLayout.from_mappings(maps, lengths, device=self.device)
+            masks = [input_ids == self.image_token_id for input_ids in ids]
+        else:  # the paper's "w/o VTU": the unique rows alone, at consecutive positions
+            layout = VirtualLayout.consecutive(lengths, device=self.device)
+            masks = visual
+        nu, nv = max(lengths), layout.virtual_len
+        unique = torch.zeros(len(rows), nu, rows[0].shape[-1], dtype=self.dtype, device=self.device)
+        image_mask = torch.zeros(len(rows), nv, dtype=torch.bool, device=self.device)
+        for b, (r, m) in enumerate(zip(rows, masks)):
+            unique[b, nu - r.shape[0]:] = r
+            image_mask[b, nv - m.numel():] = m.to(self.device)
+        for b, s in enumerate(stats):
+            s["unique_len"] = lengths[b]
+            s["virtual_len"] = layout.virtual_lengths[b]
+        return Prepared(unique, layout, image_mask, ids, stats)
+
+    def _sequence(self, req: Request, input_ids: torch.Tensor, enc: EncoderOutput | None, img: int):
+        """Unique rows (U, D), map virtual -> row (L,), visual flag per row (U,), image tokens
+        in the unmodified sequence, and the index of the next image in the encoder batch."""
+        is_img = input_ids == self.image_token_id
+        spans = iter(_image_spans(is_img, len(req.images), req.name))
+        text_emb = self.embed(input_ids.to(self.device))
+        parts, mapping, flags, cursor, pos, before = [], [], [], 0, 0, 0
+        n = input_ids.numel()
+        while pos < n:
+            if is_img[pos]:
+                length = next(spans)
+                feats, remap = self._image_rows(enc, img, length, req.name)
+                img += 1
+                parts.append(self.projector(feats).to(self.dtype))
+                mapping.append(remap.cpu() + cursor)
+                flags.append(torch.ones(feats.shape[0], dtype=torch.bool))
+                cursor += feats.shape[0]
+                before += length
+                pos += length
+            else:
+                end = pos
+                while end < n and not is_img[end]:
+                    end += 1
+                parts.append(text_emb[pos:end])
+                mapping.append(torch.arange(cursor, cursor + end - pos))
+                flags.append(torch.zeros(end - pos, dtype=torch.bool))
+                cursor += end - pos
+                pos = end
+        return torch.cat(parts, 0), torch.cat(mapping), torch.cat(flags), before, img
+
+
+def _image_spans(is_img: torch.Tensor, n_images: int, name: str) -> list[int]:
+    """Lengths of the runs of image tokens; one run per image (LLaVA-1.5 has no separators)."""
+    flags = is_img.tolist()
+    spans, run = [], 0
+    for f in flags + [False]:
+        if f:
+            run += 1
+        elif run:
+            spans.append(run)
+            run = 0
+    if len(spans) != n_images:
+        if n_images and len(spans) == 1 and spans[0] % n_images == 0:
+            return [spans[0] // n_images] * n_images  # adjacent placeholders form one run
+        raise ConfigError(f"{name}: found {len(spans)} image-token runs for {n_images} image(s) in the tokenized prompt")
+    return spans
+
+
+# ------------------------------------------------------------------------------------- running
+def _fastv(reduction: Reduction, prepared: Prepared):
+    from ..language import FastV
+
+    if reduction.fastv_k is None:
+        return None
+    return FastV(reduction.fastv_k, reduction.fastv_ratio or 0.0, prepared.image_mask)
+
+
+def generate(pipe: LlavaPipeline, requests: Sequence[Request], texts: Sequence[str], config) -> tuple[list[str], list[dict]]:
+    """Texts and per-request stats for a batch; ``config`` is a language.DecodeConfig."""
+    from ..language import generate as run_generate
+
+    prepared = pipe.prepare(requests, texts)
+    out = run_generate(pipe.decoder, pipe.lm_head, prepared.unique, prepared.layout, config,
+                       fastv=_fastv(pipe.reduction, prepared))
+    stats = []
+    for b, s in enumerate(prepared.stats):
+        t = out.timings[b]
+        row = {**s, "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms, "new_tokens": t.new_tokens}
+        if out.kept_image_tokens is not None:
+            row["visual_tokens_after"] = int(out.kept_image_tokens[b])
+        stats.append(row)
+    return list(out.texts), stats
+
+
+def loglikelihood(pipe: LlavaPipeline, requests: Sequence[Request], contexts: Sequence[str],
+                  fulls: Sequence[str]) -> tuple[list[tuple[float, bool]], list[dict]]:
+    """(sum log-prob of the continuation, greedy?) per request: ``fulls[i]`` is ``contexts[i]``
+    followed by the continuation, both templated; the continuation is the token tail past the
+    context (as lmms-eval's llava_hf splits it)."""
+    from ..language import loglikelihood as run_loglikelihood
+
+    prepared = pipe.prepare(requests, contexts)
+    conts = []
+    for req, ctx_ids, full in zip(requests, prepared.input_ids, fulls):
+        full_ids, _ = pipe._process(req, full)
+        tail = full_ids[ctx_ids.numel():].tolist()
+        if not tail:
+            raise ConfigError(f"{req.name}: the continuation adds no tokens after the context")
+        conts.append(tail)
+    t0 = time.perf_counter()
+    scores = run_loglikelihood(pipe.decoder, pipe.lm_head, prepared.unique, prepared.layout, conts,
+                               fastv=_fastv(pipe.reduction, prepared))
+    ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(requests))
+    stats = [{**s, "prefill_ms": ms, "decode_ms": 0.0, "new_tokens": 0} for s in prepared.stats]
+    return scores, stats

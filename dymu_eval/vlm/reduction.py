@@ -1,0 +1,72 @@
+"""Turn the user's reduction settings into what the family modules run: a merge policy for the
+encoder (ToMe's top-r, DyMU's cached thresholds, or none), VTU on/off, and FastV settings.
+
+Shared by every model family; the family module supplies the vision runner and the name the
+checkpoint goes by (for the threshold cache).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ..errors import ConfigError, ThresholdCacheError
+from ..merge import NoMerge, Policy, TopR, merges_per_layer
+from ..vision import VisionRunner
+
+
+@dataclass
+class Reduction:
+    """What to do to the visual tokens: a merge policy in the encoder, VTU or not, FastV or not."""
+
+    method: str = "none"  # dymu | tome | fastv | none
+    policy: Policy = field(default_factory=NoMerge)
+    vtu: bool = False
+    fastv_k: int | None = None
+    fastv_ratio: float | None = None
+    r_per_layer: list[int] | None = None  # ToMe / DyMU gate (what the layer schedule allows)
+    thresholds_key: str | None = None  # the cache entry DyMU used
+
+
+def tome_reduction(runner: VisionRunner, r: int | None, level: str | None, schedule: str, vtu: bool) -> Reduction:
+    """ToMe: r merges per encoder layer (given, or the level's r for this encoder) over the schedule."""
+    if r is None:
+        if level not in ("low", "mid", "high"):
+            raise ConfigError(f"ToMe needs r= or level=low|mid|high, got level={level!r}")
+        r = runner.r_for_level(level)
+    per_layer = merges_per_layer(int(r), runner.num_layers, schedule)
+    return Reduction("tome", TopR(per_layer), vtu=vtu, r_per_layer=per_layer)
+
+
+def dymu_reduction(model: nn.Module, runner: VisionRunner, names: list[str], thresholds: str, level: str | None,
+                   r: int | None, schedule: str, vtu: bool) -> Reduction:
+    """DyMU: per-layer thresholds from the cache (a dataset key) or from a file, checked against the weights."""
+    from ..thresholds import ThresholdCache
+
+    cache = ThresholdCache()
+    level = None if level in (None, "custom") else level
+    if thresholds.endswith(".json") or os.sep in thresholds or os.path.isfile(thresholds):
+        if not os.path.isfile(thresholds):
+            raise ThresholdCacheError(f"thresholds={thresholds}: no such file")
+        record = cache.lookup(None, None, path=thresholds)
+    else:
+        record, first_miss = None, None
+        for name in names:  # the checkpoint name first, then the encoder's architecture key
+            try:
+                record = cache.lookup(name, thresholds, level=level, r=r, schedule=schedule)
+                break
+            except ThresholdCacheError as exc:
+                first_miss = first_miss or exc
+        if record is None:
+            raise first_miss
+    record.validate_for(model)
+    if level is not None and record.level not in (None, level):
+        raise ConfigError(f"thresholds file {thresholds} is for level {record.level}, but level={level} was asked")
+    return Reduction("dymu", record.policy(runner.default_layers_run), vtu=vtu,
+                     r_per_layer=record.r_per_layer, thresholds_key=record.key)
+
+
+def fastv_reduction(k: int, ratio: float) -> Reduction:
+    """FastV prunes in the LLM; the encoder is untouched."""
+    return Reduction("fastv", NoMerge(), vtu=False, fastv_k=int(k), fastv_ratio=float(ratio))

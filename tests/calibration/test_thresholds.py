@@ -1,0 +1,216 @@
+"""The threshold cache: file format, validation on load and against a model, atomic writes,
+no silent overwrite, lookup order, the shipped published entry and the CLI."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from conftest import LAYERS, build_tiny
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from dymu_eval.cli import main
+from dymu_eval.errors import ThresholdCacheError
+from dymu_eval.paths import thresholds_dir
+from dymu_eval.thresholds import (
+    EncoderIdentity,
+    ThresholdCache,
+    ThresholdRecord,
+    encoder_fingerprint,
+    fingerprints_match,
+    load_record,
+    save_record,
+    side_by_side,
+)
+
+PUBLISHED = "clip-vit-large-patch14-336__llava_instruct__constant__low"
+
+
+def make_record(model=None, name="tiny-clip", dataset="toy", level="low", values=None) -> ThresholdRecord:
+    model = model if model is not None else build_tiny("clip")
+    return ThresholdRecord(
+        encoder=EncoderIdentity(
+            name=name, num_layers=LAYERS, layers_run=LAYERS, fingerprint=encoder_fingerprint(model),
+            family="clip", hidden_size=32, patch_size=4, image_size=32,
+        ),
+        dataset={"name": dataset, "kind": "folder", "source": "/x", "num_images": 8, "fingerprint": "sha256:0"},
+        calibration={"level": level, "r": 3, "r_per_layer": [3] * LAYERS, "schedule": "constant", "batch_size": 4},
+        thresholds=values or [0.9, 0.8, None],
+        created="2025-01-01T00:00:00+00:00",
+    )
+
+
+def test_roundtrip_is_byte_stable(tmp_path):
+    rec = make_record()
+    path = save_record(rec, tmp_path / "a.json")
+    again = load_record(path)
+    assert again.dumps() == rec.dumps() == path.read_text()
+    assert again.key == "tiny-clip__toy__constant__low"
+    assert json.loads(path.read_text())["format_version"] == 1
+
+
+def test_no_silent_overwrite_and_atomic(tmp_path, monkeypatch):
+    path = save_record(make_record(), tmp_path / "a.json")
+    original = path.read_text()
+    with pytest.raises(ThresholdCacheError, match="already exists.*--overwrite"):
+        save_record(make_record(values=[0.1, 0.2, None]), path)
+    assert path.read_text() == original
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        save_record(make_record(values=[0.1, 0.2, None]), path, overwrite=True)
+    assert path.read_text() == original  # the old file survives a failed write
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]  # no temporary left behind
+    monkeypatch.undo()
+    save_record(make_record(values=[0.1, 0.2, None]), path, overwrite=True)
+    assert load_record(path).thresholds == [0.1, 0.2, None]
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: "{not json", "not valid JSON"),
+        (lambda d: {**d, "format_version": 99}, "format_version 99"),
+        (lambda d: {k: v for k, v in d.items() if k != "thresholds"}, 'lacks the "thresholds"'),
+        (lambda d: {**d, "encoder": {k: v for k, v in d["encoder"].items() if k != "num_layers"}},
+         "encoder.num_layers"),
+        (lambda d: {**d, "thresholds": d["thresholds"][:2]}, "holds 2 thresholds but its encoder has 3 layers"),
+        (lambda d: {**d, "thresholds": [0.9, "x", None]}, "layer 1 threshold 'x'"),
+        (lambda d: {"hello": 1}, "not a dymu-eval thresholds file"),
+    ],
+)
+def test_bad_files_fail_with_path_and_advice(tmp_path, mutate, message):
+    data = make_record().to_json()
+    bad = mutate(data)
+    path = tmp_path / "bad.json"
+    path.write_text(bad if isinstance(bad, str) else json.dumps(bad))
+    with pytest.raises(ThresholdCacheError, match=message) as info:
+        load_record(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ThresholdCacheError, match="not found"):
+        load_record(tmp_path / "nothing.json")
+
+
+def test_validate_for_same_weights_any_dtype():
+    model = build_tiny("clip")
+    rec = make_record(model)
+    rec.validate_for(model)
+    rec.validate_for(build_tiny("clip").to(torch.bfloat16))
+    rec.validate_for(build_tiny("clip").to(torch.float16))
+
+
+def test_validate_for_other_weights_says_what_to_do():
+    rec = make_record(build_tiny("clip", seed=0))
+    other = build_tiny("clip", seed=1)  # same architecture, different weights
+    assert not fingerprints_match(rec.encoder.fingerprint, encoder_fingerprint(other))
+    with pytest.raises(ThresholdCacheError, match="other weights") as info:
+        rec.validate_for(other)
+    assert "dymu-eval calibrate --encoder tiny-clip" in str(info.value)
+    assert "ignore_fingerprint" in str(info.value)
+    rec.validate_for(other, ignore_fingerprint=True)
+
+
+def test_validate_for_layer_count_and_family_shape():
+    rec = make_record()
+    deeper = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, num_hidden_layers=LAYERS + 1, num_attention_heads=4,
+                                              intermediate_size=64, image_size=32, patch_size=4))
+    with pytest.raises(ThresholdCacheError, match="3 layers .* has 4"):
+        rec.validate_for(deeper)
+    with pytest.raises(ThresholdCacheError, match="3 layers"):
+        rec.validate_for(deeper, ignore_fingerprint=True)  # the override never skips the layer check
+    wider = CLIPVisionModel(CLIPVisionConfig(hidden_size=64, num_hidden_layers=LAYERS, num_attention_heads=4,
+                                             intermediate_size=64, image_size=32, patch_size=4))
+    with pytest.raises(ThresholdCacheError, match="hidden_size=32"):
+        rec.validate_for(wider)
+
+
+def test_published_entry_shipped_and_accepted_by_name():
+    rec = load_record(thresholds_dir() / f"{PUBLISHED}.json")
+    assert rec.encoder.fingerprint is None and "unknown" in rec.encoder.fingerprint_note
+    assert rec.key == PUBLISHED and rec.level == "low" and rec.r_per_layer == [21] * 24
+    assert len(rec.thresholds) == 24 and rec.thresholds[0] == 0.99609375 and rec.thresholds[-1] == 0.81640625
+    assert "2504.17040" in rec.provenance
+    cache = ThresholdCache()
+    assert cache.lookup("openai/clip-vit-large-patch14-336", "llava_instruct", level="low").key == PUBLISHED
+    assert cache.lookup("llava-hf/llava-1.5-7b-hf", "llava_instruct", level="low").key == PUBLISHED
+    config = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                              image_size=336, patch_size=14)
+    with torch.device("meta"):
+        clip_l = CLIPVisionModel(config)
+        rec.validate_for(clip_l)  # unknown fingerprint: the name and architecture decide
+        config.num_hidden_layers = 12
+        with pytest.raises(ThresholdCacheError, match="24 layers"):
+            rec.validate_for(CLIPVisionModel(config))
+    policy = rec.policy(layers_run=23)
+    assert policy.num_layers == 23 and policy.thresholds[:2] == [0.99609375, 0.97265625]
+
+
+def test_lookup_order_explicit_then_repo_then_user(tmp_path):
+    repo, user, explicit = tmp_path / "repo", tmp_path / "user", tmp_path / "mine.json"
+    key = make_record().key
+    save_record(make_record(values=[0.3, 0.3, None]), user / f"{key}.json")
+    cache = ThresholdCache([repo, user])
+    assert cache.lookup("tiny-clip", "toy", level="low").thresholds[0] == 0.3
+    save_record(make_record(values=[0.2, 0.2, None]), repo / f"{key}.json")
+    assert cache.lookup("tiny-clip", "toy", level="low").thresholds[0] == 0.2
+    save_record(make_record(values=[0.1, 0.1, None]), explicit)
+    assert cache.lookup("tiny-clip", "toy", level="low", path=explicit).thresholds[0] == 0.1
+    assert cache.lookup("/some/folder/tiny-clip", "toy", level="low").thresholds[0] == 0.2  # folder name works
+
+
+def test_lookup_finds_renamed_file_by_content(tmp_path):
+    save_record(make_record(), tmp_path / "anything.json")
+    (tmp_path / "junk.json").write_text("{")
+    rec = ThresholdCache([tmp_path]).lookup("tiny-clip", "toy", level="low")
+    assert rec.source_path.name == "anything.json"
+
+
+def test_miss_names_the_calibrate_command(tmp_path):
+    cache = ThresholdCache([tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(ThresholdCacheError) as info:
+        cache.lookup("llava-hf/llava-1.5-7b-hf", "pixmo_cap", level="mid", schedule="linear")
+    text = str(info.value)
+    assert "dymu-eval calibrate --encoder llava-hf/llava-1.5-7b-hf --dataset pixmo_cap" in text
+    assert "--level mid --schedule linear" in text and str(tmp_path / "a") in text
+    with pytest.raises(ThresholdCacheError, match="--r 7"):
+        cache.lookup("enc", "llava_instruct", r=7)
+    with pytest.raises(ThresholdCacheError, match="--image-list"):
+        cache.lookup("enc", "llava_instruct", r=7)
+
+
+def test_default_cache_uses_repo_then_user_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("DYMU_EVAL_CACHE", str(tmp_path))
+    cache = ThresholdCache()
+    assert cache.dirs == [thresholds_dir(), tmp_path / "thresholds"]
+    path = cache.save(make_record())
+    assert path == tmp_path / "thresholds" / "tiny-clip__toy__constant__low.json"
+    assert cache.lookup("tiny-clip", "toy", level="low").source_path == path
+
+
+def test_side_by_side():
+    a, b = make_record(values=[0.9, 0.8, None]), make_record(dataset="other", values=[0.7, 0.6, 0.5])
+    table = side_by_side([a, b])
+    assert table["columns"] == [a.key, b.key]
+    assert table["rows"][2] == {"layer": 2, a.key: None, b.key: 0.5}
+
+
+def test_cli_list_and_show(tmp_path, capsys):
+    save_record(make_record(), tmp_path / "tiny-clip__toy__constant__low.json")
+    (tmp_path / "broken.json").write_text("[")
+    assert main(["thresholds", "list", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-clip__toy__constant__low" in out and "UNREADABLE" in out
+    assert main(["thresholds", "show", "tiny-clip__toy__constant__low", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "0.900000" in out and "tiny-clip" in out
+    assert main(["thresholds", "show", "nope", "--dir", str(tmp_path)]) == 2
+    assert "Known keys: broken, tiny-clip__toy__constant__low" in capsys.readouterr().err
+    assert main(["thresholds", "show", PUBLISHED, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["key"] == PUBLISHED

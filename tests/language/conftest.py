@@ -1,0 +1,15 @@
+"""Fixtures: tiny random Llama and Qwen2 decoders with grouped-query attention, saved and reloaded."""
+from __future__ import annotations
+
+import pytest
+from lang_helpers import FAMILIES, build
+
+
+@pytest.fixture(scope="session", params=sorted(FAMILIES))
+def model(request, tmp_path_factory):
+    return build(tmp_path_factory.mktemp(request.param), request.param)
+
+
+@pytest.fixture(scope="session")
+def llama(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("llama_only"), "llama")

@@ -1,0 +1,117 @@
+"""FastV: nothing dropped == baseline; dropping rows == masking them; the ranking is the last token's attention."""
+from __future__ import annotations
+
+import pytest
+import torch
+from lang_helpers import parts, random_layout, unique_rows
+from transformers import DynamicCache
+
+from dymu_eval.errors import ConfigError
+from dymu_eval.language import DecodeConfig, FastV, VirtualLayout, generate, loglikelihood, prefill, prefill_logits
+from dymu_eval.language.attention import use_dymu_attention
+
+
+def image_span(layout, start, stop):
+    """Image entries: virtual entries start..stop-1 of each sample's valid part."""
+    mask = torch.zeros_like(layout.valid)
+    for b in range(layout.batch_size):
+        first = int(layout.valid[b].nonzero()[0, 0])
+        mask[b, first + start: first + stop] = True
+    return mask
+
+
+def test_ratio_zero_equals_baseline(model):
+    dec, head = parts(model)
+    layout = random_layout([8, 6], [20, 15], seed=11)
+    rows = unique_rows(model, layout)
+    fv = FastV(k=2, ratio=0.0, image_mask=image_span(layout, 2, 12))
+    got, want = prefill_logits(dec, head, rows, layout, fv), prefill_logits(dec, head, rows, layout)
+    torch.testing.assert_close(got[layout.valid], want[layout.valid], atol=1e-5, rtol=1e-5)
+    cfg = DecodeConfig(max_new_tokens=5)
+    with_fv = generate(dec, head, rows, layout, cfg, fastv=fv)
+    assert with_fv.sequences == generate(dec, head, rows, layout, cfg).sequences
+    assert with_fv.kept_image_tokens == [10, 10]
+
+
+@pytest.mark.parametrize("vtu", [False, True])
+def test_drop_equals_mask(model, vtu):
+    dec, head = parts(model)
+    if vtu:
+        layout = random_layout([9, 7], [22, 18], seed=12)
+    else:
+        layout = VirtualLayout.identity([22, 18])
+    rows = unique_rows(model, layout, seed=3)
+    image = image_span(layout, 3, 15)
+    drop = FastV(k=2, ratio=0.75, image_mask=image, mode="drop")
+    mask = FastV(k=2, ratio=0.75, image_mask=image, mode="mask")
+    got, want = prefill_logits(dec, head, rows, layout, drop), prefill_logits(dec, head, rows, layout, mask)
+    kept = ~torch.isnan(got[..., 0])
+    assert int((~kept & layout.valid).sum()) == 2 * 9  # 12 image entries, 3 kept per sample
+    torch.testing.assert_close(got[kept], want[kept], atol=1e-5, rtol=1e-5)
+    cfg = DecodeConfig(max_new_tokens=6)
+    out_drop = generate(dec, head, rows, layout, cfg, fastv=drop, return_scores=True)
+    out_mask = generate(dec, head, rows, layout, cfg, fastv=mask, return_scores=True)
+    assert out_drop.sequences == out_mask.sequences
+    assert out_drop.kept_image_tokens == out_mask.kept_image_tokens == [3, 3]
+    for a, b in zip(out_drop.scores, out_mask.scores):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    ll_drop = loglikelihood(dec, head, rows, layout, [[5, 6], [7]], fastv=drop)
+    ll_mask = loglikelihood(dec, head, rows, layout, [[5, 6], [7]], fastv=mask)
+    assert [g for _, g in ll_drop] == [g for _, g in ll_mask]
+    assert [lp for lp, _ in ll_drop] == pytest.approx([lp for lp, _ in ll_mask], abs=1e-4)
+
+
+def test_drop_really_removes_rows_from_later_layers(llama):
+    dec, _ = parts(llama)
+    layout = VirtualLayout.identity([30])
+    fv = FastV(k=2, ratio=0.5, image_mask=image_span(layout, 4, 24))
+    cache = DynamicCache(config=dec.config)
+    with torch.no_grad(), use_dymu_attention(dec):
+        run = prefill(dec, unique_rows(llama, layout), layout, fv, cache)
+    assert [layer.keys.shape[2] for layer in cache.layers] == [30, 30, 20, 20]
+    assert run.hidden.shape[1] == 20 and run.kept_image_tokens == [10]
+    assert bool((run.layout.positions.diff(dim=1) > 0).all())  # original positions kept, with gaps
+    assert int(run.layout.positions[0, -1]) == 29
+
+
+def test_ranking_is_last_token_attention_of_layer_k_minus_1(llama, tmp_path):
+    """Kept image entries are the top ones by the unmodified model's (eager) attention of the last token."""
+    dec, _ = parts(llama)
+    layout = VirtualLayout.identity([26])
+    rows = unique_rows(llama, layout, seed=9)
+    image = image_span(layout, 2, 22)
+    with torch.no_grad():
+        llama.model.config._attn_implementation = "eager"
+        try:
+            att = llama.model(inputs_embeds=rows, output_attentions=True).attentions[1]
+        finally:
+            llama.model.config._attn_implementation = "sdpa"
+    score = att[0, :, -1].mean(0)[2:22]
+    want = set((torch.topk(score, 5).indices + 2).tolist())
+    with torch.no_grad(), use_dymu_attention(dec):
+        run = prefill(dec, rows, layout, FastV(k=2, ratio=0.75, image_mask=image))
+    kept = set(run.origin[0].tolist()) & set(range(2, 22))
+    assert kept == want
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(k=0), "fastv_k=0"),
+    (dict(k=4), "fastv_k=4"),
+    (dict(ratio=1.0), "fastv_ratio=1.0"),
+    (dict(ratio=-0.1), "fastv_ratio"),
+    (dict(mode="prune"), "mode 'prune'"),
+])
+def test_bad_fastv_arguments(llama, kwargs, match):
+    dec, head = parts(llama)
+    layout = VirtualLayout.identity([10])
+    args = dict(k=2, ratio=0.5, image_mask=image_span(layout, 1, 6), **kwargs)
+    with pytest.raises(ConfigError, match=match):
+        prefill_logits(dec, head, unique_rows(llama, layout), layout, FastV(**args))
+
+
+def test_bad_image_mask_shape(llama):
+    dec, head = parts(llama)
+    layout = VirtualLayout.identity([10])
+    with pytest.raises(ConfigError, match="image_mask"):
+        prefill_logits(dec, head, unique_rows(llama, layout), layout,
+                       FastV(k=1, ratio=0.5, image_mask=torch.ones(1, 9, dtype=torch.bool)))

@@ -1,0 +1,97 @@
+"""A tiny random LLaVA-1.5 (CLIP tower + Llama LM + WordLevel tokenizer) saved to a folder.
+
+It is built from configs and saved with ``save_pretrained`` so the real loading code of
+both the plugin and lmms-eval's ``llava_hf`` runs on it. The vocabulary is the words of the
+offline tasks, so prompts tokenize without many unknowns.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
+
+# One template for both call styles: content as a string (simple models) or as a list of
+# {"type": "image"|"text"} parts (chat models, processor.apply_chat_template).
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}USER: "
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image>\n{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %} {% else %}ASSISTANT: {% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{{ c['text'] }}{% endfor %}{% endif %}</s>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+
+
+def _words(tasks_dir: Path) -> list[str]:
+    words = set("user assistant answer the question using a single word or phrase please yes no".split())
+    for f in sorted(tasks_dir.rglob("*.jsonl")):
+        for line in f.read_text().splitlines():
+            row = json.loads(line)
+            words.update(re.findall(r"\w+|[^\w\s]", f"{row['question']} {row['answer']}".lower()))
+            words.update(re.findall(r"\w+|[^\w\s]", f"{row['question']} {row['answer']}"))
+    words.update(["USER", ":", "ASSISTANT", "?", ".", ","])
+    return sorted(words)
+
+
+def build_tokenizer(tasks_dir: Path) -> PreTrainedTokenizerFast:
+    vocab = {t: i for i, t in enumerate(SPECIALS + _words(tasks_dir))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"}, padding_side="left",
+    )
+    fast.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_llava(out: Path, tasks_dir: Path, *, image_size: int = 64, patch: int = 8,
+                     vision_layers: int = 4, select: str = "default", feature_layer: int = -2,
+                     seed: int = 0) -> Path:
+    """Save a random tiny LLaVA (model, processor, tokenizer) into ``out`` and return it."""
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(tasks_dir)
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=vision_layers,
+                              num_attention_heads=2, image_size=image_size, patch_size=patch, projection_dim=32)
+    text = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=4096,
+                       bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=False)
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=image_token_id,
+                         vision_feature_layer=feature_layer, vision_feature_select_strategy=select,
+                         projector_hidden_act="gelu")
+    model = LlavaForConditionalGeneration(config).eval()
+    with torch.no_grad():  # larger random weights give more varied (less tied) greedy tokens
+        model.lm_head.weight.mul_(20.0)
+    model.generation_config.eos_token_id = 2
+    model.generation_config.pad_token_id = 3
+    model.save_pretrained(out)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                         crop_size={"height": image_size, "width": image_size})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch,
+                               vision_feature_select_strategy=select, chat_template=CHAT_TEMPLATE,
+                               num_additional_image_tokens=1)
+    processor.save_pretrained(out)
+    return out
+
+
+if __name__ == "__main__":  # manual use: python tests/llava_lmms/tiny_llava.py OUT_DIR
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    print(build_tiny_llava(Path(sys.argv[1]), root / "tasks"))

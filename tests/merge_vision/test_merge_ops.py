@@ -1,0 +1,131 @@
+"""Pure-tensor properties of matching, selection policies and size-weighted merging."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dymu_eval.errors import ConfigError
+from dymu_eval.merge import (
+    BatchTopK,
+    NoMerge,
+    Threshold,
+    TokenState,
+    TopR,
+    apply_merges,
+    bipartite_scores,
+)
+
+
+def _merge_rounds(x, policy, rounds, protect_first=True, valid=None):
+    """Merge a fixed token set repeatedly (no transformer in between)."""
+    state = TokenState.initial(x)
+    if valid is not None:
+        state = TokenState(x, valid, state.sizes, state.first, state.patch_to_token, trivial=False)
+    for layer in range(rounds):
+        m = bipartite_scores(state.x, state.valid, protect_first)
+        state = apply_merges(state, m, policy(layer, m))
+    return state
+
+
+def test_matching_protects_cls_and_ignores_padding():
+    x = torch.randn(2, 9, 5)
+    valid = torch.ones(2, 9, dtype=torch.bool)
+    valid[1, 6:] = False
+    m = bipartite_scores(x, valid, protect_first=True)
+    assert torch.equal(m.a_idx[0], torch.tensor([0, 2, 4, 6, 8]))
+    assert torch.equal(m.b_idx[0], torch.tensor([1, 3, 5, 7]))
+    assert torch.isinf(m.score[:, 0]).all()  # CLS never a source; it is never in B either
+    assert torch.isinf(m.score[1, 3:]).all()  # padded A tokens (positions 6, 8)
+    assert (m.b_idx.gather(1, m.partner)[1, :3] < 6).all()  # partners are real tokens
+    assert m.cap.tolist() == [(9 - 1) // 2, (6 - 1) // 2]
+    assert bipartite_scores(x, valid, protect_first=False).cap.tolist() == [4, 3]
+
+
+def test_size_weighted_mean_and_index_map_over_rounds():
+    torch.manual_seed(0)
+    x0 = torch.randn(2, 17, 6, dtype=torch.float64)
+    state = _merge_rounds(x0, TopR([3, 3, 3, 3]), 4)
+    for b in range(2):
+        n = int(state.valid[b].sum())
+        p2t = state.patch_to_token[b]
+        assert n == 17 - 12
+        sizes = torch.bincount(p2t, minlength=n).to(x0.dtype)
+        assert torch.equal(state.sizes[b, :n], sizes)  # sizes add up
+        mean = torch.zeros(n, 6, dtype=x0.dtype).index_add_(0, p2t, x0[b]) / sizes[:, None]
+        assert torch.allclose(state.x[b, :n], mean, atol=1e-12)  # every token = mean of its patches
+        firsts = torch.full((n,), 99).scatter_reduce(0, p2t, torch.arange(17), "amin")
+        assert torch.equal(firsts, state.first[b, :n])
+        assert (firsts.diff() > 0).all()  # ordered by smallest member
+        assert p2t[0] == 0 and (p2t[1:] != 0).all()  # CLS alone in token 0
+
+
+def test_topr_removes_exactly_r_and_respects_cap():
+    x = torch.randn(3, 21, 4)
+    state = TokenState.initial(x)
+    m = bipartite_scores(x, state.valid, True)
+    assert TopR([7]).__call__(0, m).sum(1).tolist() == [7, 7, 7]
+    assert TopR([50])(0, m).sum(1).tolist() == [10, 10, 10]  # cap (21-1)//2
+    assert not TopR([50])(0, m)[:, 0].any()
+    assert NoMerge()(0, m).sum() == 0
+    assert _merge_rounds(x, TopR([50] * 3), 3).counts.tolist() == [21 - 10 - 5 - 2] * 3
+
+
+def test_threshold_is_strict_and_gated():
+    torch.manual_seed(1)
+    x = torch.randn(1, 11, 4)
+    m = bipartite_scores(x, torch.ones(1, 11, dtype=torch.bool), True)
+    s = m.score[0, 1:].sort(descending=True).values
+    tau = float(s[2])
+    mask = Threshold([tau])(0, m)
+    assert mask.sum() == 2  # the edge equal to tau is not merged
+    assert (m.score[mask] > tau).all()
+    assert Threshold([tau], r_per_layer=[0])(0, m).sum() == 0  # r=0 gate
+    assert Threshold([-2.0])(0, m).sum() == int(m.cap)  # everything wanted, cap wins
+
+
+def test_batch_topk_counts_and_tau():
+    torch.manual_seed(2)
+    x = torch.randn(4, 15, 3)
+    m = bipartite_scores(x, torch.ones(4, 15, dtype=torch.bool), True)
+    pol = BatchTopK([5])
+    mask = pol(0, m)
+    assert mask.sum() == 4 * 5
+    tau = pol.thresholds[0]
+    unmerged = m.score[~mask & m.mergeable]
+    assert tau == pytest.approx(max(float(unmerged.max()), 0.0))
+    assert (m.score[mask] >= unmerged.max()).all()
+    replay = Threshold([tau])(0, m)
+    assert torch.equal(replay, mask)
+
+
+def test_batch_topk_clamps_tau_at_zero():
+    x = torch.randn(2, 9, 3)
+    m = bipartite_scores(x, torch.ones(2, 9, dtype=torch.bool), True)
+    m.score = torch.where(m.mergeable, -0.5 - torch.rand_like(m.score), m.score)
+    pol = BatchTopK([1])
+    pol(0, m)
+    assert pol.thresholds[0] == 0.0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: TopR([2, -1]),
+        lambda: TopR([1.5]),
+        lambda: BatchTopK([-3]),
+        lambda: Threshold([0.9, 0.8], r_per_layer=[1]),
+        lambda: Threshold([float("nan")]),
+        lambda: Threshold([]),
+        lambda: Threshold(["high"]),
+    ],
+)
+def test_bad_policy_arguments(make):
+    with pytest.raises(ConfigError):
+        make()
+
+
+def test_policy_layer_out_of_range():
+    x = torch.randn(1, 5, 3)
+    m = bipartite_scores(x, torch.ones(1, 5, dtype=torch.bool), True)
+    with pytest.raises(ConfigError, match="2 layers"):
+        TopR([1, 1])(2, m)

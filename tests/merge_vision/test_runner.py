@@ -1,0 +1,139 @@
+"""VisionRunner on tiny random CLIP, SigLIP and DINOv2 towers (and a tiny LLaVA)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers import LlavaForConditionalGeneration
+
+from dymu_eval.errors import ConfigError
+from dymu_eval.merge import BatchTopK, NoMerge, Threshold, TokenState, TopR
+from dymu_eval.vision import VisionRunner
+from dymu_eval.vision.block import attention, attention_bias
+
+
+FAMS = ["clip", "siglip", "dinov2"]
+LAYERS = 4  # the tiny towers of conftest.py
+
+
+def _hf_hidden(model, pixels):
+    with torch.no_grad():
+        return model(pixel_values=pixels, output_hidden_states=True).hidden_states
+
+
+@pytest.mark.parametrize("fam", FAMS)
+def test_no_merging_reproduces_the_model(fam, tiny_models, pixels):
+    model = tiny_models[fam]
+    runner = VisionRunner.from_model(model)
+    ref = _hf_hidden(model, pixels)
+    for layers_run in (LAYERS, LAYERS - 1):  # full tower and a LLaVA-style read of layer -2
+        for policy in (NoMerge(), TopR([0] * LAYERS), Threshold([1.5] * LAYERS)):
+            out = runner(pixels, policy, layers_run=layers_run)
+            assert out.valid.all() and out.tokens.shape == ref[layers_run].shape
+            torch.testing.assert_close(out.tokens, ref[layers_run], atol=1e-5, rtol=0)
+            assert (out.counts == ref[0].shape[1]).all()
+
+
+def test_llava_tower_and_read_layer(tiny_llava_dir, pixels):
+    llava = LlavaForConditionalGeneration.from_pretrained(tiny_llava_dir, dtype=torch.float32).eval()
+    runner = VisionRunner.from_model(llava)
+    assert runner.family == "clip" and runner.default_layers_run == LAYERS - 1
+    out = runner(pixels)
+    ref = _hf_hidden(llava.model.vision_tower, pixels)[-2]
+    torch.testing.assert_close(out.tokens, ref, atol=1e-5, rtol=0)
+    assert out.counts.shape == (3, LAYERS)
+
+
+def test_proportional_attention_of_identical_tokens(tiny_models):
+    """Two identical tokens merged into one of size 2 leave every other attention output unchanged."""
+    runner = VisionRunner.from_model(tiny_models["clip"])
+    parts = runner.adapter.layer(0)
+    torch.manual_seed(0)
+    x = torch.randn(1, 9, 32)
+    x[0, 6] = x[0, 3]
+    full = TokenState.initial(x)
+    out_full, _ = attention(parts, parts.ln1(x), attention_bias(full, x.dtype))
+    keep = [i for i in range(9) if i != 6]
+    sizes = torch.ones(1, 8)
+    sizes[0, 3] = 2.0
+    merged = TokenState(x[:, keep], torch.ones(1, 8, dtype=torch.bool), sizes, torch.arange(8)[None], torch.zeros(1, 9, dtype=torch.long), trivial=False)
+    out_merged, _ = attention(parts, parts.ln1(merged.x), attention_bias(merged, x.dtype))
+    torch.testing.assert_close(out_merged, out_full[:, keep], atol=1e-6, rtol=0)
+    # Without the log-size bias the outputs differ: the test can tell.
+    out_plain, _ = attention(parts, parts.ln1(merged.x), None)
+    assert (out_plain - out_full[:, keep]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("fam", FAMS)
+def test_tome_removes_r_per_layer_and_never_cls(fam, tiny_models, pixels):
+    runner = VisionRunner.from_model(tiny_models[fam])
+    out = runner(pixels, TopR([5, 3, 0, 7]))
+    n0 = out.counts[0, 0].item()
+    assert out.counts.tolist() == [[n0, n0 - 5, n0 - 8, n0 - 8, n0 - 15]] * 3
+    for b in range(3):
+        toks, p2t = out.unique(b)
+        n = len(toks)
+        assert torch.equal(torch.bincount(p2t, minlength=n).float(), out.sizes[b, :n])
+        if runner.has_cls:
+            assert p2t[0] == 0 and (p2t[1:] != 0).all()
+    big = runner(pixels, TopR([40] * LAYERS))
+    protected = int(runner.has_cls)
+    expected = [n0]
+    for _ in range(LAYERS):
+        expected.append(expected[-1] - (expected[-1] - protected) // 2)
+    assert big.counts[0].tolist() == expected
+
+
+def test_threshold_gate_r_zero_never_merges(tiny_models, pixels):
+    runner = VisionRunner.from_model(tiny_models["clip"])
+    out = runner(pixels, Threshold([-1.0] * LAYERS, r_per_layer=[2, 0, 2, 0]))
+    c = out.counts
+    assert (c[:, 1] < c[:, 0]).all() and torch.equal(c[:, 2], c[:, 1])
+    assert (c[:, 3] < c[:, 2]).all() and torch.equal(c[:, 4], c[:, 3])
+
+
+@pytest.mark.parametrize("fam", FAMS)
+def test_batch_equals_one_by_one(fam, tiny_models, pixels):
+    runner = VisionRunner.from_model(tiny_models[fam])
+    calib = BatchTopK([6] * LAYERS)
+    runner(pixels, calib)
+    policy = Threshold(calib.thresholds, [6] * LAYERS)
+    batch = runner(pixels, policy)
+    assert len(set(batch.counts[:, -1].tolist())) > 1, "images should end with different token counts"
+    for b in range(3):
+        single = runner(pixels[b : b + 1], policy)
+        assert torch.equal(single.counts[0], batch.counts[b])
+        toks, p2t = batch.unique(b)
+        s_toks, s_p2t = single.unique(0)
+        assert torch.equal(p2t, s_p2t)
+        torch.testing.assert_close(toks, s_toks, atol=1e-5, rtol=0)
+        n = len(toks)
+        assert torch.equal(batch.sizes[b, :n], single.sizes[0, :n])
+
+
+@pytest.mark.parametrize("fam", FAMS)
+def test_calibration_replay_merges_b_times_r(fam, tiny_models, pixels):
+    runner = VisionRunner.from_model(tiny_models[fam])
+    r = [4, 6, 0, 5]
+    calib = BatchTopK(r)
+    found = runner(pixels, calib)
+    removed = (found.counts[:, :-1] - found.counts[:, 1:]).sum(0)
+    assert removed.tolist() == [3 * ri for ri in r]
+    assert all(t is not None and t >= 0 for t in calib.thresholds)
+    replay = runner(pixels, Threshold(calib.thresholds, r))
+    assert torch.equal(replay.counts, found.counts)
+    assert torch.equal(replay.patch_to_token, found.patch_to_token)
+
+
+def test_unsupported_model_and_bad_arguments(tiny_models, pixels):
+    with pytest.raises(ConfigError, match="unsupported vision model Linear"):
+        VisionRunner.from_model(nn.Linear(3, 3))
+    runner = VisionRunner.from_model(tiny_models["clip"])
+    with pytest.raises(ConfigError, match="2 layers"):
+        runner(pixels, Threshold([0.9, 0.9]))
+    with pytest.raises(ConfigError, match="layers_run"):
+        runner(pixels, layers_run=LAYERS + 1)
+    with pytest.raises(ConfigError, match="pixel_values"):
+        runner(pixels[0])
+    with pytest.raises(ConfigError):
+        runner(pixels, TopR([1, -1, 1, 1]))
