@@ -339,6 +339,7 @@ class HFDatasetImages(ImageSource):
         split: str = "train",
         name: str | None = None,
         image_root: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ):
         try:
             import datasets
@@ -348,10 +349,12 @@ class HFDatasetImages(ImageSource):
         builders = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
         try:
             if local.is_file() and local.suffix.lower() in builders:
-                ds = datasets.load_dataset(builders[local.suffix.lower()], data_files=str(local), split=split)
+                ds = datasets.load_dataset(
+                    builders[local.suffix.lower()], data_files=str(local), split=split, cache_dir=cache_dir
+                )
                 base = local.parent
             else:
-                ds = datasets.load_dataset(str(dataset), split=split)
+                ds = datasets.load_dataset(str(dataset), split=split, cache_dir=cache_dir)
                 base = local if local.is_dir() else None
         except Exception as exc:  # noqa: BLE001 - datasets raises many types
             raise ConfigError(f"--hf-dataset {dataset} (split {split}): cannot load ({exc})") from exc

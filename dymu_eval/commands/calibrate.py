@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         r = args.r if args.r is not None else runner.r_for_level(level)
         r_per_layer = merges_per_layer(r, runner.num_layers, args.schedule)
         settings = CalibrationSettings(
-            schedule=args.schedule, level=level, r=r if level is None else r, seed=args.seed,
+            schedule=args.schedule, level=level, r=r, seed=args.seed,
             preprocess=preprocess.describe(),
         )
         record = calibrate(

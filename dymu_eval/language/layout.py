@@ -144,15 +144,15 @@ class VirtualLayout:
 
     @property
     def is_identity(self) -> bool:
-        """True when virtual entry i is exactly unique row i (no gather or re-merge needed)."""
+        """True when every valid virtual entry i is exactly unique row i (no gather or re-merge needed)."""
         if self._identity is None:
             ar = torch.arange(self.virtual_len, device=self.index.device)
             self._identity = bool(
                 self.virtual_len == self.unique_len
                 and self.index.shape[2] == 1
-                and torch.equal(self.index[:, :, 0], ar.expand_as(self.index[:, :, 0]))
-                and bool((self.weight[self.valid] == 1).all())
                 and torch.equal(self.valid, self.unique_valid)
+                and bool((self.index[:, :, 0] == ar)[self.valid].all())
+                and bool((self.weight[self.valid] == 1).all())
             )
         return self._identity
 

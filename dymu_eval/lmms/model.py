@@ -6,6 +6,7 @@ model logic lives in ``dymu_eval.vlm``; this is the only package that imports lm
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -27,14 +28,15 @@ from .stats import StatsWriter, new_run_stamp, stats_dir
 def _device_map(args: ModelArgs, accelerator: Accelerator) -> str:
     """One full model per process: cuda:<local rank> on GPUs, cpu otherwise."""
     wanted = args.device_map
+    local = int(os.environ.get("LOCAL_RANK", accelerator.local_process_index))
     if wanted is None:
-        return f"cuda:{accelerator.local_process_index}" if torch.cuda.is_available() else "cpu"
-    if accelerator.num_processes > 1:
+        return f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    if int(os.environ.get("WORLD_SIZE", accelerator.num_processes)) > 1:
         if wanted == "auto":
             raise ConfigError("device_map=auto spreads one model over all GPUs; with several processes "
                               "(accelerate launch) use device_map=cuda, one GPU per process")
         if wanted == "cuda":
-            return f"cuda:{accelerator.local_process_index}"
+            return f"cuda:{local}"
     if wanted.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device_map={wanted} but no CUDA device is available; use device_map=cpu")
     return wanted
@@ -92,20 +94,16 @@ class DymuLlava(lmms):
         self.pipe = llava.LlavaPipeline(model, processor)
         self.pipe.reduction = _reduction(self.args, model, self.pipe.runner)
         self.accelerator = accelerator
-        self._rank = accelerator.process_index
-        self._world_size = accelerator.num_processes
+        # lmms-eval shards by the launcher's RANK/WORLD_SIZE (an Accelerator on CPU may not see them)
+        self._rank = int(os.environ.get("RANK", accelerator.process_index))
+        self._world_size = int(os.environ.get("WORLD_SIZE", accelerator.num_processes))
         self._device = self.pipe.device
         self.batch_size_per_gpu = self.args.batch_size
         folder, found = stats_dir(self.args.stats_dir)
         if not found and self._rank == 0:
             logger.warning(f"dymu-eval: no --output_path or stats_dir=, per-sample stats go to {folder}")
-        stamp = [new_run_stamp()]
-        if self._world_size > 1:
-            from accelerate.utils import broadcast_object_list
-
-            broadcast_object_list(stamp, from_process=0)
         red = self.pipe.reduction
-        self.stats = StatsWriter(folder, stamp[0], self._rank, {
+        self.stats = StatsWriter(folder, new_run_stamp(), self._rank, {
             "model": self.MODEL_ID, "method": self.args.method, "level": self.args.level, "r": self.args.r,
             "thresholds": red.thresholds_key or self.args.thresholds, "schedule": self.args.schedule,
             "vtu": red.vtu, "fastv_k": red.fastv_k, "fastv_ratio": red.fastv_ratio, "pretrained": self.args.pretrained,

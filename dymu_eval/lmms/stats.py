@@ -43,11 +43,24 @@ def stats_dir(explicit: str | None, argv: Sequence[str] | None = None) -> tuple[
     return Path(os.getcwd()) / "dymu_stats", False
 
 
+def _launcher() -> tuple[int, float]:
+    """(pid, start time) of the process that started this run: the launcher's when several
+    processes run (accelerate/torchrun children share it), else this process's own."""
+    import psutil
+
+    proc = psutil.Process(os.getpid())
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and proc.parent() is not None:
+        proc = proc.parent()
+    return proc.pid, proc.create_time()
+
+
 def new_run_stamp(argv: Sequence[str] | None = None) -> str:
-    """lmms-eval's own date stamp (``YYYYMMDD_HHMMSS`` in its ``--timezone``, Asia/Singapore by
-    default) plus the process id. lmms-eval stamps its results a moment *before* the model is
-    built, so a run's stats stamp is the first one at or after its results stamp."""
-    from lmms_eval.utils import get_datetime_str
+    """``YYYYMMDD_HHMMSS_<pid>``: when the run's (launcher) process started, in lmms-eval's
+    ``--timezone`` (Asia/Singapore by default, like its results files), and its pid. All ranks
+    of one run compute the same stamp without talking to each other."""
+    import datetime
+
+    import pytz
 
     argv = list(sys.argv if argv is None else argv)
     tz = "Asia/Singapore"
@@ -56,11 +69,13 @@ def new_run_stamp(argv: Sequence[str] | None = None) -> str:
             tz = argv[i + 1]
         elif arg.startswith("--timezone="):
             tz = arg.split("=", 1)[1]
+    pid, started = _launcher()
     try:
-        stamp = get_datetime_str(timezone=tz)
-    except Exception:  # noqa: BLE001 - an unknown zone name: fall back to UTC
-        stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime())
-    return f"{stamp.replace(':', '-')}_{os.getpid()}"
+        zone = pytz.timezone(tz)
+    except Exception:  # noqa: BLE001 - unknown zone name: UTC
+        zone = pytz.utc
+    when = datetime.datetime.fromtimestamp(started, tz=datetime.timezone.utc).astimezone(zone)
+    return f"{when.strftime('%Y%m%d_%H%M%S')}_{pid}"
 
 
 class StatsWriter:

@@ -6,6 +6,7 @@ plugin's per-sample stats rows (typed values): both use the model_args key names
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, fields, replace
 
@@ -119,12 +120,22 @@ def _number(value: object) -> str | None:
 
 
 def _dataset_name(value: object) -> str | None:
+    """The calibration dataset behind a ``thresholds`` value: a dataset key, a cache record key
+    (``encoder__dataset__schedule__amount``) or a thresholds JSON file (its ``dataset.name``)."""
     if value is None or value == "":
         return None
     text = str(value)
-    if "/" in text or "\\" in text or text.endswith(".json"):
-        return os.path.splitext(os.path.basename(text))[0]
-    return text
+    if text.endswith(".json") or "/" in text or "\\" in text:
+        try:
+            with open(text, encoding="utf-8") as fh:
+                name = (json.load(fh).get("dataset") or {}).get("name")
+            if name:
+                return str(name)
+        except (OSError, ValueError, AttributeError):
+            pass
+        text = os.path.splitext(os.path.basename(text))[0]
+    parts = text.split("__")
+    return parts[1] if len(parts) == 4 else text
 
 
 def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:

@@ -1,5 +1,5 @@
 """Merge maps: the encoder's input crop with every merged group of patches in its own colour,
-so a person can see what merged. Unmerged patches keep the photo; group borders are drawn."""
+so a person can see what merged. Unmerged patches keep the photo; merged groups are outlined."""
 from __future__ import annotations
 
 import colorsys
@@ -33,10 +33,12 @@ def merge_map(image: Image.Image, groups: torch.Tensor | np.ndarray, grid: tuple
     pix = labels[ys][:, xs]
     photo = np.asarray(image.convert("RGB"), dtype=np.float32)
     colours = _palette(len(sizes))[pix]
-    merged = (sizes[pix] > 1)[..., None]
-    out = np.where(merged, (1 - ALPHA) * photo + ALPHA * colours, photo)
+    merged = sizes[pix] > 1
+    out = np.where(merged[..., None], (1 - ALPHA) * photo + ALPHA * colours, photo)
+    # Outline merged groups: pixels whose right or lower neighbour is in another group, where
+    # at least one of the two groups is merged (single patches stay untouched).
     border = np.zeros(pix.shape, dtype=bool)
-    border[:, 1:] |= pix[:, 1:] != pix[:, :-1]
-    border[1:, :] |= pix[1:, :] != pix[:-1, :]
+    border[:, :-1] |= (pix[:, 1:] != pix[:, :-1]) & (merged[:, 1:] | merged[:, :-1])
+    border[:-1, :] |= (pix[1:, :] != pix[:-1, :]) & (merged[1:, :] | merged[:-1, :])
     out[border] = 0.25 * out[border]
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))

@@ -272,15 +272,16 @@ def test_hf_dataset_paths_and_image_feature(tmp_path):
         _save(tmp_path / "imgs" / f"{i}.png", seed=i)
     table = tmp_path / "data.jsonl"
     table.write_text("".join(json.dumps({"picture": f"imgs/{i}.png", "caption": "x"}) + "\n" for i in range(3)))
-    src = HFDatasetImages(str(table), "picture")
+    cache = tmp_path / "hf-cache"
+    src = HFDatasetImages(str(table), "picture", cache_dir=cache)
     assert len(src) == 3 and np.array_equal(np.asarray(src.load(2)), _noise(seed=2))
     with pytest.raises(ConfigError, match="no column 'image'"):
-        HFDatasetImages(str(table), "image")
+        HFDatasetImages(str(table), "image", cache_dir=cache)
 
     folder = tmp_path / "imagefolder"
     for i in range(2):
         _save(folder / "train" / f"{i}.png", seed=10 + i)
-    src = HFDatasetImages(str(folder), "image")
+    src = HFDatasetImages(str(folder), "image", cache_dir=cache)
     loaded = sorted(np.asarray(src.load(i)).sum() for i in range(2))
     assert loaded == sorted(_noise(seed=10 + i).sum() for i in range(2))
 

@@ -104,7 +104,7 @@ def test_ranking_is_last_token_attention_of_layer_k_minus_1(llama, tmp_path):
 def test_bad_fastv_arguments(llama, kwargs, match):
     dec, head = parts(llama)
     layout = VirtualLayout.identity([10])
-    args = dict(k=2, ratio=0.5, image_mask=image_span(layout, 1, 6), **kwargs)
+    args = {**dict(k=2, ratio=0.5, image_mask=image_span(layout, 1, 6)), **kwargs}
     with pytest.raises(ConfigError, match=match):
         prefill_logits(dec, head, unique_rows(llama, layout), layout, FastV(**args))
 

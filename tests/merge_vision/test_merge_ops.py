@@ -129,3 +129,11 @@ def test_policy_layer_out_of_range():
     m = bipartite_scores(x, torch.ones(1, 5, dtype=torch.bool), True)
     with pytest.raises(ConfigError, match="2 layers"):
         TopR([1, 1])(2, m)
+
+
+def test_threshold_none_means_the_layer_never_merges():
+    x = torch.randn(2, 9, 3)
+    m = bipartite_scores(x, torch.ones(2, 9, dtype=torch.bool), True)
+    pol = Threshold([None, -2.0])
+    assert not pol.merges_at(0) and pol(0, m).sum() == 0
+    assert pol(1, m).sum() == 2 * 4

@@ -1,0 +1,28 @@
+"""`dymu-eval bench encoder` wiring (a smoke run on a tiny encoder; timings are not checked)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dymu_eval.bench import available
+from dymu_eval.cli import main
+
+
+def test_bench_encoder_smoke(tiny_dirs, tmp_path, capsys):
+    pytest.importorskip("skimage", reason="sample photos come from the scikit-image wheel")
+    out = tmp_path / "bench.json"
+    argv = ["bench", "encoder", "--encoder", str(tiny_dirs["dinov2"]), "--image-size", "64", "--batch-size", "2",
+            "--repeats", "2", "--warmup", "0", "--json", str(out)]
+    assert main(argv) == 0
+    data = json.loads(out.read_text())
+    assert [r["variant"] for r in data["results"]] == ["plain HF forward", "runner, no merging", "runner, DToMe-low"]
+    assert data["results"][0]["ratio"] == 1.0
+    assert data["results"][2]["mean_tokens"] < data["results"][1]["mean_tokens"]
+    assert "ratio" in capsys.readouterr().out
+
+
+def test_benchmarks_are_discovered():
+    assert "encoder" in available()
+    with pytest.raises(SystemExit):
+        main(["bench", "no-such-benchmark"])
