@@ -225,7 +225,7 @@ def calibrate(
     skipped_all = _merge_skipped(procs.gather(skipped))
     param = next(runner.model.parameters())
     record = ThresholdRecord(
-        encoder=_encoder_identity(runner, encoder_name),
+        encoder=encoder_identity(runner, encoder_name),
         dataset=source.identity(),
         calibration={
             "batch_size": batch_size,
@@ -303,7 +303,8 @@ def _token_stats(runner, source, thresholds, r_per_layer, layers_run, batch_size
     }
 
 
-def _encoder_identity(runner, name: str) -> EncoderIdentity:
+def encoder_identity(runner, name: str) -> EncoderIdentity:
+    """The identity a thresholds file records for the encoder behind ``runner``."""
     adapter = runner.adapter
     feature_layer = getattr(runner, "feature_layer", None)
     return EncoderIdentity(

@@ -34,21 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def read_thresholds(path: str) -> tuple[list[float | None], list[int] | None]:
-    """(thresholds, r_per_layer or None) from a thresholds JSON file."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"--thresholds {path}: file not found") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--thresholds {path}: not a readable JSON file ({exc})") from None
-    values = data.get("thresholds") if isinstance(data, dict) else None
-    if not isinstance(values, list) or not values:
-        raise ConfigError(f"--thresholds {path}: needs a non-empty 'thresholds' list")
-    r = data.get("r_per_layer") or (data.get("calibration") or {}).get("r_per_layer")
-    return values, (list(r) if r is not None else None)
-
-
 def build_policy(args: argparse.Namespace, runner) -> tuple[Any, dict[str, Any]]:
     """The merging policy the options ask for, and a description for the JSON."""
     from ..merge import NoMerge, Threshold, TopR, merges_per_layer
@@ -64,20 +49,17 @@ def build_policy(args: argparse.Namespace, runner) -> tuple[Any, dict[str, Any]]
     r_per_layer = merges_per_layer(r, runner.num_layers, args.schedule) if r is not None else None
     info: dict[str, Any] = {"level": args.level, "r": r, "schedule": args.schedule, "r_per_layer": r_per_layer}
     if args.thresholds:
-        thresholds, file_r = read_thresholds(args.thresholds)
-        if len(thresholds) not in (runner.num_layers, runner.default_layers_run):
-            raise ConfigError(
-                f"--thresholds {args.thresholds}: {len(thresholds)} thresholds, but the encoder has "
-                f"{runner.num_layers} layers ({runner.default_layers_run} run): was it made for another encoder?"
-            )
-        gate = r_per_layer if r_per_layer is not None else file_r
-        if gate is not None:
-            gate = gate[: len(thresholds)]
-        try:
-            policy = Threshold(thresholds, gate)
-        except ConfigError as exc:
-            raise ConfigError(f"--thresholds {args.thresholds}: {exc}") from None
-        info.update(method="dtome", thresholds_file=str(args.thresholds), thresholds=thresholds, r_per_layer=gate)
+        from ..thresholds import load_record
+
+        record = load_record(args.thresholds)
+        record.validate_for(runner.model)
+        policy = record.policy(runner.default_layers_run)
+        info.update(
+            method="dtome",
+            thresholds_file=str(args.thresholds),
+            thresholds=record.thresholds,
+            r_per_layer=record.r_per_layer,
+        )
         return policy, info
     if r_per_layer is not None:
         return TopR(r_per_layer), {**info, "method": "tome"}

@@ -10,7 +10,6 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
 from torch import nn
 
 from ..errors import ConfigError
@@ -99,8 +98,3 @@ def split_causal_lm(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     describe_decoder(decoder)
     return decoder, lm_head
 
-
-def identity_rope(like: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos = 1, sin = 0: the model's own RoPE becomes the identity, so raw keys enter the cache."""
-    return (torch.ones(1, 1, head_dim, dtype=like.dtype, device=like.device),
-            torch.zeros(1, 1, head_dim, dtype=like.dtype, device=like.device))

@@ -18,11 +18,11 @@ from transformers import DynamicCache
 
 from ..errors import ConfigError
 from .attention import use_dymu_attention
-from .families import DecoderInfo, describe_decoder, identity_rope
+from .families import DecoderInfo, describe_decoder
 from .fastv import FastV, drop_entries, mask_entries, select_kept
 from .layout import VirtualLayout, mix_rows
 from .sampling import DecodeConfig, choose_next, find_stop
-from .state import ForwardState, Segment, Side, rotary_at
+from .state import ForwardState, Segment, Side, identity_rope, rotary_at
 
 __all__ = ["Timing", "GenerationOutput", "Prefill", "prefill", "prefill_logits", "generate", "loglikelihood"]
 
@@ -92,7 +92,13 @@ def _run_layer(layer: nn.Module, info: DecoderInfo, h: torch.Tensor, pe, cache, 
 
 def prefill(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout, fastv: FastV | None = None,
             cache: DynamicCache | None = None) -> Prefill:
-    """Run every decoder layer over the unique rows (call under ``use_dymu_attention`` and no_grad)."""
+    """Run every decoder layer over the unique rows; ``cache`` (optional) receives unique rows only."""
+    with torch.no_grad(), use_dymu_attention(decoder):
+        return _prefill(decoder, unique_embeds, layout, fastv, cache)
+
+
+def _prefill(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout, fastv: FastV | None,
+             cache: DynamicCache | None) -> Prefill:
     info = _check_inputs(decoder, unique_embeds, layout)
     layout = layout.to(unique_embeds.device)
     if fastv is not None:

@@ -27,6 +27,11 @@ class DecodeConfig:
     pad_token_id: int | None = None
 
     def check(self) -> None:
+        if isinstance(self.eos_token_ids, int):
+            self.eos_token_ids = (self.eos_token_ids,)
+        if isinstance(self.eos_token_ids, (str, bytes)) or any(
+                isinstance(t, bool) or not isinstance(t, int) for t in self.eos_token_ids):
+            raise ConfigError(f"eos_token_ids={self.eos_token_ids!r}: must be token ids (integers)")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
             raise ConfigError(f"max_new_tokens={self.max_new_tokens!r}: must be an integer >= 0")
         if self.do_sample and not self.temperature > 0:

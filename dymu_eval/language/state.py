@@ -13,7 +13,7 @@ import torch
 
 from .layout import VirtualLayout
 
-__all__ = ["Side", "Segment", "ForwardState", "rotate"]
+__all__ = ["Side", "Segment", "ForwardState", "rotate", "rotary_at", "identity_rope"]
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -37,6 +37,7 @@ class Side:
     identity: bool
     _inv_denom: torch.Tensor | None = field(default=None, repr=False)
     _unit: bool | None = field(default=None, repr=False)
+    _flat: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_layout(cls, layout: VirtualLayout, rotary: torch.nn.Module, like: torch.Tensor) -> "Side":
@@ -44,22 +45,32 @@ class Side:
         return cls(layout.index, layout.weight, layout.positions, layout.valid, cos, sin,
                    layout.unique_len, layout.is_identity)
 
+    def _flat_index(self, heads: int) -> torch.Tensor:
+        """(B*heads*N*K,) row numbers into x.reshape(B*heads*n_rows, Dh): index_select beats gather on CPU."""
+        cached = self._flat.get(heads)
+        if cached is None:
+            b, n, k = self.index.shape
+            dev = self.index.device
+            base = (torch.arange(b, device=dev)[:, None] * heads + torch.arange(heads, device=dev)[None]) * self.n_rows
+            cached = (base[:, :, None] + self.index.reshape(b, 1, n * k)).reshape(-1)
+            self._flat[heads] = cached
+        return cached
+
     def expand(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, n_rows, Dh) -> (B, H, N, Dh) without the rotation."""
         if self.identity:
             return x
         b, h, _, d = x.shape
         n, k = self.index.shape[1], self.index.shape[2]
-        idx = self.index.reshape(b, 1, n * k, 1).expand(b, h, n * k, d)
-        picked = torch.gather(x, 2, idx)
+        picked = x.reshape(b * h * self.n_rows, d).index_select(0, self._flat_index(h)).view(b, h, n, k, d)
         w = self.weight.to(x.dtype)
         if k == 1:
             if self._unit is None:
                 self._unit = bool((w == 1).all())
             if self._unit:
-                return picked
-            return picked * w.view(b, 1, n, 1)
-        return (picked.view(b, h, n, k, d) * w.view(b, 1, n, k, 1)).sum(3)
+                return picked[:, :, :, 0]
+            return picked[:, :, :, 0] * w.view(b, 1, n, 1)
+        return (picked * w.view(b, 1, n, k, 1)).sum(3)
 
     def expand_rotated(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, n_rows, Dh) -> (B, H, N, Dh), rotated at the virtual positions."""
@@ -73,12 +84,12 @@ class Side:
         b, n, h, d = o.shape
         k = self.index.shape[2]
         w = (self.weight * self.valid.unsqueeze(-1)).to(o.dtype)  # (B, N, K)
-        contrib = (o.reshape(b, n, 1, h * d) * w.unsqueeze(-1)).reshape(b, n * k, h * d)
-        idx = self.index.reshape(b, n * k, 1).expand(b, n * k, h * d)
-        merged = torch.zeros(b, self.n_rows, h * d, dtype=o.dtype, device=o.device).scatter_add_(1, idx, contrib)
+        contrib = (o.reshape(b, n, 1, h * d) * w.unsqueeze(-1)).reshape(b * n * k, h * d)
+        rows = (self.index + torch.arange(b, device=o.device).view(b, 1, 1) * self.n_rows).reshape(-1)
+        merged = torch.zeros(b * self.n_rows, h * d, dtype=o.dtype, device=o.device).index_add_(0, rows, contrib)
         if self._inv_denom is None:
-            denom = torch.zeros(b, self.n_rows, dtype=torch.float32, device=o.device)
-            denom.scatter_add_(1, self.index.reshape(b, n * k), w.float().reshape(b, n * k))
+            denom = torch.zeros(b * self.n_rows, dtype=torch.float32, device=o.device)
+            denom.index_add_(0, rows, w.float().reshape(-1))
             self._inv_denom = torch.where(denom > 0, 1.0 / denom.clamp_min(1e-30), 0.0).to(o.dtype)
         return (merged * self._inv_denom.unsqueeze(-1)).view(b, self.n_rows, h, d)
 
@@ -109,6 +120,12 @@ def rotary_at(rotary: torch.nn.Module, like: torch.Tensor, positions: torch.Tens
         positions = torch.where(valid, positions, 0)
     cos, sin = rotary(like, position_ids=positions)
     return cos.unsqueeze(1), sin.unsqueeze(1)
+
+
+def identity_rope(like: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos = 1, sin = 0 for the model's own RoPE: it becomes the identity, so raw keys enter the cache."""
+    return (torch.ones(1, 1, head_dim, dtype=like.dtype, device=like.device),
+            torch.zeros(1, 1, head_dim, dtype=like.dtype, device=like.device))
 
 
 @dataclass

@@ -7,7 +7,7 @@ respects the per-image cap ``matching.cap`` and never merges a protected or padd
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

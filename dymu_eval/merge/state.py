@@ -28,7 +28,7 @@ class TokenState:
     trivial: bool = True
 
     @classmethod
-    def initial(cls, x: torch.Tensor) -> "TokenState":
+    def initial(cls, x: torch.Tensor) -> TokenState:
         """One token per original position, nothing merged yet."""
         bsz, n, _ = x.shape
         pos = torch.arange(n, device=x.device).expand(bsz, n)
@@ -62,14 +62,15 @@ def apply_merges(state: TokenState, m: Matching, merge_mask: torch.Tensor) -> To
     dst = m.b_idx.gather(1, m.partner)  # (B, Na) position of each A token's partner
     a_sizes = sizes.gather(1, m.a_idx)
     w = torch.where(merge_mask, a_sizes, torch.zeros_like(a_sizes))
-    a_x = x.gather(1, m.a_idx.unsqueeze(-1).expand(-1, -1, d))
-    # Size-weighted sums into the receiving B tokens.
-    recv_sum = torch.zeros_like(x).scatter_add_(1, dst.unsqueeze(-1).expand(-1, -1, d), a_x * w.unsqueeze(-1))
-    recv_size = torch.zeros_like(sizes).scatter_add_(1, dst, w)
+    # Size-weighted sums into the receiving B tokens, in fp32: size * x overflows fp16 easily.
+    xf, sf, wf = x.float(), sizes.float(), w.float()
+    a_x = xf.gather(1, m.a_idx.unsqueeze(-1).expand(-1, -1, d))
+    recv_sum = torch.zeros_like(xf).scatter_add_(1, dst.unsqueeze(-1).expand(-1, -1, d), a_x * wf.unsqueeze(-1))
+    recv_size = torch.zeros_like(sf).scatter_add_(1, dst, wf)
     received = torch.zeros(bsz, t, dtype=torch.long, device=device).scatter_add_(1, dst, merge_mask.long()) > 0
-    new_sizes = sizes + recv_size
-    merged_x = (x * sizes.unsqueeze(-1) + recv_sum) / new_sizes.unsqueeze(-1)
-    new_x = torch.where(received.unsqueeze(-1), merged_x, x)
+    new_sizes = (sf + recv_size).to(sizes.dtype)
+    merged_x = (xf * sf.unsqueeze(-1) + recv_sum) / (sf + recv_size).unsqueeze(-1)
+    new_x = torch.where(received.unsqueeze(-1), merged_x.to(x.dtype), x)
     big = torch.iinfo(first.dtype).max
     a_first = torch.where(merge_mask, first.gather(1, m.a_idx), torch.full_like(first.gather(1, m.a_idx), big))
     new_first = first.scatter_reduce(1, dst, a_first, reduce="amin", include_self=True)

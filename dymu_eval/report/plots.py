@@ -60,7 +60,12 @@ def score_vs_tokens(table: FamilyTable, path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(cols):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    handles, labels = [], []
+    for ax in axes.flat:  # one legend for all panels: a method may be missing from some benchmarks
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
     fig.suptitle(f"{table.family}: score vs visual tokens")
@@ -84,6 +89,10 @@ def _draw_lines(ax: plt.Axes, df: pd.DataFrame, bench: str, dashed: bool) -> Non
             style["marker"] = "s"
         label = f"{name} (reported)" if dashed else name
         ax.plot(part["tokens_mean"], part[bench], label=label, **style)
+
+
+def _r(value: float) -> str:
+    return "n/a (constant)" if math.isnan(value) else f"{value:.2f}"
 
 
 def correlation(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -111,7 +120,7 @@ def tokens_vs_complexity(family: str, runs: list[MeasuredRun], path: Path) -> tu
         pearson, spearman = correlation(x, y)
         stats[run.config.label()] = (pearson, spearman)
         ax.scatter(x, y, s=10, alpha=0.6, color=cmap(i % 10),
-                   label=f"{run.config.label()}: Pearson {pearson:.2f}, Spearman {spearman:.2f} (n={len(x)})")
+                   label=f"{run.config.label()}: Pearson {_r(pearson)}, Spearman {_r(spearman)} (n={len(x)})")
         if len(x) >= 2 and np.std(x) > 0:
             slope, icpt = np.polyfit(x, y, 1)
             xs = np.linspace(x.min(), x.max(), 50)
@@ -123,7 +132,7 @@ def tokens_vs_complexity(family: str, runs: list[MeasuredRun], path: Path) -> tu
     ax.set_ylabel("visual tokens given to the LLM")
     ax.set_title(f"{family}: tokens vs image complexity")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -160,7 +160,7 @@ def to_csv_frame(table: FamilyTable) -> pd.DataFrame:
 
 def read_csv_sections(path: Path | str) -> dict[tuple[str, str], pd.DataFrame]:
     """A family CSV split back by source; the family is the file's stem."""
-    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in TEXT_COLUMNS})
     family = Path(path).stem
     return {(family, src): part.drop(columns=["source"]).reset_index(drop=True)
             for src, part in df.groupby("source", sort=False)}

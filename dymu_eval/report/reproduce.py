@@ -217,8 +217,8 @@ def _main(a: argparse.Namespace) -> int:
             var = "CALIB_IMAGES" if dataset == "llava_instruct" else "PIXMO_IMAGES"
             stops.append(f"{message}\n  or point `make reproduce` at the images with {var}=DIR")
     if stops:
-        raise ConfigError(f"{len(stops)} threshold entr{'y is' if len(stops) == 1 else 'ies are'} missing:\n"
-                          + "\n".join(stops))
+        stops = [f"{len(stops)} threshold entr{'y is' if len(stops) == 1 else 'ies are'} missing:\n"
+                 + "\n".join(stops)]
     commands = [lmms_command(r, a.model, tasks, out, a.num_gpus, a.limit or None, include) for r in runs]
     tables = [sys.executable, "-m", "dymu_eval.cli", "tables", *[str(out / r.name) for r in runs],
               "--out", str(out / "tables")]
@@ -227,7 +227,7 @@ def _main(a: argparse.Namespace) -> int:
         for cmd in calibrations + commands + [tables]:
             print(shlex.join(cmd))
         return 0
-    problems = _preflight(a.model, tasks)
+    problems = _preflight(a.model, tasks) + stops
     if problems:
         raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
     for cmd in calibrations:

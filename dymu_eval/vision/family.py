@@ -5,8 +5,8 @@ algorithm that runs them lives only in block.py / runner.py.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -87,6 +87,6 @@ def register(cls: type[FamilyAdapter]) -> type[FamilyAdapter]:
 
 def heads_of(attn: nn.Module, hidden: int) -> tuple[int, int]:
     """(num_heads, head_dim) of an attention module, whatever the family calls them."""
-    heads = getattr(attn, "num_heads", None) or getattr(attn, "num_attention_heads")
+    heads = getattr(attn, "num_heads", None) or attn.num_attention_heads
     head_dim = getattr(attn, "head_dim", None) or hidden // heads
     return int(heads), int(head_dim)

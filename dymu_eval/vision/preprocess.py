@@ -27,7 +27,7 @@ class ImageTransform:
     std: tuple[float, ...]
 
     @classmethod
-    def for_encoder(cls, family: str, size: int, model_dir: str | Path | None = None) -> "ImageTransform":
+    def for_encoder(cls, family: str, size: int, model_dir: str | Path | None = None) -> ImageTransform:
         """Mean/std from ``model_dir/preprocessor_config.json`` if present, else the family's."""
         mean, std = FAMILY_MEAN_STD.get(family, FAMILY_MEAN_STD["clip"])
         cfg = Path(model_dir) / "preprocessor_config.json" if model_dir else None

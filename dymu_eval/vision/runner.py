@@ -55,7 +55,7 @@ class VisionRunner:
         self.feature_layer = feature_layer
 
     @classmethod
-    def from_model(cls, model: nn.Module, layers_run: int | None = None) -> "VisionRunner":
+    def from_model(cls, model: nn.Module, layers_run: int | None = None) -> VisionRunner:
         """CLIPVisionModel, SiglipVisionModel, Dinov2Model, or a LLaVA holding one (ConfigError otherwise).
 
         The default number of blocks run is what a LLaVA reads (its vision_feature_layer), or

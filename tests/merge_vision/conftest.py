@@ -19,12 +19,12 @@ from transformers import (
 IMAGE = 64
 PATCH = 8  # 8x8 = 64 patches
 LAYERS = 4  # test modules assume 4 blocks
-COMMON = dict(hidden_size=32, num_hidden_layers=LAYERS, num_attention_heads=4, image_size=IMAGE, patch_size=PATCH)
+COMMON = {"hidden_size": 32, "num_hidden_layers": LAYERS, "num_attention_heads": 4, "image_size": IMAGE, "patch_size": PATCH}
 
 FAMILIES = {
-    "clip": (CLIPVisionConfig, CLIPVisionModel, dict(intermediate_size=64)),
-    "siglip": (SiglipVisionConfig, SiglipVisionModel, dict(intermediate_size=64)),
-    "dinov2": (Dinov2Config, Dinov2Model, dict(mlp_ratio=2, layerscale_value=0.5)),
+    "clip": (CLIPVisionConfig, CLIPVisionModel, {"intermediate_size": 64}),
+    "siglip": (SiglipVisionConfig, SiglipVisionModel, {"intermediate_size": 64}),
+    "dinov2": (Dinov2Config, Dinov2Model, {"mlp_ratio": 2, "layerscale_value": 0.5}),
 }
 
 

@@ -137,3 +137,12 @@ def test_threshold_none_means_the_layer_never_merges():
     pol = Threshold([None, -2.0])
     assert not pol.merges_at(0) and pol(0, m).sum() == 0
     assert pol(1, m).sum() == 2 * 4
+
+
+def test_merge_package_does_not_import_transformers():
+    import subprocess
+    import sys
+
+    code = "import sys, dymu_eval.merge; print('transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

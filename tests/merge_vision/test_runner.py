@@ -11,7 +11,6 @@ from dymu_eval.merge import BatchTopK, NoMerge, Threshold, TokenState, TopR
 from dymu_eval.vision import VisionRunner
 from dymu_eval.vision.block import attention, attention_bias
 
-
 FAMS = ["clip", "siglip", "dinov2"]
 LAYERS = 4  # the tiny towers of conftest.py
 
@@ -137,3 +136,13 @@ def test_unsupported_model_and_bad_arguments(tiny_models, pixels):
         runner(pixels[0])
     with pytest.raises(ConfigError):
         runner(pixels, TopR([1, -1, 1, 1]))
+
+
+def test_half_precision_runs_and_counts_match(tiny_dirs, pixels):
+    from transformers import CLIPVisionModel
+
+    model = CLIPVisionModel.from_pretrained(tiny_dirs["clip"], dtype=torch.bfloat16).eval()
+    out = VisionRunner.from_model(model)(pixels, TopR([5] * LAYERS))
+    assert out.tokens.dtype == torch.bfloat16 and torch.isfinite(out.tokens.float()).all()
+    assert out.counts[0].tolist() == [65, 60, 55, 50, 45]
+    assert torch.equal(out.sizes[:, 1:45].float().sum(1), torch.full((3,), 64.0))

@@ -9,7 +9,9 @@ import torch
 from PIL import Image
 
 from dymu_eval.cli import main
-from dymu_eval.merge import BatchTopK, Threshold, TopR, merges_per_layer
+from dymu_eval.calibrate import encoder_identity
+from dymu_eval.merge import BatchTopK, Threshold, merges_per_layer
+from dymu_eval.thresholds import ThresholdRecord, save_record
 from dymu_eval.vision import VisionRunner
 from dymu_eval.vision.maps import merge_map
 from dymu_eval.vision.preprocess import ImageTransform
@@ -58,7 +60,13 @@ def test_thresholds_file_gives_dtome(tiny_dirs, tiny_models, image_dir, tmp_path
     calib = BatchTopK(r)
     runner(pixels, calib)
     thr = tmp_path / "thr.json"
-    thr.write_text(json.dumps({"thresholds": calib.thresholds, "calibration": {"r_per_layer": r}}))
+    record = ThresholdRecord(
+        encoder=encoder_identity(runner, "tiny-siglip"),
+        dataset={"name": "tiny"},
+        calibration={"r_per_layer": r, "schedule": "constant", "r": 6},
+        thresholds=calib.thresholds,
+    )
+    save_record(record, thr)
     out = tmp_path / "out.json"
     assert _run("--encoder", tiny_dirs["siglip"], "--images", image_dir, "--thresholds", thr, "--json", out) == 0
     data = json.loads(out.read_text())
@@ -82,9 +90,9 @@ def test_bad_inputs_name_the_culprit(tiny_dirs, image_dir, tmp_path, capsys):
     thr = tmp_path / "thr.json"
     thr.write_text(json.dumps({"thresholds": [0.9, 0.9]}))
     assert _run("--encoder", tiny_dirs["clip"], "--images", image_dir, "--thresholds", thr, "--json", out) == 2
-    assert f"--thresholds {thr}: 2 thresholds" in capsys.readouterr().err
+    assert f"{thr} is not a dymu-eval thresholds file" in capsys.readouterr().err
     assert _run("--encoder", tiny_dirs["clip"], "--images", image_dir, "--thresholds", tmp_path / "nope.json", "--json", out) == 2
-    assert "file not found" in capsys.readouterr().err
+    assert "not found" in capsys.readouterr().err
     assert _run("--encoder", tiny_dirs["clip"], "--images", image_dir, "--r", -1, "--json", out) == 2
     assert "--r must be >= 0" in capsys.readouterr().err
     bogus = tmp_path / "bert"

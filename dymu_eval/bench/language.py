@@ -1,0 +1,195 @@
+"""`dymu-eval bench language`: VTU and FastV in the decoder against the full sequence, side by side.
+
+A LLaVA-1.5-shaped request (576 virtual image tokens between ~35 system and ~5 question tokens)
+runs through SmolLM2-135M (real weights; ``--random`` uses random weights of the same shape).
+Variants are timed interleaved (each repeat runs all of them in a rotating order) and summarised
+by the median: the plain HF forward, the loop with the identity layout (the unmodified model),
+VTU with ``--unique-image`` unique image rows, the "w/o VTU" ablation, and FastV (K, kept fraction).
+Also reported: KV-cache bytes (VTU vs full, which must equal unique/virtual length) and the
+per-token decode time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+SMOLLM2_SHAPE = dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                     intermediate_size=1536, vocab_size=49152, rope_parameters={"rope_type": "default",
+                                                                                "rope_theta": 100000.0},
+                     max_position_embeddings=8192, tie_word_embeddings=True)
+SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+          "detailed, and polite answers to the human's questions. USER:")
+QUESTION = " What is shown in this image? ASSISTANT:"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("language", help="VTU / FastV prefill, KV cache and decode vs the full sequence (SmolLM2)")
+    p.add_argument("--random", action="store_true", help="random weights of SmolLM2-135M's shape (no asset)")
+    p.add_argument("--image-tokens", type=int, default=576)
+    p.add_argument("--unique-image", type=int, default=90, help="unique image rows for VTU")
+    p.add_argument("--fastv-k", type=int, default=2)
+    p.add_argument("--fastv-keep", type=float, default=0.25, help="fraction of image tokens FastV keeps")
+    p.add_argument("--new-tokens", type=int, default=32, help="decoded tokens for the per-token time")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", dest="json_out", help="also write the numbers to this JSON file")
+    p.set_defaults(func=run)
+
+
+def _load(args):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if args.random:
+        torch.manual_seed(0)
+        return LlamaForCausalLM(LlamaConfig(**SMOLLM2_SHAPE)).eval(), None, "SmolLM2-135M shape, random weights"
+    from ..offline.assets import smollm2
+
+    model, tok = smollm2()
+    return model, tok, "SmolLM2-135M-Instruct (real weights)"
+
+
+def _request(model, tok, args):
+    """(full embeddings (1, N, D), VTU rows and layout, image mask) for one LLaVA-shaped request."""
+    import torch
+
+    from ..language import VirtualLayout
+
+    g = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+    if tok is not None:
+        pre, post = tok(SYSTEM)["input_ids"], tok(QUESTION)["input_ids"]
+    else:
+        pre, post = torch.randint(0, vocab, (35,), generator=g).tolist(), torch.randint(0, vocab, (6,), generator=g)
+        post = post.tolist()
+    emb = model.get_input_embeddings()
+    with torch.no_grad():
+        text_pre, text_post = emb(torch.tensor(pre)), emb(torch.tensor(post))
+        unique_img = emb(torch.randint(0, vocab, (args.unique_image,), generator=g))
+    # merged regions: each virtual image token belongs to one of the unique rows, every row used
+    owner = torch.sort(torch.cat([torch.arange(args.unique_image),
+                                  torch.randint(0, args.unique_image, (args.image_tokens - args.unique_image,),
+                                                generator=g)])).values
+    n_pre, n_post, n_img = len(pre), len(post), args.image_tokens
+    rows = torch.cat([text_pre, unique_img, text_post])[None]
+    mapping = torch.cat([torch.arange(n_pre), n_pre + owner, n_pre + args.unique_image + torch.arange(n_post)])
+    layout = VirtualLayout.from_mappings([mapping], [rows.shape[1]])
+    full = layout.expand(rows)
+    image = torch.zeros(1, full.shape[1], dtype=torch.bool)
+    image[0, n_pre: n_pre + n_img] = True
+    return full, rows, layout, image, n_pre + n_post
+
+
+def _cache_bytes(cache) -> int:
+    return sum(layer.keys.numel() * layer.keys.element_size() + layer.values.numel() * layer.values.element_size()
+               for layer in cache.layers)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from transformers import DynamicCache
+
+    from ..errors import ConfigError
+    from ..language import DecodeConfig, FastV, VirtualLayout, generate, prefill, split_causal_lm
+    from ..language.attention import use_dymu_attention
+
+    for name in ("repeats", "image_tokens", "unique_image", "new_tokens", "fastv_k"):
+        if getattr(args, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+    if not 0 < args.unique_image <= args.image_tokens:
+        raise ConfigError("--unique-image must be in 1..--image-tokens")
+    if not 0 < args.fastv_keep <= 1:
+        raise ConfigError("--fastv-keep must be in (0, 1]")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tok, label = _load(args)
+    model = model.to(args.device)
+    dec, head = split_causal_lm(model)
+    full, rows, layout, image, n_text = _request(model, tok, args)
+    full, rows, image = full.to(args.device), rows.to(args.device), image.to(args.device)
+    n_virtual = full.shape[1]
+    identity = VirtualLayout.identity([n_virtual])
+    consecutive = VirtualLayout.consecutive([rows.shape[1]])
+    fastv = FastV(args.fastv_k, 1.0 - args.fastv_keep, image)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+
+    def hf_prefill():
+        out = dec(inputs_embeds=full, use_cache=True)
+        return head(out.last_hidden_state[:, -1])
+
+    def loop_prefill(x, lay, fv=None):
+        def fn():
+            with use_dymu_attention(dec):
+                cache = DynamicCache(config=dec.config)
+                run_ = prefill(dec, x, lay, fv, cache)
+                head(run_.hidden[:, -1])
+            return cache
+        return fn
+
+    variants = {
+        "HF forward, full": hf_prefill,
+        "loop, identity (full)": loop_prefill(full, identity),
+        f"VTU, {args.unique_image} unique image rows": loop_prefill(rows, layout),
+        "w/o VTU (unique rows only)": loop_prefill(rows, consecutive),
+        f"FastV K={args.fastv_k}, keep {args.fastv_keep:.0%}": loop_prefill(full, identity, fastv),
+    }
+    decode_cfg = DecodeConfig(max_new_tokens=args.new_tokens)
+    decoders = {
+        "loop, identity (full)": lambda: generate(dec, head, full, identity, decode_cfg),
+        f"VTU, {args.unique_image} unique image rows": lambda: generate(dec, head, rows, layout, decode_cfg),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    per_token: dict[str, list[float]] = {k: [] for k in decoders}
+    with torch.no_grad():
+        for _ in range(args.warmup):
+            for fn in [*variants.values(), *decoders.values()]:
+                fn()
+        keys, dkeys = list(variants), list(decoders)
+        for rep in range(args.repeats):
+            for k in keys[rep % len(keys):] + keys[: rep % len(keys)]:
+                sync()
+                start = time.perf_counter()
+                variants[k]()
+                sync()
+                times[k].append(time.perf_counter() - start)
+            for k in dkeys[rep % len(dkeys):] + dkeys[: rep % len(dkeys)]:
+                out = decoders[k]()
+                # the first token comes from the prefill; the decode time covers the other steps
+                per_token[k].append(out.timings[0].decode_ms / 1000 / max(out.timings[0].new_tokens - 1, 1))
+        full_cache = _cache_bytes(variants["loop, identity (full)"]())
+        vtu_cache = _cache_bytes(variants[f"VTU, {args.unique_image} unique image rows"]())
+    base = statistics.median(times["HF forward, full"])
+    loop_base = statistics.median(times["loop, identity (full)"])
+    print(f"language bench: {label}, {n_virtual} virtual tokens ({args.image_tokens} image + {n_text} text), "
+          f"device {args.device}, threads {torch.get_num_threads()}, {args.repeats} interleaved repeats (median)")
+    print(f"{'prefill variant':36s} {'median ms':>10s} {'min ms':>9s} {'vs HF':>7s} {'vs loop':>8s} {'rows':>6s}")
+    rows_of = {keys[0]: n_virtual, keys[1]: n_virtual, keys[2]: rows.shape[1], keys[3]: rows.shape[1],
+               keys[4]: f"{n_virtual}->{n_text + round(args.image_tokens * args.fastv_keep)}"}
+    results = []
+    for k in keys:
+        med = statistics.median(times[k])
+        results.append({"variant": k, "median_ms": 1000 * med, "min_ms": 1000 * min(times[k]),
+                        "ratio_vs_hf": med / base, "ratio_vs_loop": med / loop_base, "rows": str(rows_of[k])})
+        print(f"{k:36s} {1000 * med:10.1f} {1000 * min(times[k]):9.1f} {med / base:7.3f} {med / loop_base:8.3f} "
+              f"{rows_of[k]!s:>6s}")
+    ratio_rows = rows.shape[1] / n_virtual
+    print(f"KV cache bytes: VTU {vtu_cache} / full {full_cache} = {vtu_cache / full_cache:.4f} "
+          f"(unique/virtual length {rows.shape[1]}/{n_virtual} = {ratio_rows:.4f})")
+    tok_full = statistics.median(per_token["loop, identity (full)"])
+    tok_vtu = statistics.median(per_token[dkeys[1]])
+    print(f"decode per token ({args.new_tokens} tokens): full {1000 * tok_full:.2f} ms, VTU {1000 * tok_vtu:.2f} ms, "
+          f"ratio {tok_vtu / tok_full:.3f}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({
+            "model": label, "device": args.device, "threads": torch.get_num_threads(), "repeats": args.repeats,
+            "virtual_tokens": n_virtual, "unique_rows": rows.shape[1], "prefill": results,
+            "kv_cache_bytes": {"full": full_cache, "vtu": vtu_cache, "ratio": vtu_cache / full_cache,
+                               "unique_over_virtual": ratio_rows},
+            "decode_ms_per_token": {"full": 1000 * tok_full, "vtu": 1000 * tok_vtu, "ratio": tok_vtu / tok_full},
+        }, indent=2) + "\n")
+    return 0

@@ -1,0 +1,115 @@
+"""The plugin through the stock lmms-eval CLI (subprocesses, as users run it).
+
+lmms-eval exits 0 even when a run fails, so every check reads the output files.
+"""
+import shutil
+import socket
+
+import pytest
+
+from conftest import TASKS, VENV_BIN, read_run, read_stats, run_lmms
+
+pytestmark = pytest.mark.slow
+
+LIMIT = ["--limit", "4", "--tasks", "dymu_offline", "--log_samples"]
+
+
+def _ok(proc, out):
+    assert (out).exists(), f"lmms-eval wrote nothing to {out}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return read_run(out)
+
+
+@pytest.fixture(scope="module")
+def hf_run(tiny_llava, lmms_env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("hf")
+    proc = run_lmms(["--model", "llava_hf", "--model_args", f"pretrained={tiny_llava},device_map=cpu",
+                     "--device", "cpu", "--output_path", str(out)] + LIMIT, lmms_env)
+    return _ok(proc, out)
+
+
+@pytest.fixture(scope="module")
+def dymu_run(tiny_llava, lmms_env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dymu")
+    proc = run_lmms(["--model", "dymu_llava", "--model_args", f"pretrained={tiny_llava},level=none,device_map=cpu",
+                     "--device", "cpu", "--output_path", str(out)] + LIMIT, lmms_env)
+    return out, _ok(proc, out)
+
+
+def _responses(samples):
+    return {task: [r["filtered_resps"] for r in rows] for task, rows in samples.items()}
+
+
+def _scores(results):
+    return {task: {k: v for k, v in m.items() if k.endswith(",none") and "stderr" not in k}
+            for task, m in results["results"].items()}
+
+
+def test_level_none_gives_exactly_the_llava_hf_responses(hf_run, dymu_run):
+    out, (results, samples) = dymu_run
+    hf_results, hf_samples = hf_run
+    assert set(samples) == {"dymu_pope_offline", "dymu_mme_offline", "dymu_gqa_offline"}
+    assert _responses(samples) == _responses(hf_samples)
+    assert _scores(results) == _scores(hf_results)
+    assert "dymu_eval.lmms.model.DymuLlavaChat" in results["config"]["model_backend"]
+    # one stats row per request, beside lmms-eval's outputs, with TokenCounts in the samples
+    stats = read_stats(out)
+    assert sorted((s["task"], s["doc_id"]) for s in stats) == sorted(
+        (t, r["doc_id"]) for t, rows in samples.items() for r in rows)
+    for s in stats:
+        assert s["method"] == "none" and s["visual_tokens_before"] == s["visual_tokens_after"] == 64
+        assert s["unique_len"] == s["virtual_len"] and s["new_tokens"] >= 1
+    first = samples["dymu_pope_offline"][0]
+    match = [s for s in stats if s["task"] == "dymu_pope_offline" and s["doc_id"] == first["doc_id"]][0]
+    assert first["token_counts"][0]["input_tokens"] == match["unique_len"]
+
+
+def test_two_processes_give_the_same_scores_as_one(tiny_llava, lmms_env, dymu_run, tmp_path):
+    _, (one, one_samples) = dymu_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    out = tmp_path / "two"
+    launcher = [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port, "-m", "lmms_eval"]
+    proc = run_lmms(["--model", "dymu_llava", "--model_args", f"pretrained={tiny_llava},level=none,device_map=cpu",
+                     "--batch_size", "2", "--output_path", str(out)] + LIMIT, lmms_env, launcher=launcher)
+    two, two_samples = _ok(proc, out)
+    assert _scores(two) == _scores(one)
+    assert _responses(two_samples) == _responses(one_samples)
+    stats = read_stats(out)
+    assert sorted({s["rank"] for s in stats}) == [0, 1]
+    assert len({s["run_stamp"] for s in stats}) == 1, "both ranks name the same run"
+
+
+def test_unreadable_image_fails_naming_the_file(tiny_llava, lmms_env, tmp_path):
+    tasks = tmp_path / "tasks"
+    shutil.copytree(TASKS / "dymu_offline", tasks / "dymu_offline")
+    first = (tasks / "dymu_offline" / "pope.jsonl").read_text().splitlines()[0]
+    import json
+
+    bad = json.loads(first)["image_file"]
+    (tasks / "dymu_offline" / bad).write_bytes(b"this is not a jpeg")
+    for f in ("mme.yaml", "gqa.yaml"):
+        (tasks / "dymu_offline" / f"dymu_{f.split('.')[0]}_offline.yaml").unlink()
+    (tasks / "dymu_offline" / "dymu_offline.yaml").unlink()
+    # the copied task keeps its name, so point lmms-eval at the copy only
+    env = dict(lmms_env)
+    out = tmp_path / "out"
+    import subprocess
+
+    proc = subprocess.run([str(VENV_BIN / "lmms-eval"), "--model", "dymu_llava", "--model_args",
+                           f"pretrained={tiny_llava},level=none,device_map=cpu", "--tasks", "dymu_pope_offline",
+                           "--limit", "2", "--output_path", str(out), "--include_path", str(tasks)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert not list(out.rglob("*_results.json"))
+    assert str(tasks / "dymu_offline" / bad) in log and "sample pope_000" in log
+
+
+def test_bad_model_args_message_reaches_the_cli_user(tiny_llava, lmms_env, tmp_path):
+    out = tmp_path / "out"
+    proc = run_lmms(["--model", "dymu_llava", "--model_args", f"pretrained={tiny_llava},levle=low",
+                     "--tasks", "dymu_pope_offline", "--limit", "2", "--output_path", str(out)], lmms_env)
+    log = proc.stdout + proc.stderr
+    assert "unknown model_args levle" in log and "fastv_ratio:" in log
+    assert not list(out.rglob("*_results.json"))

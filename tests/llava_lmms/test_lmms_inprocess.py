@@ -1,0 +1,148 @@
+"""The plugin through lmms-eval's Python API (one task index for all runs, so they are quick):
+every reduction runs and records what it did; construction refuses bad settings clearly."""
+import json
+import shutil
+
+import pytest
+
+from dymu_eval.errors import ConfigError, InputImageError, ThresholdCacheError
+from conftest import TASKS
+
+TASKS_3 = ["dymu_pope_offline", "dymu_mme_offline", "dymu_gqa_offline"]
+
+
+@pytest.fixture(scope="module")
+def extra_tasks(tmp_path_factory):
+    """A copy of the POPE task with a broken image, and a multiple-choice (loglikelihood) task."""
+    root = tmp_path_factory.mktemp("extra_tasks")
+    src = TASKS / "dymu_offline"
+    broken = root / "broken"
+    shutil.copytree(src / "images", broken / "images")
+    shutil.copy(src / "utils.py", broken / "utils.py")
+    rows = (src / "pope.jsonl").read_text().splitlines()
+    (broken / "pope.jsonl").write_text("\n".join(rows[:4]) + "\n")
+    (broken / json.loads(rows[1])["image_file"]).write_bytes(b"not an image at all")
+    yaml_text = (src / "dymu_pope_offline.yaml").read_text()
+    (broken / "broken.yaml").write_text(yaml_text.replace("task: dymu_pope_offline", "task: dymu_test_broken_pope"))
+    ll = root / "ll"
+    shutil.copytree(broken, ll)
+    (ll / "broken.yaml").unlink()
+    shutil.copy(src / "images" / json.loads(rows[1])["image_file"].split("/")[-1], ll / json.loads(rows[1])["image_file"])
+    (ll / "ll.yaml").write_text(
+        "task: dymu_test_loglik\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: pope.jsonl\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_visual: !function utils.doc_to_visual\n"
+        "doc_to_text: !function utils.doc_to_text\ndoc_to_target: answer\ndoc_to_choice: ['yes', 'no']\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+        "metadata:\n  version: 0.0\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def evaluate(extra_tasks):
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.tasks import TaskManager
+
+    manager = TaskManager("ERROR", include_path=[str(TASKS), str(extra_tasks)])
+
+    def run(model, model_args, tasks=TASKS_3, limit=4, force_simple=False):
+        return simple_evaluate(model=model, model_args=model_args, tasks=list(tasks), limit=limit, device="cpu",
+                               task_manager=manager, log_samples=True, force_simple=force_simple, verbosity="ERROR")
+    return run
+
+
+def _stats(folder):
+    return [json.loads(line) for f in sorted(folder.glob("*.jsonl")) for line in f.read_text().splitlines()]
+
+
+def _responses(results):
+    return {t: [s["filtered_resps"] for s in sorted(rows, key=lambda r: r["doc_id"])]
+            for t, rows in results["samples"].items()}
+
+
+def test_simple_variant_equals_llava_hf_simple(evaluate, tiny_llava, tmp_path):
+    ours = evaluate("dymu_llava", f"pretrained={tiny_llava},level=none,device_map=cpu,stats_dir={tmp_path}",
+                    force_simple=True)
+    ref = evaluate("llava_hf", f"pretrained={tiny_llava},device_map=cpu", force_simple=True)
+    assert "DymuLlava (simple)" in ours["config"]["model_backend"] or "(simple)" in ours["config"]["model_backend"]
+    assert _responses(ours) == _responses(ref)
+
+
+def test_reductions_run_and_record_their_token_counts(evaluate, tiny_llava, tiny_thresholds, tmp_path):
+    runs = {
+        "none": ("dymu_llava", "level=none"),
+        "dymu": ("dymu_llava", f"thresholds={tiny_thresholds}"),
+        "dymu_novtu": ("dymu_llava", f"thresholds={tiny_thresholds},vtu=false"),
+        "tome": ("tome_llava", "r=5"),
+        "fastv": ("fastv_llava", "fastv_k=1,fastv_ratio=0.5"),
+    }
+    stats = {}
+    for name, (model, extra) in runs.items():
+        folder = tmp_path / name
+        out = evaluate(model, f"pretrained={tiny_llava},device_map=cpu,batch_size=2,stats_dir={folder},{extra}")
+        assert set(out["results"]) >= set(TASKS_3)
+        stats[name] = _stats(folder)
+        assert len(stats[name]) == 12, f"{name}: one stats row per request"
+    before = {(s["task"], s["doc_id"]): s["visual_tokens_after"] for s in stats["none"]}
+    for s in stats["dymu"]:
+        assert s["visual_tokens_after"] < before[(s["task"], s["doc_id"])] == s["visual_tokens_before"]
+        assert s["method"] == "dymu" and s["vtu"] is True and s["thresholds"].endswith("__low")
+        assert s["unique_len"] < s["virtual_len"]
+    for s in stats["dymu_novtu"]:
+        assert s["vtu"] is False and s["unique_len"] == s["virtual_len"] < s["unique_len"] + 64
+    for s in stats["tome"]:
+        assert s["visual_tokens_after"] == 64 - 5 * 3 and s["vtu"] is False and s["r"] == 5
+    for s in stats["fastv"]:
+        assert s["visual_tokens_after"] == 32 and (s["fastv_k"], s["fastv_ratio"]) == (1, 0.5)
+    fields = ("encoder_ms", "prefill_ms", "decode_ms", "new_tokens", "image_bytes_per_pixel", "run_stamp", "pretrained")
+    for rows in stats.values():
+        for s in rows:
+            assert all(s[f] is not None for f in fields)
+
+
+def test_loglikelihood_through_lmms_eval(evaluate, tiny_llava, tmp_path):
+    out = evaluate("dymu_llava", f"pretrained={tiny_llava},level=none,device_map=cpu,stats_dir={tmp_path}",
+                   tasks=["dymu_test_loglik"], limit=2, force_simple=True)
+    samples = out["samples"]["dymu_test_loglik"]
+    resps = [r[0] for s in samples for r in s["resps"]]  # one (logprob, greedy) per choice
+    assert len(resps) == 4 and all(lp < 0 for lp, _ in resps)
+    assert 0 <= out["results"]["dymu_test_loglik"]["acc,none"] <= 1
+    assert [s["request"] for s in _stats(tmp_path)] == ["loglikelihood"] * 4
+
+
+def test_unreadable_image_in_a_task_names_the_file(evaluate, tiny_llava, extra_tasks, tmp_path):
+    with pytest.raises(InputImageError) as e:
+        evaluate("dymu_llava", f"pretrained={tiny_llava},level=none,device_map=cpu,stats_dir={tmp_path}",
+                 tasks=["dymu_test_broken_pope"])
+    assert str(extra_tasks / "broken" / "images") in str(e.value) and "sample pope_001" in str(e.value)
+
+
+def _construct(name, args):
+    from lmms_eval.models import get_model
+
+    return get_model(name).create_from_arg_string(args, {"batch_size": "1", "device": "cpu"})
+
+
+def test_construction_refuses_bad_settings(tiny_llava, tmp_path, monkeypatch):
+    monkeypatch.setenv("DYMU_EVAL_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="unknown level='ultra'"):
+        _construct("dymu_llava", f"pretrained={tiny_llava},level=ultra")
+    with pytest.raises(ConfigError, match="valid model_args are"):
+        _construct("tome_llava", f"pretrained={tiny_llava},r=4,bogus=1")
+    with pytest.raises(ThresholdCacheError) as e:
+        _construct("dymu_llava", f"pretrained={tiny_llava},level=mid,thresholds=pixmo_cap,stats_dir={tmp_path}")
+    msg = str(e.value)
+    assert "pixmo_cap" in msg and "level mid" in msg and f"dymu-eval calibrate --encoder {tiny_llava}" in msg
+    with pytest.raises(ThresholdCacheError, match="no such file"):
+        _construct("dymu_llava", f"pretrained={tiny_llava},thresholds={tmp_path / 'missing.json'}")
+    with pytest.raises(ConfigError, match="fastv_k=9"):
+        _construct("fastv_llava", f"pretrained={tiny_llava},fastv_k=9,stats_dir={tmp_path}").generate_until([])
+
+
+def test_threshold_cache_key_is_found_by_checkpoint_name(tiny_llava, tiny_thresholds, tmp_path, monkeypatch):
+    from dymu_eval.thresholds import load_record, save_record, user_thresholds_dir
+
+    monkeypatch.setenv("DYMU_EVAL_CACHE", str(tmp_path / "cache"))
+    record = load_record(tiny_thresholds)
+    save_record(record, user_thresholds_dir() / f"{record.key}.json")
+    model = _construct("dymu_llava", f"pretrained={tiny_llava},thresholds=tiny_offline,stats_dir={tmp_path}")
+    assert model.pipe.reduction.thresholds_key == record.key
