@@ -10,7 +10,21 @@ from .loop import GenerationOutput, Timing, generate, loglikelihood, prefill, pr
 from .sampling import DecodeConfig
 
 __all__ = [
-    "ATTENTION_NAME", "DecodeConfig", "DecoderInfo", "FastV", "GenerationOutput", "SUPPORTED_ROPE_TYPES", "Timing",
-    "VirtualLayout", "describe_decoder", "dymu_attention", "generate", "loglikelihood", "prefill", "prefill_logits",
-    "split_causal_lm", "use_dymu_attention", "virtual_attention",
+    "ATTENTION_NAME",
+    "SUPPORTED_ROPE_TYPES",
+    "DecodeConfig",
+    "DecoderInfo",
+    "FastV",
+    "GenerationOutput",
+    "Timing",
+    "VirtualLayout",
+    "describe_decoder",
+    "dymu_attention",
+    "generate",
+    "loglikelihood",
+    "prefill",
+    "prefill_logits",
+    "split_causal_lm",
+    "use_dymu_attention",
+    "virtual_attention",
 ]

@@ -10,7 +10,7 @@ Without ``dymu_state`` it is plain SDPA, so a model left on "dymu" behaves as us
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .state import ForwardState, Segment
 
-__all__ = ["ATTENTION_NAME", "dymu_attention", "virtual_attention", "use_dymu_attention"]
+__all__ = ["ATTENTION_NAME", "dymu_attention", "use_dymu_attention", "virtual_attention"]
 
 ATTENTION_NAME = "dymu"
 

@@ -7,14 +7,14 @@ through ``config._attn_implementation``. Family-specific refusals live in the ta
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ["DecoderInfo", "SUPPORTED_ROPE_TYPES", "describe_decoder", "split_causal_lm"]
+__all__ = ["SUPPORTED_ROPE_TYPES", "DecoderInfo", "describe_decoder", "split_causal_lm"]
 
 # RoPE kinds whose rotation depends only on the position (so a key can be rotated at any
 # virtual position on demand). "dynamic" and "longrope" change their frequencies with the

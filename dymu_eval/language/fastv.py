@@ -15,7 +15,7 @@ import torch
 from ..errors import ConfigError
 from .layout import VirtualLayout
 
-__all__ = ["FastV", "select_kept", "drop_entries", "mask_entries"]
+__all__ = ["FastV", "drop_entries", "mask_entries", "select_kept"]
 
 
 @dataclass
@@ -42,7 +42,7 @@ class FastV:
 
     def n_keep(self, n_image: int) -> int:
         """round(n_image * (1 - ratio)), halves rounded up."""
-        return int(math.floor(n_image * (1.0 - float(self.ratio)) + 0.5))
+        return math.floor(n_image * (1.0 - float(self.ratio)) + 0.5)
 
 
 def select_kept(scores: torch.Tensor, fastv: FastV, valid: torch.Tensor) -> torch.Tensor:

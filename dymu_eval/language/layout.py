@@ -8,8 +8,8 @@ with ``padding_side="left"``, and every valid entry carries its RoPE position.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -46,13 +46,13 @@ class VirtualLayout:
 
     # ---------------------------------------------------------------- constructors
     @classmethod
-    def identity(cls, lengths: Sequence[int], device: torch.device | str | None = None) -> "VirtualLayout":
+    def identity(cls, lengths: Sequence[int], device: torch.device | str | None = None) -> VirtualLayout:
         """Every unique row is its own virtual entry at positions 0..n-1 (the unmodified model)."""
         lengths = _check_lengths(lengths, "lengths")
         return cls.from_mappings([torch.arange(n) for n in lengths], lengths, device=device)
 
     @classmethod
-    def consecutive(cls, unique_lengths: Sequence[int], device: torch.device | str | None = None) -> "VirtualLayout":
+    def consecutive(cls, unique_lengths: Sequence[int], device: torch.device | str | None = None) -> VirtualLayout:
         """The paper's "w/o VTU" ablation: the unique rows alone, at consecutive positions."""
         return cls.identity(unique_lengths, device=device)
 
@@ -64,7 +64,7 @@ class VirtualLayout:
         weights: Sequence[torch.Tensor] | None = None,
         positions: Sequence[torch.Tensor | Sequence[int]] | None = None,
         device: torch.device | str | None = None,
-    ) -> "VirtualLayout":
+    ) -> VirtualLayout:
         """Build a left-padded batch from per-sample maps.
 
         ``mappings[b]`` is (Nv_b,) (one-hot) or (Nv_b, K) and indexes sample b's own unique rows
@@ -156,11 +156,11 @@ class VirtualLayout:
             )
         return self._identity
 
-    def to(self, device: torch.device | str) -> "VirtualLayout":
+    def to(self, device: torch.device | str) -> VirtualLayout:
         return VirtualLayout(self.index.to(device), self.weight.to(device), self.positions.to(device),
                              self.valid.to(device), self.unique_valid.to(device), self._identity)
 
-    def sample(self, b: int) -> "VirtualLayout":
+    def sample(self, b: int) -> VirtualLayout:
         """Sample ``b`` alone, with its padding removed (batched-equals-single checks)."""
         v, u = self.valid[b], self.unique_valid[b]
         pad_u = int((~u).sum())

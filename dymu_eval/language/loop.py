@@ -8,8 +8,8 @@ rows enter the KV cache (a standard DynamicCache), so its size follows the uniqu
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ from .layout import VirtualLayout, mix_rows
 from .sampling import DecodeConfig, choose_next, find_stop
 from .state import ForwardState, Segment, Side, identity_rope, rotary_at
 
-__all__ = ["Timing", "GenerationOutput", "Prefill", "prefill", "prefill_logits", "generate", "loglikelihood"]
+__all__ = ["GenerationOutput", "Prefill", "Timing", "generate", "loglikelihood", "prefill", "prefill_logits"]
 
 
 @dataclass
@@ -120,7 +120,7 @@ def _prefill(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLay
             else:
                 final = mask_entries(layout, keep)
             side = Side.from_layout(final, decoder.rotary_emb, h)
-            state.segments = [Segment(range(0, i), state.segments[0].q, state.segments[0].kv),
+            state.segments = [Segment(range(i), state.segments[0].q, state.segments[0].kv),
                               Segment(range(i, info.num_layers), side, side)]
         h = _run_layer(layer, info, h, pe, cache, state)
     return Prefill(decoder.norm(h), final, origin, state, kept)
@@ -239,7 +239,7 @@ def generate(decoder: nn.Module, lm_head: nn.Module, unique_embeds: torch.Tensor
 def append_tokens(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout,
                   tokens: Sequence[Sequence[int]]) -> tuple[torch.Tensor, VirtualLayout]:
     """Append text tokens (one-hot, next positions, right padded) to a left-padded layout."""
-    b_size, nv, k = layout.index.shape
+    b_size, _, k = layout.index.shape
     device = unique_embeds.device
     lengths = [len(t) for t in tokens]
     if len(tokens) != b_size:

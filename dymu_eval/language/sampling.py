@@ -1,8 +1,9 @@
 """Decoding settings and the next-token rule (greedy, or temperature + top-p sampling), plus stop strings."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 

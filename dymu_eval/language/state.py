@@ -13,7 +13,7 @@ import torch
 
 from .layout import VirtualLayout
 
-__all__ = ["Side", "Segment", "ForwardState", "rotate", "rotary_at", "identity_rope"]
+__all__ = ["ForwardState", "Segment", "Side", "identity_rope", "rotary_at", "rotate"]
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -40,7 +40,7 @@ class Side:
     _flat: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_layout(cls, layout: VirtualLayout, rotary: torch.nn.Module, like: torch.Tensor) -> "Side":
+    def from_layout(cls, layout: VirtualLayout, rotary: torch.nn.Module, like: torch.Tensor) -> Side:
         cos, sin = rotary_at(rotary, like, layout.positions, layout.valid)
         return cls(layout.index, layout.weight, layout.positions, layout.valid, cos, sin,
                    layout.unique_len, layout.is_identity)
@@ -93,7 +93,7 @@ class Side:
             self._inv_denom = torch.where(denom > 0, 1.0 / denom.clamp_min(1e-30), 0.0).to(o.dtype)
         return (merged * self._inv_denom.unsqueeze(-1)).view(b, self.n_rows, h, d)
 
-    def append(self, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> "Side":
+    def append(self, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> Side:
         """This side plus one new row per sample at ``positions`` (B,) (a decoding step)."""
         b, _, k = self.index.shape
         dev = self.index.device
@@ -106,7 +106,7 @@ class Side:
                     torch.cat([self.cos, cos], 2), torch.cat([self.sin, sin], 2), self.n_rows + 1, self.identity, _unit=self._unit)
 
     @classmethod
-    def single(cls, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> "Side":
+    def single(cls, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> Side:
         """One new row per sample, its own single virtual entry (the query side of a decoding step)."""
         b, dev = positions.shape[0], positions.device
         return cls(torch.zeros(b, 1, 1, dtype=torch.long, device=dev), torch.ones(b, 1, 1, device=dev),

@@ -42,13 +42,14 @@ def _device_map(args: ModelArgs, accelerator: Accelerator) -> str:
     return wanted
 
 
-def _reduction(args: ModelArgs, pipe_model, runner) -> Reduction:
+def _reduction(args: ModelArgs, pipe: llava.LlavaPipeline) -> Reduction:
+    pipe_model, runner = pipe.model, pipe.runner
     if args.method == "none":
         return Reduction()
     if args.method == "tome":
         return tome_reduction(runner, args.r, None if args.level == "custom" else args.level, args.schedule, args.vtu)
     if args.method == "fastv":
-        return fastv_reduction(args.fastv_k, args.fastv_ratio)
+        return fastv_reduction(args.fastv_k, args.fastv_ratio, len(pipe.decoder.layers))
     names = [args.pretrained, runner.encoder_key]
     return dymu_reduction(pipe_model, runner, names, args.thresholds, args.level, args.r, args.schedule, args.vtu)
 
@@ -92,7 +93,7 @@ class DymuLlava(lmms):
         model, processor = llava.load_llava(self.args.pretrained, device_map, self.args.dtype,
                                             self.args.attn_implementation)
         self.pipe = llava.LlavaPipeline(model, processor)
-        self.pipe.reduction = _reduction(self.args, model, self.pipe.runner)
+        self.pipe.reduction = _reduction(self.args, self.pipe)
         self.accelerator = accelerator
         # lmms-eval shards by the launcher's RANK/WORLD_SIZE (an Accelerator on CPU may not see them)
         self._rank = int(os.environ.get("RANK", accelerator.process_index))
@@ -186,8 +187,15 @@ class DymuLlava(lmms):
         bar.close()
         return collator.get_original(results)
 
-    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-        results: list[tuple[float, bool]] = []
+    def loglikelihood(self, requests: list[Instance]) -> list:
+        """Per request ``(-log p(continuation | context), greedy)``, wrapped for lmms-eval 0.7.3.
+
+        Two lmms-eval 0.7.3 conventions decide the shape: its multiple_choice scoring takes the
+        *argmin* over choices (models such as llava_hf return a loss), so the value is the
+        summed negative log-likelihood; and its evaluator stringifies plain tuples, so each pair
+        travels inside a GenerationResult, which it unwraps unchanged.
+        """
+        results: list = []
         args = [r.args for r in requests]
         for start in tqdm(range(0, len(args), self.batch_size), disable=self.rank != 0, desc="dymu_llava loglikelihood"):
             reqs, ctxs, fulls, metas = [], [], [], []
@@ -202,7 +210,7 @@ class DymuLlava(lmms):
                 metas.append((task, doc_id))
             scores, stats = llava.loglikelihood(self.pipe, reqs, ctxs, fulls)
             self._record(metas, stats, "loglikelihood")
-            results.extend(scores)
+            results.extend(GenerationResult((-logp, greedy)) for logp, greedy in scores)
         return results
 
     def generate_until_multi_round(self, requests) -> list[str]:

@@ -94,12 +94,14 @@ def plot(comp: Comparison, path: Path, title: str) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
 
     panels = 2 if comp.tokens else 1
     fig, axes = plt.subplots(1, panels, figsize=(6.0 * panels, 4.2), squeeze=False)
     ax = axes[0, 0]
     for ds in comp.datasets:
         ax.plot(comp.thresholds["layer"], comp.thresholds[ds], marker="o", markersize=3, label=ds)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("encoder layer")
     ax.set_ylabel("threshold (cosine similarity)")
     ax.set_title("per-layer thresholds")

@@ -67,6 +67,12 @@ def dymu_reduction(model: nn.Module, runner: VisionRunner, names: list[str], thr
                      r_per_layer=record.r_per_layer, thresholds_key=record.key)
 
 
-def fastv_reduction(k: int, ratio: float) -> Reduction:
-    """FastV prunes in the LLM; the encoder is untouched."""
+def fastv_reduction(k: int, ratio: float, decoder_layers: int | None = None) -> Reduction:
+    """FastV prunes in the LLM after layer K (checked against the decoder's depth when given);
+    the encoder is untouched."""
+    if decoder_layers is not None and not 1 <= int(k) < decoder_layers:
+        raise ConfigError(f"fastv_k={k}: must be in 1..{decoder_layers - 1} for this {decoder_layers}-layer LLM "
+                          "(FastV ranks image tokens with layer K-1's attention)")
+    if not 0.0 <= float(ratio) < 1.0:
+        raise ConfigError(f"fastv_ratio={ratio}: must be in [0, 1) (the fraction of image tokens dropped)")
     return Reduction("fastv", NoMerge(), vtu=False, fastv_k=int(k), fastv_ratio=float(ratio))

@@ -13,7 +13,7 @@ from dymu_eval.language.state import ForwardState, Segment, Side
 
 def reference_attention(q, k, v, layout, rotary):
     """Eager attention over the explicitly expanded and rotated sequence: (B, H, Nv, Dh)."""
-    b, h, _, d = q.shape
+    _, h, _, d = q.shape
     cos, sin = rotary(q, position_ids=torch.where(layout.valid, layout.positions, 0))
     exp = [torch.stack([layout.expand(t[:, i]) for i in range(t.shape[1])], 1) for t in (q, k, v)]
     qv, kv = apply_rotary_pos_emb(exp[0], exp[1], cos, sin)

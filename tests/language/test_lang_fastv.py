@@ -95,16 +95,16 @@ def test_ranking_is_last_token_attention_of_layer_k_minus_1(llama, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(k=0), "fastv_k=0"),
-    (dict(k=4), "fastv_k=4"),
-    (dict(ratio=1.0), "fastv_ratio=1.0"),
-    (dict(ratio=-0.1), "fastv_ratio"),
-    (dict(mode="prune"), "mode 'prune'"),
+    ({"k": 0}, "fastv_k=0"),
+    ({"k": 4}, "fastv_k=4"),
+    ({"ratio": 1.0}, "fastv_ratio=1.0"),
+    ({"ratio": -0.1}, "fastv_ratio"),
+    ({"mode": "prune"}, "mode 'prune'"),
 ])
 def test_bad_fastv_arguments(llama, kwargs, match):
     dec, head = parts(llama)
     layout = VirtualLayout.identity([10])
-    args = {**dict(k=2, ratio=0.5, image_mask=image_span(layout, 1, 6)), **kwargs}
+    args = {"k": 2, "ratio": 0.5, "image_mask": image_span(layout, 1, 6), **kwargs}
     with pytest.raises(ConfigError, match=match):
         prefill_logits(dec, head, unique_rows(llama, layout), layout, FastV(**args))
 

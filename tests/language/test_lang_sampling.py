@@ -57,11 +57,11 @@ def test_eos_and_stop_strings_end_each_sample(setup):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(max_new_tokens=-1), "max_new_tokens=-1"),
-    (dict(do_sample=True, temperature=0.0), "temperature=0.0"),
-    (dict(top_p=0.0), "top_p=0.0"),
-    (dict(stop_strings=["x"]), "need a tokenizer"),
-    (dict(stop_strings="x", tokenizer=object()), "list of strings"),
+    ({"max_new_tokens": -1}, "max_new_tokens=-1"),
+    ({"do_sample": True, "temperature": 0.0}, "temperature=0.0"),
+    ({"top_p": 0.0}, "top_p=0.0"),
+    ({"stop_strings": ["x"]}, "need a tokenizer"),
+    ({"stop_strings": "x", "tokenizer": object()}, "list of strings"),
 ])
 def test_bad_decode_config(setup, kwargs, match):
     dec, head, layout, rows = setup
