@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--encoder", required=True, help="vision model or LLaVA folder (or hub id)")
+    p.add_argument("--encoder", required=True, help="vision model or LLaVA folder (only its vision tower is loaded), or hub id")
     p.add_argument("--encoder-name", help="name stored in the file and used by lookups (default: from --encoder)")
     p.add_argument("--dataset", required=True, help="calibration dataset name, e.g. llava_instruct, pixmo_cap")
     src = p.add_mutually_exclusive_group(required=True)
@@ -83,14 +83,6 @@ def encoder_display_name(encoder: str) -> str:
     return path.resolve().name if path.exists() else encoder
 
 
-def load_encoder(encoder: str, dtype, device: str):
-    """A VisionRunner for a vision model folder or a LLaVA folder (its tower, run up to the
-    layer LLaVA reads)."""
-    from ..vision.loading import load_runner
-
-    return load_runner(encoder, dtype=dtype, device=device)
-
-
 def load_preprocess(encoder: str, runner):
     """The encoder's own image processor, or None when the folder has none."""
     import transformers
@@ -121,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from ..calibrate import CalibrationSettings, FamilyPreprocess, calibrate
     from ..merge import merges_per_layer
     from ..thresholds import ThresholdCache, record_key
+    from ..vision.loading import load_runner
 
     if args.max_image_pixels is not None:
         os.environ["DYMU_EVAL_MAX_IMAGE_PIXELS"] = str(args.max_image_pixels)
@@ -142,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
         if out.exists() and not args.overwrite:
             raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
         source = _image_source(args)
-        runner = load_encoder(args.encoder, dtype=getattr(torch, dtype), device=device)
+        # a LLaVA folder: only its vision tower is built and read (see vision.loading)
+        runner = load_runner(args.encoder, dtype=getattr(torch, dtype), device=device)
         preprocess = load_preprocess(args.encoder, runner) or FamilyPreprocess(runner.family, runner.image_size)
         r = args.r if args.r is not None else runner.r_for_level(level)
         r_per_layer = merges_per_layer(r, runner.num_layers, args.schedule)

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run an encoder over images with ToMe (--level/--r), DToMe (--thresholds) or no merging, "
         "and write per-image token counts as JSON.",
     )
-    p.add_argument("--encoder", required=True, help="save_pretrained folder of a CLIP/SigLIP/DINOv2 vision model or a LLaVA")
+    p.add_argument("--encoder", required=True, help="save_pretrained folder of a CLIP/SigLIP/DINOv2 vision model "
+                   "or a LLaVA (only its vision tower is loaded)")
     p.add_argument("--images", required=True, help="folder of images (searched recursively)")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--level", choices=["low", "mid", "high"], help="reduction level (merges per layer for this encoder)")
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_policy(args: argparse.Namespace, runner) -> tuple[Any, dict[str, Any]]:
     """The merging policy the options ask for, and a description for the JSON."""
-    from ..merge import NoMerge, Threshold, TopR, merges_per_layer
+    from ..merge import NoMerge, TopR, merges_per_layer
 
     size = args.image_size or runner.image_size
     r = None

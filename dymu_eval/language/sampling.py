@@ -1,6 +1,7 @@
 """Decoding settings and the next-token rule (greedy, or temperature + top-p sampling), plus stop strings."""
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +29,16 @@ class DecodeConfig:
     pad_token_id: int | None = None
 
     def check(self) -> None:
-        if isinstance(self.eos_token_ids, int):
-            self.eos_token_ids = (self.eos_token_ids,)
-        if isinstance(self.eos_token_ids, (str, bytes)) or any(
-                isinstance(t, bool) or not isinstance(t, int) for t in self.eos_token_ids):
-            raise ConfigError(f"eos_token_ids={self.eos_token_ids!r}: must be token ids (integers)")
+        ids = self.eos_token_ids
+        try:
+            if isinstance(ids, (str, bytes)) or any(isinstance(t, (bool, str)) for t in ids):
+                raise TypeError
+            self.eos_token_ids = tuple(operator.index(t) for t in ids)
+        except TypeError:
+            try:
+                self.eos_token_ids = (operator.index(ids),)
+            except TypeError:
+                raise ConfigError(f"eos_token_ids={ids!r}: must be token ids (integers)") from None
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
             raise ConfigError(f"max_new_tokens={self.max_new_tokens!r}: must be an integer >= 0")
         if self.do_sample and not self.temperature > 0:

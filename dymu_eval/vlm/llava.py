@@ -39,7 +39,6 @@ class Request:
     prompt: str
     images: list[Image.Image]
     name: str = "request"  # used in error messages (task/doc id)
-    continuation: str | None = None  # loglikelihood only: text scored after the prompt
 
 
 @dataclass
@@ -144,7 +143,9 @@ class LlavaPipeline:
         self.eos_ids = [int(eos)] if eos is not None else []
 
     # -- processor --------------------------------------------------------------------------
-    def _process(self, req: Request, text: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _process(self, req: Request, text: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(input_ids (L,), pixel_values (n, 3, H, W) or None) as the unmodified model gets them."""
+        text = req.prompt if text is None else text
         n_placeholders = text.count(IMAGE_TOKEN)
         if n_placeholders != len(req.images):
             raise ConfigError(
@@ -154,7 +155,8 @@ class LlavaPipeline:
         try:
             out = self.processor(images=req.images or None, text=text, return_tensors="pt")
         except (OSError, ValueError) as exc:
-            raise InputImageError(f"{req.name}: the processor rejected the input ({exc})") from exc
+            error = InputImageError if req.images else ConfigError
+            raise error(f"{req.name}: the LLaVA processor rejected the input ({exc})") from exc
         return out["input_ids"][0], out.get("pixel_values")
 
     # -- vision -----------------------------------------------------------------------------
@@ -181,11 +183,11 @@ class LlavaPipeline:
 
     # -- batch preparation ------------------------------------------------------------------
     @torch.no_grad()
-    def prepare(self, requests: Sequence[Request], texts: Sequence[str]) -> Prepared:
+    def prepare(self, requests: Sequence[Request]) -> Prepared:
         """Tokenize, encode and project; build unique rows and the virtual layout per request."""
         ids, pix, n_imgs = [], [], []
-        for req, text in zip(requests, texts):
-            input_ids, pv = self._process(req, text)
+        for req in requests:
+            input_ids, pv = self._process(req)
             ids.append(input_ids)
             n_imgs.append(0 if pv is None else pv.shape[0])
             if pv is not None:
@@ -237,7 +239,7 @@ class LlavaPipeline:
                 length = next(spans)
                 feats, remap = self._image_rows(enc, img, length, req.name)
                 img += 1
-                parts.append(self.projector(feats).to(self.dtype))
+                parts.append(self.projector(feats).to(self.device, self.dtype))  # unique rows only
                 mapping.append(remap.cpu() + cursor)
                 flags.append(torch.ones(feats.shape[0], dtype=torch.bool))
                 cursor += feats.shape[0]
@@ -281,11 +283,11 @@ def _fastv(reduction: Reduction, prepared: Prepared):
     return FastV(reduction.fastv_k, reduction.fastv_ratio or 0.0, prepared.image_mask)
 
 
-def generate(pipe: LlavaPipeline, requests: Sequence[Request], texts: Sequence[str], config) -> tuple[list[str], list[dict]]:
+def generate(pipe: LlavaPipeline, requests: Sequence[Request], config) -> tuple[list[str], list[dict]]:
     """Texts and per-request stats for a batch; ``config`` is a language.DecodeConfig."""
     from ..language import generate as run_generate
 
-    prepared = pipe.prepare(requests, texts)
+    prepared = pipe.prepare(requests)
     out = run_generate(pipe.decoder, pipe.lm_head, prepared.unique, prepared.layout, config,
                        fastv=_fastv(pipe.reduction, prepared))
     stats = []
@@ -298,14 +300,14 @@ def generate(pipe: LlavaPipeline, requests: Sequence[Request], texts: Sequence[s
     return list(out.texts), stats
 
 
-def loglikelihood(pipe: LlavaPipeline, requests: Sequence[Request], contexts: Sequence[str],
+def loglikelihood(pipe: LlavaPipeline, requests: Sequence[Request],
                   fulls: Sequence[str]) -> tuple[list[tuple[float, bool]], list[dict]]:
-    """(sum log-prob of the continuation, greedy?) per request: ``fulls[i]`` is ``contexts[i]``
-    followed by the continuation, both templated; the continuation is the token tail past the
-    context (as lmms-eval's llava_hf splits it)."""
+    """(sum log-prob of the continuation, greedy?) per request: ``fulls[i]`` is the request's
+    prompt followed by the continuation, both templated; the continuation is the token tail
+    past the prompt (as lmms-eval's llava_hf splits it)."""
     from ..language import loglikelihood as run_loglikelihood
 
-    prepared = pipe.prepare(requests, contexts)
+    prepared = pipe.prepare(requests)
     conts = []
     for req, ctx_ids, full in zip(requests, prepared.input_ids, fulls):
         full_ids, _ = pipe._process(req, full)

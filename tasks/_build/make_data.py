@@ -5,20 +5,21 @@ The outputs (tasks/dymu_offline/images/*.jpg and tasks/dymu_offline/*.jsonl) are
 so users never need to run this; it exists so the data can be audited and regenerated.
 
 Images: the real photos that scikit-image, scikit-learn and matplotlib ship in their wheels,
-resized, plus generated scenes of coloured shapes on plain and busy backgrounds.
+resized, plus scenes of coloured shapes on plain, busy and noisy backgrounds drawn by
+``dymu_eval.offline.synthetic`` (the generator the offline demo model is trained with, so
+the demo is asked about the same things it learnt).
 """
 from __future__ import annotations
 
 import io
 import json
 import random
-import sys
+from collections import Counter
 from pathlib import Path
 
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scenes import COLOURS, SHAPES, Scene, make_scene, render  # noqa: E402
+from dymu_eval.offline.synthetic import COLOURS, SHAPES, Facts, make_scene
 
 OUT = Path(__file__).resolve().parent.parent / "dymu_offline"
 SIZE = 336
@@ -40,24 +41,10 @@ PHOTOS = {
 
 
 def _photo_paths() -> dict[str, Path]:
-    """Photo files from the installed wheels (the project's asset helper when present)."""
-    try:
-        from dymu_eval.offline.assets import sample_photos
+    """Photo files from the installed wheels."""
+    from dymu_eval.offline.assets import sample_photos
 
-        return {k: Path(v) for k, v in sample_photos().items()}
-    except ImportError:
-        pass
-    import matplotlib
-    import skimage
-    import sklearn
-
-    found = {}
-    for base in (Path(skimage.__file__).parent / "data", Path(sklearn.__file__).parent / "datasets" / "images",
-                 Path(matplotlib.__file__).parent / "mpl-data" / "sample_data"):
-        for p in base.iterdir():
-            if p.suffix.lower() in (".png", ".jpg", ".jpeg"):
-                found[p.stem] = p
-    return found
+    return {k: Path(v) for k, v in sample_photos(list(PHOTOS)).items()}
 
 
 def _save(img: Image.Image, name: str) -> str:
@@ -90,27 +77,14 @@ def build() -> dict[str, list[dict]]:
     photos = _photo_paths()
     photo_files = {name: _photo(name, photos[name]) for name in PHOTOS}
 
-    kinds: dict[str, list[tuple[str, Scene]]] = {"single": [], "count": [], "pair": [], "mixed": []}
-    for k in range(40):
+    kinds: dict[str, list[tuple[str, Facts]]] = {"single": [], "count": [], "pair": [], "mixed": []}
+    for k in range(48):
         kind = ("single", "count", "pair", "mixed")[k % 4]
-        busy = (k // 4) % 2 == 1
-        if kind == "single":
-            shapes = [(rng.choice(SHAPES), rng.choice(list(COLOURS)))]
-            scene = make_scene(rng, SIZE, busy, shapes)
-        elif kind == "count":
-            shape, n = rng.choice(SHAPES), rng.randint(1, 4)
-            colour = rng.choice(list(COLOURS))
-            others = [(_other(rng, SHAPES, [shape]), rng.choice(list(COLOURS))) for _ in range(rng.randint(0, 1))]
-            scene = make_scene(rng, SIZE, busy, [(shape, colour)] * n + others)
-        elif kind == "pair":
-            a, b = rng.sample(SHAPES, 2)
-            ca, cb = rng.sample(list(COLOURS), 2)
-            scene = make_scene(rng, SIZE, busy, [(a, ca), (b, cb)], left_to_right=True)
-        else:
-            picks = rng.sample([(s, c) for s in SHAPES for c in COLOURS], rng.randint(2, 3))
-            scene = make_scene(rng, SIZE, busy, picks)
-        name = f"scene_{k:02d}_{kind}_{'busy' if busy else 'plain'}"
-        kinds[kind].append((_save(render(scene), name), scene))
+        background = ("plain", "busy", "noisy")[(k // 4) % 3]
+        layout = "mixed" if kind == "single" else kind
+        n = 1 if kind == "single" else (rng.randint(2, 3) if kind == "mixed" else (rng.randint(1, 4) if kind == "count" else None))
+        image, facts = make_scene(rng.randrange(1 << 30), SIZE, background=background, n_objects=n, layout=layout)
+        kinds[kind].append((_save(image, f"scene_{k:02d}_{kind}_{background}"), facts))
 
     return {
         "pope": _pope(rng, photo_files, kinds),
@@ -119,15 +93,20 @@ def build() -> dict[str, list[dict]]:
     }
 
 
-def _absent_pair(rng: random.Random, scene: Scene) -> tuple[str, str]:
+def _absent_pair(rng: random.Random, scene: Facts) -> tuple[str, str]:
     while True:
         s, c = rng.choice(SHAPES), rng.choice(list(COLOURS))
         if not scene.has(s, c):
             return s, c
 
 
-def _src(scene: Scene | None) -> str:
-    return "photo" if scene is None else ("busy" if scene.busy else "plain")
+def _src(scene: Facts | None) -> str:
+    return "photo" if scene is None else scene.background
+
+
+def _counted(scene: Facts) -> str:
+    """The shape a count scene repeats (the most common one)."""
+    return Counter(o.shape for o in scene.objects).most_common(1)[0][0]
 
 
 def _pope(rng, photo_files, kinds) -> list[dict]:
@@ -137,7 +116,7 @@ def _pope(rng, photo_files, kinds) -> list[dict]:
             rows.append(dict(image_file=photo_files[name], question=f"Is there a {obj} in the image?",
                              answer=ans, category="photo", source="photo"))
     for file, scene in kinds["mixed"] + kinds["single"]:
-        it = rng.choice(scene.items)
+        it = rng.choice(scene.objects)
         s, c = _absent_pair(rng, scene)
         for (shape, colour), ans in (((it.shape, it.colour), "yes"), ((s, c), "no")):
             rows.append(dict(image_file=file, question=f"Is there a {colour} {shape} in the image?",
@@ -157,24 +136,24 @@ def _mme(rng, photo_files, kinds) -> list[dict]:
                       [(f"Is there a {rng.choice(present)} in this image?", "yes"),
                        (f"Is there a {rng.choice(absent)} in this image?", "no")]))
     for file, scene in kinds["mixed"][:4]:
-        it, (s, c) = rng.choice(scene.items), _absent_pair(rng, scene)
+        it, (s, c) = rng.choice(scene.objects), _absent_pair(rng, scene)
         pairs.append((Path(file).stem, file, "existence",
                       [(f"Is there a {it.colour} {it.shape} in this image?", "yes"),
                        (f"Is there a {c} {s} in this image?", "no")]))
     for file, scene in kinds["count"][:6]:
-        shape = scene.items[0].shape
+        shape = _counted(scene)
         n = scene.count(shape)
         wrong = rng.choice([m for m in range(1, 6) if m != n])
         pairs.append((Path(file).stem, file, "count",
                       [(f"Are there {n} {shape}s in this image?" if n > 1 else f"Is there exactly one {shape} in this image?", "yes"),
                        (f"Are there {wrong} {shape}s in this image?" if wrong > 1 else f"Is there exactly one {shape} in this image?", "no")]))
     for file, scene in kinds["pair"][:6]:
-        a, b = scene.items
+        a, b = scene.objects
         pairs.append((Path(file).stem, file, "position",
                       [(f"Is the {a.colour} {a.shape} on the left of the {b.colour} {b.shape}?", "yes"),
                        (f"Is the {b.colour} {b.shape} on the left of the {a.colour} {a.shape}?", "no")]))
     for file, scene in kinds["single"][:5]:
-        it = scene.items[0]
+        it = scene.objects[0]
         wrong = _other(rng, list(COLOURS), [it.colour])
         pairs.append((Path(file).stem, file, "color",
                       [(f"Is the {it.shape} {it.colour}?", "yes"), (f"Is the {it.shape} {wrong}?", "no")]))
@@ -194,15 +173,15 @@ def _gqa(rng, photo_files, kinds) -> list[dict]:
         if qa:
             rows.append(dict(image_file=photo_files[name], question=qa[0], answer=qa[1], category="photo", source="photo"))
     for file, scene in kinds["single"]:
-        it = scene.items[0]
+        it = scene.objects[0]
         rows.append(dict(image_file=file, question=f"What color is the {it.shape}?", answer=it.colour, category="color", source=_src(scene)))
         rows.append(dict(image_file=file, question=f"What shape is the {it.colour} object?", answer=it.shape, category="shape", source=_src(scene)))
     for file, scene in kinds["count"]:
-        shape = scene.items[0].shape
+        shape = _counted(scene)
         rows.append(dict(image_file=file, question=f"How many {shape}s are there?", answer=_n_word(scene.count(shape)),
                          category="count", source=_src(scene)))
     for file, scene in kinds["pair"]:
-        a, b = scene.items
+        a, b = scene.objects
         rows.append(dict(image_file=file, question=f"What shape is on the left?", answer=a.shape, category="position", source=_src(scene)))
         rows.append(dict(image_file=file, question=f"Which side is the {b.colour} {b.shape} on?", answer="right", category="position", source=_src(scene)))
     rng.shuffle(rows)

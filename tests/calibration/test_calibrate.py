@@ -15,17 +15,18 @@ from PIL import Image
 
 from dymu_eval.calibrate import CalibrationSettings, calibrate
 from dymu_eval.cli import main
-from dymu_eval.commands.calibrate import load_encoder, load_preprocess
+from dymu_eval.commands.calibrate import load_preprocess
 from dymu_eval.errors import ConfigError, InputImageError
 from dymu_eval.images import FolderImages, ImageListImages
 from dymu_eval.merge import BatchTopK, merges_per_layer
 from dymu_eval.thresholds import load_record
+from dymu_eval.vision.loading import load_runner
 
 B = 4
 
 
 def _load(folder):
-    runner = load_encoder(str(folder), torch.float32, "cpu")
+    runner = load_runner(str(folder), torch.float32, "cpu")
     return runner, load_preprocess(str(folder), runner)
 
 
@@ -97,12 +98,40 @@ def test_llava_runs_to_the_read_layer(tmp_path, image_dir):
                                 num_key_value_heads=4, vocab_size=64),
         image_token_id=63, vision_feature_layer=-2,
     )
-    LlavaForConditionalGeneration(cfg).save_pretrained(tmp_path / "llava")
+    LlavaForConditionalGeneration(cfg).save_pretrained(tmp_path / "llava", max_shard_size="20KB")
+    assert (tmp_path / "llava" / "model.safetensors.index.json").is_file()
     runner, pre = _load(tmp_path / "llava")
     assert runner.default_layers_run == LAYERS - 1
     rec = _calibrate(runner, pre or None, FolderImages(image_dir).head(B), merges_per_layer(2, LAYERS))
     assert rec.thresholds[-1] is None and all(t is not None for t in rec.thresholds[:-1])
     assert (rec.encoder.layers_run, rec.encoder.read_layer, rec.encoder.num_layers) == (LAYERS - 1, -2, LAYERS)
+
+
+def test_calibrate_command_on_llava_builds_only_the_tower(tmp_path, image_dir, monkeypatch):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlamaModel, LlavaConfig, LlavaForConditionalGeneration
+
+    torch.manual_seed(1)
+    cfg = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, num_hidden_layers=LAYERS, num_attention_heads=4,
+                                       intermediate_size=64, image_size=IMAGE, patch_size=4),
+        text_config=LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                                num_key_value_heads=4, vocab_size=64),
+        image_token_id=63, vision_feature_layer=-2,
+    )
+    LlavaForConditionalGeneration(cfg).save_pretrained(tmp_path / "llava", max_shard_size="20KB")
+    full = LlavaForConditionalGeneration.from_pretrained(tmp_path / "llava", dtype=torch.float32)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("calibrate must not build the language model")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LlamaModel, "__init__", forbidden)
+        patch.setattr(LlavaForConditionalGeneration, "from_pretrained", forbidden)
+        out = tmp_path / "llava.json"
+        assert _cli(_calibrate_args(tmp_path / "llava", image_dir, out, "--num-images", 4)) == 0
+    rec = load_record(out)
+    rec.validate_for(full.model.vision_tower)  # thresholds are filed for the real tower weights
+    assert (rec.encoder.layers_run, rec.encoder.read_layer) == (LAYERS - 1, -2)
 
 
 def _cli(args):
@@ -123,7 +152,7 @@ def test_repeated_runs_give_identical_files(tiny_dirs, image_dir, tmp_path, monk
     rec = load_record(a)
     assert rec.created == "2023-11-14T22:13:20+00:00" and rec.calibration["r"] == 3
     assert rec.dataset["num_images"] == 6 and rec.calibration["preprocess"].startswith("BitImageProcessor")
-    rec.validate_for(load_encoder(str(tiny_dirs["dinov2"]), torch.float32, "cpu").model)
+    rec.validate_for(load_runner(str(tiny_dirs["dinov2"]), torch.float32, "cpu").model)
     assert "wrote" in capsys.readouterr().out
     assert _cli(_calibrate_args(tiny_dirs["dinov2"], image_dir, a, "--num-images", 6)) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err

@@ -44,7 +44,7 @@ def test_eos_and_stop_strings_end_each_sample(setup):
     dec, head, layout, rows = setup
     greedy = generate(dec, head, rows, layout, DecodeConfig(max_new_tokens=8)).sequences
     eos = greedy[0][2]
-    out = generate(dec, head, rows, layout, DecodeConfig(max_new_tokens=8, eos_token_ids=[eos]))
+    out = generate(dec, head, rows, layout, DecodeConfig(max_new_tokens=8, eos_token_ids=torch.tensor(eos)))
     first = greedy[0].index(eos)
     assert out.sequences[0] == greedy[0][: first + 1] and out.finish_reasons[0] == "eos"
     tok = word_tokenizer(dec.config.vocab_size)
@@ -61,6 +61,7 @@ def test_eos_and_stop_strings_end_each_sample(setup):
     ({"do_sample": True, "temperature": 0.0}, "temperature=0.0"),
     ({"top_p": 0.0}, "top_p=0.0"),
     ({"stop_strings": ["x"]}, "need a tokenizer"),
+    ({"eos_token_ids": ["2"]}, "must be token ids"),
     ({"stop_strings": "x", "tokenizer": object()}, "list of strings"),
 ])
 def test_bad_decode_config(setup, kwargs, match):

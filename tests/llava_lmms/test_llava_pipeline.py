@@ -21,21 +21,20 @@ def pipe(tiny_llava):
 
 
 def _requests(pipe, rows, n_images=1):
-    reqs, texts = [], []
+    reqs = []
     for i, row in enumerate(rows):
         img = llava.Image.open(TASKS / "dymu_offline" / row["image_file"]).convert("RGB")
         text, _ = llava.simple_prompt(pipe.tokenizer, row["question"], n_images)
         reqs.append(llava.Request(text, [img] * n_images, name=f"sample {i}"))
-        texts.append(text)
-    return reqs, texts
+    return reqs
 
 
 def _config(pipe, n=6):
     return DecodeConfig(max_new_tokens=n, eos_token_ids=pipe.eos_ids, tokenizer=pipe.tokenizer)
 
 
-def _hf_generate(pipe, req, text, n=6):
-    x = pipe.processor(images=req.images, text=text, return_tensors="pt")
+def _hf_generate(pipe, req, n=6):
+    x = pipe.processor(images=req.images, text=req.prompt, return_tensors="pt")
     with torch.no_grad():
         out = pipe.model.generate(**x, max_new_tokens=n, do_sample=False, pad_token_id=pipe.eos_ids[0],
                                   eos_token_id=pipe.eos_ids[0])
@@ -44,10 +43,10 @@ def _hf_generate(pipe, req, text, n=6):
 
 def test_unreduced_batch_equals_unmodified_model(pipe):
     pipe.reduction = Reduction()
-    reqs, texts = _requests(pipe, ROWS[:4])
-    assert len({len(pipe.tokenizer(t)["input_ids"]) for t in texts}) > 1, "want different prompt lengths"
-    outs, stats = llava.generate(pipe, reqs, texts, _config(pipe))
-    assert outs == [_hf_generate(pipe, r, t) for r, t in zip(reqs, texts)]
+    reqs = _requests(pipe, ROWS[:4])
+    assert len({len(pipe.tokenizer(r.prompt)["input_ids"]) for r in reqs}) > 1, "want different prompt lengths"
+    outs, stats = llava.generate(pipe, reqs, _config(pipe))
+    assert outs == [_hf_generate(pipe, r) for r in reqs]
     assert len(set(outs)) > 1, "the tiny model should answer differently per sample"
     for s in stats:
         assert s["visual_tokens_before"] == s["visual_tokens_after"] == 64
@@ -59,11 +58,11 @@ def test_unreduced_prefill_logits_equal_unmodified_model(pipe):
     from dymu_eval.language import prefill_logits
 
     pipe.reduction = Reduction()
-    reqs, texts = _requests(pipe, ROWS[4:7])
-    prep = pipe.prepare(reqs, texts)
+    reqs = _requests(pipe, ROWS[4:7])
+    prep = pipe.prepare(reqs)
     ours = prefill_logits(pipe.decoder, pipe.lm_head, prep.unique, prep.layout)
-    for b, (req, text) in enumerate(zip(reqs, texts)):
-        x = pipe.processor(images=req.images, text=text, return_tensors="pt")
+    for b, req in enumerate(reqs):
+        x = pipe.processor(images=req.images, text=req.prompt, return_tensors="pt")
         with torch.no_grad():
             ref = pipe.model(**x).logits[0]
         torch.testing.assert_close(ours[b][prep.layout.valid[b]], ref, atol=1e-5, rtol=1e-5)
@@ -72,20 +71,20 @@ def test_unreduced_prefill_logits_equal_unmodified_model(pipe):
 def test_tome_gives_exactly_the_predicted_count_and_batched_equals_single(pipe):
     r = 5
     pipe.reduction = tome_reduction(pipe.runner, r, None, "constant", vtu=True)
-    reqs, texts = _requests(pipe, ROWS[:3])
-    outs, stats = llava.generate(pipe, reqs, texts, _config(pipe))
+    reqs = _requests(pipe, ROWS[:3])
+    outs, stats = llava.generate(pipe, reqs, _config(pipe))
     layers = pipe.runner.default_layers_run
     for s in stats:  # r merges in each of the layers LLaVA runs (well under the per-layer cap)
         assert s["visual_tokens_after"] == 64 - r * layers
         assert s["unique_len"] == s["virtual_len"] - r * layers
-    single = [llava.generate(pipe, [q], [t], _config(pipe))[0][0] for q, t in zip(reqs, texts)]
+    single = [llava.generate(pipe, [q], _config(pipe))[0][0] for q in reqs]
     assert outs == single
 
 
 def test_dymu_thresholds_reduce_tokens_per_image(pipe, tiny_thresholds):
     pipe.reduction = dymu_reduction(pipe.model, pipe.runner, [], str(tiny_thresholds), "low", None, "constant", True)
-    reqs, texts = _requests(pipe, ROWS[:6])
-    _, stats = llava.generate(pipe, reqs, texts, _config(pipe, 2))
+    reqs = _requests(pipe, ROWS[:6])
+    _, stats = llava.generate(pipe, reqs, _config(pipe, 2))
     for s in stats:
         assert s["visual_tokens_after"] < s["visual_tokens_before"] == 64
         assert s["unique_len"] < s["virtual_len"]
@@ -93,49 +92,49 @@ def test_dymu_thresholds_reduce_tokens_per_image(pipe, tiny_thresholds):
 
 def test_without_vtu_the_sequence_is_the_unique_rows(pipe):
     pipe.reduction = tome_reduction(pipe.runner, 5, None, "constant", vtu=False)
-    reqs, texts = _requests(pipe, ROWS[:2])
-    outs, stats = llava.generate(pipe, reqs, texts, _config(pipe))
+    reqs = _requests(pipe, ROWS[:2])
+    outs, stats = llava.generate(pipe, reqs, _config(pipe))
     assert all(isinstance(o, str) for o in outs)
     for s in stats:
         assert s["virtual_len"] == s["unique_len"] and s["visual_tokens_after"] == 49
 
 
 def test_fastv_keeps_the_predicted_number_and_ratio_zero_is_the_baseline(pipe):
-    reqs, texts = _requests(pipe, ROWS[:2])
+    reqs = _requests(pipe, ROWS[:2])
     pipe.reduction = Reduction()
-    base, _ = llava.generate(pipe, reqs, texts, _config(pipe))
+    base, _ = llava.generate(pipe, reqs, _config(pipe))
     pipe.reduction = fastv_reduction(1, 0.0)
-    assert llava.generate(pipe, reqs, texts, _config(pipe))[0] == base
+    assert llava.generate(pipe, reqs, _config(pipe))[0] == base
     pipe.reduction = fastv_reduction(1, 0.75)
-    outs, stats = llava.generate(pipe, reqs, texts, _config(pipe))
+    outs, stats = llava.generate(pipe, reqs, _config(pipe))
     assert [s["visual_tokens_after"] for s in stats] == [16, 16]
     assert all(s["unique_len"] == s["virtual_len"] for s in stats)
 
 
 def test_several_images_in_one_request_match_the_unmodified_model(pipe):
     pipe.reduction = Reduction()
-    reqs, texts = _requests(pipe, ROWS[:2], n_images=2)
-    outs, stats = llava.generate(pipe, reqs, texts, _config(pipe))
-    assert outs == [_hf_generate(pipe, r, t) for r, t in zip(reqs, texts)]
+    reqs = _requests(pipe, ROWS[:2], n_images=2)
+    outs, stats = llava.generate(pipe, reqs, _config(pipe))
+    assert outs == [_hf_generate(pipe, r) for r in reqs]
     assert [s["visual_tokens_before"] for s in stats] == [128, 128]
     pipe.reduction = tome_reduction(pipe.runner, 5, None, "constant", vtu=True)
-    _, stats = llava.generate(pipe, reqs, texts, _config(pipe))
+    _, stats = llava.generate(pipe, reqs, _config(pipe))
     assert [s["visual_tokens_after"] for s in stats] == [98, 98]
 
 
 def test_placeholder_count_must_match_images(pipe):
     pipe.reduction = Reduction()
-    reqs, texts = _requests(pipe, ROWS[:1])
+    reqs = _requests(pipe, ROWS[:1])
     reqs[0].images = reqs[0].images * 2
     with pytest.raises(ConfigError, match="sample 0.*1 <image> placeholder.*2 image"):
-        pipe.prepare(reqs, texts)
+        pipe.prepare(reqs)
 
 
 def test_loglikelihood_equals_the_unmodified_model(pipe):
     pipe.reduction = Reduction()
-    reqs, _ = _requests(pipe, ROWS[:2])
+    reqs = _requests(pipe, ROWS[:2])
     ctxs, fulls = zip(*(llava.simple_prompt(pipe.tokenizer, r["question"], 1, r["answer"]) for r in ROWS[:2]))
-    scores, stats = llava.loglikelihood(pipe, reqs, list(ctxs), list(fulls))
+    scores, stats = llava.loglikelihood(pipe, reqs, list(fulls))
     for (logp, greedy), req, ctx, full in zip(scores, reqs, ctxs, fulls):
         n_ctx = pipe.processor(images=req.images, text=ctx, return_tensors="pt")["input_ids"].shape[1]
         x = pipe.processor(images=req.images, text=full, return_tensors="pt")

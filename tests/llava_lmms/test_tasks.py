@@ -77,11 +77,12 @@ def test_mme_has_exactly_two_adjacent_questions_per_image_one_yes_one_no():
     assert {r["category"] for r in rows} <= set(eval_type_dict["Perception"])
 
 
-def test_images_are_small_jpegs_with_plain_and_busy_scenes_and_photos():
+def test_images_are_small_jpegs_of_photos_and_scenes_of_every_background():
     files = sorted((TASK_DIR / "images").iterdir())
     assert all(f.suffix == ".jpg" for f in files)
     assert sum(f.stat().st_size for f in files) <= 3_000_000
     names = [f.name for f in files]
-    assert any("plain" in n for n in names) and any("busy" in n for n in names) and any("photo" in n for n in names)
+    for kind in ("plain", "busy", "noisy", "photo"):
+        assert any(kind in n for n in names), kind
     used = {r["image_file"] for name in FILES for r in _rows(name)}
     assert used == {f"images/{n}" for n in names}, "every bundled image is used and every used image is bundled"
