@@ -22,7 +22,7 @@ VALID_ARGS: dict[str, str] = {
     "pretrained": "LLaVA-1.5 checkpoint: hub id or local directory (default llava-hf/llava-1.5-7b-hf)",
     "method": "dymu | tome | fastv | none (default: dymu for dymu_llava, tome for tome_llava, fastv for fastv_llava)",
     "level": "low | mid | high | none (none = the unreduced baseline; default low for dymu)",
-    "thresholds": "DyMU threshold cache key (calibration dataset name) or a threshold JSON file (default llava_instruct)",
+    "thresholds": "DyMU thresholds: cache key (calibration dataset name) or a JSON file (default llava_instruct)",
     "schedule": "constant | linear | reverse_linear: merges per layer over depth (default constant)",
     "r": "merges per encoder layer: ToMe's r; for dymu it selects the threshold entry calibrated with this r",
     "vtu": "true | false: virtual token unmerging in the LLM (default true for dymu, false for tome)",
@@ -129,7 +129,8 @@ def parse_model_args(kwargs: dict[str, Any], preset: str = "dymu") -> ModelArgs:
     elif method == "dymu":
         forbid(("fastv_k", "fastv_ratio"), "method=dymu (use method=fastv)")
         if r is not None and level is not None:
-            raise ConfigError("give either level= or r= for method=dymu, not both (r selects thresholds calibrated with that r)")
+            raise ConfigError("give either level= or r= for method=dymu, not both "
+                              "(r selects thresholds calibrated with that r)")
         level = level or ("low" if r is None else "custom")
         thresholds = thresholds or "llava_instruct"
         vtu = _bool("vtu", given.get("vtu", True))
@@ -144,7 +145,8 @@ def parse_model_args(kwargs: dict[str, Any], preset: str = "dymu") -> ModelArgs:
     else:  # fastv
         forbid(("r", "thresholds", "schedule", "vtu"), "method=fastv (it prunes in the LLM, nothing is merged)")
         if level is not None:
-            raise ConfigError("level= does not apply to method=fastv; set fastv_ratio= (fraction of image tokens dropped)")
+            raise ConfigError("level= does not apply to method=fastv; "
+                              "set fastv_ratio= (fraction of image tokens dropped)")
         level = "none"
         vtu = False
         fastv_k = _int("fastv_k", given.get("fastv_k", 2))
@@ -153,7 +155,8 @@ def parse_model_args(kwargs: dict[str, Any], preset: str = "dymu") -> ModelArgs:
         except (TypeError, ValueError):
             raise ConfigError(f"model_arg fastv_ratio={given['fastv_ratio']!r} must be a number in [0, 1)") from None
         if not 0.0 <= fastv_ratio < 1.0:
-            raise ConfigError(f"model_arg fastv_ratio={fastv_ratio} must be in [0, 1) (the fraction of image tokens dropped)")
+            raise ConfigError(f"model_arg fastv_ratio={fastv_ratio} must be in [0, 1) "
+                              "(the fraction of image tokens dropped)")
 
     device_map = given.get("device_map") or given.get("device")
     return ModelArgs(

@@ -54,12 +54,13 @@ def _reduction(args: ModelArgs, pipe: llava.LlavaPipeline) -> Reduction:
     return dymu_reduction(pipe_model, runner, names, args.thresholds, args.level, args.r, args.schedule, args.vtu)
 
 
-def _decode_config(gen_kwargs: dict[str, Any], tokenizer, eos_ids: list[int], default_until: list[str]) -> DecodeConfig:
-    """lmms-eval gen_kwargs -> DecodeConfig. Greedy unless temperature > 0 (as llava_hf decides)."""
+def _decode_config(gen_kwargs: dict[str, Any], tokenizer, eos_ids: list[int]) -> DecodeConfig:
+    """lmms-eval gen_kwargs -> DecodeConfig: eos always ends a sample, ``until`` strings cut it;
+    greedy unless temperature > 0 (as llava_hf decides) and do_sample is not false."""
     kw = dict(gen_kwargs)
     if int(kw.get("num_beams", 1) or 1) != 1:
         raise ConfigError(f"gen_kwargs num_beams={kw['num_beams']}: beam search is not supported (use num_beams=1)")
-    until = kw.get("until", default_until)
+    until = kw.get("until") or []
     if isinstance(until, str):
         until = [until]
     if not isinstance(until, (list, tuple)):
@@ -162,30 +163,34 @@ class DymuLlava(lmms):
 
     # -- lmms-eval API ----------------------------------------------------------------------
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
-        def order(x):
-            return -len(self.tokenizer.encode(x[0])), x[0]
-
-        collator = lmms_utils.Collator([r.args for r in requests], order, grouping=True)
+        collator = self._collator(requests)
         results: list[GenerationResult] = []
-        bar = tqdm(total=len(requests), disable=self.rank != 0, desc="dymu_llava generate")
-        default_until = [self.tokenizer.decode([self._eos()[0]])] if self._eos() else []
-        for chunk in collator.get_batched(n=self.batch_size, batch_fn=None):
-            contexts, gen_kwargs, doc_to_visual, doc_ids, tasks, splits = zip(*chunk)
-            reqs, metas = [], []
-            for ctx, dtv, doc_id, task, split in zip(contexts, doc_to_visual, doc_ids, tasks, splits):
-                images = self._visuals(dtv, task, split, doc_id)
-                text, _ = llava.simple_prompt(self.tokenizer, ctx, len(images))
-                reqs.append(llava.Request(text, images, name=f"{task} doc {doc_id}"))
-                metas.append((task, doc_id))
-            config = _decode_config(gen_kwargs[0], self.tokenizer, self._eos(), default_until)
-            outs, stats = llava.generate(self.pipe, reqs, config)
-            self._record(metas, stats, "generate_until")
-            for text, s in zip(outs, stats):
-                results.append(GenerationResult(text, TokenCounts(input_tokens=s["unique_len"],
-                                                                  output_tokens=s["new_tokens"])))
-            bar.update(len(chunk))
-        bar.close()
+        with tqdm(total=len(requests), disable=self.rank != 0, desc=f"{self.MODEL_ID} generate") as bar:
+            for chunk in collator.get_batched(n=self.batch_size, batch_fn=None):
+                reqs, metas, gen_kwargs = self._chunk_requests(chunk)
+                config = _decode_config(gen_kwargs, self.tokenizer, self._eos())
+                outs, stats = llava.generate(self.pipe, reqs, config)
+                self._record(metas, stats, "generate_until")
+                results += [GenerationResult(text, TokenCounts(input_tokens=s["unique_len"],
+                                                               output_tokens=s["new_tokens"]))
+                            for text, s in zip(outs, stats)]
+                bar.update(len(chunk))
         return collator.get_original(results)
+
+    # simple requests: (context, gen_kwargs, doc_to_visual, doc_id, task, split)
+    def _collator(self, requests: list[Instance]):
+        """Longest prompts first, one batch per distinct gen_kwargs (as llava_hf groups them)."""
+        return lmms_utils.Collator([r.args for r in requests], lambda x: (-len(self.tokenizer.encode(x[0])), x[0]),
+                                   grouping=True)
+
+    def _chunk_requests(self, chunk) -> tuple[list[llava.Request], list[tuple[str, int]], dict]:
+        reqs, metas = [], []
+        for ctx, _, dtv, doc_id, task, split in chunk:
+            images = self._visuals(dtv, task, split, doc_id)
+            text, _ = llava.simple_prompt(self.tokenizer, ctx, len(images))
+            reqs.append(llava.Request(text, images, name=f"{task} doc {doc_id}"))
+            metas.append((task, doc_id))
+        return reqs, metas, chunk[0][1]
 
     def loglikelihood(self, requests: list[Instance]) -> list:
         """Per request ``(-log p(continuation | context), greedy)``, wrapped for lmms-eval 0.7.3.
@@ -197,20 +202,25 @@ class DymuLlava(lmms):
         """
         results: list = []
         args = [r.args for r in requests]
-        for start in tqdm(range(0, len(args), self.batch_size), disable=self.rank != 0, desc="dymu_llava loglikelihood"):
-            reqs, fulls, metas = [], [], []
-            for context, doc_to_target, doc_to_visual, doc_id, task, split in args[start:start + self.batch_size]:
-                doc = self._doc(task, split, doc_id)
-                continuation = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(doc)
-                images = self._visuals(doc_to_visual, task, split, doc_id)
-                ctx, full = llava.simple_prompt(self.tokenizer, context, len(images), continuation)
-                reqs.append(llava.Request(ctx, images, name=f"{task} doc {doc_id}"))
-                fulls.append(full)
-                metas.append((task, doc_id))
-            scores, stats = llava.loglikelihood(self.pipe, reqs, fulls)
-            self._record(metas, stats, "loglikelihood")
-            results.extend(GenerationResult((-logp, greedy)) for logp, greedy in scores)
+        with tqdm(total=len(args), disable=self.rank != 0, desc=f"{self.MODEL_ID} loglikelihood") as bar:
+            for start in range(0, len(args), self.batch_size):
+                results += self._loglikelihood_chunk(args[start:start + self.batch_size])
+                bar.update(len(args[start:start + self.batch_size]))
         return results
+
+    def _loglikelihood_chunk(self, chunk) -> list[GenerationResult]:
+        reqs, fulls, metas = [], [], []
+        for context, doc_to_target, doc_to_visual, doc_id, task, split in chunk:
+            doc = self._doc(task, split, doc_id)
+            continuation = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(doc)
+            images = self._visuals(doc_to_visual, task, split, doc_id)
+            ctx, full = llava.simple_prompt(self.tokenizer, context, len(images), continuation)
+            reqs.append(llava.Request(ctx, images, name=f"{task} doc {doc_id}"))
+            fulls.append(full)
+            metas.append((task, doc_id))
+        scores, stats = llava.loglikelihood(self.pipe, reqs, fulls)
+        self._record(metas, stats, "loglikelihood")
+        return [GenerationResult((-logp, greedy)) for logp, greedy in scores]
 
     def generate_until_multi_round(self, requests) -> list[str]:
         raise NotImplementedError(f"{self.MODEL_ID} does not implement multi-round generation")
@@ -221,37 +231,25 @@ class DymuLlavaChat(DymuLlava):
 
     is_simple = False
 
-    def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
+    # chat requests: (context, doc_to_messages, gen_kwargs, doc_id, task, split)
+    def _collator(self, requests: list[Instance]):
+        return lmms_utils.Collator([r.args for r in requests], lambda x: (x[3], x[3]), group_fn=lambda x: x[2],
+                                   grouping=True)
+
+    def _chunk_requests(self, chunk) -> tuple[list[llava.Request], list[tuple[str, int]], dict]:
         from lmms_eval.protocol import ChatMessages
 
-        def order(x):
-            return x[3], x[3]
-
-        collator = lmms_utils.Collator([r.args for r in requests], order, group_fn=lambda x: x[2], grouping=True)
-        results: list[GenerationResult] = []
-        bar = tqdm(total=len(requests), disable=self.rank != 0, desc=f"{self.MODEL_ID} generate")
-        default_until: list[str] = []  # like llava_hf's chat variant: eos ends generation
-        for chunk in collator.get_batched(n=self.batch_size, batch_fn=None):
-            _, doc_to_messages, gen_kwargs, doc_ids, tasks, splits = zip(*chunk)
-            reqs, metas = [], []
-            for dtm, doc_id, task, split in zip(doc_to_messages, doc_ids, tasks, splits):
-                messages = ChatMessages(messages=dtm(self._doc(task, split, doc_id)))
-                images, videos, audios = messages.extract_media()
-                if videos or audios:
-                    raise ConfigError(f"{task} doc {doc_id}: video and audio inputs are not supported")
-                images = self._images(images, task, doc_id)
-                text = llava.chat_prompt(self.pipe.processor, messages.model_dump()["messages"])
-                reqs.append(llava.Request(text, images, name=f"{task} doc {doc_id}"))
-                metas.append((task, doc_id))
-            config = _decode_config(gen_kwargs[0], self.tokenizer, self._eos(), default_until)
-            outs, stats = llava.generate(self.pipe, reqs, config)
-            self._record(metas, stats, "generate_until")
-            for text, s in zip(outs, stats):
-                results.append(GenerationResult(text, TokenCounts(input_tokens=s["unique_len"],
-                                                                  output_tokens=s["new_tokens"])))
-            bar.update(len(chunk))
-        bar.close()
-        return collator.get_original(results)
+        reqs, metas = [], []
+        for _, dtm, _, doc_id, task, split in chunk:
+            messages = ChatMessages(messages=dtm(self._doc(task, split, doc_id)))
+            images, videos, audios = messages.extract_media()
+            if videos or audios:
+                raise ConfigError(f"{task} doc {doc_id}: video and audio inputs are not supported")
+            images = self._images(images, task, doc_id)
+            text = llava.chat_prompt(self.pipe.processor, messages.model_dump()["messages"])
+            reqs.append(llava.Request(text, images, name=f"{task} doc {doc_id}"))
+            metas.append((task, doc_id))
+        return reqs, metas, chunk[0][2]
 
     def loglikelihood(self, requests):
         raise NotImplementedError(f"{self.MODEL_ID} (chat) has no loglikelihood; use --force_simple")

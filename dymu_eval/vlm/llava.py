@@ -270,7 +270,8 @@ def _image_spans(is_img: torch.Tensor, n_images: int, name: str) -> list[int]:
     if len(spans) != n_images:
         if n_images and len(spans) == 1 and spans[0] % n_images == 0:
             return [spans[0] // n_images] * n_images  # adjacent placeholders form one run
-        raise ConfigError(f"{name}: found {len(spans)} image-token runs for {n_images} image(s) in the tokenized prompt")
+        raise ConfigError(f"{name}: found {len(spans)} image-token runs for {n_images} image(s) "
+                          "in the tokenized prompt")
     return spans
 
 

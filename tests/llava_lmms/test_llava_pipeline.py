@@ -84,10 +84,15 @@ def test_tome_gives_exactly_the_predicted_count_and_batched_equals_single(pipe):
 def test_dymu_thresholds_reduce_tokens_per_image(pipe, tiny_thresholds):
     pipe.reduction = dymu_reduction(pipe.model, pipe.runner, [], str(tiny_thresholds), "low", None, "constant", True)
     reqs = _requests(pipe, ROWS[:6])
-    _, stats = llava.generate(pipe, reqs, _config(pipe, 2))
+    outs, stats = llava.generate(pipe, reqs, _config(pipe, 3))
     for s in stats:
         assert s["visual_tokens_after"] < s["visual_tokens_before"] == 64
         assert s["unique_len"] < s["virtual_len"]
+    assert len({s["visual_tokens_after"] for s in stats}) > 1, "thresholds give each image its own count"
+    # a batch mixing sequences of different unique lengths answers as each request alone
+    single = [llava.generate(pipe, [q], _config(pipe, 3)) for q in reqs]
+    assert outs == [o[0][0] for o in single]
+    assert [s["visual_tokens_after"] for s in stats] == [o[1][0]["visual_tokens_after"] for o in single]
 
 
 def test_without_vtu_the_sequence_is_the_unique_rows(pipe):

@@ -27,7 +27,8 @@ def extra_tasks(tmp_path_factory):
     ll = root / "ll"
     shutil.copytree(broken, ll)
     (ll / "broken.yaml").unlink()
-    shutil.copy(src / "images" / json.loads(rows[1])["image_file"].split("/")[-1], ll / json.loads(rows[1])["image_file"])
+    broken_image = json.loads(rows[1])["image_file"]
+    shutil.copy(src / broken_image, ll / broken_image)
     (ll / "ll.yaml").write_text(
         "task: dymu_test_loglik\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: pope.jsonl\n"
         "test_split: test\noutput_type: multiple_choice\ndoc_to_visual: !function utils.doc_to_visual\n"
