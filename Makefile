@@ -28,6 +28,10 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# The whole pipeline offline on the micro LLaVA: tables, plots and merge maps in results/demo.
+demo: $(STAMP)
+	OMP_NUM_THREADS=2 $(PY) -m dymu_eval.cli demo $(if $(LIMIT),--limit $(LIMIT))
+
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 

@@ -52,6 +52,7 @@ class TrainConfig:
     jpeg_quality: int = 85
     seed: int = 0
     threads: int = 2
+    init: str = ""                   # continue from a projector/adapter file instead of a random projector
     max_train_minutes: float = 13.0  # the LR schedule runs on max(step, time) progress, so a slow
                                      # (shared) machine does fewer steps but still finishes its schedule
 
@@ -214,6 +215,22 @@ def yes_no_accuracy(model, tokenizer, feats: torch.Tensor, qa: list[list[tuple[s
     return out
 
 
+def _load_init(path: Path, projector, loras: dict) -> None:
+    """Start from earlier weights: the projector, and adapters whose names match this run's."""
+    from dymu_eval.errors import ConfigError
+    from dymu_eval.offline.micro_llava import LORA_PREFIX, PROJECTOR_PREFIX, read_adapters
+
+    weights = read_adapters(path)
+    projector.load_state_dict({k[len(PROJECTOR_PREFIX):]: v for k, v in weights.items() if k.startswith(PROJECTOR_PREFIX)})
+    with torch.no_grad():
+        for name, m in loras.items():
+            a, b = weights.get(f"{LORA_PREFIX}{name}.A"), weights.get(f"{LORA_PREFIX}{name}.B")
+            if a is None or b is None or a.shape != m.A.shape:
+                raise ConfigError(f"{path}: no adapter '{name}' of rank {m.A.shape[0]} to continue from")
+            m.A.copy_(a)
+            m.B.copy_(b / m.scale)
+
+
 # -- training --------------------------------------------------------------------------------
 
 def train(cfg: TrainConfig, out_dir: Path) -> dict:
@@ -244,6 +261,8 @@ def train(cfg: TrainConfig, out_dir: Path) -> dict:
                for i in eval_items]
 
     loras = add_lora(model.model.language_model, cfg) if cfg.lora_rank > 0 else {}
+    if cfg.init:
+        _load_init(Path(cfg.init), projector, loras)
     params = list(projector.parameters()) + [p for m in loras.values() for p in (m.A, m.B)]
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     order: list[int] = []

@@ -146,7 +146,7 @@ def _token_file() -> Path:
     return Path(home) / "token"
 
 
-def _results_done(out_dir: Path, tasks: str) -> bool:
+def results_done(out_dir: Path, tasks: str) -> bool:
     """A previous run of this spec already produced results for every task (resume)."""
     import json
 
@@ -160,13 +160,15 @@ def _results_done(out_dir: Path, tasks: str) -> bool:
     return False
 
 
-def _run(cmd: list[str], log: Path) -> int:
+def run_logged(cmd: list[str], log: Path, echo: bool = True) -> int:
+    """Run ``cmd``, keeping its output in ``log`` (and echoing it unless ``echo`` is False); its exit code."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w", encoding="utf-8") as fh:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
         for line in proc.stdout:
-            sys.stdout.write(line)
+            if echo:
+                sys.stdout.write(line)
             fh.write(line)
         return proc.wait()
 
@@ -236,12 +238,12 @@ def _main(a: argparse.Namespace) -> int:
             raise DymuError(f"calibration failed: {shlex.join(cmd)}")
     for spec, cmd in zip(runs, commands):
         run_dir = out / spec.name
-        if not a.force and _results_done(run_dir, tasks):
+        if not a.force and results_done(run_dir, tasks):
             print(f"= {spec.name}: results present, skipped (FORCE=1 reruns it)", flush=True)
             continue
         print("+ " + shlex.join(cmd), flush=True)
-        rc = _run(cmd, run_dir / "lmms_eval.log")
-        if rc != 0 or not _results_done(run_dir, tasks):
+        rc = run_logged(cmd, run_dir / "lmms_eval.log")
+        if rc != 0 or not results_done(run_dir, tasks):
             raise DymuError(f"run {spec.name} failed (exit {rc}; lmms-eval exits 0 even on failure and then "
                             f"writes no results file): see {run_dir / 'lmms_eval.log'}")
     print("+ " + shlex.join(tables), flush=True)
