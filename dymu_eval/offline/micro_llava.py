@@ -6,7 +6,7 @@ It is an ordinary ``LlavaForConditionalGeneration`` folder (``vision_config`` is
 lmms-eval's ``llava_hf`` and this project's plugin both load it by path.
 
 Image size is 224 px (16x16 = 256 patches + CLS; the CLS is dropped by the default feature
-select strategy): on 2 CPU cores a training step over 256 image tokens already costs about two
+select strategy): on 2 CPU cores a training step over 256 image tokens already costs about three
 seconds, and 336 px (576 tokens) would more than double both training and demo time.
 
 The projector (and optional low-rank adapters on the LLM, folded into its weights here) come

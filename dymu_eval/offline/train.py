@@ -38,7 +38,7 @@ CAPTION_PROMPTS = ("Describe the image briefly.", "What is in this image?", "Wri
 @dataclass
 class TrainConfig:
     steps: int = 600                 # upper bound; the time budget below usually ends training first
-    questions_per_image: int = 8
+    questions_per_image: int = 12
     lr: float = 2e-3
     warmup: int = 5
     weight_decay: float = 0.0
@@ -134,7 +134,7 @@ def questions(item: Item, rng: random.Random, k: int) -> list[tuple[str, str]]:
     """``k`` (question, answer) pairs about one item: mostly balanced yes/no, some short answers, a caption."""
     out: list[tuple[str, str]] = [(rng.choice(CAPTION_PROMPTS), _caption(item))]
     if item.facts is not None:
-        n_yes_no = 2 * ((k - 1) * 2 // 3 // 2)  # about two thirds, an even number: half Yes, half No
+        n_yes_no = 2 * ((k - 1) * 3 // 4 // 2)  # about three quarters, an even number: half Yes, half No
         yes_no = synthetic.yes_no_questions(item.facts, rng, n_yes_no)
         short = synthetic.short_questions(item.facts, rng)[: k - 1 - n_yes_no]
         out += [(q.question + _suffix(rng, True), q.answer) for q in yes_no]
@@ -314,6 +314,11 @@ def train(cfg: TrainConfig, out_dir: Path) -> dict:
         "total_minutes": round((time.time() - started) / 60, 2),
         "torch_threads": torch.get_num_threads(),
     }
+    earlier = Path(cfg.init).with_name("training.json") if cfg.init else None
+    if earlier is not None and earlier.is_file():
+        before = json.loads(earlier.read_text())
+        report["continued_from"] = {k: before.get(k) for k in ("steps_done", "settings", "continued_from")}
+        report["steps_total"] = steps_done + before.get("steps_total", before.get("steps_done", 0))
     (out_dir / "training.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 

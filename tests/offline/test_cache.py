@@ -1,5 +1,4 @@
 """The build-once cache: builds once, survives concurrent callers, rebuilds what is damaged."""
-import os
 import threading
 
 import pytest
