@@ -7,9 +7,19 @@ import heavy libraries inside their run function so that `dymu-eval --help` stay
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import pkgutil
 from types import ModuleType
+
+
+def add_timing_options(p: argparse.ArgumentParser, repeats: int = 7) -> None:
+    """Options every benchmark shares: interleaved repeats, warm-up, threads, device, JSON output."""
+    p.add_argument("--repeats", type=int, default=repeats)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", dest="json_out", help="also write the numbers to this JSON file")
 
 
 def available() -> dict[str, ModuleType]:

@@ -13,6 +13,8 @@ import statistics
 import time
 from pathlib import Path
 
+from . import add_timing_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("encoder", help="runner (no merging, DToMe) vs plain HF forward on the real DINOv2-S")
@@ -20,11 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--image-size", type=int, default=336)
     p.add_argument("--level", default="low", choices=["low", "mid", "high"])
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", dest="json_out", help="also write the numbers to this JSON file")
+    add_timing_options(p)
     p.set_defaults(func=run)
 
 

@@ -16,6 +16,8 @@ import statistics
 import time
 from pathlib import Path
 
+from . import add_timing_options
+
 SMOLLM2_SHAPE = {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
                      "intermediate_size": 1536, "vocab_size": 49152, "rope_parameters": {"rope_type": "default",
                                                                                 "rope_theta": 100000.0},
@@ -33,11 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fastv-k", type=int, default=2)
     p.add_argument("--fastv-keep", type=float, default=0.25, help="fraction of image tokens FastV keeps")
     p.add_argument("--new-tokens", type=int, default=32, help="decoded tokens for the per-token time")
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", dest="json_out", help="also write the numbers to this JSON file")
+    add_timing_options(p)
     p.set_defaults(func=run)
 
 
@@ -95,7 +93,14 @@ def run(args: argparse.Namespace) -> int:
     from transformers import DynamicCache
 
     from ..errors import ConfigError
-    from ..language import DecodeConfig, FastV, VirtualLayout, generate, prefill, split_causal_lm
+    from ..language import (
+        DecodeConfig,
+        FastV,
+        VirtualLayout,
+        generate,
+        prefill,
+        split_causal_lm,
+    )
     from ..language.attention import use_dymu_attention
 
     for name in ("repeats", "image_tokens", "unique_image", "new_tokens", "fastv_k"):
