@@ -87,10 +87,16 @@ def test_layers_without_merges_are_null(tiny_dirs, image_dir):
     assert stats["min"] == out.counts[:, -1].min().item() and stats["patches"] == (IMAGE // 4) ** 2
 
 
-def test_llava_runs_to_the_read_layer(tmp_path, image_dir):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+def _save_tiny_llava(folder, seed: int):
+    """A tiny LLaVA saved in small shards (so an index file exists), as a real checkpoint would be."""
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     cfg = LlavaConfig(
         vision_config=CLIPVisionConfig(hidden_size=32, num_hidden_layers=LAYERS, num_attention_heads=4,
                                        intermediate_size=64, image_size=IMAGE, patch_size=4),
@@ -98,7 +104,11 @@ def test_llava_runs_to_the_read_layer(tmp_path, image_dir):
                                 num_key_value_heads=4, vocab_size=64),
         image_token_id=63, vision_feature_layer=-2,
     )
-    LlavaForConditionalGeneration(cfg).save_pretrained(tmp_path / "llava", max_shard_size="20KB")
+    LlavaForConditionalGeneration(cfg).save_pretrained(folder, max_shard_size="20KB")
+
+
+def test_llava_runs_to_the_read_layer(tmp_path, image_dir):
+    _save_tiny_llava(tmp_path / "llava", seed=0)
     assert (tmp_path / "llava" / "model.safetensors.index.json").is_file()
     runner, pre = _load(tmp_path / "llava")
     assert runner.default_layers_run == LAYERS - 1
@@ -108,17 +118,9 @@ def test_llava_runs_to_the_read_layer(tmp_path, image_dir):
 
 
 def test_calibrate_command_on_llava_builds_only_the_tower(tmp_path, image_dir, monkeypatch):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlamaModel, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import LlamaModel, LlavaForConditionalGeneration
 
-    torch.manual_seed(1)
-    cfg = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=32, num_hidden_layers=LAYERS, num_attention_heads=4,
-                                       intermediate_size=64, image_size=IMAGE, patch_size=4),
-        text_config=LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                                num_key_value_heads=4, vocab_size=64),
-        image_token_id=63, vision_feature_layer=-2,
-    )
-    LlavaForConditionalGeneration(cfg).save_pretrained(tmp_path / "llava", max_shard_size="20KB")
+    _save_tiny_llava(tmp_path / "llava", seed=1)
     full = LlavaForConditionalGeneration.from_pretrained(tmp_path / "llava", dtype=torch.float32)
 
     def forbidden(*args, **kwargs):
