@@ -103,16 +103,17 @@ def _noisy(size: int, rng: random.Random) -> Image.Image:
     return Image.fromarray(np.clip(base + coarse + fine, 0, 255).astype(np.uint8))
 
 
-def _draw(draw: ImageDraw.ImageDraw, o: Obj) -> None:
-    fill, (x, y, r) = COLOURS[o.colour], (o.cx, o.cy, o.r)
+def draw_shape(draw: ImageDraw.ImageDraw, o: Obj, fill=None, outline=(0, 0, 0)) -> None:
+    """Draw one object (in its own colour unless ``fill`` is given, e.g. a label for a mask)."""
+    fill, (x, y, r) = COLOURS[o.colour] if fill is None else fill, (o.cx, o.cy, o.r)
     if o.shape == "circle":
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=fill, outline=(0, 0, 0), width=2)
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=fill, outline=outline, width=2)
     elif o.shape == "square":
         s = r * 0.9
-        draw.rectangle([x - s, y - s, x + s, y + s], fill=fill, outline=(0, 0, 0), width=2)
+        draw.rectangle([x - s, y - s, x + s, y + s], fill=fill, outline=outline, width=2)
     else:
         pts = [(x + r * math.cos(a), y + r * math.sin(a)) for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)]
-        draw.polygon(pts, fill=fill, outline=(0, 0, 0))
+        draw.polygon(pts, fill=fill, outline=outline)
 
 
 def render(facts: Facts, seed: int) -> Image.Image:
@@ -126,7 +127,7 @@ def render(facts: Facts, seed: int) -> Image.Image:
         img = Image.new("RGB", (facts.size, facts.size), rng.choice(PLAIN_BACKGROUNDS))
     draw = ImageDraw.Draw(img)
     for o in facts.objects:
-        _draw(draw, o)
+        draw_shape(draw, o)
     return img
 
 

@@ -6,8 +6,9 @@
 Data: generated shape scenes (plain / busy / noisy backgrounds) with balanced yes/no questions
 about existence, colour, count and position, one-word questions and captions; plus the bundled
 photos (with flips and crops) with captions and existence questions. The frozen encoder's
-features are computed once; each step packs ~10 questions about one image into one forward
-(see packing.py). Result: ``projector.safetensors`` (~2 MB) and ``training.json`` with the
+features are computed once; the projector starts word-anchored (anchor.py: each patch fitted to
+the word embeddings of what it shows, no LLM needed), then each step packs ~12 questions about
+one image into one forward (see packing.py), training the projector and low-rank adapters. Result: ``projector.safetensors`` (~2 MB) and ``training.json`` with the
 settings and the accuracy on held-out generated POPE-style questions.
 """
 from __future__ import annotations
@@ -37,23 +38,25 @@ CAPTION_PROMPTS = ("Describe the image briefly.", "What is in this image?", "Wri
 
 @dataclass
 class TrainConfig:
-    steps: int = 600                 # upper bound; the time budget below usually ends training first
+    steps: int = 2000                # upper bound; the time budget below usually ends training first
     questions_per_image: int = 12
-    lr: float = 2e-3
-    warmup: int = 5
+    lr: float = 1e-3
+    warmup: int = 20
     weight_decay: float = 0.0
     lora_rank: int = 8               # low-rank adapters on the LLM's q/v projections (0 = projector only)
     lora_alpha: float = 16.0
-    lora_targets: str = "q_proj,v_proj"
-    train_scenes: int = 150
+    lora_targets: str = "q_proj,k_proj,v_proj,o_proj,up_proj,down_proj"
+    train_scenes: int = 600
     photo_variants: int = 2          # original and mirror (more: random crops)
-    eval_scenes: int = 30
+    eval_scenes: int = 60
+    eval_every_minutes: float = 10.0  # print held-out POPE-style accuracy this often (0 = only at the end)
     scene_size: int = 336            # as in the offline tasks' images (then JPEG, as they are stored)
     jpeg_quality: int = 85
     seed: int = 0
     threads: int = 2
+    anchor_steps: int = 400          # word-anchored projector start (anchor.py) before training; 0 = off
     init: str = ""                   # continue from a projector/adapter file instead of a random projector
-    max_train_minutes: float = 13.0  # the LR schedule runs on max(step, time) progress, so a slow
+    max_train_minutes: float = 60.0  # the LR schedule runs on max(step, time) progress, so a slow
                                      # (shared) machine does fewer steps but still finishes its schedule
 
 
@@ -134,9 +137,10 @@ def questions(item: Item, rng: random.Random, k: int) -> list[tuple[str, str]]:
     """``k`` (question, answer) pairs about one item: mostly balanced yes/no, some short answers, a caption."""
     out: list[tuple[str, str]] = [(rng.choice(CAPTION_PROMPTS), _caption(item))]
     if item.facts is not None:
-        n_yes_no = 2 * ((k - 1) * 3 // 4 // 2)  # about three quarters, an even number: half Yes, half No
+        n_yes_no = 2 * ((k - 3) * 3 // 4 // 2)  # about three quarters, an even number: half Yes, half No
         yes_no = synthetic.yes_no_questions(item.facts, rng, n_yes_no)
-        short = synthetic.short_questions(item.facts, rng)[: k - 1 - n_yes_no]
+        short = synthetic.short_questions(item.facts, rng)[: k - 3 - n_yes_no]
+        out += [(q, a) for q, a, _ in pope_questions(item, rng)]  # the target task's wording, balanced
         out += [(q.question + _suffix(rng, True), q.answer) for q in yes_no]
         out += [(q.question + _suffix(rng, False), q.answer) for q in short]
     else:
@@ -231,6 +235,21 @@ def _load_init(path: Path, projector, loras: dict) -> None:
             m.B.copy_(b / m.scale)
 
 
+def _anchor(model, tok, projector, feats, items, eval_feats, eval_items, cfg: TrainConfig) -> dict:
+    """Fit the projector to word embeddings of what each patch shows (see anchor.py)."""
+    from dymu_eval.offline.anchor import anchor_targets, fit_projector, word_accuracy
+
+    grid = int(round(math.sqrt(model.config.image_seq_length)))
+    embeddings = model.model.language_model.get_input_embeddings().weight.detach()
+    targets, kind = anchor_targets([i.facts for i in items], grid, embeddings, tok)
+    loss = fit_projector(projector, feats, targets, kind, cfg.anchor_steps, seed=cfg.seed)
+    held_targets, held_kind = anchor_targets([i.facts for i in eval_items], grid, embeddings, tok)
+    result = {"steps": cfg.anchor_steps, "final_mse": round(loss, 5),
+              "heldout_nearest_word": word_accuracy(projector, eval_feats, held_targets, held_kind)}
+    tqdm.write(f"anchored projector: {result}")
+    return result
+
+
 # -- training --------------------------------------------------------------------------------
 
 def train(cfg: TrainConfig, out_dir: Path) -> dict:
@@ -260,6 +279,10 @@ def train(cfg: TrainConfig, out_dir: Path) -> dict:
                                               for q in synthetic.yes_no_questions(i.facts, eval_rng, 4)]
                for i in eval_items]
 
+    anchor = {}
+    if cfg.anchor_steps > 0 and not cfg.init:
+        anchor = _anchor(model, tok, projector, train_feats[: cfg.train_scenes], train_items[: cfg.train_scenes],
+                         eval_feats, eval_items, cfg)
     loras = add_lora(model.model.language_model, cfg) if cfg.lora_rank > 0 else {}
     if cfg.init:
         _load_init(Path(cfg.init), projector, loras)
@@ -267,10 +290,20 @@ def train(cfg: TrainConfig, out_dir: Path) -> dict:
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     order: list[int] = []
     losses: list[float] = []
+    curve: list[dict] = []  # periodic held-out POPE-style accuracy (time spent on it is not training time)
+    probe_feats, probe_qa = eval_feats[:20], [[t for t in triples if t[2] == "pope"] for triples in eval_qa[:20]]
     loop_start = time.time()
+    next_eval = cfg.eval_every_minutes
     bar = tqdm(range(cfg.steps), desc="train", unit="step")
     steps_done = 0
     for step in bar:
+        if cfg.eval_every_minutes > 0 and (time.time() - loop_start) / 60 >= next_eval:
+            paused = time.time()
+            acc = yes_no_accuracy(model, tok, probe_feats, probe_qa, "eval")
+            curve.append({"step": step, "minutes": round(next_eval, 1), "accuracy": acc["accuracy"], "n": acc["n"]})
+            bar.write(f"step {step}: held-out POPE-style accuracy {acc['accuracy']:.3f} (n={acc['n']})")
+            loop_start += time.time() - paused
+            next_eval += cfg.eval_every_minutes
         progress = max(step / cfg.steps, (time.time() - loop_start) / 60 / cfg.max_train_minutes)
         if progress >= 1:
             bar.write(f"stopping after {step} steps: the {cfg.max_train_minutes} min training budget is spent")
@@ -310,6 +343,8 @@ def train(cfg: TrainConfig, out_dir: Path) -> dict:
         "heldout_pope_style": scores["by_kind"]["pope"],
         "heldout_yes_no_all": {k: v for k, v in scores.items() if k != "by_kind"},
         "heldout_by_kind": scores["by_kind"],
+        "heldout_pope_curve": curve,
+        "anchor": anchor,
         "train_minutes": round(train_minutes, 2),
         "total_minutes": round((time.time() - started) / 60, 2),
         "torch_threads": torch.get_num_threads(),

@@ -62,7 +62,7 @@ def test_shipped_projector_is_small_and_complete():
     if not path.is_file():
         pytest.skip("no trained projector shipped yet")
     weights = micro_llava.read_adapters(path)
-    assert path.stat().st_size < 8_000_000
+    assert path.stat().st_size < 12_000_000
     for key in ("linear_1.weight", "linear_1.bias", "linear_2.weight", "linear_2.bias"):
         assert micro_llava.PROJECTOR_PREFIX + key in weights
     assert weights[micro_llava.PROJECTOR_PREFIX + "linear_1.weight"].shape == (576, 384)
