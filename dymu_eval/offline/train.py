@@ -49,14 +49,14 @@ class TrainConfig:
     train_scenes: int = 600
     photo_variants: int = 2          # original and mirror (more: random crops)
     eval_scenes: int = 60
-    eval_every_minutes: float = 10.0  # print held-out POPE-style accuracy this often (0 = only at the end)
+    eval_every_minutes: float = 5.0   # print held-out POPE-style accuracy this often (0 = only at the end)
     scene_size: int = 336            # as in the offline tasks' images (then JPEG, as they are stored)
     jpeg_quality: int = 85
     seed: int = 0
     threads: int = 2
     anchor_steps: int = 400          # word-anchored projector start (anchor.py) before training; 0 = off
     init: str = ""                   # continue from a projector/adapter file instead of a random projector
-    max_train_minutes: float = 60.0  # the LR schedule runs on max(step, time) progress, so a slow
+    max_train_minutes: float = 55.0  # the LR schedule runs on max(step, time) progress, so a slow
                                      # (shared) machine does fewer steps but still finishes its schedule
 
 
