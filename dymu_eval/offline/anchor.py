@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from dymu_eval.errors import ConfigError
 from dymu_eval.offline import synthetic
 
 BACKGROUND = -1   # patch label: no object under it
@@ -35,12 +36,11 @@ def patch_labels(facts: synthetic.Facts, grid: int, min_cover: float = 0.5) -> n
     for r in range(grid):
         for c in range(grid):
             cell = ids[edges[r]:edges[r + 1], edges[c]:edges[c + 1]]
-            counts = np.bincount(cell.ravel(), minlength=len(facts.objects) + 1)
-            best = int(counts[1:].argmax()) if len(counts) > 1 else 0
-            if counts[1:].sum() == 0:
+            covered = np.bincount(cell.ravel(), minlength=len(facts.objects) + 1)[1:]  # pixels per object
+            if covered.sum() == 0:
                 labels[r * grid + c] = BACKGROUND
-            elif counts[1 + best] >= min_cover * cell.size:
-                labels[r * grid + c] = best
+            elif covered.max() >= min_cover * cell.size:
+                labels[r * grid + c] = int(covered.argmax())
             else:
                 labels[r * grid + c] = AMBIGUOUS
     return labels
@@ -83,7 +83,7 @@ def fit_projector(projector: torch.nn.Module, feats: torch.Tensor, targets: torc
     and half background patches: objects are rare but are what questions ask about. Returns the last loss."""
     groups = [(feats[kind == k], targets[kind == k]) for k in (1, 0)]
     if any(len(x) == 0 for x, _ in groups):
-        raise ValueError("anchoring needs both object and background patches")
+        raise ConfigError("anchoring needs both object and background patches")
     g = torch.Generator().manual_seed(seed)
     optim = torch.optim.Adam(projector.parameters(), lr=lr)
     loss = torch.tensor(float("nan"))

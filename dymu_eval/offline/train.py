@@ -8,8 +8,9 @@ about existence, colour, count and position, one-word questions and captions; pl
 photos (with flips and crops) with captions and existence questions. The frozen encoder's
 features are computed once; the projector starts word-anchored (anchor.py: each patch fitted to
 the word embeddings of what it shows, no LLM needed), then each step packs ~12 questions about
-one image into one forward (see packing.py), training the projector and low-rank adapters. Result: ``projector.safetensors`` (~2 MB) and ``training.json`` with the
-settings and the accuracy on held-out generated POPE-style questions.
+one image into one forward (see packing.py), training the projector and low-rank adapters.
+Result: ``projector.safetensors`` (~10 MB) and ``training.json`` with the settings and the
+accuracy on held-out generated POPE-style questions.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ class TrainConfig:
     lr: float = 1e-3
     warmup: int = 20
     weight_decay: float = 0.0
-    lora_rank: int = 8               # low-rank adapters on the LLM's q/v projections (0 = projector only)
+    lora_rank: int = 8               # low-rank adapters on the LLM's lora_targets (0 = projector only)
     lora_alpha: float = 16.0
     lora_targets: str = "q_proj,k_proj,v_proj,o_proj,up_proj,down_proj"
     train_scenes: int = 600
@@ -137,9 +138,10 @@ def questions(item: Item, rng: random.Random, k: int) -> list[tuple[str, str]]:
     """``k`` (question, answer) pairs about one item: mostly balanced yes/no, some short answers, a caption."""
     out: list[tuple[str, str]] = [(rng.choice(CAPTION_PROMPTS), _caption(item))]
     if item.facts is not None:
-        n_yes_no = 2 * ((k - 3) * 3 // 4 // 2)  # about three quarters, an even number: half Yes, half No
+        rest = k - 3  # after the caption and the POPE-style pair
+        n_yes_no = 2 * (rest * 3 // 4 // 2)  # about three quarters, an even number: half Yes, half No
         yes_no = synthetic.yes_no_questions(item.facts, rng, n_yes_no)
-        short = synthetic.short_questions(item.facts, rng)[: k - 3 - n_yes_no]
+        short = synthetic.short_questions(item.facts, rng)[: rest - n_yes_no]
         out += [(q, a) for q, a, _ in pope_questions(item, rng)]  # the target task's wording, balanced
         out += [(q.question + _suffix(rng, True), q.answer) for q in yes_no]
         out += [(q.question + _suffix(rng, False), q.answer) for q in short]
