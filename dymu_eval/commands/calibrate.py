@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-
-DTYPES = ("float32", "bfloat16", "float16")
+from ..vocabulary import DEFAULT_SCHEDULE, DTYPES, LEVELS, SCHEDULES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,11 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-column", help="image column of --hf-dataset")
     p.add_argument("--split", default="train", help="split of --hf-dataset (default train)")
     amount = p.add_mutually_exclusive_group()
-    amount.add_argument("--level", choices=("low", "mid", "high"), help="reduction level (default low)")
+    amount.add_argument("--level", choices=LEVELS, help="reduction level (default low)")
     amount.add_argument("--r", "--merges-per-layer", dest="r", type=int,
                         help="merges per layer on average (instead of --level); under torchrun spell it "
                              "--merges-per-layer (torchrun's own parser finds --r ambiguous)")
-    p.add_argument("--schedule", default="constant", choices=("constant", "linear", "reverse_linear"))
+    p.add_argument("--schedule", default=DEFAULT_SCHEDULE, choices=SCHEDULES)
     p.add_argument("--batch-size", type=int, required=True, help="images per batch per process")
     p.add_argument("--num-images", type=int, help="use the first N images of the source")
     p.add_argument("--out", help="output file (default: <user cache>/thresholds/<key>.json)")
@@ -121,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--r must be >= 0, got {args.r}")
     level = args.level if args.r is None else None
     if args.r is None and level is None:
-        level = "low"
+        level = LEVELS[0]
     created_group = _maybe_init_distributed()
     try:
         rank = int(os.environ.get("RANK", "0"))

@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 from ..errors import DymuError
-
-LEVELS = ("low", "mid", "high")
+from ..vocabulary import LEVELS
 CALIBRATION_DATASET = "offline_mix"
 CALIBRATION_SCENES = 40
 CALIBRATION_SEED0 = 900_000  # the offline tasks' scenes use small seeds; these never collide
