@@ -82,19 +82,6 @@ def encoder_display_name(encoder: str) -> str:
     return path.resolve().name if path.exists() else encoder
 
 
-def load_preprocess(encoder: str, runner):
-    """The encoder's own image processor, or None when the folder has none."""
-    import transformers
-
-    from ..calibrate import ProcessorPreprocess
-
-    try:
-        processor = transformers.AutoImageProcessor.from_pretrained(encoder)
-    except Exception:  # noqa: BLE001 - no preprocessor_config.json: use the family transform
-        return None
-    return ProcessorPreprocess(processor, runner.image_size)
-
-
 def _maybe_init_distributed() -> bool:
     """Join the process group torchrun/accelerate describe in the environment (gloo: only
     small CPU tensors are exchanged). Returns True when this call created it."""
@@ -109,10 +96,11 @@ def _maybe_init_distributed() -> bool:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..calibrate import CalibrationSettings, FamilyPreprocess, calibrate
+    from ..calibrate import CalibrationSettings, calibrate
     from ..merge import merges_per_layer
     from ..thresholds import ThresholdCache, record_key
     from ..vision.loading import load_runner
+    from ..vision.preprocess import preprocess_for
 
     if args.max_image_pixels is not None:
         os.environ["DYMU_EVAL_MAX_IMAGE_PIXELS"] = str(args.max_image_pixels)
@@ -136,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         source = _image_source(args)
         # a LLaVA folder: only its vision tower is built and read (see vision.loading)
         runner = load_runner(args.encoder, dtype=getattr(torch, dtype), device=device)
-        preprocess = load_preprocess(args.encoder, runner) or FamilyPreprocess(runner.family, runner.image_size)
+        preprocess = preprocess_for(args.encoder, runner)
         r = args.r if args.r is not None else runner.r_for_level(level)
         r_per_layer = merges_per_layer(r, runner.num_layers, args.schedule)
         settings = CalibrationSettings(
