@@ -46,9 +46,9 @@ _FP_TENSORS = 8
 
 # How the miss message says to get images for the datasets users calibrate on.
 _DATASET_HINTS = {
-    "llava_instruct": "--image-list llava_v1_5_mix665k.json --image-root <LLaVA-1.5 image root>",
-    "pixmo_cap": "--images <folder of downloaded Pixmo-Cap images>",
-    "offline_photos": "--offline-photos",
+    "llava_instruct": ["--image-list", "llava_v1_5_mix665k.json", "--image-root", "<LLaVA-1.5 image root>"],
+    "pixmo_cap": ["--images", "<folder of downloaded Pixmo-Cap images>"],
+    "offline_photos": ["--offline-photos"],
 }
 
 
@@ -134,6 +134,10 @@ class ThresholdRecord:
         return json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n"
 
     # -- validation against a model -----------------------------------------------------------
+    def _calibrate_hint(self) -> str:
+        return _hint(calibrate_command(self.encoder.name, self.dataset["name"], self.level,
+                                       self.calibration.get("r"), self.schedule))
+
     def validate_for(self, model, *, ignore_fingerprint: bool = False) -> None:
         """Check these thresholds fit ``model`` (a vision model or a LLaVA): layer count,
         architecture, and the weight fingerprint. Raises ThresholdCacheError saying what to do."""
@@ -147,7 +151,7 @@ class ThresholdRecord:
             raise ThresholdCacheError(
                 f"thresholds {where} are for an encoder with {enc.num_layers} layers ({enc.name}) but this vision "
                 f"model has {adapter.num_layers}; use thresholds calibrated for this encoder: "
-                f"{calibrate_command(enc.name, self.dataset['name'], self.level, self.calibration.get('r'), self.schedule)}"
+                f"{self._calibrate_hint()}"
             )
         actual = {"hidden_size": adapter.config.hidden_size, "patch_size": adapter.patch_size, "image_size": adapter.image_size}
         for name, value in actual.items():
@@ -164,7 +168,7 @@ class ThresholdRecord:
             raise ThresholdCacheError(
                 f"thresholds {where} were calibrated on other weights than this vision model "
                 f"(file: {enc.name}, fingerprint {enc.fingerprint[:24]}...; model: {now[:24]}...). Calibrate for "
-                f"these weights with `{calibrate_command(enc.name, self.dataset['name'], self.level, self.calibration.get('r'), self.schedule)}`"
+                f"these weights with `{self._calibrate_hint()}`"
                 ", or, if the weights are known to be equivalent, override the check "
                 "(ignore_fingerprint=True / --ignore-fingerprint)"
             )
@@ -187,14 +191,20 @@ def record_key(encoder: str, dataset: str, schedule: str, level: str | None, r: 
     return f"{slug(encoder)}__{slug(dataset)}__{schedule}__{amount}"
 
 
-def calibrate_command(encoder: str, dataset: str, level: str | None, r: int | None, schedule: str = "constant") -> str:
-    """The `dymu-eval calibrate` command line that would produce this cache entry."""
-    images = _DATASET_HINTS.get(slug(dataset), "--images <folder of calibration images>")
-    amount = f"--level {level}" if level is not None else f"--r {r}"
-    return (
-        f"dymu-eval calibrate --encoder {encoder} --dataset {dataset} {images} {amount} "
-        f"--schedule {schedule} --batch-size 64"
-    )
+def calibrate_command(encoder: str, dataset: str, level: str | None, r: int | None, schedule: str = "constant",
+                      images: list[str] | None = None) -> list[str]:
+    """The `dymu-eval calibrate` command (argv) that would produce this cache entry. ``images`` are
+    the image-source options; by default a placeholder naming what the dataset needs."""
+    if images is None:
+        images = _DATASET_HINTS.get(slug(dataset), ["--images", "<folder of calibration images>"])
+    amount = ["--level", level] if level is not None else ["--r", str(r)]
+    return ["dymu-eval", "calibrate", "--encoder", encoder, "--dataset", dataset, *images, *amount,
+            "--schedule", schedule, "--batch-size", "64"]
+
+
+def _hint(command: list[str]) -> str:
+    """A command for a message (placeholders such as ``<folder>`` stay readable, unquoted)."""
+    return " ".join(command)
 
 
 # -- fingerprints -----------------------------------------------------------------------------
@@ -435,7 +445,7 @@ class ThresholdCache:
         raise ThresholdCacheError(
             f"no thresholds for encoder {encoder_id}, dataset {dataset}, schedule {schedule}, "
             f"{'level ' + level if level else 'r ' + str(r)} in {searched}{note}. Produce them with:\n  "
-            + calibrate_command(encoder_id, dataset, level, r, schedule)
+            + _hint(calibrate_command(encoder_id, dataset, level, r, schedule))
         )
 
 

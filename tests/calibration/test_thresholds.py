@@ -212,5 +212,5 @@ def test_cli_list_and_show(tmp_path, capsys):
     assert "0.900000" in out and "tiny-clip" in out
     assert main(["thresholds", "show", "nope", "--dir", str(tmp_path)]) == 2
     assert "Known keys: broken, tiny-clip__toy__constant__low" in capsys.readouterr().err
-    assert main(["thresholds", "show", PUBLISHED, "--json"]) == 0
+    assert main(["thresholds", "show", PUBLISHED, "--raw"]) == 0
     assert json.loads(capsys.readouterr().out)["key"] == PUBLISHED

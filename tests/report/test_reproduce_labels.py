@@ -10,7 +10,7 @@ import pytest
 
 from dymu_eval.report.labels import describe, finalize
 from dymu_eval.report.reference import load_reference, reported_rows
-from dymu_eval.report.reproduce import main as reproduce_main
+from dymu_eval.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,27 +49,27 @@ def test_make_reproduce_dry_run_prints_the_full_matrix() -> None:
     tables = [shlex.split(line) for line in proc.stdout.splitlines() if " tables " in line]
     assert len(tables) == 1 and set(outs) <= set(tables[0])
     # every DyMU threshold entry the cache lacks gets a calibration command (DyMU-low is shipped)
-    from dymu_eval.report.reproduce import _missing_thresholds, matrix
+    from dymu_eval.runs.reproduce import matrix, missing_thresholds
 
-    missing = _missing_thresholds("llava-hf/llava-1.5-7b-hf", matrix(["low", "mid", "high"]))
+    missing = missing_thresholds("llava-hf/llava-1.5-7b-hf", matrix(["low", "mid", "high"]))
     assert ("llava_instruct", "low", "constant") not in missing and ("pixmo_cap", "mid", "constant") in missing
     calib = [line for line in proc.stdout.splitlines() if " calibrate " in line]
     assert len(calib) == len(missing) and any("pixmo_cap" in line for line in calib)
 
 
 def test_reproduce_levels_and_fail_fast(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert reproduce_main(["--levels", "low", "--dry-run"]) == 0
+    assert cli_main(["reproduce", "--levels", "low", "--dry-run"]) == 0
     cmds = _lmms_lines(capsys.readouterr().out)
     assert len(cmds) == 6  # baseline, ToMe r21, DyMU-low, w/o VTU, ToMe+VTU, FastV
-    assert reproduce_main(["--levels", "medium", "--dry-run"]) == 2
-    assert "LEVELS" in capsys.readouterr().err
+    assert cli_main(["reproduce", "--levels", "medium", "--dry-run"]) == 2
+    assert "levels" in capsys.readouterr().err
     # missing thresholds stop the real run before anything starts, saying how to make them
-    assert reproduce_main(["--levels", "mid"]) == 2
+    assert cli_main(["reproduce", "--levels", "mid"]) == 2
     err = capsys.readouterr().err
     assert "dymu-eval calibrate" in err and "CALIB_IMAGES" in err and "PIXMO_IMAGES" in err
     # offline and no local weights: a clear message, no waiting
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert reproduce_main(["--levels", "low", "--model", "some-org/not-downloaded"]) == 2
+    assert cli_main(["reproduce", "--levels", "low", "--pretrained", "some-org/not-downloaded"]) == 2
     assert "not a local folder" in capsys.readouterr().err
 
 

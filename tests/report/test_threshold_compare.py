@@ -10,7 +10,7 @@ from PIL import Image
 
 from dymu_eval.cli import main as cli_main
 from dymu_eval.errors import ThresholdCacheError
-from dymu_eval.report.threshold_compare import compare
+from dymu_eval.commands.thresholds_compare import compare
 from dymu_eval.thresholds import load_record
 
 
@@ -53,7 +53,7 @@ def two_entries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_compare_side_by_side_and_tokens(two_entries: dict[str, Path], tmp_path: Path) -> None:
     cache, enc = two_entries["cache"], two_entries["encoder"]
     comp = compare("tiny_clip", ["llava_instruct", "pixmo_cap"], r=6, dirs=[str(cache)], images=str(two_entries["eval"]),
-                   model_path=str(enc), out=str(tmp_path / "cmp"), progress=False)
+                   encoder=str(enc), out=str(tmp_path / "cmp"), progress=False)
     for ds in ("llava_instruct", "pixmo_cap"):
         rec = load_record(cache / f"tiny_clip__{ds}__constant__r6.json")
         got = comp.thresholds[ds].tolist()
@@ -73,12 +73,12 @@ def test_compare_side_by_side_and_tokens(two_entries: dict[str, Path], tmp_path:
 
 def test_compare_cli_and_missing_entry(two_entries: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
     cache = str(two_entries["cache"])
-    rc = cli_main(["thresholds", "compare", "--encoder", "tiny_clip", "--datasets", "llava_instruct,pixmo_cap",
+    rc = cli_main(["thresholds", "compare", "--encoder-name", "tiny_clip", "--datasets", "llava_instruct,pixmo_cap",
                    "--r", "6", "--dir", cache])
     assert rc == 0
     out = capsys.readouterr().out
     assert "llava_instruct" in out and "pixmo_cap" in out and len(out.splitlines()) == 1 + 3
     with pytest.raises(ThresholdCacheError, match="dymu-eval calibrate"):
         compare("tiny_clip", ["llava_instruct", "coco"], r=6, dirs=[cache])
-    assert cli_main(["thresholds", "compare", "--encoder", "tiny_clip", "--datasets", "llava_instruct",
+    assert cli_main(["thresholds", "compare", "--encoder-name", "tiny_clip", "--datasets", "llava_instruct",
                      "--r", "6", "--dir", cache]) == 2
