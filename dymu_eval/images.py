@@ -393,22 +393,3 @@ class HFDatasetImages(ImageSource):
                 path = self.base / path
             return load_image(path, name=f"{label} ({path})")
         raise InputImageError(f"{label}: column {self.column!r} holds {type(cell).__name__}, not an image, bytes or path")
-
-
-class OfflineImages(ImageSource):
-    """The photos bundled with installed wheels (dymu_eval.offline.assets.sample_photos),
-    sorted by name: a small calibration set that needs no download."""
-
-    kind = "offline"
-
-    def __init__(self, name: str = "offline_photos"):
-        from .offline.assets import sample_photos
-
-        self.paths = dict(sorted(sample_photos().items()))
-        super().__init__(name, "dymu_eval.offline.assets.sample_photos()", list(self.paths))
-
-    def label(self, index: int) -> str:
-        return str(self.paths[self.keys[index]])
-
-    def load(self, index: int) -> Image.Image:
-        return load_image(self.paths[self.keys[index]])

@@ -73,7 +73,9 @@ def _image_source(args: argparse.Namespace):
             raise ConfigError("--hf-dataset needs --image-column (the column holding the images)")
         return images.HFDatasetImages(args.hf_dataset, args.image_column, split=args.split, name=args.dataset,
                                       image_root=args.image_root)
-    return images.OfflineImages(name=args.dataset)
+    from ..offline.photos import OfflineImages
+
+    return OfflineImages(name=args.dataset)
 
 
 def encoder_display_name(encoder: str) -> str:

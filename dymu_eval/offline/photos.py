@@ -8,7 +8,10 @@ from __future__ import annotations
 import importlib.metadata as md
 from pathlib import Path
 
+from PIL import Image
+
 from dymu_eval.errors import AssetUnavailable
+from dymu_eval.images import ImageSource, load_image
 
 # name -> (distribution, file inside it)
 _PHOTOS: dict[str, tuple[str, str]] = {
@@ -125,3 +128,20 @@ PHOTO_FACTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "grace_hopper": ("A portrait of an older woman in a navy uniform and cap, in front of an American flag.",
                      ("person", "woman", "flag", "uniform", "hat"), ("cat", "motorcycle", "car", "cup", "rocket")),
 }
+
+
+class OfflineImages(ImageSource):
+    """The photos bundled with installed wheels (:func:`sample_photos`), sorted by name: a small
+    calibration set that needs no download."""
+
+    kind = "offline"
+
+    def __init__(self, name: str = "offline_photos"):
+        self.paths = dict(sorted(sample_photos().items()))
+        super().__init__(name, "dymu_eval.offline.photos.sample_photos()", list(self.paths))
+
+    def label(self, index: int) -> str:
+        return str(self.paths[self.keys[index]])
+
+    def load(self, index: int) -> Image.Image:
+        return load_image(self.paths[self.keys[index]])
