@@ -109,9 +109,7 @@ class ThresholdRecord:
         from .merge import Threshold
 
         n = self.encoder.num_layers if layers_run is None else layers_run
-        values = [t if t is not None else 2.0 for t in self.thresholds[:n]]  # cosine <= 1: never merges
-        gate = [r if t is not None else 0 for r, t in zip(self.r_per_layer[:n], self.thresholds[:n])]
-        return Threshold(values, gate)
+        return Threshold(self.thresholds[:n], self.r_per_layer[:n])  # a null threshold never merges
 
     # -- serialisation ------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

@@ -130,14 +130,11 @@ def run(args: argparse.Namespace) -> int:
         r = args.r if args.r is not None else runner.r_for_level(level)
         r_per_layer = merges_per_layer(r, runner.num_layers, args.schedule)
         settings = CalibrationSettings(
-            schedule=args.schedule, level=level, r=r, seed=args.seed,
-            preprocess=preprocess.describe(),
+            batch_size=args.batch_size, num_images=args.num_images, schedule=args.schedule, level=level, r=r,
+            seed=args.seed, skip_bad=args.skip_bad, stats_images=args.stats_images, workers=args.workers,
+            progress=not args.no_progress,
         )
-        record = calibrate(
-            runner, source, r_per_layer, args.batch_size, args.num_images,
-            preprocess=preprocess, encoder_name=name, settings=settings, skip_bad=args.skip_bad,
-            stats_images=args.stats_images, workers=args.workers, progress=not args.no_progress,
-        )
+        record = calibrate(runner, source, r_per_layer, settings, preprocess=preprocess, encoder_name=name)
         if rank == 0:
             path = cache.save(record, out, overwrite=args.overwrite)
             _report(record, path, source)
