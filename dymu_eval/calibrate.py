@@ -120,7 +120,8 @@ def _iterate(source: ImageSource, batches: list[list[int]], preprocess: Preproce
 def _check_bad(bad: list[tuple[str, str]], skip_bad: bool, skipped: dict[str, str]) -> None:
     for label, reason in bad:
         if not skip_bad:
-            raise InputImageError(f"{reason} (skip_bad=True, or --skip-bad, skips bad images and lists them at the end)")
+            raise InputImageError(f"{reason} (skip_bad=True, or --skip-bad, skips bad images and lists them "
+                                  "at the end)")
         skipped.setdefault(label, reason)
 
 

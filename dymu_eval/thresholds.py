@@ -1,7 +1,7 @@
 """The threshold cache: one JSON file per (encoder, calibration dataset, schedule, level|r).
 
 DToMe's per-layer thresholds are only meaningful for the weights and the kind of images they
-were found on, so a record carries both identities and loading checks them (DESIGN §5).
+were found on, so a record carries both identities and loading checks them (see ``ThresholdRecord.validate_for``).
 
 Record layout (``format_version`` 1)::
 
@@ -29,10 +29,11 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from . import __version__
 from .errors import ConfigError, ThresholdCacheError
+from .vocabulary import DEFAULT_SCHEDULE
 
 FORMAT = "dymu-eval-thresholds"
 FORMAT_VERSION = 1
@@ -94,7 +95,7 @@ class ThresholdRecord:
 
     @property
     def schedule(self) -> str:
-        return self.calibration.get("schedule", "constant")
+        return self.calibration.get("schedule", DEFAULT_SCHEDULE)
 
     @property
     def r_per_layer(self) -> list[int]:
@@ -151,7 +152,8 @@ class ThresholdRecord:
                 f"model has {adapter.num_layers}; use thresholds calibrated for this encoder: "
                 f"{self._calibrate_hint()}"
             )
-        actual = {"hidden_size": adapter.config.hidden_size, "patch_size": adapter.patch_size, "image_size": adapter.image_size}
+        actual = {"hidden_size": adapter.config.hidden_size, "patch_size": adapter.patch_size,
+                  "image_size": adapter.image_size}
         for name, value in actual.items():
             expected = getattr(enc, name)
             if expected is not None and int(expected) != int(value):
@@ -189,7 +191,7 @@ def record_key(encoder: str, dataset: str, schedule: str, level: str | None, r: 
     return f"{slug(encoder)}__{slug(dataset)}__{schedule}__{amount}"
 
 
-def calibrate_command(encoder: str, dataset: str, level: str | None, r: int | None, schedule: str = "constant",
+def calibrate_command(encoder: str, dataset: str, level: str | None, r: int | None, schedule: str = DEFAULT_SCHEDULE,
                       images: list[str] | None = None) -> list[str]:
     """The `dymu-eval calibrate` command (argv) that would produce this cache entry. ``images`` are
     the image-source options; by default a placeholder naming what the dataset needs."""
@@ -310,7 +312,8 @@ def load_record(path: str | os.PathLike) -> ThresholdRecord:
         )
     for i, t in enumerate(thresholds):
         if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)):
-            raise ThresholdCacheError(f"thresholds file {path}: layer {i} threshold {t!r} is not a number or null; {hint}")
+            raise ThresholdCacheError(f"thresholds file {path}: layer {i} threshold {t!r} is not a number or null; "
+                                      f"{hint}")
     if len(data["calibration"]["r_per_layer"]) != encoder.num_layers:
         raise ThresholdCacheError(
             f"thresholds file {path}: calibration.r_per_layer has {len(data['calibration']['r_per_layer'])} entries "
@@ -347,7 +350,8 @@ def save_record(record: ThresholdRecord, path: str | os.PathLike, overwrite: boo
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                raise ThresholdCacheError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it") from None
+                raise ThresholdCacheError(
+                    f"{path} already exists; pass overwrite=True (--overwrite) to replace it") from None
             except OSError:
                 os.replace(tmp, path)  # file systems without hard links
             else:
@@ -414,7 +418,7 @@ class ThresholdCache:
         dataset: str | None,
         level: str | None = None,
         r: int | None = None,
-        schedule: str = "constant",
+        schedule: str = DEFAULT_SCHEDULE,
         path: str | os.PathLike | None = None,
     ) -> ThresholdRecord:
         """The record for this encoder (name, any alias, or folder name), dataset, schedule and
@@ -454,25 +458,3 @@ def _matches(rec: ThresholdRecord, encoder_id: str, dataset: str, level, r, sche
     if level is not None:
         return rec.level == level
     return rec.level is None and rec.calibration.get("r") == r
-
-
-def side_by_side(records: Iterable[ThresholdRecord]) -> dict[str, Any]:
-    """Per-layer thresholds of several records in one table (for `thresholds compare`).
-
-    Returns ``{"columns": [record keys], "rows": [{"layer": i, <key>: value or None}, ...]}``;
-    records with fewer layers get None below their last layer.
-    """
-    records = list(records)
-    columns, seen = [], {}
-    for rec in records:
-        name = rec.key
-        seen[name] = seen.get(name, 0) + 1
-        columns.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
-    depth = max((len(r.thresholds) for r in records), default=0)
-    rows = []
-    for i in range(depth):
-        row: dict[str, Any] = {"layer": i}
-        for name, rec in zip(columns, records):
-            row[name] = rec.thresholds[i] if i < len(rec.thresholds) else None
-        rows.append(row)
-    return {"columns": columns, "rows": rows}

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..vocabulary import DEFAULT_SCHEDULE, DTYPES, LEVELS, SCHEDULES
+from ..vocabulary import DEFAULT_LEVEL, DEFAULT_SCHEDULE, DTYPES, LEVELS, SCHEDULES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--encoder", required=True, help="vision model or LLaVA folder (only its vision tower is loaded), or hub id")
+    p.add_argument("--encoder", required=True,
+                   help="vision model or LLaVA folder (only its vision tower is loaded), or hub id")
     p.add_argument("--encoder-name", help="name stored in the file and used by lookups (default: from --encoder)")
     p.add_argument("--dataset", required=True, help="calibration dataset name, e.g. llava_instruct, pixmo_cap")
     src = p.add_mutually_exclusive_group(required=True)
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--r must be >= 0, got {args.r}")
     level = args.level if args.r is None else None
     if args.r is None and level is None:
-        level = LEVELS[0]
+        level = DEFAULT_LEVEL
     created_group = _maybe_init_distributed()
     try:
         rank = int(os.environ.get("RANK", "0"))

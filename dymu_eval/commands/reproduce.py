@@ -11,9 +11,11 @@ from ..vocabulary import DEFAULT_THRESHOLDS, LEVELS, LLAVA_15
 def register(sub: argparse._SubParsersAction) -> None:
     from ..runs import reproduce
 
-    p = sub.add_parser("reproduce", help="the DyMU paper's LLaVA-1.5 matrix through lmms-eval (what `make reproduce` runs)",
+    p = sub.add_parser("reproduce",
+                       help="the DyMU paper's LLaVA-1.5 matrix through lmms-eval (what `make reproduce` runs)",
                        description=reproduce.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pretrained", default=LLAVA_15, help=f"LLaVA-1.5 checkpoint: hub id or folder (default {LLAVA_15})")
+    p.add_argument("--pretrained", default=LLAVA_15,
+                   help=f"LLaVA-1.5 checkpoint: hub id or folder (default {LLAVA_15})")
     p.add_argument("--tasks", default=reproduce.DEFAULT_TASKS, help="comma list of lmms-eval tasks")
     p.add_argument("--levels", default=",".join(LEVELS), help="comma list of levels to run")
     p.add_argument("--limit", default="", help="samples per task (default all)")
@@ -34,5 +36,6 @@ def run(args: argparse.Namespace) -> int:
     return reproduce(Settings(
         pretrained=args.pretrained, tasks=",".join(t.strip() for t in args.tasks.split(",") if t.strip()),
         levels=tuple(lv.strip() for lv in args.levels.split(",") if lv.strip()), limit=args.limit or None,
-        out=Path(args.out), num_gpus=args.num_gpus, images={k: v for k, v in images.items() if v}, dry_run=args.dry_run, force=args.force,
+        out=Path(args.out), num_gpus=args.num_gpus, images={k: v for k, v in images.items() if v},
+        dry_run=args.dry_run, force=args.force,
     ))

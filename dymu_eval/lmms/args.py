@@ -15,9 +15,24 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from ..errors import ConfigError
-from ..vocabulary import (AUTO_DTYPE, BASELINE, CUSTOM_LEVEL, DEFAULT_SCHEDULE, DEFAULT_THRESHOLDS, DTYPES,
-                          LEVEL_CHOICES, LLAVA_15, METHOD_SPECS, METHODS, MODEL_DEFAULTS, REDUCTION_ARGS, SCHEDULES,
-                          check_fastv, default_method)
+from ..vocabulary import (
+    AUTO_DTYPE,
+    BASELINE,
+    CUSTOM_LEVEL,
+    DEFAULT_LEVEL,
+    DEFAULT_SCHEDULE,
+    DEFAULT_THRESHOLDS,
+    DTYPES,
+    LEVEL_CHOICES,
+    LLAVA_15,
+    METHOD_SPECS,
+    METHODS,
+    MODEL_DEFAULTS,
+    REDUCTION_ARGS,
+    SCHEDULES,
+    check_fastv,
+    default_method,
+)
 
 MODEL_DTYPES = (AUTO_DTYPE, *DTYPES)
 
@@ -26,11 +41,13 @@ VALID_ARGS: dict[str, str] = {
     "pretrained": f"LLaVA-1.5 checkpoint: hub id or local directory (default {LLAVA_15})",
     "method": f"{' | '.join(METHODS)} (default: dymu for dymu_llava, tome for tome_llava, fastv for fastv_llava)",
     "level": f"{' | '.join(LEVEL_CHOICES)} (none = the unreduced baseline; default low for dymu)",
-    "thresholds": f"DyMU thresholds: cache key (calibration dataset name) or a JSON file (default {DEFAULT_THRESHOLDS})",
+    "thresholds": "DyMU thresholds: cache key (calibration dataset name) or a JSON file "
+                  f"(default {DEFAULT_THRESHOLDS})",
     "schedule": f"{' | '.join(SCHEDULES)}: merges per layer over depth (default {DEFAULT_SCHEDULE})",
     "r": "merges per encoder layer: ToMe's r; for dymu it selects the threshold entry calibrated with this r",
     "vtu": "true | false: virtual token unmerging in the LLM (default true for dymu, false for tome)",
-    "fastv_k": f"FastV: decoder layer after which image tokens are pruned (default {METHOD_SPECS['fastv'].args['fastv_k']})",
+    "fastv_k": "FastV: decoder layer after which image tokens are pruned "
+               f"(default {METHOD_SPECS['fastv'].args['fastv_k']})",
     "fastv_ratio": "FastV: fraction of image tokens dropped, 0 <= R < 1 "
                    f"(default {METHOD_SPECS['fastv'].args['fastv_ratio']})",
     "device_map": "cpu | cuda | cuda:N | auto (default cuda:<local rank> when a GPU is present, else cpu)",
@@ -159,7 +176,7 @@ def _merge_amount(given: dict[str, Any], method: str, values: dict[str, Any]) ->
     if "r" in given:
         values["level"] = CUSTOM_LEVEL
     elif values["level"] is None and method == "dymu":
-        values["level"] = "low"
+        values["level"] = DEFAULT_LEVEL
     elif values["level"] is None:
         raise ConfigError(f"method={method} needs r= (merges per layer) or level=low|mid|high")
 

@@ -20,8 +20,8 @@ from tqdm import tqdm
 from ..errors import ConfigError
 from ..language import DecodeConfig
 from ..vlm import llava
-from ..vocabulary import BASELINE, CUSTOM_LEVEL
 from ..vlm.reduction import Reduction, dymu_reduction, fastv_reduction, tome_reduction
+from ..vocabulary import BASELINE, CUSTOM_LEVEL
 from .args import ModelArgs, parse_model_args
 from .stats import StatsWriter, new_run_stamp, stats_dir
 

@@ -12,8 +12,17 @@ import json
 import os
 from dataclasses import dataclass, fields, replace
 
-from ..vocabulary import (BASELINE, DEFAULT_THRESHOLDS, LEVELS, METHOD_ORDER, METHOD_SPECS, MODEL_DEFAULTS,
-                          default_method, method_label)
+from ..vocabulary import (
+    BASELINE,
+    DEFAULT_SCHEDULE,
+    DEFAULT_THRESHOLDS,
+    LEVELS,
+    METHOD_ORDER,
+    METHOD_SPECS,
+    MODEL_DEFAULTS,
+    default_method,
+    method_label,
+)
 
 _METHOD_ALIASES = {"baseline": BASELINE, "dtome": "dymu"}  # other spellings (`dymu-eval tokens` JSON)
 _BY_LABEL = {spec.label: spec for spec in METHOD_SPECS.values()}
@@ -44,7 +53,7 @@ class RunConfig:
             text = f"DyMU-{self.level}" if self.level else "DyMU"
             if self.vtu == "no":
                 text += " w/o VTU"
-            if self.schedule and self.schedule != "constant":
+            if self.schedule and self.schedule != DEFAULT_SCHEDULE:
                 text += f" {self.schedule}"
             if self.threshold_data and self.threshold_data != DEFAULT_THRESHOLDS:
                 text += f" ({self.threshold_data})"
@@ -54,7 +63,7 @@ class RunConfig:
                 text += f"-{self.level}"
             if self.vtu == "yes":
                 text += " +VTU"
-            if self.schedule and self.schedule != "constant":
+            if self.schedule and self.schedule != DEFAULT_SCHEDULE:
                 text += f" {self.schedule}"
         elif m == "FastV":
             text = f"FastV {self.level}".strip()
@@ -73,7 +82,7 @@ class RunConfig:
         else:
             lvl_key = (2, lvl)
         return (self.family, METHOD_ORDER.get(self.method, 9), self.model, self.vtu != _default_vtu(self.method),
-                self.schedule not in ("", "constant"), self.schedule, self.threshold_data, lvl_key)
+                self.schedule not in ("", DEFAULT_SCHEDULE), self.schedule, self.threshold_data, lvl_key)
 
 
 def _default_vtu(method_label_: str) -> str:

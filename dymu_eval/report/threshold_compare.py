@@ -44,7 +44,7 @@ def load_records(encoder: str, datasets: list[str], level: str | None, r: int | 
         raise ConfigError(f"datasets: need at least two names to compare, got {','.join(datasets) or 'none'}")
     cache = ThresholdCache(dirs) if dirs else ThresholdCache()
     if level is None and r is None:
-        level = "mid"
+        level = "mid"  # the paper compares calibration sets at mid (Table 7)
     return [cache.lookup(encoder, ds, level=level if r is None else None, r=r, schedule=schedule) for ds in datasets]
 
 
@@ -63,7 +63,7 @@ def plot(comp: Comparison, path: Path, title: str) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401
+    import matplotlib.ticker
 
     panels = 2 if comp.tokens else 1
     fig, axes = plt.subplots(1, panels, figsize=(6.0 * panels, 4.2), squeeze=False)

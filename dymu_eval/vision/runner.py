@@ -103,7 +103,7 @@ class VisionRunner:
 
     def r_for_level(self, level: str, image_size: int | None = None) -> int:
         """Merges per layer for low/mid/high on this encoder (see merge.levels)."""
-        return r_for_level(self.encoder_key, level, self.num_patches(image_size), self.default_layers_run, self.has_cls)
+        return r_for_level(self.encoder_key, level, self.num_patches(image_size), self.default_layers_run)
 
     # -- running ------------------------------------------------------------------------------
     def _check_layers(self, layers_run: int) -> None:

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from dymu_eval.cli import main as cli_main
-from dymu_eval.errors import ThresholdCacheError
 from dymu_eval.commands.thresholds_compare import compare
+from dymu_eval.errors import ThresholdCacheError
 from dymu_eval.thresholds import load_record
 
 
@@ -28,8 +28,8 @@ def _images(folder: Path, n: int, busy: float, seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def two_entries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
     import torch
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     root = tmp_path_factory.mktemp("tcompare")
     torch.manual_seed(0)
@@ -52,8 +52,8 @@ def two_entries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_compare_side_by_side_and_tokens(two_entries: dict[str, Path], tmp_path: Path) -> None:
     cache, enc = two_entries["cache"], two_entries["encoder"]
-    comp = compare("tiny_clip", ["llava_instruct", "pixmo_cap"], r=6, dirs=[str(cache)], images=str(two_entries["eval"]),
-                   encoder=str(enc), out=str(tmp_path / "cmp"), progress=False)
+    comp = compare("tiny_clip", ["llava_instruct", "pixmo_cap"], r=6, dirs=[str(cache)],
+                   images=str(two_entries["eval"]), encoder=str(enc), out=str(tmp_path / "cmp"), progress=False)
     for ds in ("llava_instruct", "pixmo_cap"):
         rec = load_record(cache / f"tiny_clip__{ds}__constant__r6.json")
         got = comp.thresholds[ds].tolist()
@@ -66,7 +66,8 @@ def test_compare_side_by_side_and_tokens(two_entries: dict[str, Path], tmp_path:
     assert (lo < hi).all()
     assert np.mean(comp.tokens["llava_instruct"]) < np.mean(comp.tokens["pixmo_cap"])
     files = sorted(p.name for p in (tmp_path / "cmp").iterdir())
-    assert files == ["thresholds_compare.png", "thresholds_side_by_side.csv", "tokens_per_image.csv", "tokens_summary.csv"]
+    assert files == ["thresholds_compare.png", "thresholds_side_by_side.csv", "tokens_per_image.csv",
+                     "tokens_summary.csv"]
     back = pd.read_csv(tmp_path / "cmp" / "tokens_per_image.csv")
     assert back["pixmo_cap"].tolist() == comp.tokens["pixmo_cap"]
 
