@@ -48,7 +48,7 @@ def test_one_batch_replay_merges_exactly_batch_times_r(family, tiny_dirs, image_
     rec = _calibrate(runner, pre, source, r)
     assert all(t is not None and t > 0 for t in rec.thresholds)  # not clamped: the property is not trivial
     pixels = _pixels(pre, source, range(B))
-    out = runner(pixels, rec.policy())
+    out = runner(pixels, rec.policy(call="batched"))  # the batch path, as calibration lays out tokens
     removed = out.counts[:, :-1] - out.counts[:, 1:]  # (B, layers) merges per image and layer
     assert removed.sum(dim=0).tolist() == [B * ri for ri in r]
     assert len(set(removed.sum(dim=1).tolist())) > 1  # images keep different numbers of tokens
