@@ -15,6 +15,7 @@ from ..errors import ConfigError
 METHODS = ("dymu", "tome", "fastv", "none")
 LEVELS = ("low", "mid", "high", "none")
 SCHEDULES = ("constant", "linear", "reverse_linear")
+MERGE_ORDERS = ("reference", "position")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 # name -> one-line help (the error message for an unknown argument prints this table)
@@ -24,6 +25,8 @@ VALID_ARGS: dict[str, str] = {
     "level": "low | mid | high | none (none = the unreduced baseline; default low for dymu)",
     "thresholds": "DyMU thresholds: cache key (calibration dataset name) or a JSON file (default llava_instruct)",
     "schedule": "constant | linear | reverse_linear: merges per layer over depth (default constant)",
+    "merge_order": "reference | position: token order after each encoder merge, the official code's (default) or "
+                   "original position; dymu uses thresholds calibrated under the same order",
     "r": "merges per encoder layer: ToMe's r; for dymu it selects the threshold entry calibrated with this r",
     "vtu": "true | false: virtual token unmerging in the LLM (default true for dymu, false for tome)",
     "fastv_k": "FastV: decoder layer after which image tokens are pruned (default 2)",
@@ -56,6 +59,7 @@ class ModelArgs:
     attn_implementation: str | None
     batch_size: int
     stats_dir: str | None
+    merge_order: str = "reference"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,7 +128,8 @@ def parse_model_args(kwargs: dict[str, Any], preset: str = "dymu") -> ModelArgs:
     thresholds = str(given["thresholds"]) if "thresholds" in given else None
     fastv_k = fastv_ratio = None
     if method == "none":
-        forbid(("r", "thresholds", "schedule", "fastv_k", "fastv_ratio"), "the unreduced baseline (level=none)")
+        forbid(("r", "thresholds", "schedule", "merge_order", "fastv_k", "fastv_ratio"),
+               "the unreduced baseline (level=none)")
         vtu = False
     elif method == "dymu":
         forbid(("fastv_k", "fastv_ratio"), "method=dymu (use method=fastv)")
@@ -143,7 +148,8 @@ def parse_model_args(kwargs: dict[str, Any], preset: str = "dymu") -> ModelArgs:
         level = level or "custom"
         vtu = _bool("vtu", given.get("vtu", False))
     else:  # fastv
-        forbid(("r", "thresholds", "schedule", "vtu"), "method=fastv (it prunes in the LLM, nothing is merged)")
+        forbid(("r", "thresholds", "schedule", "merge_order", "vtu"),
+               "method=fastv (it prunes in the LLM, nothing is merged)")
         if level is not None:
             raise ConfigError("level= does not apply to method=fastv; "
                               "set fastv_ratio= (fraction of image tokens dropped)")
@@ -174,4 +180,5 @@ def parse_model_args(kwargs: dict[str, Any], preset: str = "dymu") -> ModelArgs:
         attn_implementation=given.get("attn_implementation"),
         batch_size=_int("batch_size", given.get("batch_size", 1), minimum=1),
         stats_dir=given.get("stats_dir"),
+        merge_order=_choice("merge_order", given.get("merge_order", "reference"), MERGE_ORDERS),
     )

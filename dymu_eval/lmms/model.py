@@ -47,11 +47,13 @@ def _reduction(args: ModelArgs, pipe: llava.LlavaPipeline) -> Reduction:
     if args.method == "none":
         return Reduction()
     if args.method == "tome":
-        return tome_reduction(runner, args.r, None if args.level == "custom" else args.level, args.schedule, args.vtu)
+        return tome_reduction(runner, args.r, None if args.level == "custom" else args.level, args.schedule, args.vtu,
+                              args.merge_order)
     if args.method == "fastv":
         return fastv_reduction(args.fastv_k, args.fastv_ratio, len(pipe.decoder.layers))
     names = [args.pretrained, runner.encoder_key]
-    return dymu_reduction(pipe_model, runner, names, args.thresholds, args.level, args.r, args.schedule, args.vtu)
+    return dymu_reduction(pipe_model, runner, names, args.thresholds, args.level, args.r, args.schedule, args.vtu,
+                          merge_order=args.merge_order, call=llava.ENCODER_CALL)
 
 
 def _decode_config(gen_kwargs: dict[str, Any], tokenizer, eos_ids: list[int]) -> DecodeConfig:
@@ -109,6 +111,7 @@ class DymuLlava(lmms):
         self.stats = StatsWriter(folder, new_run_stamp(), self._rank, {
             "model": self.MODEL_ID, "method": self.args.method, "level": self.args.level, "r": self.args.r,
             "thresholds": red.thresholds_key or self.args.thresholds, "schedule": self.args.schedule,
+            "merge_order": red.policy.merge_order if self.args.method in ("dymu", "tome") else None,
             "vtu": red.vtu, "fastv_k": red.fastv_k, "fastv_ratio": red.fastv_ratio, "pretrained": self.args.pretrained,
         })
         if self._rank == 0:

@@ -22,6 +22,9 @@ from ..vision import EncoderOutput, VisionRunner
 from .reduction import Reduction
 
 IMAGE_TOKEN = "<image>"
+# The reference LLaVA-1.5 encodes one image per call, so DToMe follows the reference's instance
+# path for every image, whatever batch it runs in here (merge.Threshold ``call``).
+ENCODER_CALL = "per_image"
 # lmms-eval's llava_hf falls back to this template when the tokenizer has none (LLaVA-1.5 / Vicuna v1).
 VICUNA_CHAT_TEMPLATE = (
     "{% for message in messages %}{% if loop.index0 == 0 %}A chat between a curious user and an artificial "
