@@ -148,10 +148,12 @@ class BatchTopK(Policy):
     """Calibration: merge the B*r_i best edges of the whole batch in layer i.
 
     After a forward pass ``thresholds[i]`` holds tau_i, the best score in layer i that was NOT
-    merged (clamped at 0; None for a layer that did not run or has r = 0). As in the paper and the
-    reference's batch path, every real edge is ranked (no per-image cap), and tokens are laid
-    out as on the batch path. Running DToMe with these thresholds and ``call="batched"`` on
-    the same batch merges the same edges (ties aside).
+    merged, clamped at 0 (None for a layer that did not run or has r = 0). As in the paper and
+    the reference's batch path, every real edge is ranked (no per-image cap), r_i is capped by
+    the longest sequence, (longest - protected) // 2, and tokens are laid out as on the batch
+    path. When every edge of the batch merges (no class token, no padding, r_i at the cap) the
+    reference takes the last merged edge as tau, and so does this. Running DToMe with these
+    thresholds and ``call="batched"`` on the same batch merges the same edges (ties aside).
     """
 
     def __init__(self, r_per_layer: Sequence[int], merge_order: str = DEFAULT_ORDER):
@@ -170,15 +172,16 @@ class BatchTopK(Policy):
 
     def __call__(self, layer: int, m: Matching) -> torch.Tensor:
         self._layer_check(layer)
-        r = self.r_per_layer[layer]
+        # The reference caps r by the padded length, (longest - protected) // 2, then ranks every real edge.
+        r = min(self.r_per_layer[layer], int(m.cap.max()) if m.cap.numel() else 0)
         eligible = m.mergeable
         flat = m.score.masked_fill(~eligible, float("-inf")).flatten()
         k = min(r * m.score.shape[0], int(eligible.sum()))
-        order = torch.sort(flat, descending=True, stable=True).indices
+        ranked, order = torch.sort(flat, descending=True, stable=True)
         chosen = torch.zeros_like(flat, dtype=torch.bool)
         chosen[order[:k]] = True
-        rest = flat[order[k:]]
-        rest = rest[torch.isfinite(rest)]
-        tau = float(rest[0]) if len(rest) else 0.0
-        self.thresholds[layer] = max(tau, 0.0)
+        if len(ranked):
+            self.thresholds[layer] = max(float(ranked[min(k, len(ranked) - 1)]), 0.0)  # -inf (none left) -> 0
+        else:
+            self.thresholds[layer] = 0.0
         return chosen.view_as(m.score)

@@ -60,7 +60,7 @@ def apply_merges(state: TokenState, m: Matching, merge_mask: torch.Tensor, layou
     layout = layout or Layout()
     merged = merge_mask.any(dim=1)  # (B,) images that merged something
     relay = torch.ones_like(merged) if layout.relay_idle else merged
-    if not bool(relay.any()):
+    if not bool(relay.any()) or m.b_idx.shape[1] == 0:  # nothing to do (a single token cannot be re-laid)
         return state
     x, sizes, first = state.x, state.sizes, state.first
     bsz, t, d = x.shape
