@@ -46,7 +46,13 @@ from . import __version__
 from .errors import ConfigError, InputImageError
 from .images import ImageSource
 from .merge import BatchTopK, Threshold, check_call, check_order
-from .thresholds import EncoderIdentity, ThresholdRecord, created_now, dtome_settings, encoder_fingerprint
+from .thresholds import (
+    EncoderIdentity,
+    ThresholdRecord,
+    created_now,
+    dtome_settings,
+    encoder_fingerprint,
+)
 
 Preprocess = Callable[[list[Image.Image]], torch.Tensor]
 
