@@ -265,3 +265,18 @@ def test_bad_image_in_api_names_it(tiny_dirs, tmp_path):
     runner, pre = _load(tiny_dirs["clip"])
     with pytest.raises(InputImageError, match="img_001b.png"):
         _calibrate(runner, pre, FolderImages(folder), merges_per_layer(2, LAYERS))
+
+
+def test_merge_order_is_recorded_and_changes_the_thresholds(tiny_dirs, image_dir):
+    runner, pre = _load(tiny_dirs["siglip"])  # no class token
+    source = FolderImages(image_dir).head(B)
+    r = merges_per_layer(3, runner.num_layers)
+    ref = _calibrate(runner, pre, source, r, stats_images=B, settings=CalibrationSettings(r=3))
+    pos = _calibrate(runner, pre, source, r, stats_images=B, settings=CalibrationSettings(r=3, merge_order="position"))
+    assert ref.calibration["merge_order"] == "reference" and pos.calibration["merge_order"] == "position"
+    assert pos.key == ref.key + "__position"
+    assert ref.thresholds[0] == pos.thresholds[0]  # the first layer sees the same sequence
+    assert ref.thresholds[1:] != pos.thresholds[1:]  # later layers pair up other tokens
+    assert ref.token_stats["call"] == "per_image"
+    with pytest.raises(ConfigError, match="merge_order"):
+        _calibrate(runner, pre, source, r, settings=CalibrationSettings(merge_order="sorted"))
