@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import __version__
-from .errors import ThresholdCacheError
+from .errors import ConfigError, ThresholdCacheError
+from .vocabulary import DEFAULT_MERGE_ORDER
 
 FORMAT = "dymu-eval-thresholds"
 FORMAT_VERSION = 1
@@ -52,8 +53,10 @@ _FP_RTOL = 1e-2
 _FP_ATOL = 1e-5
 _FP_TENSORS = 8
 
-# Provenance of the files dymu-eval's own calibration writes (see ThresholdRecord.merge_order).
+# Provenance of the files dymu-eval's own calibration writes, and the order its versions before
+# ``calibration.merge_order`` existed merged in (see ThresholdRecord.merge_order).
 CALIBRATED_PROVENANCE = "calibrated with dymu-eval"
+LEGACY_CALIBRATED_ORDER = "position"
 
 # How the miss message says to get images for the datasets users calibrate on.
 _DATASET_HINTS = {
@@ -117,7 +120,8 @@ class ThresholdRecord:
         order = self.calibration.get("merge_order")
         if order is not None:
             return order
-        return "position" if str(self.provenance or "").startswith(CALIBRATED_PROVENANCE) else "reference"
+        ours = str(self.provenance or "").startswith(CALIBRATED_PROVENANCE)
+        return LEGACY_CALIBRATED_ORDER if ours else DEFAULT_MERGE_ORDER
 
     @property
     def key(self) -> str:
@@ -222,22 +226,22 @@ def slug(text: str) -> str:
 
 
 def record_key(encoder: str, dataset: str, schedule: str, level: str | None, r: int | None,
-               merge_order: str = "reference") -> str:
+               merge_order: str = DEFAULT_MERGE_ORDER) -> str:
     """``<encoder>__<dataset>__<schedule>__<level|rN>`` (plus ``__position`` for position-order
     thresholds): the file stem of a cache entry."""
     if level is None and r is None:
-        raise ThresholdCacheError("a threshold record needs a level (low/mid/high) or r")
+        raise ConfigError("a threshold record needs a level (low/mid/high) or r")
     amount = level if level is not None else f"r{int(r)}"
-    suffix = "" if merge_order == "reference" else f"__{merge_order}"
+    suffix = "" if merge_order == DEFAULT_MERGE_ORDER else f"__{merge_order}"
     return f"{slug(encoder)}__{slug(dataset)}__{schedule}__{amount}{suffix}"
 
 
 def calibrate_command(encoder: str, dataset: str, level: str | None, r: int | None, schedule: str = "constant",
-                      merge_order: str = "reference") -> str:
+                      merge_order: str = DEFAULT_MERGE_ORDER) -> str:
     """The `dymu-eval calibrate` command line that would produce this cache entry."""
     images = _DATASET_HINTS.get(slug(dataset), "--images <folder of calibration images>")
     amount = f"--level {level}" if level is not None else f"--r {r}"
-    order = "" if merge_order == "reference" else f" --merge-order {merge_order}"
+    order = "" if merge_order == DEFAULT_MERGE_ORDER else f" --merge-order {merge_order}"
     return (
         f"dymu-eval calibrate --encoder {encoder} --dataset {dataset} {images} {amount} "
         f"--schedule {schedule} --batch-size 64{order}"
@@ -372,7 +376,7 @@ def save_record(record: ThresholdRecord, path: str | os.PathLike, overwrite: boo
     """Write ``record`` atomically; refuse to replace an existing file unless ``overwrite``."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise ThresholdCacheError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+        raise ThresholdCacheError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     text = record.dumps()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -386,7 +390,7 @@ def save_record(record: ThresholdRecord, path: str | os.PathLike, overwrite: boo
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                raise ThresholdCacheError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it") from None
+                raise ThresholdCacheError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it") from None
             except OSError:
                 os.replace(tmp, path)  # file systems without hard links
             else:
@@ -455,7 +459,7 @@ class ThresholdCache:
         r: int | None = None,
         schedule: str = "constant",
         path: str | os.PathLike | None = None,
-        merge_order: str = "reference",
+        merge_order: str = DEFAULT_MERGE_ORDER,
     ) -> ThresholdRecord:
         """The record for this encoder (name, any alias, or folder name), dataset, schedule,
         level or r, and merge order. ``path`` (a file) wins over everything (its order is checked

@@ -9,6 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..vocabulary import (
+    DEFAULT_MERGE_ORDER,
+    DEFAULT_SCHEDULE,
+    ENCODER_CALLS,
+    LEVELS,
+    MERGE_ORDERS,
+    SCHEDULES,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,14 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "or a LLaVA (only its vision tower is loaded)")
     p.add_argument("--images", required=True, help="folder of images (searched recursively)")
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--level", choices=["low", "mid", "high"], help="reduction level (merges per layer for this encoder)")
+    how.add_argument("--level", choices=LEVELS, help="reduction level (merges per layer for this encoder)")
     how.add_argument("--r", type=int, help="merges per layer")
     p.add_argument("--thresholds", help="JSON file with a 'thresholds' list (one per encoder layer): DToMe")
-    p.add_argument("--schedule", default="constant", choices=["constant", "linear", "reverse_linear"])
-    p.add_argument("--merge-order", choices=["reference", "position"],
+    p.add_argument("--schedule", default=DEFAULT_SCHEDULE, choices=SCHEDULES)
+    p.add_argument("--merge-order", choices=MERGE_ORDERS,
                    help="token order after each merge (default: reference for ToMe; for DToMe the order the "
                         "thresholds were calibrated under, which must match when given)")
-    p.add_argument("--encoder-call", default="per_image", choices=["per_image", "batched"],
+    p.add_argument("--encoder-call", default=ENCODER_CALLS[0], choices=ENCODER_CALLS,
                    help="DToMe: follow the reference's one-image-per-call path (LLaVA-1.5, default) or its "
                         "all-crops-in-one-call path (LLaVA-OneVision)")
     p.add_argument("--json", required=True, dest="json_out", help="output JSON file")
@@ -71,7 +79,7 @@ def build_policy(args: argparse.Namespace, runner) -> tuple[Any, dict[str, Any]]
         )
         return policy, info
     if r_per_layer is not None:
-        order = args.merge_order or "reference"
+        order = args.merge_order or DEFAULT_MERGE_ORDER
         return TopR(r_per_layer, merge_order=order), {**info, "method": "tome", "merge_order": order}
     return NoMerge(), {**info, "method": "none"}
 

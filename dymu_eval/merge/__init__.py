@@ -1,15 +1,15 @@
 """Token merging as pure tensor algorithms (no transformers import): bipartite matching,
 selection policies (ToMe, DToMe, calibration), size-weighted merging, the token order after a
 merge, schedules and levels."""
-from .levels import KNOWN_LEVELS, LEVELS, level_fraction, r_for_level
+from .levels import KNOWN_LEVELS, level_fraction, r_for_level
 from .matching import Matching, bipartite_scores
-from .order import CALLS, DEFAULT_ORDER, MERGE_ORDERS, Layout, check_call, check_order
+from .order import Layout
 from .policies import BatchTopK, NoMerge, Policy, Threshold, TopR
-from .schedules import SCHEDULES, merges_per_layer
+from .schedules import merges_per_layer
 from .state import TokenState, apply_merges
 
 __all__ = [
-    "CALLS", "DEFAULT_ORDER", "KNOWN_LEVELS", "LEVELS", "MERGE_ORDERS", "SCHEDULES", "BatchTopK", "Layout",
-    "Matching", "NoMerge", "Policy", "Threshold", "TokenState", "TopR", "apply_merges", "bipartite_scores",
-    "check_call", "check_order", "level_fraction", "merges_per_layer", "r_for_level",
+    "KNOWN_LEVELS", "BatchTopK", "Layout", "Matching", "NoMerge", "Policy", "Threshold",
+    "TokenState", "TopR", "apply_merges", "bipartite_scores", "level_fraction", "merges_per_layer",
+    "r_for_level",
 ]

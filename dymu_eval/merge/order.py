@@ -1,6 +1,8 @@
 """The order a merging layer leaves its tokens in. The next layer splits A/B alternately on
 that order, so it decides which tokens can pair up, and thresholds are tuned to it.
 
+The names (``vocabulary.MERGE_ORDERS``, ``vocabulary.ENCODER_CALLS``):
+
 ``reference`` (the default) is what the official codes do (facebookresearch/ToMe
 ``tome/merge.py``; DyMU ``src/open_clip/tome.py`` and its CLIP / SigLIP towers): a merging
 layer outputs [unmerged A, then all B in current order]; nothing is re-sorted by original
@@ -25,28 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError
-
-MERGE_ORDERS = ("reference", "position")
-DEFAULT_ORDER = "reference"
-
-# How a family's reference calls its encoder: one image per call, or all crops/frames of a
-# request in one call. Only DToMe's threshold policy depends on it (see the module docstring).
-CALLS = ("per_image", "batched")
-
-
-def check_order(order: str) -> str:
-    """``order`` if it is a known merge order, else ConfigError listing them."""
-    if order not in MERGE_ORDERS:
-        raise ConfigError(f"unknown merge_order {order!r}; choose one of {', '.join(MERGE_ORDERS)}")
-    return order
-
-
-def check_call(call: str) -> str:
-    """``call`` if it is a known calling pattern, else ConfigError listing them."""
-    if call not in CALLS:
-        raise ConfigError(f"unknown encoder calling pattern {call!r}; choose one of {', '.join(CALLS)}")
-    return call
+from ..vocabulary import DEFAULT_MERGE_ORDER, check_merge_order
 
 
 @dataclass(frozen=True)
@@ -59,12 +40,12 @@ class Layout:
     relay_idle: an image that merged nothing in a merging layer is re-laid too.
     """
 
-    order: str = DEFAULT_ORDER
+    order: str = DEFAULT_MERGE_ORDER
     by_score: bool = False
     relay_idle: bool = False
 
     def __post_init__(self) -> None:
-        check_order(self.order)
+        check_merge_order(self.order)
 
 
 def instance_layout(order: str) -> Layout:

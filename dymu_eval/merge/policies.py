@@ -14,8 +14,9 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import ConfigError
+from ..vocabulary import DEFAULT_MERGE_ORDER, check_encoder_call
 from .matching import Matching, rank_desc
-from .order import DEFAULT_ORDER, Layout, batch_layout, check_call, instance_layout
+from .order import Layout, batch_layout, instance_layout
 
 
 def _check_r(r_per_layer: Sequence[int], what: str) -> list[int]:
@@ -73,7 +74,7 @@ class TopR(Policy):
     The reference runs ToMe on its instance path whatever the batch (``merge_order`` sets
     reference or position order)."""
 
-    def __init__(self, r_per_layer: Sequence[int], merge_order: str = DEFAULT_ORDER):
+    def __init__(self, r_per_layer: Sequence[int], merge_order: str = DEFAULT_MERGE_ORDER):
         self.r_per_layer = _check_r(r_per_layer, "TopR")
         self.num_layers = len(self.r_per_layer)
         self.layout = instance_layout(merge_order)
@@ -104,7 +105,7 @@ class Threshold(Policy):
     """
 
     def __init__(self, thresholds: Sequence[float | None], r_per_layer: Sequence[int] | None = None,
-                 merge_order: str = DEFAULT_ORDER, call: str = "per_image"):
+                 merge_order: str = DEFAULT_MERGE_ORDER, call: str = "per_image"):
         values: list[float | None] = []
         for i, t in enumerate(thresholds):
             if t is None:
@@ -129,7 +130,7 @@ class Threshold(Policy):
                     " they must describe the same layers"
                 )
         self.num_layers = len(values)
-        self.call = check_call(call)
+        self.call = check_encoder_call(call)
         self.layout = instance_layout(merge_order) if call == "per_image" else batch_layout(merge_order)
 
     def merges_at(self, layer: int) -> bool:
@@ -156,7 +157,7 @@ class BatchTopK(Policy):
     thresholds and ``call="batched"`` on the same batch merges the same edges (ties aside).
     """
 
-    def __init__(self, r_per_layer: Sequence[int], merge_order: str = DEFAULT_ORDER):
+    def __init__(self, r_per_layer: Sequence[int], merge_order: str = DEFAULT_MERGE_ORDER):
         self.r_per_layer = _check_r(r_per_layer, "BatchTopK")
         self.num_layers = len(self.r_per_layer)
         self.layout = batch_layout(merge_order)
