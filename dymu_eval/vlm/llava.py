@@ -9,13 +9,14 @@ reproduces the unmodified model token for token (same logits in fp32).
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from PIL import Image
 
+from ..accounting import RequestCounts, VlmShape, efficiency_fields
+from ..accounting.timing import BatchMemory, attention_backend, latency_fields, now
 from ..errors import ConfigError, InputImageError
 from ..language.layout import VirtualLayout
 from ..vision import EncoderOutput, VisionRunner
@@ -50,6 +51,8 @@ class Prepared:
     image_mask: torch.Tensor  # (B, Nv) bool, virtual entries that are image tokens
     input_ids: list[torch.Tensor]  # per request, the unmodified token ids (1-D)
     stats: list[dict[str, Any]]
+    counts: list[RequestCounts]  # what each request ran with, for the efficiency accounting
+    memory: BatchMemory  # peak GPU memory since the batch started
 
 
 def jpeg_bytes_per_pixel(images: Sequence[Image.Image], quality: int = 90) -> float | None:
@@ -141,6 +144,26 @@ class LlavaPipeline:
         self.dtype = self.embed.weight.dtype
         eos = self.tokenizer.eos_token_id
         self.eos_ids = [int(eos)] if eos is not None else []
+        self.shape = VlmShape.from_config(model.config)
+        self.batches_run = 0  # the first batch of a process is the warm-up: its times are flagged
+
+    # -- accounting -------------------------------------------------------------------------
+    def efficiency(self, prepared: Prepared, b: int, encoder_ms: float, prefill_ms: float, decode_ms: float,
+                   new_tokens: int, kept: int | None = None, head_rows: int = 1,
+                   extra_text: int = 0) -> dict[str, Any]:
+        """Token views, FLOPs per stage, KV bytes, latency and memory fields of request ``b``."""
+        c = prepared.counts[b]
+        c.new_tokens, c.head_rows, c.text_rows = new_tokens, head_rows, c.text_rows + extra_text
+        if self.reduction.fastv_k is not None:
+            c.fastv_k, c.kept_visual = self.reduction.fastv_k, kept
+        return {
+            **efficiency_fields(self.shape, c, self.dtype.itemsize),
+            **latency_fields(encoder_ms, prefill_ms, decode_ms, new_tokens),
+            **prepared.memory.fields(),
+            "attn_backend": attention_backend(self.device, self.decoder.config._attn_implementation),
+            "device": str(self.device),
+            "warmup": self.batches_run == 0,
+        }
 
     # -- processor --------------------------------------------------------------------------
     def _process(self, req: Request, text: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -162,11 +185,16 @@ class LlavaPipeline:
     # -- vision -----------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> tuple[EncoderOutput, float]:
         """Run the tower with the reduction policy up to the layer LLaVA reads; (output, ms)."""
-        t0 = time.perf_counter()
-        out = self.runner(pixel_values.to(self.device, self.dtype), self.reduction.policy)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return out, (time.perf_counter() - t0) * 1000.0
+        pixel_values = pixel_values.to(self.device, self.dtype)
+        t0 = now(self.device)
+        out = self.runner(pixel_values, self.reduction.policy)
+        return out, (now(self.device) - t0) * 1000.0
+
+    def _encoder_counts(self, enc: EncoderOutput, first: int, n: int) -> tuple[list[list[int]], list[list[bool]]]:
+        """Tokens entering each block (and leaving the last) and whether it matched, for images first..first+n."""
+        layers = enc.counts.shape[1] - 1
+        matched = [bool(self.reduction.policy.merges_at(i)) for i in range(layers)]
+        return [enc.counts[i].tolist() for i in range(first, first + n)], [matched] * n
 
     def _image_rows(self, enc: EncoderOutput, i: int, n_tokens: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(unique visual rows (U, D) before the projector, map (n_tokens,) image token -> row)."""
@@ -185,6 +213,7 @@ class LlavaPipeline:
     @torch.no_grad()
     def prepare(self, requests: Sequence[Request]) -> Prepared:
         """Tokenize, encode and project; build unique rows and the virtual layout per request."""
+        memory = BatchMemory(self.device)
         ids, pix, n_imgs = [], [], []
         for req in requests:
             input_ids, pv = self._process(req)
@@ -195,10 +224,15 @@ class LlavaPipeline:
         enc, enc_ms = (None, 0.0)
         if pix:
             enc, enc_ms = self.encode_images(torch.cat(pix, 0))
-        rows, maps, visual, stats = [], [], [], []
+        rows, maps, visual, stats, counts = [], [], [], [], []
         img = 0
         for req, input_ids, n_img in zip(requests, ids, n_imgs):
+            enc_counts, enc_matched = self._encoder_counts(enc, img, n_img) if n_img else ([], [])
             r, m, v, before, img = self._sequence(req, input_ids, enc, img)
+            n_vis = int(v.sum())
+            counts.append(RequestCounts(text_rows=int(r.shape[0]) - n_vis, visual_rows=n_vis, visual_positions=before,
+                                        vtu=self.reduction.vtu, encoder_counts=enc_counts,
+                                        encoder_matched=enc_matched))
             rows.append(r)
             maps.append(m)
             visual.append(v)
@@ -224,7 +258,7 @@ class LlavaPipeline:
         for b, s in enumerate(stats):
             s["unique_len"] = lengths[b]
             s["virtual_len"] = layout.virtual_lengths[b]
-        return Prepared(unique, layout, image_mask, ids, stats)
+        return Prepared(unique, layout, image_mask, ids, stats, counts, memory)
 
     def _sequence(self, req: Request, input_ids: torch.Tensor, enc: EncoderOutput | None, img: int):
         """Unique rows (U, D), map virtual -> row (L,), visual flag per row (U,), image tokens
@@ -294,10 +328,13 @@ def generate(pipe: LlavaPipeline, requests: Sequence[Request], config) -> tuple[
     stats = []
     for b, s in enumerate(prepared.stats):
         t = out.timings[b]
-        row = {**s, "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms, "new_tokens": t.new_tokens}
-        if out.kept_image_tokens is not None:
-            row["visual_tokens_after"] = int(out.kept_image_tokens[b])
+        kept = None if out.kept_image_tokens is None else int(out.kept_image_tokens[b])
+        row = {**s, "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms, "new_tokens": t.new_tokens,
+               **pipe.efficiency(prepared, b, s["encoder_ms"], t.prefill_ms, t.decode_ms, t.new_tokens, kept)}
+        if kept is not None:
+            row["visual_tokens_after"] = kept
         stats.append(row)
+    pipe.batches_run += 1
     return list(out.texts), stats
 
 
@@ -316,9 +353,23 @@ def loglikelihood(pipe: LlavaPipeline, requests: Sequence[Request],
         if not tail:
             raise ConfigError(f"{req.name}: the continuation adds no tokens after the context")
         conts.append(tail)
-    t0 = time.perf_counter()
+    t0 = now(pipe.device)
     scores = run_loglikelihood(pipe.decoder, pipe.lm_head, prepared.unique, prepared.layout, conts,
                                fastv=_fastv(pipe.reduction, prepared))
-    ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(requests))
-    stats = [{**s, "prefill_ms": ms, "decode_ms": 0.0, "new_tokens": 0} for s in prepared.stats]
+    ms = (now(pipe.device) - t0) * 1000.0 / max(1, len(requests))
+    # FastV's kept count is not returned by loglikelihood: its rows are accounted at the ratio's keep
+    stats = [{**s, "prefill_ms": ms, "decode_ms": 0.0, "new_tokens": 0,
+              **pipe.efficiency(prepared, b, s["encoder_ms"], ms, 0.0, 0, _kept(pipe.reduction, s),
+                                head_rows=len(cont), extra_text=len(cont))}
+             for b, (s, cont) in enumerate(zip(prepared.stats, conts))]
+    pipe.batches_run += 1
     return scores, stats
+
+
+def _kept(reduction: Reduction, stats: dict) -> int | None:
+    """Image entries FastV keeps (its rounding rule) when it runs, else None."""
+    if reduction.fastv_k is None:
+        return None
+    from ..language import FastV
+
+    return FastV(reduction.fastv_k, reduction.fastv_ratio or 0.0, torch.zeros(0)).n_keep(stats["visual_tokens_after"])
