@@ -26,6 +26,27 @@ FIELDS = (
 )
 
 
+# Stats-row fields averaged into lmms-eval's own results (its "throughput" block, as avg_<key>):
+# key in the block -> (row field, scale). Times leave out warm-up rows; null fields are left out.
+THROUGHPUT_TIMES = {"encoder_ms": ("encoder_ms", 1.0), "prefill_ms": ("prefill_ms", 1.0),
+                    "decode_ms": ("decode_ms", 1.0), "ttft_ms": ("ttft_ms", 1.0),
+                    "decode_tok_per_s": ("decode_tok_per_s", 1.0), "peak_mem_mb": ("peak_mem_bytes", 1e-6)}
+THROUGHPUT_COUNTS = {"encoder_tflops": ("encoder_flops", 1e-12), "projector_tflops": ("projector_flops", 1e-12),
+                     "prefill_tflops": ("prefill_flops", 1e-12), "decode_tflops": ("decode_flops", 1e-12),
+                     "total_tflops": ("total_flops", 1e-12), "encoder_rows": ("encoder_rows", 1.0),
+                     "llm_rows": ("llm_rows", 1.0), "virtual_positions": ("virtual_positions", 1.0),
+                     "layer_avg_rows": ("layer_avg_rows", 1.0), "flop_equiv_tokens": ("flop_equiv_tokens", 1.0),
+                     "kv_cache_mb": ("kv_cache_bytes", 1e-6), "kv_full_mb": ("kv_full_bytes", 1e-6)}
+
+
+def throughput_metrics(row: dict[str, Any]) -> dict[str, float]:
+    """The additional metrics one request contributes to lmms-eval's throughput block."""
+    wanted = dict(THROUGHPUT_COUNTS)
+    if not row.get("warmup"):
+        wanted.update(THROUGHPUT_TIMES)
+    return {key: float(row[field]) * scale for key, (field, scale) in wanted.items() if row.get(field) is not None}
+
+
 def output_path_from_argv(argv: Sequence[str] | None = None) -> str | None:
     """The value of ``--output_path`` in an lmms-eval command line, if any."""
     argv = list(sys.argv if argv is None else argv)
