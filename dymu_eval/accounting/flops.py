@@ -58,7 +58,8 @@ def encoder_flops(shape: VisionShape, counts: Sequence[int], matched: Sequence[b
     t = shape.tower
     if len(counts) != len(matched) + 1:
         raise ValueError(f"{len(counts)} token counts for {len(matched)} blocks; give one more count than blocks")
-    embed = shape.patches * shape.channels * shape.patch_size ** 2 * t.hidden
+    patches = int(counts[0]) - int(shape.has_cls)  # what this input ran with, whatever its resolution
+    embed = patches * shape.channels * shape.patch_size ** 2 * t.hidden
     linear, attention, other = embed, 0, 0
     for i, did_match in enumerate(matched):
         n_in, n_out = int(counts[i]), int(counts[i + 1])

@@ -20,6 +20,7 @@ from ..accounting.timing import BatchMemory, attention_backend, latency_fields, 
 from ..errors import ConfigError, InputImageError
 from ..language.layout import VirtualLayout
 from ..vision import EncoderOutput, VisionRunner
+from ..vision.runner import run_counts
 from .reduction import Reduction
 
 IMAGE_TOKEN = "<image>"
@@ -192,9 +193,8 @@ class LlavaPipeline:
 
     def _encoder_counts(self, enc: EncoderOutput, first: int, n: int) -> tuple[list[list[int]], list[list[bool]]]:
         """Tokens entering each block (and leaving the last) and whether it matched, for images first..first+n."""
-        layers = enc.counts.shape[1] - 1
-        matched = [bool(self.reduction.policy.merges_at(i)) for i in range(layers)]
-        return [enc.counts[i].tolist() for i in range(first, first + n)], [matched] * n
+        counts, matched = run_counts(enc, self.reduction.policy)
+        return counts[first:first + n], [matched] * n
 
     def _image_rows(self, enc: EncoderOutput, i: int, n_tokens: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(unique visual rows (U, D) before the projector, map (n_tokens,) image token -> row)."""
