@@ -15,12 +15,12 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from ..accounting import RequestCounts, VlmShape, efficiency_fields
-from ..accounting.timing import BatchMemory, attention_backend, latency_fields, now
+from ..accounting import RequestCounts
+from ..accounting.timing import BatchMemory, now
 from ..errors import ConfigError, InputImageError
 from ..language.layout import VirtualLayout
 from ..vision import EncoderOutput, VisionRunner
-from ..vision.runner import run_counts
+from .efficiency import Accounting, image_counts
 from .reduction import Reduction
 
 IMAGE_TOKEN = "<image>"
@@ -145,26 +145,7 @@ class LlavaPipeline:
         self.dtype = self.embed.weight.dtype
         eos = self.tokenizer.eos_token_id
         self.eos_ids = [int(eos)] if eos is not None else []
-        self.shape = VlmShape.from_config(model.config)
-        self.batches_run = 0  # the first batch of a process is the warm-up: its times are flagged
-
-    # -- accounting -------------------------------------------------------------------------
-    def efficiency(self, prepared: Prepared, b: int, encoder_ms: float, prefill_ms: float, decode_ms: float,
-                   new_tokens: int, kept: int | None = None, head_rows: int = 1,
-                   extra_text: int = 0) -> dict[str, Any]:
-        """Token views, FLOPs per stage, KV bytes, latency and memory fields of request ``b``."""
-        c = prepared.counts[b]
-        c.new_tokens, c.head_rows, c.text_rows = new_tokens, head_rows, c.text_rows + extra_text
-        if self.reduction.fastv_k is not None:
-            c.fastv_k, c.kept_visual = self.reduction.fastv_k, kept
-        return {
-            **efficiency_fields(self.shape, c, self.dtype.itemsize),
-            **latency_fields(encoder_ms, prefill_ms, decode_ms, new_tokens),
-            **prepared.memory.fields(),
-            "attn_backend": attention_backend(self.device, self.decoder.config._attn_implementation),
-            "device": str(self.device),
-            "warmup": self.batches_run == 0,
-        }
+        self.accounting = Accounting(model.config, self.decoder.config, self.device, self.dtype)
 
     # -- processor --------------------------------------------------------------------------
     def _process(self, req: Request, text: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -191,11 +172,6 @@ class LlavaPipeline:
         out = self.runner(pixel_values, self.reduction.policy)
         return out, (now(self.device) - t0) * 1000.0
 
-    def _encoder_counts(self, enc: EncoderOutput, first: int, n: int) -> tuple[list[list[int]], list[list[bool]]]:
-        """Tokens entering each block (and leaving the last) and whether it matched, for images first..first+n."""
-        counts, matched = run_counts(enc, self.reduction.policy)
-        return counts[first:first + n], [matched] * n
-
     def _image_rows(self, enc: EncoderOutput, i: int, n_tokens: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(unique visual rows (U, D) before the projector, map (n_tokens,) image token -> row)."""
         tokens, p2t = enc.unique(i)
@@ -213,7 +189,7 @@ class LlavaPipeline:
     @torch.no_grad()
     def prepare(self, requests: Sequence[Request]) -> Prepared:
         """Tokenize, encode and project; build unique rows and the virtual layout per request."""
-        memory = BatchMemory(self.device)
+        memory = self.accounting.start_batch()
         ids, pix, n_imgs = [], [], []
         for req in requests:
             input_ids, pv = self._process(req)
@@ -227,7 +203,7 @@ class LlavaPipeline:
         rows, maps, visual, stats, counts = [], [], [], [], []
         img = 0
         for req, input_ids, n_img in zip(requests, ids, n_imgs):
-            enc_counts, enc_matched = self._encoder_counts(enc, img, n_img) if n_img else ([], [])
+            enc_counts, enc_matched = image_counts(enc, self.reduction.policy, img, n_img)
             r, m, v, before, img = self._sequence(req, input_ids, enc, img)
             n_vis = int(v.sum())
             counts.append(RequestCounts(text_rows=int(r.shape[0]) - n_vis, visual_rows=n_vis, visual_positions=before,
@@ -330,11 +306,12 @@ def generate(pipe: LlavaPipeline, requests: Sequence[Request], config) -> tuple[
         t = out.timings[b]
         kept = None if out.kept_image_tokens is None else int(out.kept_image_tokens[b])
         row = {**s, "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms, "new_tokens": t.new_tokens,
-               **pipe.efficiency(prepared, b, s["encoder_ms"], t.prefill_ms, t.decode_ms, t.new_tokens, kept)}
+               **pipe.accounting.fields(prepared.counts[b], pipe.reduction, prepared.memory, s["encoder_ms"],
+                                        t.prefill_ms, t.decode_ms, t.new_tokens, kept)}
         if kept is not None:
             row["visual_tokens_after"] = kept
         stats.append(row)
-    pipe.batches_run += 1
+    pipe.accounting.batch_done()
     return list(out.texts), stats
 
 
@@ -357,12 +334,16 @@ def loglikelihood(pipe: LlavaPipeline, requests: Sequence[Request],
     scores = run_loglikelihood(pipe.decoder, pipe.lm_head, prepared.unique, prepared.layout, conts,
                                fastv=_fastv(pipe.reduction, prepared))
     ms = (now(pipe.device) - t0) * 1000.0 / max(1, len(requests))
-    # FastV's kept count is not returned by loglikelihood: its rows are accounted at the ratio's keep
-    stats = [{**s, "prefill_ms": ms, "decode_ms": 0.0, "new_tokens": 0,
-              **pipe.efficiency(prepared, b, s["encoder_ms"], ms, 0.0, 0, _kept(pipe.reduction, s),
-                                head_rows=len(cont), extra_text=len(cont))}
-             for b, (s, cont) in enumerate(zip(prepared.stats, conts))]
-    pipe.batches_run += 1
+    stats = []
+    for s, counts, cont in zip(prepared.stats, prepared.counts, conts):
+        # the continuation is prefilled too, and the LM head runs on each of its positions
+        counts.text_rows += len(cont)
+        counts.head_rows = len(cont)
+        # FastV's kept count is not returned by loglikelihood: its rows are accounted at the ratio's keep
+        stats.append({**s, "prefill_ms": ms, "decode_ms": 0.0, "new_tokens": 0,
+                      **pipe.accounting.fields(counts, pipe.reduction, prepared.memory, s["encoder_ms"], ms, 0.0, 0,
+                                               _kept(pipe.reduction, s))})
+    pipe.accounting.batch_done()
     return scores, stats
 
 
