@@ -10,6 +10,9 @@ The DyMU paper's Table 1 uses another convention, reported separately and labell
 **1 per multiply-add** and only the query-key products, with VTU costed as the exact-VTU kernel on
 unique rows (two half-width einsums, 2·N_un²·D_h per head) instead of the expanded sequence.
 
+Figures are per request: the padding a batched run carries (shorter prompts, images that kept
+fewer tokens) is work the batch spends but no request needs, and is not counted.
+
 A method or family only supplies its counts: a :class:`LayerRun` per decoder layer (rows through
 the token-wise work, query and key entries attended) and the token count entering each encoder
 block. The helpers here build those for the usual cases.

@@ -85,3 +85,16 @@ def test_stage_flops_move_with_the_token_counts(pipe, tiny_thresholds):
     assert rows["dymu"]["kv_cache_bytes"] < rows["dymu"]["kv_full_bytes"]
     assert base["peak_mem_bytes"] is None and "CUDA" in base["memory_note"]
     assert base["ttft_ms"] == pytest.approx(base["encoder_ms"] + base["prefill_ms"])
+
+
+@pytest.mark.parametrize("method", ["baseline", "dymu", "fastv"])
+def test_loglikelihood_flops_match_the_counter(pipe, tiny_thresholds, method):
+    """Scoring prefills the context and the continuation, and runs the LM head on the continuation."""
+    pipe.reduction = _reductions(pipe, tiny_thresholds)[method]
+    img = llava.Image.open(IMAGE).convert("RGB")
+    ctx, full = llava.simple_prompt(pipe.tokenizer, QUESTION, 1, "the shape is red")
+    counter = FlopCounterMode(display=False)
+    with sdpa_kernel(SDPBackend.MATH), counter:
+        _, stats = llava.loglikelihood(pipe, [llava.Request(ctx, [img])], [full])
+    assert stats[0]["decode_flops"] == 0
+    assert stats[0]["total_flops"] == pytest.approx(float(counter.get_total_flops()), rel=0.01)
