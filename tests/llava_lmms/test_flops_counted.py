@@ -98,3 +98,25 @@ def test_loglikelihood_flops_match_the_counter(pipe, tiny_thresholds, method):
         _, stats = llava.loglikelihood(pipe, [llava.Request(ctx, [img])], [full])
     assert stats[0]["decode_flops"] == 0
     assert stats[0]["total_flops"] == pytest.approx(float(counter.get_total_flops()), rel=0.01)
+
+
+@pytest.mark.parametrize("method", ["baseline", "dymu", "fastv"])
+def test_kv_cache_bytes_equal_the_real_cache(pipe, tiny_thresholds, method):
+    """The recorded KV bytes are what the loop's cache holds after the prefill (unique rows, kept rows after K)."""
+    from transformers import DynamicCache
+
+    from dymu_eval.language import prefill
+
+    pipe.reduction = _reductions(pipe, tiny_thresholds)[method]
+    img = llava.Image.open(IMAGE).convert("RGB")
+    text, _ = llava.simple_prompt(pipe.tokenizer, QUESTION, 1)
+    req = llava.Request(text, [img])
+    _, stats = llava.generate(pipe, [req], DecodeConfig(max_new_tokens=1, eos_token_ids=[], tokenizer=pipe.tokenizer))
+    prepared = pipe.prepare([req])
+    cache = DynamicCache(config=pipe.decoder.config)
+    prefill(pipe.decoder, prepared.unique, prepared.layout, llava._fastv(pipe.reduction, prepared), cache)
+    held = sum(layer.keys.numel() * layer.keys.element_size() + layer.values.numel() * layer.values.element_size()
+               for layer in cache.layers)
+    assert stats[0]["kv_cache_bytes"] == held
+    full = stats[0]["kv_full_bytes"]
+    assert (held == full) if method == "baseline" else (held < full)
