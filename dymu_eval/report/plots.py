@@ -101,6 +101,7 @@ def score_vs_tflops(table: FamilyTable, path: Path) -> Path | None:
                            xlabel="TFLOPs to first token (encoder + projector + prefill)")
 
 
+_STAGE_COLORS = {"encoder": "tab:blue", "projector": "tab:purple", "prefill": "tab:orange", "decode": "tab:green"}
 _TIME_STAGES = [("encoder_ms", "encoder"), ("prefill_ms", "prefill"), ("decode_ms", "decode")]
 _FLOP_STAGES = [("encoder_tflops", "encoder"), ("projector_tflops", "projector"), ("prefill_tflops", "prefill"),
                 ("decode_tflops", "decode")]
@@ -116,7 +117,7 @@ def stage_breakdown(table: FamilyTable, path: Path) -> Path | None:
         bottom = np.zeros(len(st))
         for col, label in stages:
             values = st[col].fillna(0.0).to_numpy()
-            ax.bar(st["run"], values, bottom=bottom, label=label)
+            ax.bar(st["run"], values, bottom=bottom, label=label, color=_STAGE_COLORS[label])
             bottom += values
         ax.set_ylabel(unit)
         ax.tick_params(axis="x", labelrotation=60, labelsize=7)
