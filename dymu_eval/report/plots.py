@@ -98,7 +98,7 @@ def _draw_lines(ax: plt.Axes, df: pd.DataFrame, bench: str, dashed: bool, x: str
 def score_vs_tflops(table: FamilyTable, path: Path) -> Path | None:
     """Score vs FLOPs to the first token (encoder + projector + prefill, analytic), beside score vs tokens."""
     return score_vs_tokens(table, path, x="first_token_tflops",
-                           xlabel="TFLOPs to first token (encoder + projector + prefill)")
+                           xlabel="TFLOPs to first token")
 
 
 _STAGE_COLORS = {"encoder": "tab:blue", "projector": "tab:purple", "prefill": "tab:orange", "decode": "tab:green"}
