@@ -156,22 +156,36 @@ def flop_equivalent_tokens(shape: TransformerShape, prefill_total: float, text: 
 
 
 # ----------------------------------------------------------------------------------------- paper convention
-def paper_qk_macs(heads: int, head_dim: int, run: LayerRun) -> float:
-    """fvcore multiply-adds of one layer's query-key products (the DyMU paper's Table 1 convention).
+def fvcore_einsum_macs(macs: int) -> float:
+    """What fvcore reports for an einsum of ``macs`` multiply-adds with a summed index.
+
+    fvcore does not count einsums itself: it asks ``numpy.einsum_path`` for the "Optimized FLOP
+    count" (2 per multiply-add here), reads that number from numpy's printout, which has four
+    significant digits (``%.3e``), and halves it. The paper's Table 1 carries that rounding.
+    """
+    return float(math.floor(float(f"{2 * macs:.3e}") / 2))
+
+
+def paper_qk_macs(heads: int, head_dim: int, run: LayerRun, fvcore_rounding: bool = False) -> float:
+    """Multiply-adds of one layer's query-key products (the DyMU paper's Table 1 convention).
 
     When the layer attends over more entries than it has rows (VTU), the exact-VTU kernel works on
-    unique rows: two einsums (dot and rotated cross products) of N_un x N_un x D_h per head.
-    Otherwise the ordinary Q K^T over the entries attended.
+    unique rows: two einsums (dot and rotated cross products, 'bhird,bhrjd->bhijd' with r = 2 halves
+    of D_h) of N_un x N_un x D_h multiply-adds per head each. Otherwise the ordinary Q K^T (a
+    matmul, which fvcore counts exactly) over the entries attended. ``fvcore_rounding`` applies
+    fvcore's reading of the einsum counts (see :func:`fvcore_einsum_macs`).
     """
     if run.queries > run.rows:
-        return 2.0 * run.rows * run.rows * head_dim * heads
+        per_einsum = run.rows * run.rows * head_dim * heads
+        return 2 * (fvcore_einsum_macs(per_einsum) if fvcore_rounding else float(per_einsum))
     return float(run.queries * run.keys * head_dim * heads)
 
 
 def table1_mflops(n_unique: int, n_virtual: int, heads: int = 32, head_dim: int = 128) -> float:
-    """One row of the DyMU paper's Table 1: attention MFLOPs (fvcore, query-key only) over the image
-    tokens alone, batch 1, one layer; ``n_unique == n_virtual`` is the unreduced model."""
-    return paper_qk_macs(heads, head_dim, LayerRun(n_unique, n_virtual, n_virtual)) / 1e6
+    """One row of the DyMU paper's Table 1, as fvcore counted it: attention MFLOPs (1 per multiply-add,
+    query-key only) over the image tokens alone, batch 1, one layer; ``n_unique == n_virtual`` is the
+    unreduced model."""
+    return paper_qk_macs(heads, head_dim, LayerRun(n_unique, n_virtual, n_virtual), fvcore_rounding=True) / 1e6
 
 
 @dataclass
