@@ -159,3 +159,19 @@ def test_request_fields_by_stage():
     assert f["kv_full_bytes"] == 2 * 4096 * 2 * 32 * (40 + 576)
     assert f["paper_prefill_qk_macs"] == 32 * 2 * (40 + f["llm_rows"]) ** 2 * 128 * 32
     assert flops.decode.total > 0
+
+
+def test_flops_command_reads_a_checkpoint_config(tmp_path, capsys):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    LlavaConfig(vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                                               num_attention_heads=2, image_size=64, patch_size=8),
+                text_config=LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, vocab_size=100),
+                ).save_pretrained(tmp_path)
+    out = tmp_path / "f.json"
+    assert main(["flops", "--model", str(tmp_path), "--unique", "16", "--json", str(out)]) == 0
+    assert "4 heads x 16" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["table1"]
+    assert rows[0]["n_virtual"] == 64 and rows[0]["mflops_exact"] == 64 * 64 * 16 * 4 / 1e6
+    assert main(["flops", "--model", str(tmp_path / "f.json")]) == 2  # not a model config: a clear error
