@@ -19,10 +19,17 @@ Choices, documented:
   the batch runs with the images that decoded (merging B'*r_i edges), every skipped path is
   recorded in the record and reported, and nothing is ever averaged from a broken image.
 * A layer whose schedule gives r = 0, or that the VLM does not run, gets threshold null.
+* Tokens are laid out after each merge in ``settings.merge_order`` (the reference code's
+  order by default, ``merge.order``), recorded as ``calibration.merge_order``: DToMe must run
+  in the same order to give the token counts the thresholds were tuned for.
+* Every real A->B edge of the batch is ranked, as in the paper and the reference's batch path
+  (no per-image cap: without a class token and with an odd token count the cap would leave
+  edges out of the ranking and could drop tau to 0).
 * Token statistics are measured AFTER calibration: DToMe with the final thresholds on the
   first ``stats_images`` calibration images, counting the visual tokens the LLM would get
   (tokens at the read layer, CLS excluded), i.e. what inference will produce, not the fixed
-  B*r_i counts of the calibration merge.
+  B*r_i counts of the calibration merge. ``settings.call`` is the calling pattern inference
+  will use (``merge.Threshold``; LLaVA-1.5's ``per_image`` by default), recorded with them.
 """
 from __future__ import annotations
 
@@ -39,9 +46,22 @@ from . import __version__
 from .errors import ConfigError, InputImageError
 from .images import ImageSource
 from .merge import BatchTopK, Threshold
-from .thresholds import EncoderIdentity, ThresholdRecord, created_now, encoder_fingerprint
+from .thresholds import (
+    CALIBRATED_PROVENANCE,
+    EncoderIdentity,
+    ThresholdRecord,
+    created_now,
+    dtome_settings,
+    encoder_fingerprint,
+)
 from .vision.preprocess import FamilyPreprocess
-from .vocabulary import DEFAULT_SCHEDULE
+from .vocabulary import (
+    DEFAULT_MERGE_ORDER,
+    DEFAULT_SCHEDULE,
+    ENCODER_CALLS,
+    check_encoder_call,
+    check_merge_order,
+)
 
 Preprocess = Callable[[list[Image.Image]], torch.Tensor]
 
@@ -142,6 +162,8 @@ class CalibrationSettings:
     stats_images: int = 1000  # images for the token statistics under the found thresholds (0: none)
     workers: int = 0  # DataLoader worker processes decoding images
     progress: bool = True
+    merge_order: str = DEFAULT_MERGE_ORDER  # token order after each merge (recorded; DToMe must use it)
+    call: str = ENCODER_CALLS[0]  # the family's encoder calling pattern (merge.Threshold)
 
 
 @dataclass
@@ -162,6 +184,8 @@ def calibrate(runner, images: ImageSource, r_per_layer: Sequence[int], settings:
     first ``runner.default_layers_run`` layers run. Returns the record (not yet saved).
     """
     s = settings or CalibrationSettings()
+    check_merge_order(s.merge_order)
+    check_encoder_call(s.call)
     procs = Processes()
     r_per_layer = _checked_schedule(runner, list(r_per_layer), s.batch_size)
     source = images.head(s.num_images)
@@ -172,14 +196,16 @@ def calibrate(runner, images: ImageSource, r_per_layer: Sequence[int], settings:
     found = _find_thresholds(runner, source, r_per_layer, steps, preprocess, procs, s, skipped)
     token_stats = None
     if s.stats_images > 0:
-        policy = Threshold(found.thresholds, r_per_layer)
+        policy = Threshold(*dtome_settings(found.thresholds, r_per_layer), merge_order=s.merge_order, call=s.call)
         token_stats = _token_stats(runner, source, policy, preprocess, procs, min(s.stats_images, len(source)),
                                    s, skipped)
+        token_stats["call"] = s.call
     calibration = {
         "batch_size": s.batch_size, "processes": procs.world,
         "dtype": str(next(runner.model.parameters()).dtype).replace("torch.", ""),
         "seed": s.seed, "level": s.level, "r": s.r, "r_total": int(sum(r_per_layer)), "r_per_layer": r_per_layer,
-        "schedule": s.schedule, "preprocess": _describe(preprocess), "batches": found.batches,
+        "schedule": s.schedule, "merge_order": s.merge_order, "preprocess": _describe(preprocess),
+        "batches": found.batches,
         "images_used": found.images_used, "images_dropped": len(source) - steps * s.batch_size * procs.world,
         "skipped": [{"image": label, "reason": reason} for label, reason in _merge_skipped(procs.gather(skipped))],
         "notes": source.notes,
@@ -187,7 +213,7 @@ def calibrate(runner, images: ImageSource, r_per_layer: Sequence[int], settings:
     return ThresholdRecord(
         encoder=encoder_identity(runner, encoder_name), dataset=source.identity(), calibration=calibration,
         thresholds=found.thresholds, token_stats=token_stats,
-        provenance=f"calibrated with dymu-eval {__version__} (batch top-k threshold finding, DyMU arXiv 2504.17040)",
+        provenance=f"{CALIBRATED_PROVENANCE} {__version__} (batch top-k threshold finding, DyMU arXiv 2504.17040)",
         tool_version=__version__, created=created if created is not None else created_now(),
     )
 
@@ -221,7 +247,7 @@ def _find_thresholds(runner, source: ImageSource, r_per_layer: list[int], steps:
     layers_run, b = runner.default_layers_run, s.batch_size
     own_batches = [list(range((g * procs.world + procs.rank) * b, (g * procs.world + procs.rank + 1) * b))
                    for g in range(steps)]
-    policy = BatchTopK(r_per_layer)
+    policy = BatchTopK(r_per_layer, merge_order=s.merge_order)
     total = torch.zeros(layers_run, dtype=torch.float64)
     used_steps = images_used = 0
     bar = tqdm(total=steps, desc="calibrating", unit="batch", disable=not s.progress or procs.rank != 0)

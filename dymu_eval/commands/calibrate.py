@@ -15,7 +15,16 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..vocabulary import DEFAULT_LEVEL, DEFAULT_SCHEDULE, DTYPES, LEVELS, SCHEDULES
+from ..vocabulary import (
+    DEFAULT_LEVEL,
+    DEFAULT_MERGE_ORDER,
+    DEFAULT_SCHEDULE,
+    DTYPES,
+    ENCODER_CALLS,
+    LEVELS,
+    MERGE_ORDERS,
+    SCHEDULES,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +52,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="merges per layer on average (instead of --level); under torchrun spell it "
                              "--merges-per-layer (torchrun's own parser finds --r ambiguous)")
     p.add_argument("--schedule", default=DEFAULT_SCHEDULE, choices=SCHEDULES)
+    p.add_argument("--merge-order", default=DEFAULT_MERGE_ORDER, choices=MERGE_ORDERS,
+                   help="token order after each merge: the official code's (default) or original position; "
+                        "recorded in the file, and DToMe always runs these thresholds in it")
+    p.add_argument("--encoder-call", default=ENCODER_CALLS[0], choices=ENCODER_CALLS,
+                   help="how the VLM calls the encoder, for the token statistics: one image per call "
+                        "(LLaVA-1.5, default) or all crops of a request at once (LLaVA-OneVision)")
     p.add_argument("--batch-size", type=int, required=True, help="images per batch per process")
     p.add_argument("--num-images", type=int, help="use the first N images of the source")
     p.add_argument("--out", help="output file (default: <user cache>/thresholds/<key>.json)")
@@ -120,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
         name = args.encoder_name or encoder_display_name(args.encoder)
         cache = ThresholdCache()
-        key = record_key(name, args.dataset, args.schedule, level, args.r)
+        key = record_key(name, args.dataset, args.schedule, level, args.r, args.merge_order)
         out = Path(args.out) if args.out else cache.write_dir / f"{key}.json"
         if out.exists() and not args.overwrite:
             raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
@@ -133,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         settings = CalibrationSettings(
             batch_size=args.batch_size, num_images=args.num_images, schedule=args.schedule, level=level, r=r,
             seed=args.seed, skip_bad=args.skip_bad, stats_images=args.stats_images, workers=args.workers,
-            progress=not args.no_progress,
+            progress=not args.no_progress, merge_order=args.merge_order, call=args.encoder_call,
         )
         record = calibrate(runner, source, r_per_layer, settings, preprocess=preprocess, encoder_name=name)
         if rank == 0:
@@ -150,8 +165,9 @@ def run(args: argparse.Namespace) -> int:
 def _report(record, path: Path, source) -> None:
     cal = record.calibration
     print(f"wrote {path}")
-    print(f"  key {record.key}; {cal['images_used']} images in {cal['batches']} batches of {cal['batch_size']} "
-          f"on {cal['processes']} process(es); {cal['images_dropped']} trailing images dropped (partial batch)")
+    print(f"  key {record.key} (merge order {record.merge_order}); {cal['images_used']} images in {cal['batches']} "
+          f"batches of {cal['batch_size']} on {cal['processes']} process(es); {cal['images_dropped']} trailing images "
+          "dropped (partial batch)")
     shown = ", ".join("-" if t is None else f"{t:.4f}" for t in record.thresholds)
     print(f"  thresholds per layer: {shown}")
     stats = record.token_stats
