@@ -1,0 +1,189 @@
+"""The LLaVA-OneVision family module in-process: with no reduction it is the unmodified model
+(AnyRes images of several aspect ratios incl. the anyres_max downsample, several images, video);
+reductions keep the stock layout with fewer distinct rows; bad input names the sample."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dymu_eval.errors import ConfigError, InputImageError
+from dymu_eval.language import DecodeConfig, prefill_logits
+from dymu_eval.vlm import llava
+from dymu_eval.vlm import llava_onevision as ov
+from dymu_eval.vlm.reduction import Reduction, fastv_reduction, tome_reduction
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "language"))
+QUESTION = "what is the color of the object ? answer using a single word ."
+
+
+def _image(h, w, seed):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_onevision):
+    model, processor = ov.load_onevision(str(tiny_onevision), "cpu")
+    return ov.OnevisionPipeline(model, processor)
+
+
+def _request(pipe, images=(), videos=(), name="sample"):
+    text, _ = ov.simple_prompt(pipe.tokenizer, QUESTION, len(images), len(videos))
+    return ov.Request(text, list(images), list(videos), name=name)
+
+
+@pytest.fixture(scope="module")
+def requests(pipe, tiny_videos):
+    video = ov.load_video(str(tiny_videos["long"]), 6)
+    return {
+        "big": _request(pipe, [_image(140, 150, 0)]),  # 3x3 crops: the canvas is downsampled (anyres_max_4)
+        "wide": _request(pipe, [_image(60, 200, 1)]),
+        "tall": _request(pipe, [_image(130, 40, 2)]),
+        "two": _request(pipe, [_image(50, 60, 3), _image(100, 30, 4)]),
+        "video": _request(pipe, videos=[video]),
+    }
+
+
+def _reference_logits(pipe, req):
+    _, inputs = pipe._process(req)
+    with torch.no_grad():
+        return pipe.model(**inputs).logits[0]
+
+
+def _config(pipe, n=5):
+    return DecodeConfig(max_new_tokens=n, eos_token_ids=pipe.eos_ids, tokenizer=pipe.tokenizer)
+
+
+def test_the_big_image_triggers_the_anyres_downsample(pipe, requests, monkeypatch):
+    calls = []
+    real = ov.bilinear_mix
+    monkeypatch.setattr(ov, "bilinear_mix", lambda *a: calls.append(a[1:]) or real(*a))
+    pipe.reduction = Reduction()
+    pipe.prepare([requests["big"]])
+    assert calls, "the 3x3-crop image should be downsampled above anyres_max_4"
+    pipe.prepare([requests["wide"]])
+    assert len(calls) == 1, "the 1x3-crop image stays below anyres_max_4"
+
+
+@pytest.mark.parametrize("multi_image", ["anyres", "single"])
+def test_unreduced_logits_equal_the_unmodified_model(pipe, requests, multi_image):
+    pipe.reduction = Reduction()
+    pipe.multi_image = multi_image
+    try:
+        stats = []
+        for req in requests.values():  # one by one: batching is checked on the answers below
+            prep = pipe.prepare([req])
+            ours = prefill_logits(pipe.decoder, pipe.lm_head, prep.unique, prep.layout)[0]
+            torch.testing.assert_close(ours, _reference_logits(pipe, req), atol=1e-5, rtol=1e-5)
+            s = prep.stats[0]
+            assert s["visual_rows"] == s["visual_positions"] and s["unique_len"] == s["virtual_len"]
+            stats.append(s)
+        two = stats[3]
+        assert two["images"] == 2 and (two["crops"] == 2) == (multi_image == "single")
+        if multi_image == "single":
+            assert two["visual_positions"] == 2 * (36 + 1)  # one crop and one newline each
+        video = stats[4]
+        assert video["frames"] == video["distinct_frames"] == 6
+        assert video["visual_positions"] == 6 * 9 + 1  # 6x6 patches pooled to 3x3, one newline at the end
+    finally:
+        pipe.multi_image = "anyres"
+
+
+def test_unreduced_greedy_answers_equal_hf_generate(pipe, requests):
+    pipe.reduction = Reduction()
+    reqs = [requests[k] for k in ("big", "two", "video", "tall")]
+    outs, _ = llava.generate(pipe, reqs, _config(pipe))  # batched
+    for req, text in zip(reqs, outs):
+        _, inputs = pipe._process(req)
+        with torch.no_grad():
+            ids = pipe.model.generate(**inputs, max_new_tokens=5, do_sample=False, pad_token_id=pipe.eos_ids[0],
+                                      eos_token_id=pipe.eos_ids[0])
+        assert text == pipe.tokenizer.decode(ids[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert len(set(outs)) > 1
+
+
+def test_vtu_on_the_mixed_layout_equals_attention_over_the_expanded_sequence(pipe, requests):
+    from test_lang_attention import _Module, reference_attention
+
+    from dymu_eval.language import virtual_attention
+    from dymu_eval.language.state import Segment, Side
+
+    pipe.reduction = tome_reduction(pipe.runner, 4, None, "constant", vtu=True)
+    prep = pipe.prepare([requests["video"], requests["big"]])
+    video, image = prep.stats
+    assert image["visual_rows"] < image["visual_positions"] and video["visual_rows"] <= video["visual_positions"]
+    assert max(video["encoder_tokens"]) < 36
+    layout, attn = prep.layout, pipe.decoder.layers[0].self_attn
+    h = pipe.decoder.layers[0].input_layernorm(prep.unique)
+    b, n, _ = h.shape
+    heads, kv_heads, d = pipe.decoder.config.num_attention_heads, pipe.decoder.config.num_key_value_heads, 16
+    with torch.no_grad():
+        q = attn.q_proj(h).view(b, n, heads, d).transpose(1, 2)  # Qwen2: q/k/v carry biases
+        k = attn.k_proj(h).view(b, n, kv_heads, d).transpose(1, 2)
+        v = attn.v_proj(h).view(b, n, kv_heads, d).transpose(1, 2)
+        side = Side.from_layout(layout, pipe.decoder.rotary_emb, q)
+        got = virtual_attention(_Module(), q, k, v, Segment(range(1), side, side), scaling=d ** -0.5)
+        want = reference_attention(q, k, v, layout, pipe.decoder.rotary_emb)
+    valid = layout.valid[:, None, :, None].expand_as(want)
+    torch.testing.assert_close(got[valid], want[valid], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["tome", "fastv", "dymu_like"])
+def test_reductions_batched_equal_one_by_one_with_fewer_rows(pipe, requests, method):
+    if method == "tome":
+        pipe.reduction = tome_reduction(pipe.runner, 4, None, "constant", vtu=True)
+    elif method == "fastv":
+        pipe.reduction = fastv_reduction(1, 0.5, len(pipe.decoder.layers))
+    else:  # DToMe with thresholds below every score: merges as much as each layer allows
+        from dymu_eval.merge import Threshold
+
+        pipe.reduction = Reduction("dymu", Threshold([-1.0] * pipe.runner.num_layers), vtu=True)
+    reqs = [requests["big"], requests["two"], requests["video"]]
+    outs, stats = llava.generate(pipe, reqs, _config(pipe))
+    single = [llava.generate(pipe, [r], _config(pipe)) for r in reqs]
+    assert outs == [o[0][0] for o in single]
+    for s, (_, one) in zip(stats, single):
+        assert s["visual_tokens_after"] == one[0]["visual_tokens_after"]
+        assert s["visual_rows"] <= s["visual_positions"]
+        if method == "fastv":
+            assert s["visual_tokens_after"] < s["visual_positions"] and s["visual_rows"] == s["visual_positions"]
+        else:
+            assert max(s["encoder_tokens"]) < 36 and s["unique_len"] <= s["virtual_len"]
+            # an image shares its newlines; pooled video cells share a row once whole cells merge
+            if s["images"] or method == "dymu_like":
+                assert s["visual_rows"] < s["visual_positions"]
+
+
+def test_without_vtu_the_llm_sees_the_unique_rows_only(pipe, requests):
+    pipe.reduction = tome_reduction(pipe.runner, 4, None, "constant", vtu=False)
+    prep = pipe.prepare([requests["video"]])
+    assert prep.layout.is_identity and prep.layout.virtual_len == prep.stats[0]["unique_len"]
+    assert int(prep.image_mask.sum()) == prep.stats[0]["visual_rows"]
+
+
+def test_short_video_repeats_frames_like_llava_hf(tiny_videos, pipe):
+    video = ov.load_video(str(tiny_videos["short"]), 8)
+    assert video.frames.shape[0] == 8 and video.distinct_frames == 3
+    assert ov.frame_indices(3, 8).tolist() == np.linspace(0, 2, 8, dtype=int).tolist()
+    pipe.reduction = Reduction()
+    prep = pipe.prepare([_request(pipe, videos=[video])])
+    assert prep.stats[0]["frames"] == 8 and prep.stats[0]["distinct_frames"] == 3
+
+
+def test_bad_video_and_arguments_name_the_sample(tiny_videos, tmp_path, tiny_llava):
+    with pytest.raises(InputImageError, match="mvbench doc 3.*does not exist"):
+        ov.load_video(str(tmp_path / "missing.mp4"), 4, name="mvbench doc 3")
+    with pytest.raises(InputImageError, match="mvbench doc 4.*corrupt.mp4"):
+        ov.load_video(str(tiny_videos["corrupt"]), 4, name="mvbench doc 4")
+    with pytest.raises(ConfigError, match="doc 5.*max_frames_num=0"):
+        ov.load_video(str(tiny_videos["long"]), 0, name="doc 5")
+    with pytest.raises(ConfigError, match="is a llava model.*LlavaOnevisionForConditionalGeneration"):
+        ov.load_onevision(str(tiny_llava), "cpu")
+
+
+def test_placeholder_count_must_match_media(pipe, requests):
+    req = requests["video"]
+    with pytest.raises(ConfigError, match="sample: the prompt has 0 <image>"):
+        pipe.prepare([ov.Request(req.prompt, [_image(50, 50, 9)], req.videos, name="sample")])
