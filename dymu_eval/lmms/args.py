@@ -19,7 +19,8 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 # name -> one-line help (the error message for an unknown argument prints this table)
 VALID_ARGS: dict[str, str] = {
-    "pretrained": "LLaVA-1.5 checkpoint: hub id or local directory (default llava-hf/llava-1.5-7b-hf)",
+    "pretrained": "checkpoint: hub id or local directory (default llava-hf/llava-1.5-7b-hf; for OneVision "
+                  "llava-hf/llava-onevision-qwen2-7b-ov-hf)",
     "method": "dymu | tome | fastv | none (default: dymu for dymu_llava, tome for tome_llava, fastv for fastv_llava)",
     "level": "low | mid | high | none (none = the unreduced baseline; default low for dymu)",
     "thresholds": "DyMU thresholds: cache key (calibration dataset name) or a JSON file (default llava_instruct)",
@@ -35,7 +36,12 @@ VALID_ARGS: dict[str, str] = {
     "max_batch_size": "accepted for lmms-eval compatibility, unused",
     "device": "accepted for lmms-eval compatibility: used as device_map when device_map is not given",
     "stats_dir": "where the per-sample stats JSONL goes (default <--output_path>/dymu_stats)",
+    "max_frames_num": "LLaVA-OneVision: frames sampled uniformly per video, as lmms-eval's llava_hf (default 32)",
+    "layout": "LLaVA-OneVision: stock (the unmodified model's sequence; the only one implemented so far)",
 }
+ONEVISION_ARGS = ("max_frames_num", "layout")
+DEFAULT_PRETRAINED = {"llava": "llava-hf/llava-1.5-7b-hf", "onevision": "llava-hf/llava-onevision-qwen2-7b-ov-hf"}
+LAYOUTS = ("stock",)
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,8 @@ class ModelArgs:
     attn_implementation: str | None
     batch_size: int
     stats_dir: str | None
+    max_frames_num: int | None = None  # LLaVA-OneVision only
+    layout: str | None = None  # LLaVA-OneVision only
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,12 +102,21 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     return text
 
 
-def parse_model_args(kwargs: dict[str, Any], preset: str = "dymu") -> ModelArgs:
-    """Check and resolve raw model_args for a model whose default method is ``preset``."""
+def parse_model_args(kwargs: dict[str, Any], preset: str = "dymu", family: str = "llava") -> ModelArgs:
+    """Check and resolve raw model_args for a model of ``family`` (llava | onevision) whose
+    default method is ``preset``."""
     unknown = sorted(set(kwargs) - set(VALID_ARGS))
     if unknown:
         raise ConfigError(f"unknown model_args {', '.join(unknown)}; valid model_args are:\n{_valid_list()}")
     given = {k: v for k, v in kwargs.items() if v is not None and v != ""}
+    max_frames = layout = None
+    if family == "onevision":
+        max_frames = _int("max_frames_num", given.get("max_frames_num", 32), minimum=1)
+        layout = _choice("layout", given.get("layout", "stock"), LAYOUTS)
+    elif any(k in given for k in ONEVISION_ARGS):
+        bad = [k for k in ONEVISION_ARGS if k in given]
+        raise ConfigError(f"model_args {', '.join(bad)} apply to LLaVA-OneVision only "
+                          "(--model dymu_llava_onevision, tome_llava_onevision, fastv_llava_onevision)")
 
     method = _choice("method", given.get("method", preset), METHODS)
     if "method" in given and preset != "dymu" and method not in (preset, "none"):
@@ -160,7 +177,7 @@ def parse_model_args(kwargs: dict[str, Any], preset: str = "dymu") -> ModelArgs:
 
     device_map = given.get("device_map") or given.get("device")
     return ModelArgs(
-        pretrained=str(given.get("pretrained", "llava-hf/llava-1.5-7b-hf")),
+        pretrained=str(given.get("pretrained", DEFAULT_PRETRAINED[family])),
         method=method,
         level=level,
         thresholds=thresholds if method == "dymu" else None,
@@ -174,4 +191,6 @@ def parse_model_args(kwargs: dict[str, Any], preset: str = "dymu") -> ModelArgs:
         attn_implementation=given.get("attn_implementation"),
         batch_size=_int("batch_size", given.get("batch_size", 1), minimum=1),
         stats_dir=given.get("stats_dir"),
+        max_frames_num=max_frames,
+        layout=layout,
     )

@@ -19,6 +19,13 @@ FIELDS = (
     "fastv_ratio", "pretrained", "visual_tokens_before", "visual_tokens_after", "unique_len", "virtual_len",
     "encoder_ms", "prefill_ms", "decode_ms", "new_tokens", "image_bytes_per_pixel", "run_stamp", "rank",
 )
+# Written after FIELDS when a model family reports them (LLaVA-OneVision: per request, the images,
+# AnyRes crops, video frames sampled and distinct, encoder output tokens per crop or frame, visual
+# positions in the unmodified sequence and distinct visual rows the LLM processes).
+OPTIONAL_FIELDS = (
+    "images", "crops", "frames", "distinct_frames", "encoder_tokens", "visual_positions", "visual_rows",
+    "max_frames_num", "layout",
+)
 
 
 def output_path_from_argv(argv: Sequence[str] | None = None) -> str | None:
@@ -91,4 +98,5 @@ class StatsWriter:
         with open(self.path, "a") as f:
             for row in rows:
                 full = {**self.constant, **row}
-                f.write(json.dumps({k: full.get(k) for k in FIELDS}) + "\n")
+                extra = {k: full[k] for k in OPTIONAL_FIELDS if k in full}
+                f.write(json.dumps({**{k: full.get(k) for k in FIELDS}, **extra}) + "\n")
