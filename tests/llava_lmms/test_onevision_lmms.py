@@ -3,12 +3,13 @@ lmms-eval's own ``llava_hf`` (images: simple and chat; video with local .mp4 fil
 path that samples frames), reductions run on images and video and record their counts, and bad
 input names the sample."""
 import json
+from pathlib import Path
 
 import pytest
-from conftest import TASKS
 
 from dymu_eval.errors import ConfigError, InputImageError
 
+TASKS = Path(__file__).resolve().parents[2] / "tasks"
 IMAGE_TASKS = ["dymu_gqa_offline", "dymu_test_ov_two_images"]
 VIDEO_TASK = "dymu_test_ov_video"
 _TASK = """task: {name}

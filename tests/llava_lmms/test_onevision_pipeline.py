@@ -16,6 +16,7 @@ from dymu_eval.vlm import llava_onevision as ov
 from dymu_eval.vlm.reduction import Reduction, fastv_reduction, tome_reduction
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "language"))
+TASKS = Path(__file__).resolve().parents[2] / "tasks"
 QUESTION = "what is the color of the object ? answer using a single word ."
 
 
@@ -72,14 +73,15 @@ def test_unreduced_logits_equal_the_unmodified_model(pipe, requests, multi_image
     pipe.reduction = Reduction()
     pipe.multi_image = multi_image
     try:
-        stats = []
-        for req in requests.values():  # one by one: batching is checked on the answers below
-            prep = pipe.prepare([req])
-            ours = prefill_logits(pipe.decoder, pipe.lm_head, prep.unique, prep.layout)[0]
-            torch.testing.assert_close(ours, _reference_logits(pipe, req), atol=1e-5, rtol=1e-5)
-            s = prep.stats[0]
+        reqs = list(requests.values())
+        prep = pipe.prepare(reqs)  # one batch: AnyRes images, two images and a video, left padded
+        ours = prefill_logits(pipe.decoder, pipe.lm_head, prep.unique, prep.layout)
+        for b, req in enumerate(reqs):
+            torch.testing.assert_close(ours[b][prep.layout.valid[b]], _reference_logits(pipe, req),
+                                       atol=1e-5, rtol=1e-5)
+        stats = prep.stats
+        for s in stats:
             assert s["visual_rows"] == s["visual_positions"] and s["unique_len"] == s["virtual_len"]
-            stats.append(s)
         two = stats[3]
         assert two["images"] == 2 and (two["crops"] == 2) == (multi_image == "single")
         if multi_image == "single":
@@ -187,3 +189,34 @@ def test_placeholder_count_must_match_media(pipe, requests):
     req = requests["video"]
     with pytest.raises(ConfigError, match="sample: the prompt has 0 <image>"):
         pipe.prepare([ov.Request(req.prompt, [_image(50, 50, 9)], req.videos, name="sample")])
+
+
+def test_calibrated_thresholds_on_base_crops_drive_dymu(pipe, requests, tiny_onevision, tmp_path):
+    """Calibrate on the processor's 48x48 base crops from the folder (tower only), then run DyMU
+    with that file through the threshold cache's checks: fewer distinct rows, same layout."""
+    from dymu_eval.calibrate import CalibrationSettings, ProcessorPreprocess, calibrate
+    from dymu_eval.images import FolderImages
+    from dymu_eval.merge import merges_per_layer
+    from dymu_eval.thresholds import save_record
+    from dymu_eval.vision.loading import load_runner
+    from dymu_eval.vlm.reduction import dymu_reduction
+
+    runner = load_runner(tiny_onevision)
+    assert runner.default_layers_run == runner.num_layers == 3 and not runner.has_cls  # layer -1, no CLS
+    r = runner.r_for_level("low")
+    preprocess = ProcessorPreprocess(pipe.processor.image_processor, runner.image_size)
+    assert tuple(preprocess([_image(140, 150, 0)]).shape) == (1, 3, 48, 48)
+    record = calibrate(runner, FolderImages(TASKS / "dymu_offline" / "images", name="tiny_offline"),
+                       merges_per_layer(r, runner.num_layers), batch_size=8, preprocess=preprocess,
+                       encoder_name=str(tiny_onevision), settings=CalibrationSettings(level="low", r=r),
+                       stats_images=0, progress=False)
+    path = save_record(record, tmp_path / "ov_low.json")
+    pipe.reduction = dymu_reduction(pipe.model, pipe.runner, [str(tiny_onevision)], str(path), "low", None,
+                                    "constant", vtu=True)
+    reqs = [requests["big"], requests["video"]]
+    outs, stats = llava.generate(pipe, reqs, _config(pipe))
+    image, video = stats
+    assert image["visual_rows"] < image["visual_positions"] and image["unique_len"] < image["virtual_len"]
+    assert video["visual_rows"] <= video["visual_positions"]  # pooled cells share a row only when whole cells merge
+    for s in stats:
+        assert sum(s["encoder_tokens"]) < 36 * len(s["encoder_tokens"])
