@@ -214,7 +214,7 @@ def test_calibrated_thresholds_on_base_crops_drive_dymu(pipe, requests, tiny_one
     pipe.reduction = dymu_reduction(pipe.model, pipe.runner, [str(tiny_onevision)], str(path), "low", None,
                                     "constant", vtu=True)
     reqs = [requests["big"], requests["video"]]
-    outs, stats = llava.generate(pipe, reqs, _config(pipe))
+    _, stats = llava.generate(pipe, reqs, _config(pipe))
     image, video = stats
     assert image["visual_rows"] < image["visual_positions"] and image["unique_len"] < image["virtual_len"]
     assert video["visual_rows"] <= video["visual_positions"]  # pooled cells share a row only when whole cells merge
