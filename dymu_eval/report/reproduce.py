@@ -1,9 +1,14 @@
-"""``make reproduce``: the DyMU paper's LLaVA-1.5 comparison matrix through the stock lmms-eval CLI.
+"""``make reproduce``: the DyMU paper's comparison matrices through the stock lmms-eval CLI.
 
-Runs (one lmms-eval output folder each, under OUT): the unreduced baseline; ToMe at 21/16/8
-merges per layer; DyMU low/mid/high; DyMU-low without VTU and ToMe (r=21) with VTU (Table 6);
-the linear and reverse-linear schedules at mid (Table 5); FastV at its paper setting (K=2,
-R=50%); DyMU-mid with Pixmo-Cap thresholds (Table 7). Then ``dymu-eval tables``.
+LLaVA-1.5 (``FAMILY=llava``, the default) runs, one lmms-eval output folder each under OUT:
+the unreduced baseline; ToMe at 21/16/8 merges per layer; DyMU low/mid/high; DyMU-low without
+VTU and ToMe (r=21) with VTU (Table 6); the linear and reverse-linear schedules at mid (Table
+5); FastV at its paper setting (K=2, R=50%); DyMU-mid with Pixmo-Cap thresholds (Table 7).
+
+LLaVA-OneVision (``FAMILY=onevision``) runs Table 4's setting: the baseline, ToMe at 24/21/15
+merges per layer, DyMU low/mid/high and FastV, on the Table 4 benchmarks lmms-eval has plus the
+usual video protocol (32 frames per video). Then ``dymu-eval tables``, which shows the paper's
+rows beside the measured ones.
 
 Before anything starts it checks, with short timeouts, that the model is a local folder or
 the hub is reachable, that lmms-eval's hub datasets can be read, and that every threshold
@@ -30,6 +35,16 @@ LEVELS = ("low", "mid", "high")
 TOME_R = {"low": 21, "mid": 16, "high": 8}  # CLIP ViT-L/14-336 in LLaVA-1.5 (paper Table 2)
 FASTV_K, FASTV_RATIO = 2, 0.5  # FastV paper's main setting
 
+# LLaVA-OneVision (paper Table 4): its benchmarks lmms-eval has (MMBench-Video is not one), then
+# the usual video protocol of reducers on OneVision. egoschema_subset is the 500-question split
+# lmms-eval scores locally (the full set only writes a submission file).
+ONEVISION_MODEL = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
+ONEVISION_TASKS = ("mmbench_en_dev,mme,seedbench,mathvista_testmini,videomme,"
+                   "mvbench,egoschema_subset,longvideobench_val_v,mlvu_dev")
+ONEVISION_TOME_R = {"low": 24, "mid": 21, "high": 15}  # SigLIP SO400M in OneVision (paper Table 4)
+ONEVISION_FRAMES = 32
+FAMILIES = {"llava": (DEFAULT_MODEL, DEFAULT_TASKS), "onevision": (ONEVISION_MODEL, ONEVISION_TASKS)}
+
 
 @dataclass
 class RunSpec:
@@ -44,11 +59,37 @@ class RunSpec:
         return ",".join([f"pretrained={pretrained}"] + [f"{k}={v}" for k, v in self.args.items()])
 
 
-def matrix(levels: list[str]) -> list[RunSpec]:
-    """The paper's LLaVA-1.5 runs restricted to ``levels`` (baseline and FastV always)."""
+def _check_levels(levels: list[str]) -> None:
     bad = [lv for lv in levels if lv not in LEVELS]
     if bad or not levels:
         raise ConfigError(f"LEVELS must be a comma list of {', '.join(LEVELS)}; got {','.join(levels) or 'nothing'}")
+
+
+def onevision_matrix(levels: list[str]) -> list[RunSpec]:
+    """The paper's LLaVA-OneVision runs (Table 4) restricted to ``levels``, at 32 frames per video."""
+    _check_levels(levels)
+    frames = {"max_frames_num": str(ONEVISION_FRAMES)}
+    runs = [RunSpec("ov_baseline", "dymu_llava_onevision", {"level": "none", **frames})]
+    for lv in levels:
+        r = ONEVISION_TOME_R[lv]
+        runs.append(RunSpec(f"ov_tome_r{r}", "tome_llava_onevision", {"r": str(r), **frames}))
+    for lv in levels:
+        runs.append(RunSpec(f"ov_dymu_{lv}", "dymu_llava_onevision",
+                            {"level": lv, "thresholds": "llava_instruct", **frames},
+                            [("llava_instruct", lv, "constant")]))
+    runs.append(RunSpec(f"ov_fastv_k{FASTV_K}_r{FASTV_RATIO:g}", "fastv_llava_onevision",
+                        {"fastv_k": str(FASTV_K), "fastv_ratio": f"{FASTV_RATIO:g}", **frames}))
+    return runs
+
+
+def matrix(levels: list[str], family: str = "llava") -> list[RunSpec]:
+    """The paper's runs for ``family`` (llava: LLaVA-1.5, onevision: LLaVA-OneVision) restricted to
+    ``levels`` (baseline and FastV always)."""
+    if family not in FAMILIES:
+        raise ConfigError(f"FAMILY must be one of {', '.join(FAMILIES)}; got {family!r}")
+    if family == "onevision":
+        return onevision_matrix(levels)
+    _check_levels(levels)
     runs = [RunSpec("baseline", "dymu_llava", {"level": "none"})]
     for lv in levels:
         runs.append(RunSpec(f"tome_r{TOME_R[lv]}", "tome_llava", {"r": str(TOME_R[lv])}))
@@ -176,8 +217,9 @@ def run_logged(cmd: list[str], log: Path, echo: bool = True) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="make reproduce", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--tasks", default=DEFAULT_TASKS)
+    p.add_argument("--family", default="llava", help="llava (LLaVA-1.5, Table 2) or onevision (Table 4 + video)")
+    p.add_argument("--model", default="", help="checkpoint (default: the family's 7B model)")
+    p.add_argument("--tasks", default="", help="lmms-eval tasks (default: the family's benchmarks)")
     p.add_argument("--levels", default=",".join(LEVELS))
     p.add_argument("--limit", default="")
     p.add_argument("--out", default="runs/reproduce")
@@ -200,10 +242,13 @@ def _main(a: argparse.Namespace) -> int:
 
     if a.num_gpus < 1:
         raise ConfigError(f"NUM_GPUS must be at least 1, got {a.num_gpus}")
-    tasks = ",".join(t.strip() for t in a.tasks.split(",") if t.strip())
+    if a.family not in FAMILIES:
+        raise ConfigError(f"FAMILY must be one of {', '.join(FAMILIES)}; got {a.family!r}")
+    a.model = a.model or FAMILIES[a.family][0]
+    tasks = ",".join(t.strip() for t in (a.tasks or FAMILIES[a.family][1]).split(",") if t.strip())
     if not tasks:
         raise ConfigError("TASKS is empty")
-    runs = matrix([lv.strip() for lv in a.levels.split(",") if lv.strip()])
+    runs = matrix([lv.strip() for lv in a.levels.split(",") if lv.strip()], a.family)
     out = Path(a.out)
     include = str(tasks_dir())
     images = {"llava_instruct": a.calib_images, "pixmo_cap": a.pixmo_images}
