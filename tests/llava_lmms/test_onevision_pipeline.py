@@ -220,3 +220,24 @@ def test_calibrated_thresholds_on_base_crops_drive_dymu(pipe, requests, tiny_one
     assert video["visual_rows"] <= video["visual_positions"]  # pooled cells share a row only when whole cells merge
     for s in stats:
         assert sum(s["encoder_tokens"]) < 36 * len(s["encoder_tokens"])
+
+
+def test_loglikelihood_equals_the_unmodified_model(pipe, requests):
+    pipe.reduction = Reduction()
+    reqs, fulls, ctxs = [], [], []
+    for key, answer in (("wide", "red"), ("video", "no")):
+        req = requests[key]
+        ctx, full = ov.simple_prompt(pipe.tokenizer, QUESTION, len(req.images), len(req.videos), answer)
+        reqs.append(ov.Request(ctx, req.images, req.videos, name=key))
+        fulls.append(full)
+        ctxs.append(ctx)
+    scores, _ = llava.loglikelihood(pipe, reqs, fulls)
+    for (logp, greedy), req, ctx, full in zip(scores, reqs, ctxs, fulls):
+        n_ctx = pipe._process(req, ctx)[0].numel()
+        ids, inputs = pipe._process(req, full)
+        with torch.no_grad():
+            logits = pipe.model(**inputs).logits[0].float()
+        target = ids[n_ctx:]
+        want = torch.log_softmax(logits[n_ctx - 1:-1], -1).gather(1, target[:, None]).sum()
+        assert abs(logp - float(want)) < 1e-4
+        assert greedy == bool((logits[n_ctx - 1:-1].argmax(-1) == target).all())
