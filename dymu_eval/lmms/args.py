@@ -37,11 +37,12 @@ VALID_ARGS: dict[str, str] = {
     "device": "accepted for lmms-eval compatibility: used as device_map when device_map is not given",
     "stats_dir": "where the per-sample stats JSONL goes (default <--output_path>/dymu_stats)",
     "max_frames_num": "LLaVA-OneVision: frames sampled uniformly per video, as lmms-eval's llava_hf (default 32)",
-    "layout": "LLaVA-OneVision: stock (the unmodified model's sequence; the only one implemented so far)",
+    "layout": "LLaVA-OneVision: stock (the unmodified model's sequence, default) | official (the DyMU code's: "
+              "crops flattened, no unpadding, newlines or video pooling; its own rows in the tables)",
 }
 ONEVISION_ARGS = ("max_frames_num", "layout")
 DEFAULT_PRETRAINED = {"llava": "llava-hf/llava-1.5-7b-hf", "onevision": "llava-hf/llava-onevision-qwen2-7b-ov-hf"}
-LAYOUTS = ("stock",)
+LAYOUTS = ("stock", "official")
 
 
 @dataclass(frozen=True)

@@ -289,7 +289,9 @@ class DymuLlavaOnevision(DymuLlava):
     def _load_pipe(self, device_map: str):
         model, processor = llava_onevision.load_onevision(self.args.pretrained, device_map, self.args.dtype,
                                                           self.args.attn_implementation)
-        return llava_onevision.OnevisionPipeline(model, processor)
+        pipe = llava_onevision.OnevisionPipeline(model, processor)
+        pipe.layout = self.args.layout
+        return pipe
 
     def _family_constants(self) -> dict[str, Any]:
         return {"max_frames_num": self.args.max_frames_num, "layout": self.args.layout}

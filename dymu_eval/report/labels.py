@@ -35,6 +35,7 @@ class RunConfig:
     threshold_data: str = ""
     schedule: str = ""
     vtu: str = ""  # yes | no | ""
+    layout: str = ""  # "" (the unmodified model's sequence) or official (LLaVA-OneVision, the DyMU code's)
 
     def key(self) -> tuple[str, ...]:
         return tuple(getattr(self, f.name) for f in fields(self))
@@ -62,6 +63,8 @@ class RunConfig:
             text = f"FastV {self.level}".strip()
         else:
             text = m
+        if self.layout:
+            text += f" [{self.layout} layout]"
         if show_model and not self.model.startswith(("dymu_", "tome_", "fastv_")):
             text += f" [{self.model}]"
         return text
@@ -157,8 +160,10 @@ def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
         method = "baseline"
     r = _number(values.get("r"))
 
+    layout = values.get("layout")
     out: dict[str, str | None] = {"method": method, "level": None, "threshold_data": None,
-                                  "schedule": None, "vtu": None}
+                                  "schedule": None, "vtu": None,
+                                  "layout": None if layout in (None, "", "stock") else str(layout).lower()}
     if method == "DyMU":
         out["level"] = level if level in _LEVEL_ORDER else (f"r{r}" if r else level)
         out["threshold_data"] = _dataset_name(values.get("thresholds"))
@@ -180,7 +185,8 @@ def finalize(model: str, family: str, fields_: dict[str, str | None]) -> RunConf
     schedule = fields_.get("schedule") or ("constant" if method in ("DyMU", "ToMe") else "")
     vtu = fields_.get("vtu") or {"DyMU": "yes", "ToMe": "no"}.get(method, "")
     return RunConfig(model=model, family=family, method=method, level=fields_.get("level") or "",
-                     threshold_data=fields_.get("threshold_data") or "", schedule=schedule, vtu=vtu)
+                     threshold_data=fields_.get("threshold_data") or "", schedule=schedule, vtu=vtu,
+                     layout=fields_.get("layout") or "")
 
 
 def agrees(from_args: dict[str, str | None], from_stats: dict[str, str | None]) -> bool:

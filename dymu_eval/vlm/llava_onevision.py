@@ -252,6 +252,7 @@ class OnevisionPipeline:
         eos = self.tokenizer.eos_token_id
         self.eos_ids = [int(eos)] if eos is not None else []
         self.multi_image = "anyres"  # how a request's several images reach the processor (see _process)
+        self.layout = "stock"  # stock: the unmodified model's sequence; official: the DyMU code's (see media)
 
     # -- processor --------------------------------------------------------------------------
     def _process(self, req: Request, text: str | None = None) -> tuple[torch.Tensor, dict]:
@@ -274,7 +275,21 @@ class OnevisionPipeline:
         except (OSError, ValueError, TypeError) as exc:
             error = InputImageError if (req.images or req.videos) else ConfigError
             raise error(f"{req.name}: the LLaVA-OneVision processor rejected the input ({exc})") from exc
-        return out["input_ids"][0], out
+        ids = out["input_ids"][0]
+        if self.layout != "stock":  # the processor sized every placeholder run for the stock layout
+            crops, packs = self._crops(out)
+            vids = self._videos(out)
+            counts = [_positions(segs) for segs, _ in self.media(packs, crops, vids)]
+            stock = [_positions(self.image_segments(p)) for p in packs]
+            stock += [_positions(self.video_segments(v.shape[0])) for v in vids]
+            ids = _resize_runs(ids, self.image_token_id, stock[:len(packs)], counts[:len(packs)])
+            ids = _resize_runs(ids, self.video_token_id, stock[len(packs):], counts[len(packs):])
+        return ids, out
+
+    @staticmethod
+    def _videos(out: dict) -> list[torch.Tensor]:
+        vids = out.get("pixel_values_videos")
+        return [] if vids is None else [vids[i] for i in range(vids.shape[0])]
 
     def _crops(self, out: dict) -> tuple[list[torch.Tensor], list[dict]]:
         """Per image: its crops (n, 3, H, W) in the model's order and how to pack them."""
@@ -323,6 +338,26 @@ class OnevisionPipeline:
         size = (int(h // ratio), int(w // ratio)) if ratio > 1.1 else None
         return [base, Segment(canvas, size, row_newlines=True)]
 
+    def official_image_segments(self, n_crops: int) -> list[Segment]:
+        """The DyMU code's image sequence when it merges: the crops flattened in crop order (base
+        first), no unpadding and no newline; a lone crop (multi-image) keeps its newline."""
+        s, n = self.side, self.side * self.side
+        crops = [Segment(c * n + torch.arange(n).view(s, s)) for c in range(n_crops)]
+        return crops + ([Segment(None)] if n_crops == 1 else [])
+
+    def official_video_segments(self, frames: int) -> list[Segment]:
+        """The DyMU code's video sequence when it merges: every frame unpooled, then one newline."""
+        s, n = self.side, self.side * self.side
+        return [Segment(f * n + torch.arange(n).view(s, s)) for f in range(frames)] + [Segment(None)]
+
+    def media(self, packs: list[dict], crops: list[torch.Tensor], vids: list[torch.Tensor]):
+        """Per image, then per video: (its segments in the chosen layout, its crops/frames)."""
+        if self.layout == "official":
+            out = [(self.official_image_segments(c.shape[0]), c.shape[0]) for c in crops]
+            return out + [(self.official_video_segments(v.shape[0]), v.shape[0]) for v in vids]
+        out = [(self.image_segments(p), c.shape[0]) for p, c in zip(packs, crops)]
+        return out + [(self.video_segments(v.shape[0]), v.shape[0]) for v in vids]
+
     def video_segments(self, frames: int) -> list[Segment]:
         """One video as ``get_video_features`` lays it out: every frame pooled bilinearly to
         ceil(side/2) per side, then one newline at the end."""
@@ -353,8 +388,7 @@ class OnevisionPipeline:
             input_ids, out = self._process(req)
             ids.append(input_ids)
             crops, packs = self._crops(out)
-            vids = out.get("pixel_values_videos")
-            vids = [] if vids is None else [vids[i] for i in range(vids.shape[0])]
+            vids = self._videos(out)
             items.append((crops, packs, vids))
             pieces += crops + vids
         enc, enc_ms, offsets, merged = None, 0.0, [], None
@@ -407,9 +441,7 @@ class OnevisionPipeline:
                   enc: EncoderOutput | None, offsets: list[int], merged: torch.Tensor | None, first: int, crops):
         """Unique rows (U, D), map virtual -> row (L,), visual flag per row (U,) and the stats."""
         n = self.side * self.side
-        media: list[tuple[list[Segment], int]] = []  # per image, then per video: segments, crops/frames
-        media += [(self.image_segments(p), c.shape[0]) for p, c in zip(packs, crops)]
-        media += [(self.video_segments(v.shape[0]), v.shape[0]) for v in vids]
+        media = self.media(packs, crops, vids)
         segments, start = [], first
         for segs, count in media:  # local ids -> merged rows of this request's crops/frames in the batch
             pieces = start + torch.arange(count).repeat_interleave(n)
@@ -465,6 +497,29 @@ class OnevisionPipeline:
             "visual_tokens_before": int(vis_pos.numel()), "visual_tokens_after": int(flags.sum()),
         }
         return table[order.to(table.device)].to(self.device, self.dtype), rank[key], flags, stats
+
+
+def _positions(segments: list[Segment]) -> int:
+    return sum(seg.mixes()[0].shape[0] for seg in segments)
+
+
+def _resize_runs(ids: torch.Tensor, token: int, old: list[int], new: list[int]) -> torch.Tensor:
+    """Placeholder runs of ``token`` resized in order: medium i's ``old[i]`` tokens become ``new[i]``."""
+    if int((ids == token).sum()) != sum(old):
+        raise ConfigError(f"the processor wrote {int((ids == token).sum())} placeholders for media of {sum(old)} "
+                          "positions; its settings do not match the model config")
+    out: list[int] = []
+    medium, seen = 0, 0
+    for t in ids.tolist():
+        if t != token:
+            out.append(t)
+            continue
+        if seen == 0:
+            out += [token] * new[medium]
+        seen += 1
+        if seen == old[medium]:
+            medium, seen = medium + 1, 0
+    return torch.tensor(out, dtype=ids.dtype)
 
 
 def _canonical(src: torch.Tensor, wt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -241,3 +241,36 @@ def test_loglikelihood_equals_the_unmodified_model(pipe, requests):
         want = torch.log_softmax(logits[n_ctx - 1:-1], -1).gather(1, target[:, None]).sum()
         assert abs(logp - float(want)) < 1e-4
         assert greedy == bool((logits[n_ctx - 1:-1].argmax(-1) == target).all())
+
+
+def test_official_layout_is_the_dymu_codes_sequence(pipe, requests):
+    """layout=official: every crop (base first) and every unpooled frame flattened, no unpadding,
+    newlines only after a lone crop and at the end of a video; with no reduction the LLM sees the
+    projected tower outputs in that order."""
+    pipe.reduction = Reduction()
+    pipe.layout = "official"
+    try:
+        reqs = [requests["big"], requests["video"]]
+        prep = pipe.prepare(reqs)
+        ours = prefill_logits(pipe.decoder, pipe.lm_head, prep.unique, prep.layout)
+        inner = pipe.model.model
+        for b, req in enumerate(reqs):
+            ids, out = pipe._process(req)
+            pixels = out["pixel_values"][0] if req.images else out["pixel_values_videos"][0]
+            with torch.no_grad():
+                feats = inner.vision_tower(pixels, output_hidden_states=True).hidden_states[-1]
+                feats = inner.multi_modal_projector(feats).flatten(0, 1)
+                if req.videos:
+                    feats = torch.cat([feats, inner.image_newline[None]])
+                token = pipe.image_token_id if req.images else pipe.video_token_id
+                embeds = pipe.embed(ids).clone()
+                embeds[ids == token] = feats
+                ref = pipe.lm_head(pipe.decoder(inputs_embeds=embeds[None]).last_hidden_state)[0]
+            torch.testing.assert_close(ours[b][prep.layout.valid[b]], ref, atol=1e-5, rtol=1e-5)
+            assert prep.stats[b]["visual_positions"] == feats.shape[0] == prep.stats[b]["visual_rows"]
+        assert prep.stats[0]["visual_positions"] == 10 * 36 and prep.stats[1]["visual_positions"] == 6 * 36 + 1
+        pipe.reduction = tome_reduction(pipe.runner, 4, None, "constant", vtu=True)
+        for s in pipe.prepare(reqs).stats:
+            assert s["visual_rows"] == sum(s["encoder_tokens"]) + (1 if s["frames"] else 0) < s["visual_positions"]
+    finally:
+        pipe.layout = "stock"

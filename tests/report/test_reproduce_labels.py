@@ -108,6 +108,9 @@ def test_reproduce_levels_and_fail_fast(capsys: pytest.CaptureFixture, monkeypat
     ("fastv_llava", "pretrained=x,fastv_k=2,fastv_ratio=0.5", "FastV K2 R0.5"),
     ("dymu_llava", "pretrained=x,method=tome,r=8", "ToMe r=8"),
     ("llava_hf", "pretrained=x,device_map=cpu", "baseline [llava_hf]"),
+    ("dymu_llava_onevision", "pretrained=x,level=low,max_frames_num=32", "DyMU-low"),
+    ("dymu_llava_onevision", "pretrained=x,level=low,layout=stock", "DyMU-low"),
+    ("dymu_llava_onevision", "pretrained=x,level=low,layout=official", "DyMU-low [official layout]"),
 ])
 def test_labels_from_model_args(model: str, args: str, label: str) -> None:
     from dymu_eval.report.labels import parse_model_args
