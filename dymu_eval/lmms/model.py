@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ..errors import ConfigError
 from ..language import DecodeConfig
 from ..vlm import llava, llava_onevision
+from ..vocabulary import BASELINE, CUSTOM_LEVEL
 from ..vlm.reduction import Reduction, dymu_reduction, fastv_reduction, tome_reduction
 from .args import ModelArgs, parse_model_args
 from .stats import StatsWriter, new_run_stamp, stats_dir
@@ -45,10 +46,11 @@ def _device_map(args: ModelArgs, accelerator: Accelerator) -> str:
 
 def _reduction(args: ModelArgs, pipe: llava.LlavaPipeline) -> Reduction:
     pipe_model, runner = pipe.model, pipe.runner
-    if args.method == "none":
+    if args.method == BASELINE:
         return Reduction()
     if args.method == "tome":
-        return tome_reduction(runner, args.r, None if args.level == "custom" else args.level, args.schedule, args.vtu)
+        level = None if args.level == CUSTOM_LEVEL else args.level
+        return tome_reduction(runner, args.r, level, args.schedule, args.vtu)
     if args.method == "fastv":
         return fastv_reduction(args.fastv_k, args.fastv_ratio, len(pipe.decoder.layers))
     names = [args.pretrained, runner.encoder_key]
@@ -85,13 +87,11 @@ class DymuLlava(lmms):
     """LLaVA-1.5 with DyMU / ToMe / FastV / no reduction (simple API: generate_until, loglikelihood)."""
 
     is_simple = True
-    PRESET = "dymu"
-    MODEL_ID = "dymu_llava"
-    FAMILY = "llava"
+    MODEL_ID = "dymu_llava"  # its default model_args: vocabulary.MODEL_DEFAULTS
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
-        self.args = parse_model_args(kwargs, self.PRESET, self.FAMILY)
+        self.args = parse_model_args(kwargs, self.MODEL_ID)
         accelerator = Accelerator()
         device_map = _device_map(self.args, accelerator)
         self.pipe = self._load_pipe(device_map)
@@ -265,26 +265,26 @@ class DymuLlavaChat(DymuLlava):
 
 
 class TomeLlava(DymuLlava):
-    PRESET, MODEL_ID = "tome", "tome_llava"
+    MODEL_ID = "tome_llava"
 
 
 class TomeLlavaChat(DymuLlavaChat):
-    PRESET, MODEL_ID = "tome", "tome_llava"
+    MODEL_ID = "tome_llava"
 
 
 class FastvLlava(DymuLlava):
-    PRESET, MODEL_ID = "fastv", "fastv_llava"
+    MODEL_ID = "fastv_llava"
 
 
 class FastvLlavaChat(DymuLlavaChat):
-    PRESET, MODEL_ID = "fastv", "fastv_llava"
+    MODEL_ID = "fastv_llava"
 
 
 # ------------------------------------------------------------------------------------- LLaVA-OneVision
 class DymuLlavaOnevision(DymuLlava):
     """LLaVA-OneVision (AnyRes images, several images, video) with DyMU / ToMe / FastV / no reduction."""
 
-    PRESET, MODEL_ID, FAMILY = "dymu", "dymu_llava_onevision", "onevision"
+    MODEL_ID = "dymu_llava_onevision"
 
     def _load_pipe(self, device_map: str):
         model, processor = llava_onevision.load_onevision(self.args.pretrained, device_map, self.args.dtype,
@@ -361,16 +361,16 @@ class DymuLlavaOnevisionChat(DymuLlavaOnevision):
 
 
 class TomeLlavaOnevision(DymuLlavaOnevision):
-    PRESET, MODEL_ID = "tome", "tome_llava_onevision"
+    MODEL_ID = "tome_llava_onevision"
 
 
 class TomeLlavaOnevisionChat(DymuLlavaOnevisionChat):
-    PRESET, MODEL_ID = "tome", "tome_llava_onevision"
+    MODEL_ID = "tome_llava_onevision"
 
 
 class FastvLlavaOnevision(DymuLlavaOnevision):
-    PRESET, MODEL_ID = "fastv", "fastv_llava_onevision"
+    MODEL_ID = "fastv_llava_onevision"
 
 
 class FastvLlavaOnevisionChat(DymuLlavaOnevisionChat):
-    PRESET, MODEL_ID = "fastv", "fastv_llava_onevision"
+    MODEL_ID = "fastv_llava_onevision"

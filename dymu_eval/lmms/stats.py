@@ -78,7 +78,7 @@ def new_run_stamp(argv: Sequence[str] | None = None) -> str:
     pid, started = _launcher()
     try:
         zone = pytz.timezone(tz)
-    except Exception:  # noqa: BLE001 - unknown zone name: UTC
+    except pytz.UnknownTimeZoneError:  # lmms-eval itself refuses such a name later
         zone = pytz.utc
     when = datetime.datetime.fromtimestamp(started, tz=datetime.timezone.utc).astimezone(zone)
     return f"{when.strftime('%Y%m%d_%H%M%S')}_{pid}"

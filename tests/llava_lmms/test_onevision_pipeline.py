@@ -194,11 +194,12 @@ def test_placeholder_count_must_match_media(pipe, requests):
 def test_calibrated_thresholds_on_base_crops_drive_dymu(pipe, requests, tiny_onevision, tmp_path):
     """Calibrate on the processor's 48x48 base crops from the folder (tower only), then run DyMU
     with that file through the threshold cache's checks: fewer distinct rows, same layout."""
-    from dymu_eval.calibrate import CalibrationSettings, ProcessorPreprocess, calibrate
+    from dymu_eval.calibrate import CalibrationSettings, calibrate
     from dymu_eval.images import FolderImages
     from dymu_eval.merge import merges_per_layer
     from dymu_eval.thresholds import save_record
     from dymu_eval.vision.loading import load_runner
+    from dymu_eval.vision.preprocess import ProcessorPreprocess
     from dymu_eval.vlm.reduction import dymu_reduction
 
     runner = load_runner(tiny_onevision)
