@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, DymuError
 from ..merge.levels import KNOWN_LEVELS
-from ..vocabulary import DEFAULT_THRESHOLDS, FASTV_K, FASTV_RATIO, LEVELS, LLAVA_15
+from ..vocabulary import DEFAULT_THRESHOLDS, FASTV_K, FASTV_RATIO, LEVELS, LLAVA_15, MAX_FRAMES, ONEVISION_7B
 
 DEFAULT_MODEL = LLAVA_15
 # Table-2 image benchmarks lmms-eval scores without a paid judge (MMBench falls back to GPT,
@@ -38,11 +38,11 @@ TOME_R = KNOWN_LEVELS["clip-vit-l-14-336"]  # LLaVA-1.5's encoder (paper Table 2
 # LLaVA-OneVision (paper Table 4): its benchmarks lmms-eval has (MMBench-Video is not one), then
 # the usual video protocol of reducers on OneVision. egoschema_subset is the 500-question split
 # lmms-eval scores locally (the full set only writes a submission file).
-ONEVISION_MODEL = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
+ONEVISION_MODEL = ONEVISION_7B
 ONEVISION_TASKS = ("mmbench_en_dev,mme,seedbench,mathvista_testmini,videomme,"
                    "mvbench,egoschema_subset,longvideobench_val_v,mlvu_dev")
-ONEVISION_TOME_R = {"low": 24, "mid": 21, "high": 15}  # SigLIP SO400M in OneVision (paper Table 4)
-ONEVISION_FRAMES = 32
+ONEVISION_TOME_R = KNOWN_LEVELS["siglip-so400m-14-384"]  # SigLIP SO400M in OneVision (paper Table 4)
+ONEVISION_FRAMES = MAX_FRAMES
 FAMILIES = {"llava": (DEFAULT_MODEL, DEFAULT_TASKS), "onevision": (ONEVISION_MODEL, ONEVISION_TASKS)}
 
 
@@ -75,8 +75,8 @@ def onevision_matrix(levels: list[str]) -> list[RunSpec]:
         runs.append(RunSpec(f"ov_tome_r{r}", "tome_llava_onevision", {"r": str(r), **frames}))
     for lv in levels:
         runs.append(RunSpec(f"ov_dymu_{lv}", "dymu_llava_onevision",
-                            {"level": lv, "thresholds": "llava_instruct", **frames},
-                            [("llava_instruct", lv, "constant")]))
+                            {"level": lv, "thresholds": DEFAULT_THRESHOLDS, **frames},
+                            [(DEFAULT_THRESHOLDS, lv, "constant")]))
     runs.append(RunSpec(f"ov_fastv_k{FASTV_K}_r{FASTV_RATIO:g}", "fastv_llava_onevision",
                         {"fastv_k": str(FASTV_K), "fastv_ratio": f"{FASTV_RATIO:g}", **frames}))
     return runs
