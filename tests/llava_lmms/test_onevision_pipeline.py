@@ -275,3 +275,14 @@ def test_official_layout_is_the_dymu_codes_sequence(pipe, requests):
             assert s["visual_rows"] == sum(s["encoder_tokens"]) + (1 if s["frames"] else 0) < s["visual_positions"]
     finally:
         pipe.layout = "stock"
+
+
+def test_text_only_request_beside_an_image(pipe, requests):
+    pipe.reduction = Reduction()
+    text, _ = ov.simple_prompt(pipe.tokenizer, QUESTION, 0, 0)
+    reqs = [ov.Request(text, name="text"), requests["tall"]]
+    prep = pipe.prepare(reqs)
+    ours = prefill_logits(pipe.decoder, pipe.lm_head, prep.unique, prep.layout)
+    for b, req in enumerate(reqs):
+        torch.testing.assert_close(ours[b][prep.layout.valid[b]], _reference_logits(pipe, req), atol=1e-5, rtol=1e-5)
+    assert prep.stats[0]["visual_positions"] == prep.stats[0]["crops"] == 0
