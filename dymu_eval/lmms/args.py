@@ -15,9 +15,28 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from ..errors import ConfigError
-from ..vocabulary import (AUTO_DTYPE, BASELINE, CUSTOM_LEVEL, DEFAULT_SCHEDULE, DEFAULT_THRESHOLDS, DTYPES,
-                          LAYOUTS, LEVEL_CHOICES, LLAVA_15, MAX_FRAMES, METHOD_SPECS, METHODS, MODEL_DEFAULTS,
-                          ONEVISION_7B, REDUCTION_ARGS, SCHEDULES, check_fastv, default_method)
+from ..vocabulary import (
+    AUTO_DTYPE,
+    BASELINE,
+    CUSTOM_LEVEL,
+    DEFAULT_MERGE_ORDER,
+    DEFAULT_SCHEDULE,
+    DEFAULT_THRESHOLDS,
+    DTYPES,
+    LAYOUTS,
+    LEVEL_CHOICES,
+    LLAVA_15,
+    MAX_FRAMES,
+    MERGE_ORDERS,
+    METHOD_SPECS,
+    METHODS,
+    MODEL_DEFAULTS,
+    ONEVISION_7B,
+    REDUCTION_ARGS,
+    SCHEDULES,
+    check_fastv,
+    default_method,
+)
 
 MODEL_DTYPES = (AUTO_DTYPE, *DTYPES)
 
@@ -29,6 +48,8 @@ VALID_ARGS: dict[str, str] = {
     "level": f"{' | '.join(LEVEL_CHOICES)} (none = the unreduced baseline; default low for dymu)",
     "thresholds": f"DyMU thresholds: cache key (calibration dataset name) or a JSON file (default {DEFAULT_THRESHOLDS})",
     "schedule": f"{' | '.join(SCHEDULES)}: merges per layer over depth (default {DEFAULT_SCHEDULE})",
+    "merge_order": f"{' | '.join(MERGE_ORDERS)}: token order after each encoder merge, the official code's "
+                   f"(default {DEFAULT_MERGE_ORDER}) or original position; dymu uses thresholds calibrated in it",
     "r": "merges per encoder layer: ToMe's r; for dymu it selects the threshold entry calibrated with this r",
     "vtu": "true | false: virtual token unmerging in the LLM (default true for dymu, false for tome)",
     "fastv_k": f"FastV: decoder layer after which image tokens are pruned (default {METHOD_SPECS['fastv'].args['fastv_k']})",
@@ -66,6 +87,7 @@ class ModelArgs:
     attn_implementation: str | None
     batch_size: int
     stats_dir: str | None
+    merge_order: str | None = None  # ToMe / DyMU: vocabulary.MERGE_ORDERS
     max_frames_num: int | None = None  # LLaVA-OneVision only
     layout: str | None = None  # LLaVA-OneVision only
 
@@ -119,6 +141,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "r": _int,
     "thresholds": lambda n, v: str(v),
     "schedule": lambda n, v: _choice(n, v, SCHEDULES),
+    "merge_order": lambda n, v: _choice(n, v, MERGE_ORDERS),
     "vtu": _bool,
     "fastv_k": _int,
     "fastv_ratio": _float,
@@ -209,6 +232,7 @@ def parse_model_args(kwargs: dict[str, Any], model: str = "dymu_llava") -> Model
         attn_implementation=given.get("attn_implementation"),
         batch_size=_int("batch_size", given.get("batch_size", 1), minimum=1),
         stats_dir=given.get("stats_dir"),
+        merge_order=values.get("merge_order"),
         max_frames_num=max_frames,
         layout=layout,
     )

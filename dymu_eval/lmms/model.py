@@ -15,6 +15,7 @@ from accelerate import Accelerator
 from lmms_eval import utils as lmms_utils
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
+from lmms_eval.models.model_utils.gen_metrics import log_metrics
 from loguru import logger
 from tqdm import tqdm
 
@@ -24,7 +25,7 @@ from ..vlm import llava, llava_onevision
 from ..vocabulary import BASELINE, CUSTOM_LEVEL
 from ..vlm.reduction import Reduction, dymu_reduction, fastv_reduction, tome_reduction
 from .args import ModelArgs, parse_model_args
-from .stats import StatsWriter, new_run_stamp, stats_dir
+from .stats import StatsWriter, new_run_stamp, stats_dir, throughput_metrics
 
 
 def _device_map(args: ModelArgs, accelerator: Accelerator) -> str:
@@ -44,17 +45,19 @@ def _device_map(args: ModelArgs, accelerator: Accelerator) -> str:
     return wanted
 
 
-def _reduction(args: ModelArgs, pipe: llava.LlavaPipeline) -> Reduction:
+def _reduction(args: ModelArgs, pipe: llava.LlavaPipeline, call: str) -> Reduction:
+    """The asked reduction for ``pipe``; ``call`` is how its family calls the encoder (merge.Threshold)."""
     pipe_model, runner = pipe.model, pipe.runner
     if args.method == BASELINE:
         return Reduction()
     if args.method == "tome":
         level = None if args.level == CUSTOM_LEVEL else args.level
-        return tome_reduction(runner, args.r, level, args.schedule, args.vtu)
+        return tome_reduction(runner, args.r, level, args.schedule, args.vtu, args.merge_order)
     if args.method == "fastv":
         return fastv_reduction(args.fastv_k, args.fastv_ratio, len(pipe.decoder.layers))
     names = [args.pretrained, runner.encoder_key]
-    return dymu_reduction(pipe_model, runner, names, args.thresholds, args.level, args.r, args.schedule, args.vtu)
+    return dymu_reduction(pipe_model, runner, names, args.thresholds, args.level, args.r, args.schedule, args.vtu,
+                          merge_order=args.merge_order, call=call)
 
 
 def _decode_config(gen_kwargs: dict[str, Any], tokenizer, eos_ids: list[int]) -> DecodeConfig:
@@ -88,6 +91,7 @@ class DymuLlava(lmms):
 
     is_simple = True
     MODEL_ID = "dymu_llava"  # its default model_args: vocabulary.MODEL_DEFAULTS
+    ENCODER_CALL = llava.ENCODER_CALL
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
@@ -95,7 +99,7 @@ class DymuLlava(lmms):
         accelerator = Accelerator()
         device_map = _device_map(self.args, accelerator)
         self.pipe = self._load_pipe(device_map)
-        self.pipe.reduction = _reduction(self.args, self.pipe)
+        self.pipe.reduction = _reduction(self.args, self.pipe, self.ENCODER_CALL)
         self.accelerator = accelerator
         # lmms-eval shards by the launcher's RANK/WORLD_SIZE (an Accelerator on CPU may not see them)
         self._rank = int(os.environ.get("RANK", accelerator.process_index))
@@ -109,6 +113,7 @@ class DymuLlava(lmms):
         self.stats = StatsWriter(folder, new_run_stamp(), self._rank, {
             "model": self.MODEL_ID, "method": self.args.method, "level": self.args.level, "r": self.args.r,
             "thresholds": red.thresholds_key or self.args.thresholds, "schedule": self.args.schedule,
+            "merge_order": self.args.merge_order,
             "vtu": red.vtu, "fastv_k": red.fastv_k, "fastv_ratio": red.fastv_ratio, "pretrained": self.args.pretrained,
             **self._family_constants(),
         })
@@ -165,7 +170,15 @@ class DymuLlava(lmms):
         return out
 
     def _record(self, metas: list[tuple[str, int]], stats: list[dict], request: str) -> None:
+        """One stats row per request, and its averages into lmms-eval's results (the throughput block)."""
         self.stats.write([{**s, "task": t, "doc_id": d, "request": request} for (t, d), s in zip(metas, stats)])
+        for s in stats:
+            # prefill/decode times are the batch's (loglikelihood: already per request): share them out
+            share = 1 if request == "loglikelihood" else len(stats)
+            seconds = (s["encoder_ms"] + (s["prefill_ms"] + s["decode_ms"]) / share) / 1000.0
+            log_metrics(total_elapsed_time=seconds, total_gen_tokens=int(s["new_tokens"]),
+                        avg_speed=s["new_tokens"] / seconds if seconds > 0 else 0.0,
+                        additional_metrics={**throughput_metrics(s), "total_requests": 1})
 
     def _eos(self) -> list[int]:
         return list(self.pipe.eos_ids)
@@ -285,6 +298,7 @@ class DymuLlavaOnevision(DymuLlava):
     """LLaVA-OneVision (AnyRes images, several images, video) with DyMU / ToMe / FastV / no reduction."""
 
     MODEL_ID = "dymu_llava_onevision"
+    ENCODER_CALL = llava_onevision.ENCODER_CALL
 
     def _load_pipe(self, device_map: str):
         model, processor = llava_onevision.load_onevision(self.args.pretrained, device_map, self.args.dtype,

@@ -37,16 +37,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..accounting import RequestCounts
 from ..errors import ConfigError, InputImageError
 from ..language.layout import VirtualLayout
 from ..merge import NoMerge
 from ..vision import EncoderOutput, VisionRunner
+from .efficiency import Accounting, image_counts
 from .llava import IMAGE_TOKEN, Prepared, jpeg_bytes_per_pixel
 from .llava import _dtype as _load_dtype
 from .llava import simple_prompt as _templated
 from .reduction import Reduction
 
 VIDEO_TOKEN = "<video>"
+# The reference OneVision encodes all crops (and frames) of a request in one call, so DToMe
+# follows the reference's batch path (merge.Threshold ``call``).
+ENCODER_CALL = "batched"
 NEWLINE = -1  # source id of the image_newline vector in a position's mix
 
 
@@ -251,6 +256,7 @@ class OnevisionPipeline:
         self.dtype = self.embed.weight.dtype
         eos = self.tokenizer.eos_token_id
         self.eos_ids = [int(eos)] if eos is not None else []
+        self.accounting = Accounting(model.config, self.decoder.config, self.device, self.dtype)
         self.multi_image = "anyres"  # how a request's several images reach the processor (see _process)
         self.layout = "stock"  # stock: the unmodified model's sequence; official: the DyMU code's (see media)
 
@@ -383,6 +389,7 @@ class OnevisionPipeline:
     @torch.no_grad()
     def prepare(self, requests: Sequence[Request]) -> Prepared:
         """Tokenize, encode and project; build unique rows and the virtual layout per request."""
+        memory = self.accounting.start_batch()
         ids, pieces, items = [], [], []
         for req in requests:
             input_ids, out = self._process(req)
@@ -395,12 +402,16 @@ class OnevisionPipeline:
         if pieces:
             enc, enc_ms = self.encode(torch.cat(pieces, 0))
             offsets, merged = self._merged_rows(enc)
-        rows, maps, visual, masks, stats = [], [], [], [], []
+        rows, maps, visual, masks, stats, counts = [], [], [], [], [], []
         first = 0  # index of this request's first crop/frame in the encoder batch
         n_pieces = sum(p.shape[0] for p in pieces) if pieces else 0
         for req, input_ids, (crops, packs, vids) in zip(requests, ids, items):
             n_req = sum(c.shape[0] for c in crops) + sum(v.shape[0] for v in vids)
             r, m, v, st = self._sequence(req, input_ids, packs, vids, enc, offsets, merged, first, crops)
+            enc_counts, enc_matched = image_counts(enc, self.reduction.policy, first, n_req)
+            counts.append(RequestCounts(text_rows=int(r.shape[0]) - st["visual_rows"], visual_rows=st["visual_rows"],
+                                        visual_positions=st["visual_positions"], vtu=self.reduction.vtu,
+                                        encoder_counts=enc_counts, encoder_matched=enc_matched))
             first += n_req
             rows.append(r)
             maps.append(m)
@@ -424,7 +435,7 @@ class OnevisionPipeline:
         for b, s in enumerate(stats):
             s["unique_len"] = lengths[b]
             s["virtual_len"] = layout.virtual_lengths[b]
-        return Prepared(unique, layout, image_mask, ids, stats)
+        return Prepared(unique, layout, image_mask, ids, stats, counts, memory)
 
     def _merged_rows(self, enc: EncoderOutput) -> tuple[list[int], torch.Tensor]:
         """(offset of each crop/frame's merged rows, all merged rows through the projector)."""

@@ -213,7 +213,7 @@ def test_calibrated_thresholds_on_base_crops_drive_dymu(pipe, requests, tiny_one
                        stats_images=0, progress=False)
     path = save_record(record, tmp_path / "ov_low.json")
     pipe.reduction = dymu_reduction(pipe.model, pipe.runner, [str(tiny_onevision)], str(path), "low", None,
-                                    "constant", vtu=True)
+                                    "constant", vtu=True, call=ov.ENCODER_CALL)
     reqs = [requests["big"], requests["video"]]
     _, stats = llava.generate(pipe, reqs, _config(pipe))
     image, video = stats
