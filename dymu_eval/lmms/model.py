@@ -22,8 +22,8 @@ from tqdm import tqdm
 from ..errors import ConfigError
 from ..language import DecodeConfig
 from ..vlm import llava, llava_onevision
-from ..vocabulary import BASELINE, CUSTOM_LEVEL
 from ..vlm.reduction import Reduction, dymu_reduction, fastv_reduction, tome_reduction
+from ..vocabulary import BASELINE, CUSTOM_LEVEL
 from .args import ModelArgs, parse_model_args
 from .stats import StatsWriter, new_run_stamp, stats_dir, throughput_metrics
 
