@@ -411,7 +411,8 @@ class OnevisionPipeline:
             enc_counts, enc_matched = image_counts(enc, self.reduction.policy, first, n_req)
             counts.append(RequestCounts(text_rows=int(r.shape[0]) - st["visual_rows"], visual_rows=st["visual_rows"],
                                         visual_positions=st["visual_positions"], vtu=self.reduction.vtu,
-                                        encoder_counts=enc_counts, encoder_matched=enc_matched))
+                                        encoder_counts=enc_counts, encoder_matched=enc_matched,
+                                        projector_rows=sum(st["encoder_tokens"])))
             first += n_req
             rows.append(r)
             maps.append(m)

@@ -286,3 +286,17 @@ def test_text_only_request_beside_an_image(pipe, requests):
     for b, req in enumerate(reqs):
         torch.testing.assert_close(ours[b][prep.layout.valid[b]], _reference_logits(pipe, req), atol=1e-5, rtol=1e-5)
     assert prep.stats[0]["visual_positions"] == prep.stats[0]["crops"] == 0
+
+
+def test_projector_flops_count_the_merged_rows_it_runs_on(pipe, requests):
+    """OneVision projects merged encoder rows (before any mixing), so its FLOPs follow them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    pipe.reduction = tome_reduction(pipe.runner, 4, None, "constant", vtu=True)
+    _, stats = llava.generate(pipe, [requests["big"], requests["video"]], _config(pipe, 2))
+    for s in stats:
+        rows = sum(s["encoder_tokens"])
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            pipe.projector(torch.zeros(rows, pipe.runner.adapter.config.hidden_size))
+        assert s["projector_flops"] == counter.get_total_flops() > 0
+        assert s["encoder_rows"] == rows and s["llm_rows"] == s["visual_rows"]
