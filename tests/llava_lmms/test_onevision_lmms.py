@@ -155,3 +155,28 @@ def test_bad_input_names_the_sample(evaluate, tiny_onevision, tiny_llava, ov_tas
     with pytest.raises(ConfigError, match="max_frames_num apply to LLaVA-OneVision only"):
         get_model("dymu_llava").create_from_arg_string(f"pretrained={tiny_llava},level=none,max_frames_num=8",
                                                        {"batch_size": "1", "device": "cpu"})
+
+
+@pytest.mark.slow
+def test_cli_two_processes_give_the_same_answers_as_one(tiny_onevision, lmms_env, tmp_path):
+    """Data parallel through the stock CLI (accelerate, two CPU processes), as for LLaVA-1.5."""
+    import socket
+
+    from conftest import VENV_BIN, read_run, read_stats, run_lmms
+
+    args = ["--model", "tome_llava_onevision", "--model_args", f"pretrained={tiny_onevision},r=4,device_map=cpu",
+            "--tasks", "dymu_gqa_offline", "--limit", "4", "--log_samples"]
+    one = run_lmms(args + ["--output_path", str(tmp_path / "one")], lmms_env)
+    assert (tmp_path / "one").exists(), one.stderr[-3000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    launcher = [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port, "-m", "lmms_eval"]
+    two = run_lmms(args + ["--batch_size", "2", "--output_path", str(tmp_path / "two")], lmms_env, launcher=launcher)
+    assert (tmp_path / "two").exists(), two.stderr[-3000:]
+    (_, one_samples), (_, two_samples) = read_run(tmp_path / "one"), read_run(tmp_path / "two")
+    assert _responses({"samples": one_samples}) == _responses({"samples": two_samples})
+    stats = read_stats(tmp_path / "two")
+    assert sorted({s["rank"] for s in stats}) == [0, 1] and len(stats) == 4
+    assert all(s["visual_rows"] < s["visual_positions"] for s in stats)
