@@ -51,6 +51,9 @@ ONEVISION_7B = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
 # --- LLaVA-OneVision ------------------------------------------------------------------------------
 MAX_FRAMES = 32  # frames sampled per video, as lmms-eval's own OneVision models default to
 LAYOUTS = ("stock", "official")  # the unmodified model's sequence | the DyMU code's
+# several images of a request: each its own AnyRes crops (as lmms-eval's llava_hf passes them) |
+# one crop and one newline each (transformers' and the reference OneVision's multi-image mode)
+MULTI_IMAGE_MODES = ("anyres", "single")
 
 # --- FastV ----------------------------------------------------------------------------------------
 FASTV_K = 2  # FastV paper's main setting: prune after decoder layer 2 ...

@@ -31,6 +31,7 @@ from ..vocabulary import (
     METHOD_SPECS,
     METHODS,
     MODEL_DEFAULTS,
+    MULTI_IMAGE_MODES,
     ONEVISION_7B,
     REDUCTION_ARGS,
     SCHEDULES,
@@ -65,8 +66,10 @@ VALID_ARGS: dict[str, str] = {
     "max_frames_num": f"LLaVA-OneVision: frames sampled uniformly per video, as lmms-eval's llava_hf (default {MAX_FRAMES})",
     "layout": "LLaVA-OneVision: stock (the unmodified model's sequence, default) | official (the DyMU code's: "
               "crops flattened, no unpadding, newlines or video pooling; its own rows in the tables)",
+    "multi_image": "LLaVA-OneVision, several images in a request: anyres (each its own AnyRes crops, as "
+                   "lmms-eval's llava_hf; default) | single (one crop and one newline each, transformers' multi-image mode)",
 }
-ONEVISION_ARGS = ("max_frames_num", "layout")
+ONEVISION_ARGS = ("max_frames_num", "layout", "multi_image")
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class ModelArgs:
     merge_order: str | None = None  # ToMe / DyMU: vocabulary.MERGE_ORDERS
     max_frames_num: int | None = None  # LLaVA-OneVision only
     layout: str | None = None  # LLaVA-OneVision only
+    multi_image: str | None = None  # LLaVA-OneVision only
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,22 +198,23 @@ def _merge_amount(given: dict[str, Any], method: str, values: dict[str, Any]) ->
         raise ConfigError(f"method={method} needs r= (merges per layer) or level=low|mid|high")
 
 
-def _onevision_values(given: dict[str, Any], model: str) -> tuple[int | None, str | None]:
-    """(max_frames_num, layout) of a LLaVA-OneVision model; refused on the others."""
+def _onevision_values(given: dict[str, Any], model: str) -> tuple[int | None, str | None, str | None]:
+    """(max_frames_num, layout, multi_image) of a LLaVA-OneVision model; refused on the others."""
     if MODEL_DEFAULTS.get(model, {}).get("family") == "onevision":
         return (_int("max_frames_num", given.get("max_frames_num", MAX_FRAMES), minimum=1),
-                _choice("layout", given.get("layout", LAYOUTS[0]), LAYOUTS))
+                _choice("layout", given.get("layout", LAYOUTS[0]), LAYOUTS),
+                _choice("multi_image", given.get("multi_image", MULTI_IMAGE_MODES[0]), MULTI_IMAGE_MODES))
     bad = [k for k in ONEVISION_ARGS if k in given]
     if bad:
         raise ConfigError(f"model_args {', '.join(bad)} apply to LLaVA-OneVision only "
                           "(--model dymu_llava_onevision, tome_llava_onevision, fastv_llava_onevision)")
-    return None, None
+    return None, None, None
 
 
 def parse_model_args(kwargs: dict[str, Any], model: str = "dymu_llava") -> ModelArgs:
     """Check and resolve raw model_args for the lmms-eval model ``model`` (its defaults: vocabulary.MODEL_DEFAULTS)."""
     given = _given(kwargs)
-    max_frames, layout = _onevision_values(given, model)
+    max_frames, layout, multi_image = _onevision_values(given, model)
     method = _method(given, default_method(model))
     values = _reduction_values(given, method)
     if method in ("dymu", "tome"):
@@ -235,4 +240,5 @@ def parse_model_args(kwargs: dict[str, Any], model: str = "dymu_llava") -> Model
         merge_order=values.get("merge_order"),
         max_frames_num=max_frames,
         layout=layout,
+        multi_image=multi_image,
     )

@@ -304,11 +304,12 @@ class DymuLlavaOnevision(DymuLlava):
         model, processor = llava_onevision.load_onevision(self.args.pretrained, device_map, self.args.dtype,
                                                           self.args.attn_implementation)
         pipe = llava_onevision.OnevisionPipeline(model, processor)
-        pipe.layout = self.args.layout
+        pipe.layout, pipe.multi_image = self.args.layout, self.args.multi_image
         return pipe
 
     def _family_constants(self) -> dict[str, Any]:
-        return {"max_frames_num": self.args.max_frames_num, "layout": self.args.layout}
+        return {"max_frames_num": self.args.max_frames_num, "layout": self.args.layout,
+                "multi_image": self.args.multi_image}
 
     def _media(self, visuals, task: str, doc_id: int) -> tuple[list, list]:
         """Images (PIL) and videos (paths, sampled like llava_hf) of one doc."""

@@ -29,7 +29,7 @@ FIELDS = (
 # positions in the unmodified sequence and distinct visual rows the LLM processes).
 OPTIONAL_FIELDS = (
     "images", "crops", "frames", "distinct_frames", "encoder_tokens", "visual_positions", "visual_rows",
-    "max_frames_num", "layout",
+    "max_frames_num", "layout", "multi_image",
 )
 
 

@@ -141,6 +141,13 @@ def test_reductions_run_on_images_and_video_and_record_counts(evaluate, tiny_one
     assert any(s["frames"] == 4 and s["images"] == 0 for s in rows)
 
 
+def test_multi_image_single_gives_one_crop_and_newline_per_image(evaluate, tiny_onevision, tmp_path):
+    evaluate("dymu_llava_onevision", f"pretrained={tiny_onevision},level=none,device_map=cpu,multi_image=single,"
+             f"stats_dir={tmp_path}", ["dymu_test_ov_two_images"], limit=2, force_simple=True)
+    for s in _stats(tmp_path):
+        assert s["multi_image"] == "single" and s["crops"] == 2 and s["visual_positions"] == 2 * (36 + 1)
+
+
 def test_bad_input_names_the_sample(evaluate, tiny_onevision, tiny_llava, ov_tasks, tmp_path):
     from lmms_eval.models import get_model
 
