@@ -12,8 +12,18 @@ import json
 import os
 from dataclasses import dataclass, fields, replace
 
-from ..vocabulary import (BASELINE, DEFAULT_MERGE_ORDER, DEFAULT_THRESHOLDS, LEVELS, MERGE_ORDERS, METHOD_ORDER,
-                          METHOD_SPECS, MODEL_DEFAULTS, default_method, method_label)
+from ..vocabulary import (
+    BASELINE,
+    DEFAULT_MERGE_ORDER,
+    DEFAULT_THRESHOLDS,
+    LEVELS,
+    MERGE_ORDERS,
+    METHOD_ORDER,
+    METHOD_SPECS,
+    MODEL_DEFAULTS,
+    default_method,
+    method_label,
+)
 
 _METHOD_ALIASES = {"baseline": BASELINE, "dtome": "dymu"}  # other spellings (`dymu-eval tokens` JSON)
 _BY_LABEL = {spec.label: spec for spec in METHOD_SPECS.values()}
