@@ -14,6 +14,7 @@ from accelerate import Accelerator
 from lmms_eval import utils as lmms_utils
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
+from lmms_eval.models.model_utils.gen_metrics import log_metrics
 from loguru import logger
 from tqdm import tqdm
 
@@ -23,7 +24,7 @@ from ..vlm import llava
 from ..vocabulary import BASELINE, CUSTOM_LEVEL
 from ..vlm.reduction import Reduction, dymu_reduction, fastv_reduction, tome_reduction
 from .args import ModelArgs, parse_model_args
-from .stats import StatsWriter, new_run_stamp, stats_dir
+from .stats import StatsWriter, new_run_stamp, stats_dir, throughput_metrics
 
 
 def _device_map(args: ModelArgs, accelerator: Accelerator) -> str:
@@ -159,7 +160,15 @@ class DymuLlava(lmms):
         return out
 
     def _record(self, metas: list[tuple[str, int]], stats: list[dict], request: str) -> None:
+        """One stats row per request, and its averages into lmms-eval's results (the throughput block)."""
         self.stats.write([{**s, "task": t, "doc_id": d, "request": request} for (t, d), s in zip(metas, stats)])
+        for s in stats:
+            # prefill/decode times are the batch's (loglikelihood: already per request): share them out
+            share = 1 if request == "loglikelihood" else len(stats)
+            seconds = (s["encoder_ms"] + (s["prefill_ms"] + s["decode_ms"]) / share) / 1000.0
+            log_metrics(total_elapsed_time=seconds, total_gen_tokens=int(s["new_tokens"]),
+                        avg_speed=s["new_tokens"] / seconds if seconds > 0 else 0.0,
+                        additional_metrics={**throughput_metrics(s), "total_requests": 1})
 
     def _eos(self) -> list[int]:
         return list(self.pipe.eos_ids)
