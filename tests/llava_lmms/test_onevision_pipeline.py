@@ -141,7 +141,7 @@ def test_reductions_batched_equal_one_by_one_with_fewer_rows(pipe, requests, met
     else:  # DToMe with thresholds below every score: merges as much as each layer allows
         from dymu_eval.merge import Threshold
 
-        pipe.reduction = Reduction("dymu", Threshold([-1.0] * pipe.runner.num_layers), vtu=True)
+        pipe.reduction = Reduction("dymu", Threshold([-1.0] * pipe.runner.num_layers, call=ov.ENCODER_CALL), vtu=True)
     reqs = [requests["big"], requests["two"], requests["video"]]
     outs, stats = llava.generate(pipe, reqs, _config(pipe))
     single = [llava.generate(pipe, [r], _config(pipe)) for r in reqs]
