@@ -12,6 +12,9 @@ MODELS = {
     "dymu_llava": ("DymuLlava", "DymuLlavaChat"),
     "tome_llava": ("TomeLlava", "TomeLlavaChat"),
     "fastv_llava": ("FastvLlava", "FastvLlavaChat"),
+    "dymu_llava_onevision": ("DymuLlavaOnevision", "DymuLlavaOnevisionChat"),
+    "tome_llava_onevision": ("TomeLlavaOnevision", "TomeLlavaOnevisionChat"),
+    "fastv_llava_onevision": ("FastvLlavaOnevision", "FastvLlavaOnevisionChat"),
 }
 
 

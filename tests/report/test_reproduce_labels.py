@@ -68,6 +68,30 @@ def test_make_reproduce_dry_run_prints_the_full_matrix(capsys: pytest.CaptureFix
     assert len(calib) == len(missing) and any("pixmo_cap" in line for line in calib)
 
 
+def test_onevision_matrix_dry_run(capsys: pytest.CaptureFixture) -> None:
+    from dymu_eval.runs.reproduce import ONEVISION_TASKS
+
+    assert cli_main(["reproduce", "--family", "onevision", "--dry-run"]) == 0
+    cmds = _lmms_lines(capsys.readouterr().out)
+    got = {(_arg(c, "--model"), _arg(c, "--model_args").split(",", 1)[1]) for c in cmds}
+    assert got == {
+        ("dymu_llava_onevision", "level=none,max_frames_num=32"),
+        ("tome_llava_onevision", "r=24,max_frames_num=32"), ("tome_llava_onevision", "r=21,max_frames_num=32"),
+        ("tome_llava_onevision", "r=15,max_frames_num=32"),
+        ("dymu_llava_onevision", "level=low,thresholds=llava_instruct,max_frames_num=32"),
+        ("dymu_llava_onevision", "level=mid,thresholds=llava_instruct,max_frames_num=32"),
+        ("dymu_llava_onevision", "level=high,thresholds=llava_instruct,max_frames_num=32"),
+        ("fastv_llava_onevision", "fastv_k=2,fastv_ratio=0.5,max_frames_num=32"),
+    }
+    for c in cmds:
+        assert _arg(c, "--model_args").startswith("pretrained=llava-hf/llava-onevision-qwen2-7b-ov-hf,")
+        assert _arg(c, "--tasks") == ONEVISION_TASKS
+    assert {"mmbench_en_dev", "mme", "seedbench", "mathvista_testmini", "videomme", "mvbench",
+            "longvideobench_val_v", "mlvu_dev"} <= set(ONEVISION_TASKS.split(","))
+    assert cli_main(["reproduce", "--family", "qwen", "--dry-run"]) == 2
+    assert "family must be one of llava, onevision" in capsys.readouterr().err
+
+
 def test_reproduce_levels_and_fail_fast(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli_main(["reproduce", "--levels", "low", "--dry-run"]) == 0
     cmds = _lmms_lines(capsys.readouterr().out)
@@ -95,11 +119,29 @@ def test_reproduce_levels_and_fail_fast(capsys: pytest.CaptureFixture, monkeypat
     ("fastv_llava", "pretrained=x,fastv_k=2,fastv_ratio=0.5", "FastV K2 R0.5"),
     ("dymu_llava", "pretrained=x,method=tome,r=8", "ToMe r=8"),
     ("llava_hf", "pretrained=x,device_map=cpu", "baseline [llava_hf]"),
+    ("dymu_llava", "pretrained=x,level=low,merge_order=position", "DyMU-low position order"),
+    ("tome_llava", "pretrained=x,r=21,merge_order=position", "ToMe r=21 position order"),
+    ("dymu_llava", "pretrained=x,level=low,merge_order=reference", "DyMU-low"),
+    ("dymu_llava_onevision", "pretrained=x,level=low,max_frames_num=32", "DyMU-low"),
+    ("dymu_llava_onevision", "pretrained=x,level=low,layout=stock", "DyMU-low"),
+    ("dymu_llava_onevision", "pretrained=x,level=low,layout=official", "DyMU-low [official layout]"),
 ])
 def test_labels_from_model_args(model: str, args: str, label: str) -> None:
     from dymu_eval.report.labels import parse_model_args
 
     assert finalize(model, "f", describe(model, parse_model_args(args))).label() == label
+
+
+def test_merge_order_tells_runs_apart() -> None:
+    """Runs that differ only in merge order are different rows; a position-order threshold key
+    still names its calibration dataset."""
+    from dymu_eval.report.labels import parse_model_args
+
+    ref = finalize("dymu_llava", "f", describe("dymu_llava", parse_model_args("level=low")))
+    pos = finalize("dymu_llava", "f", describe("dymu_llava", {"level": "low", "merge_order": "position",
+                                                              "thresholds": "enc__pixmo_cap__constant__low__position"}))
+    assert ref.merge_order == "reference" and pos.merge_order == "position" and ref.key() != pos.key()
+    assert pos.threshold_data == "pixmo_cap"
 
 
 def test_reference_average_rule_reproduces_the_paper() -> None:
