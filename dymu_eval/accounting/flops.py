@@ -1,6 +1,6 @@
 """Analytic FLOPs per stage, from a model shape and the token counts a request ran with (no torch).
 
-Convention (DESIGN §9): **2 FLOPs per multiply-add**, matmuls only (projections, MLPs, patch
+Convention (docs/plugin.md, per-sample stats): **2 FLOPs per multiply-add**, matmuls only (projections, MLPs, patch
 embedding, LM head, attention products, the merge matcher's similarity); norms, activations,
 softmax and gathers are not counted, as ``torch.utils.flop_counter`` does not count them either.
 Biases are not counted (the counter's addmm and convolution formulas count the product only), so
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from .shape import TransformerShape, VisionShape, VlmShape
 
-FLOPS_PER_MAC = 2  # DESIGN §9
+FLOPS_PER_MAC = 2  # the convention docs/plugin.md states
 PAPER_FLOPS_PER_MAC = 1  # fvcore, used by the DyMU paper's Table 1
 
 

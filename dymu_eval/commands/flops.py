@@ -2,7 +2,7 @@
 
 Prints the DyMU paper's Table 1 in its own convention (fvcore, 1 per multiply-add, query-key
 products of one layer over the image tokens, exact-VTU kernel on unique rows), then FLOPs per
-stage for a LLaVA-shaped request in this project's convention (2 per multiply-add, DESIGN §9).
+stage for a LLaVA-shaped request in this project's convention (2 per multiply-add, docs/plugin.md).
 Any LLaVA-style shape works (LLaVA-1.5: CLIP + Llama; LLaVA-OneVision: SigLIP + Qwen2, whose
 several AnyRes crops or video frames are ``--crops`` and whose stock positions are ``--virtual``).
 """

@@ -17,7 +17,7 @@ unmodified model builds is rebuilt as a virtual layout:
 Where the unmodified model feeds a mix of patches at one position (the bilinear maps), the mix
 is composed with the merge map (patch -> merged row), so each position is a weighted mix of
 merged rows; the distinct mixes are the LLM's unique rows and the map stays one-hot
-(DESIGN §2). With no reduction every position is its own row: the unmodified model.
+(as VTU requires). With no reduction every position is its own row: the unmodified model.
 
 Frames are sampled like lmms-eval's ``llava_hf``: ``np.linspace(0, n - 1, max_frames_num,
 dtype=int)`` over the decoded frames, read with decord (a dependency of this project for
@@ -245,7 +245,8 @@ class OnevisionPipeline:
         self.side = cfg.vision_config.image_size // cfg.vision_config.patch_size  # 27 at 384 px / 14
         self.runner = VisionRunner.from_model(model)
         if self.runner.has_cls:
-            raise ConfigError(f"LLaVA-OneVision with a {self.runner.family} tower that has a CLS token is not supported")
+            raise ConfigError(f"LLaVA-OneVision with a {self.runner.family} tower that has a CLS token is not "
+                              "supported")
         inner = model.model
         self.projector = inner.multi_modal_projector
         self.image_newline = inner.image_newline

@@ -51,9 +51,9 @@ def tiny_thresholds(tiny_llava, tmp_path_factory) -> Path:
     runner = VisionRunner.from_model(model)
     r = runner.r_for_level("low")
     record = calibrate(runner, FolderImages(TASKS / "dymu_offline" / "images", name="tiny_offline"),
-                       merges_per_layer(r, runner.num_layers), batch_size=8,
-                       preprocess=ProcessorPreprocess(processor.image_processor), encoder_name=str(tiny_llava),
-                       settings=CalibrationSettings(level="low", r=r), stats_images=0, progress=False)
+                       merges_per_layer(r, runner.num_layers),
+                       CalibrationSettings(batch_size=8, level="low", r=r, stats_images=0, progress=False),
+                       preprocess=ProcessorPreprocess(processor.image_processor), encoder_name=str(tiny_llava))
     return save_record(record, tmp_path_factory.mktemp("thr") / "tiny_low.json")
 
 

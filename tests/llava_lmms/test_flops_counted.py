@@ -6,19 +6,19 @@ FlopCounterMode. Two things the counter would otherwise see differently, and how
   counter's registry, so its attention would count as 0; the test selects SDPA's math backend,
   which runs the same products as matmuls the counter does count.
 - Both sides count matmuls only (norms, softmax, gathers and elementwise work are not FLOPs to
-  either), so they agree to the FLOP here; 1% is the bound DESIGN §9 sets, leaving room for
+  either), so they agree to the FLOP here; the 1% bound leaves room for
   small matmuls outside the model (e.g. a RoPE implementation computing ``inv_freq @ positions``).
 """
 from __future__ import annotations
 
 import pytest
+from conftest import TASKS
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from dymu_eval.language import DecodeConfig
 from dymu_eval.vlm import llava
 from dymu_eval.vlm.reduction import Reduction, dymu_reduction, fastv_reduction, tome_reduction
-from conftest import TASKS
 
 QUESTION = "What color is the shape in the image?"
 IMAGE = TASKS / "dymu_offline" / "images" / "photo_astronaut.jpg"
