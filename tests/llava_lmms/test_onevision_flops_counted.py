@@ -15,7 +15,7 @@ What the counter and the analytic model count alike, and why they agree to the F
 Where they cannot agree: DyMU's encoder on OneVision follows the reference's batch path (all
 crops/frames of a request in one call), so after a merging layer every crop is padded to the
 request's longest crop, and the counter sees the padded blocks. The accounting is per request
-without padding (DESIGN §9), so the test checks that the gap is exactly the padded rows' work.
+without padding (docs/plugin.md), so the test checks that the gap is exactly the padded rows' work.
 """
 from __future__ import annotations
 
