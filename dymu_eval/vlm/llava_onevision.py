@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..accounting import RequestCounts
+from ..accounting.timing import now
 from ..errors import ConfigError, InputImageError
 from ..language.layout import VirtualLayout
 from ..merge import NoMerge
@@ -375,11 +375,10 @@ class OnevisionPipeline:
     # -- vision -----------------------------------------------------------------------------
     def encode(self, pixel_values: torch.Tensor) -> tuple[EncoderOutput, float]:
         """Every crop and frame of the batch through the reduced tower at once; (output, ms)."""
-        t0 = time.perf_counter()
-        out = self.runner(pixel_values.to(self.device, self.dtype), self.reduction.policy)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return out, (time.perf_counter() - t0) * 1000.0
+        pixel_values = pixel_values.to(self.device, self.dtype)
+        t0 = now(self.device)  # synchronized: queued work (the copy above) is not the encoder's time
+        out = self.runner(pixel_values, self.reduction.policy)
+        return out, (now(self.device) - t0) * 1000.0
 
     @property
     def shares_rows(self) -> bool:

@@ -57,9 +57,11 @@ def tiny_thresholds(tiny_llava, tmp_path_factory) -> Path:
     return save_record(record, tmp_path_factory.mktemp("thr") / "tiny_low.json")
 
 
-def run_lmms(args: list[str], env: dict[str, str], launcher: list[str] | None = None, timeout: int = 300):
-    """Run lmms-eval from the venv; returns the CompletedProcess (lmms-eval exits 0 even on failure)."""
-    cmd = (launcher or [str(VENV_BIN / "lmms-eval")]) + args + ["--include_path", str(TASKS), "--verbosity", "INFO"]
+def run_lmms(args: list[str], env: dict[str, str], launcher: list[str] | None = None, timeout: int = 300,
+             include: Path = TASKS):
+    """Run lmms-eval from the venv; returns the CompletedProcess (lmms-eval exits 0 even on failure).
+    ``include``: the one task folder lmms-eval adds to its own (the bundled tasks by default)."""
+    cmd = (launcher or [str(VENV_BIN / "lmms-eval")]) + args + ["--include_path", str(include), "--verbosity", "INFO"]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=str(ROOT))
 
 
