@@ -12,13 +12,13 @@ FlopCounterMode. Two things the counter would otherwise see differently, and how
 from __future__ import annotations
 
 import pytest
-from conftest import TASKS
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from dymu_eval.language import DecodeConfig
 from dymu_eval.vlm import llava
 from dymu_eval.vlm.reduction import Reduction, dymu_reduction, fastv_reduction, tome_reduction
+from tests.factories import TASKS
 
 QUESTION = "What color is the shape in the image?"
 IMAGE = TASKS / "dymu_offline" / "images" / "photo_astronaut.jpg"

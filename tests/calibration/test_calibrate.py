@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAMILIES, IMAGE, LAYERS, write_images
 from PIL import Image
 
 from dymu_eval.calibrate import CalibrationSettings, calibrate
@@ -22,6 +21,10 @@ from dymu_eval.merge import BatchTopK, merges_per_layer
 from dymu_eval.thresholds import load_record
 from dymu_eval.vision.loading import load_runner
 from dymu_eval.vision.preprocess import preprocess_for
+from tests.factories.media import write_images
+from tests.factories.towers import CALIB_TOWER, FAMILIES, tower_llava
+
+IMAGE, LAYERS = CALIB_TOWER.image, CALIB_TOWER.layers
 
 B = 4
 
@@ -42,8 +45,8 @@ def _calibrate(runner, pre, source, r_per_layer, settings=None, **kw):
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_one_batch_replay_merges_exactly_batch_times_r(family, tiny_dirs, image_dir):
-    runner, pre = _load(tiny_dirs[family])
+def test_one_batch_replay_merges_exactly_batch_times_r(family, calib_dirs, image_dir):
+    runner, pre = _load(calib_dirs[family])
     source = FolderImages(image_dir).head(B)
     r = merges_per_layer(3, runner.num_layers)
     rec = _calibrate(runner, pre, source, r)
@@ -57,8 +60,8 @@ def test_one_batch_replay_merges_exactly_batch_times_r(family, tiny_dirs, image_
     assert torch.equal(batch.counts, out.counts)  # the very same merges, image by image
 
 
-def test_running_mean_over_batches(tiny_dirs, image_dir):
-    runner, pre = _load(tiny_dirs["clip"])
+def test_running_mean_over_batches(calib_dirs, image_dir):
+    runner, pre = _load(calib_dirs["clip"])
     source = FolderImages(image_dir).head(3 * B + 2)
     r = merges_per_layer(2, runner.num_layers)
     rec = _calibrate(runner, pre, source, r)
@@ -74,8 +77,8 @@ def test_running_mean_over_batches(tiny_dirs, image_dir):
     assert (cal["batches"], cal["images_used"], cal["images_dropped"], cal["processes"]) == (3, 3 * B, 2, 1)
 
 
-def test_layers_without_merges_are_null(tiny_dirs, image_dir):
-    runner, pre = _load(tiny_dirs["siglip"])
+def test_layers_without_merges_are_null(calib_dirs, image_dir):
+    runner, pre = _load(calib_dirs["siglip"])
     source = FolderImages(image_dir).head(B)
     r = merges_per_layer(1, runner.num_layers, "linear")
     assert r[-1] == 0
@@ -90,22 +93,7 @@ def test_layers_without_merges_are_null(tiny_dirs, image_dir):
 
 def _save_tiny_llava(folder, seed: int):
     """A tiny LLaVA saved in small shards (so an index file exists), as a real checkpoint would be."""
-    from transformers import (
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-    )
-
-    torch.manual_seed(seed)
-    cfg = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=32, num_hidden_layers=LAYERS, num_attention_heads=4,
-                                       intermediate_size=64, image_size=IMAGE, patch_size=4),
-        text_config=LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                                num_key_value_heads=4, vocab_size=64),
-        image_token_id=63, vision_feature_layer=-2,
-    )
-    LlavaForConditionalGeneration(cfg).save_pretrained(folder, max_shard_size="20KB")
+    tower_llava(shape=CALIB_TOWER, vocab=64, seed=seed).save_pretrained(folder, max_shard_size="20KB")
 
 
 def test_llava_runs_to_the_read_layer(tmp_path, image_dir):
@@ -146,41 +134,41 @@ def _calibrate_args(model_dir, images, out, *extra):
             "--batch-size", 2, "--out", out, "--no-progress", "--stats-images", 4, *extra]
 
 
-def test_repeated_runs_give_identical_files(tiny_dirs, image_dir, tmp_path, monkeypatch, capsys):
+def test_repeated_runs_give_identical_files(calib_dirs, image_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    assert _cli(_calibrate_args(tiny_dirs["dinov2"], image_dir, a, "--num-images", 6)) == 0
-    assert _cli(_calibrate_args(tiny_dirs["dinov2"], image_dir, b, "--num-images", 6)) == 0
+    assert _cli(_calibrate_args(calib_dirs["dinov2"], image_dir, a, "--num-images", 6)) == 0
+    assert _cli(_calibrate_args(calib_dirs["dinov2"], image_dir, b, "--num-images", 6)) == 0
     assert a.read_bytes() == b.read_bytes()
     rec = load_record(a)
     assert rec.created == "2023-11-14T22:13:20+00:00" and rec.calibration["r"] == 3
     assert rec.dataset["num_images"] == 6 and rec.calibration["preprocess"].startswith("BitImageProcessor")
-    rec.validate_for(load_runner(str(tiny_dirs["dinov2"]), torch.float32, "cpu").model)
+    rec.validate_for(load_runner(str(calib_dirs["dinov2"]), torch.float32, "cpu").model)
     assert "wrote" in capsys.readouterr().out
-    assert _cli(_calibrate_args(tiny_dirs["dinov2"], image_dir, a, "--num-images", 6)) == 2
+    assert _cli(_calibrate_args(calib_dirs["dinov2"], image_dir, a, "--num-images", 6)) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
-    assert _cli(_calibrate_args(tiny_dirs["dinov2"], image_dir, a, "--num-images", 4, "--overwrite")) == 0
+    assert _cli(_calibrate_args(calib_dirs["dinov2"], image_dir, a, "--num-images", 4, "--overwrite")) == 0
     assert load_record(a).dataset["num_images"] == 4
 
 
-def test_default_output_goes_to_user_cache(tiny_dirs, image_dir, tmp_path, monkeypatch):
+def test_default_output_goes_to_user_cache(calib_dirs, image_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("DYMU_EVAL_CACHE", str(tmp_path))
-    args = ["calibrate", "--encoder", tiny_dirs["clip"], "--dataset", "toy", "--images", image_dir,
+    args = ["calibrate", "--encoder", calib_dirs["clip"], "--dataset", "toy", "--images", image_dir,
             "--level", "high", "--batch-size", 4, "--num-images", 4, "--no-progress", "--stats-images", 0]
     assert _cli(args) == 0
-    expected = tmp_path / "thresholds" / f"{Path(tiny_dirs['clip']).name}__toy__constant__high.json"
+    expected = tmp_path / "thresholds" / f"{Path(calib_dirs['clip']).name}__toy__constant__high.json"
     assert load_record(expected).level == "high"
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(tiny_dirs, image_dir, tmp_path, monkeypatch):
+def test_two_processes_match_one(calib_dirs, image_dir, tmp_path, monkeypatch):
     """2 processes x batch B see the batches one process sees in turn: same taus, same mean."""
     images = tmp_path / "nine"
     write_images(images, 9, seed=3)
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [str(a) for a in _calibrate_args(tiny_dirs["clip"], images, one)]
+    args = [str(a) for a in _calibrate_args(calib_dirs["clip"], images, one)]
     assert _cli(args) == 0
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                 "-m", "dymu_eval.cli"]
@@ -206,9 +194,9 @@ def _folder_with_bad_images(tmp_path):
     return folder
 
 
-def test_bad_image_stops_by_default(tiny_dirs, tmp_path, capsys):
+def test_bad_image_stops_by_default(calib_dirs, tmp_path, capsys):
     folder = _folder_with_bad_images(tmp_path)
-    args = ["calibrate", "--encoder", tiny_dirs["clip"], "--dataset", "toy", "--images", folder, "--r", 2,
+    args = ["calibrate", "--encoder", calib_dirs["clip"], "--dataset", "toy", "--images", folder, "--r", 2,
             "--batch-size", 4, "--out", tmp_path / "x.json", "--no-progress"]
     assert _cli(args) == 2
     err = capsys.readouterr().err
@@ -216,10 +204,10 @@ def test_bad_image_stops_by_default(tiny_dirs, tmp_path, capsys):
     assert not (tmp_path / "x.json").exists()
 
 
-def test_skip_bad_reports_every_skipped_path(tiny_dirs, tmp_path, capsys):
+def test_skip_bad_reports_every_skipped_path(calib_dirs, tmp_path, capsys):
     folder = _folder_with_bad_images(tmp_path)
     out = tmp_path / "x.json"
-    args = ["calibrate", "--encoder", tiny_dirs["clip"], "--dataset", "toy", "--images", folder, "--r", 2,
+    args = ["calibrate", "--encoder", calib_dirs["clip"], "--dataset", "toy", "--images", folder, "--r", 2,
             "--batch-size", 4, "--out", out, "--no-progress", "--skip-bad", "--workers", 1]
     assert _cli(args) == 0
     err = capsys.readouterr().err
@@ -232,15 +220,15 @@ def test_skip_bad_reports_every_skipped_path(tiny_dirs, tmp_path, capsys):
     assert rec.token_stats["images"] == 6
 
 
-def test_input_errors(tiny_dirs, image_dir, tmp_path, capsys):
-    runner, pre = _load(tiny_dirs["clip"])
+def test_input_errors(calib_dirs, image_dir, tmp_path, capsys):
+    runner, pre = _load(calib_dirs["clip"])
     with pytest.raises(ConfigError, match="cannot fill one batch of 64"):
         _calibrate(runner, pre, FolderImages(image_dir), merges_per_layer(2, LAYERS), batch_size=64)
     with pytest.raises(ConfigError, match="r = 0"):
         _calibrate(runner, pre, FolderImages(image_dir), [0] * LAYERS)
     with pytest.raises(ConfigError, match="2 entries but the encoder has 3"):
         _calibrate(runner, pre, FolderImages(image_dir), [1, 1])
-    assert _cli(["calibrate", "--encoder", tiny_dirs["clip"], "--dataset", "toy", "--image-list",
+    assert _cli(["calibrate", "--encoder", calib_dirs["clip"], "--dataset", "toy", "--image-list",
                  tmp_path / "x.json", "--batch-size", 2]) == 2
     assert "needs --image-root" in capsys.readouterr().err
     assert _cli(["calibrate", "--encoder", tmp_path, "--dataset", "toy", "--images", image_dir,
@@ -248,11 +236,11 @@ def test_input_errors(tiny_dirs, image_dir, tmp_path, capsys):
     assert str(tmp_path) in capsys.readouterr().err
 
 
-def test_image_list_source_identity(tiny_dirs, image_dir, tmp_path):
+def test_image_list_source_identity(calib_dirs, image_dir, tmp_path):
     entries = [{"image": p.name} for p in sorted(image_dir.glob("*.png"))[:B]] + [{"conversations": []}]
     listing = tmp_path / "list.json"
     listing.write_text(json.dumps(entries))
-    runner, pre = _load(tiny_dirs["clip"])
+    runner, pre = _load(calib_dirs["clip"])
     source = ImageListImages(listing, image_dir, name="llava_instruct")
     rec = _calibrate(runner, pre, source, merges_per_layer(2, LAYERS), settings=CalibrationSettings(level=None, r=2))
     assert rec.dataset["kind"] == "image_list" and rec.dataset["num_images"] == B
@@ -261,15 +249,15 @@ def test_image_list_source_identity(tiny_dirs, image_dir, tmp_path):
     assert same.thresholds == rec.thresholds  # same images, same order: same thresholds
 
 
-def test_bad_image_in_api_names_it(tiny_dirs, tmp_path):
+def test_bad_image_in_api_names_it(calib_dirs, tmp_path):
     folder = _folder_with_bad_images(tmp_path)
-    runner, pre = _load(tiny_dirs["clip"])
+    runner, pre = _load(calib_dirs["clip"])
     with pytest.raises(InputImageError, match="img_001b.png"):
         _calibrate(runner, pre, FolderImages(folder), merges_per_layer(2, LAYERS))
 
 
-def test_merge_order_is_recorded_and_changes_the_thresholds(tiny_dirs, image_dir):
-    runner, pre = _load(tiny_dirs["siglip"])  # no class token
+def test_merge_order_is_recorded_and_changes_the_thresholds(calib_dirs, image_dir):
+    runner, pre = _load(calib_dirs["siglip"])  # no class token
     source = FolderImages(image_dir).head(B)
     r = merges_per_layer(3, runner.num_layers)
     ref = _calibrate(runner, pre, source, r, stats_images=B, settings=CalibrationSettings(r=3))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import pytest
 import torch
-from conftest import LAYERS, build_tiny
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from dymu_eval.cli import main
@@ -22,6 +22,14 @@ from dymu_eval.thresholds import (
     load_record,
     save_record,
 )
+from tests.factories.towers import CALIB_TOWER, build_tower
+
+LAYERS = CALIB_TOWER.layers
+
+
+def build_tiny(family: str, seed: int = 0):
+    return build_tower(family, CALIB_TOWER, seed)
+
 
 PUBLISHED = "clip-vit-large-patch14-336__llava_instruct__constant__low"
 
@@ -118,14 +126,12 @@ def test_validate_for_other_weights_says_what_to_do():
 
 def test_validate_for_layer_count_and_family_shape():
     rec = make_record()
-    deeper = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, num_hidden_layers=LAYERS + 1, num_attention_heads=4,
-                                              intermediate_size=64, image_size=32, patch_size=4))
+    deeper = build_tower("clip", replace(CALIB_TOWER, layers=LAYERS + 1))
     with pytest.raises(ThresholdCacheError, match="3 layers .* has 4"):
         rec.validate_for(deeper)
     with pytest.raises(ThresholdCacheError, match="3 layers"):
         rec.validate_for(deeper, ignore_fingerprint=True)  # the override never skips the layer check
-    wider = CLIPVisionModel(CLIPVisionConfig(hidden_size=64, num_hidden_layers=LAYERS, num_attention_heads=4,
-                                             intermediate_size=64, image_size=32, patch_size=4))
+    wider = build_tower("clip", replace(CALIB_TOWER, hidden=64))
     with pytest.raises(ThresholdCacheError, match="hidden_size=32"):
         rec.validate_for(wider)
 

@@ -6,12 +6,9 @@ offline tasks, so prompts tokenize without many unknowns.
 """
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     CLIPImageProcessor,
     CLIPVisionConfig,
@@ -21,6 +18,8 @@ from transformers import (
     LlavaProcessor,
     PreTrainedTokenizerFast,
 )
+
+from tests.factories.tokenizer import word_tokenizer
 
 # One template for both call styles: content as a string (simple models) or as a list of
 # {"type": "image"|"text"} parts (chat models, processor.apply_chat_template).
@@ -35,29 +34,8 @@ CHAT_TEMPLATE = (
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 
 
-def _words(tasks_dir: Path) -> list[str]:
-    words = set("user assistant answer the question using a single word or phrase please yes no".split())
-    for f in sorted(tasks_dir.rglob("*.jsonl")):
-        for line in f.read_text().splitlines():
-            row = json.loads(line)
-            words.update(re.findall(r"\w+|[^\w\s]", f"{row['question']} {row['answer']}".lower()))
-            words.update(re.findall(r"\w+|[^\w\s]", f"{row['question']} {row['answer']}"))
-    words.update(["USER", ":", "ASSISTANT", "?", ".", ","])
-    return sorted(words)
-
-
 def build_tokenizer(tasks_dir: Path) -> PreTrainedTokenizerFast:
-    vocab = {t: i for i, t in enumerate(SPECIALS + _words(tasks_dir))}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)])
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-        extra_special_tokens={"image_token": "<image>"}, padding_side="left",
-    )
-    fast.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    return word_tokenizer(tasks_dir, SPECIALS, CHAT_TEMPLATE)
 
 
 def build_tiny_llava(out: Path, tasks_dir: Path, *, image_size: int = 64, patch: int = 8,
@@ -92,8 +70,9 @@ def build_tiny_llava(out: Path, tasks_dir: Path, *, image_size: int = 64, patch:
     return out
 
 
-if __name__ == "__main__":  # manual use: python tests/llava_lmms/tiny_llava.py OUT_DIR
+if __name__ == "__main__":  # manual use: python -m tests.factories.llava OUT_DIR
     import sys
 
-    root = Path(__file__).resolve().parents[2]
-    print(build_tiny_llava(Path(sys.argv[1]), root / "tasks"))
+    from tests.factories.paths import TASKS
+
+    print(build_tiny_llava(Path(sys.argv[1]), TASKS))

@@ -1,5 +1,4 @@
-"""A tiny random LLaVA-OneVision (SigLIP tower + Qwen2 LM + WordLevel tokenizer) saved to a folder,
-and tiny local ``.mp4`` videos.
+"""A tiny random LLaVA-OneVision (SigLIP tower + Qwen2 LM + WordLevel tokenizer) saved to a folder.
 
 Built from configs and saved with ``save_pretrained`` so the real loading code of the plugin
 and of lmms-eval's ``llava_hf`` runs on it. Crops are 48 px with 8 px patches (6x6 = 36 tokens
@@ -10,10 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-from tiny_llava import _words
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     LlavaOnevisionConfig,
     LlavaOnevisionForConditionalGeneration,
@@ -24,6 +20,8 @@ from transformers import (
     Qwen2Config,
     SiglipVisionConfig,
 )
+
+from tests.factories.tokenizer import word_tokenizer
 
 CROP, PATCH = 48, 8
 PINPOINTS = [[CROP * a, CROP * b] for a in (1, 2, 3) for b in (1, 2, 3)]
@@ -42,18 +40,8 @@ SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>", "<video>"]
 
 
 def build_tokenizer(tasks_dir: Path) -> PreTrainedTokenizerFast:
-    words = sorted(set(_words(tasks_dir)) | {"what", "happens", "in", "the", "video", "describe", "it"})
-    vocab = {t: i for i, t in enumerate(SPECIALS + words)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)])
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"}, padding_side="left",
-    )
-    fast.add_special_tokens({"additional_special_tokens": ["<image>", "<video>"]})
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    return word_tokenizer(tasks_dir, SPECIALS, CHAT_TEMPLATE,
+                          extra_words={"what", "happens", "in", "the", "video", "describe", "it"})
 
 
 def build_tiny_onevision(out: Path, tasks_dir: Path, *, vision_layers: int = 3, seed: int = 0) -> Path:
@@ -91,22 +79,3 @@ def build_tiny_onevision(out: Path, tasks_dir: Path, *, vision_layers: int = 3, 
     )
     processor.save_pretrained(out)
     return out
-
-
-def write_video(path: Path, frames: int, size: tuple[int, int] = (64, 48), seed: int = 0) -> Path:
-    """A small ``.mp4`` (MPEG-4 Part 2, via PyAV) of moving coloured blocks with ``frames`` frames."""
-    import av
-
-    rng = np.random.default_rng(seed)
-    w, h = size
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=8)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        base = rng.integers(0, 255, size=(h // 8, w // 8, 3), dtype=np.uint8)
-        for i in range(frames):
-            img = np.kron(np.roll(base, i, axis=1), np.ones((8, 8, 1), dtype=np.uint8))
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path

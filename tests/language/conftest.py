@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import pytest
-from lang_helpers import FAMILIES, build
+
+from tests.factories.decoders import FAMILIES, tiny_decoder
 
 
 @pytest.fixture(scope="session", params=sorted(FAMILIES))
 def model(request, tmp_path_factory):
-    return build(tmp_path_factory.mktemp(request.param), request.param)
+    return tiny_decoder(tmp_path_factory.mktemp(request.param), request.param)
 
 
 @pytest.fixture(scope="session")
 def llama(tmp_path_factory):
-    return build(tmp_path_factory.mktemp("llama_only"), "llama")
+    return tiny_decoder(tmp_path_factory.mktemp("llama_only"), "llama")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lang_helpers import parts, random_layout, unique_rows
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 from dymu_eval.language import dymu_attention, prefill, use_dymu_attention, virtual_attention
 from dymu_eval.language.state import ForwardState, Segment, Side
+from tests.language.lang_helpers import parts, random_layout, unique_rows
 
 
 def reference_attention(q, k, v, layout, rotary):

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lang_helpers import build, parts, random_layout, unique_rows
 
 from dymu_eval.errors import ConfigError
 from dymu_eval.language import VirtualLayout, describe_decoder, prefill_logits, split_causal_lm
+from tests.factories.decoders import tiny_decoder
+from tests.language.lang_helpers import parts, random_layout, unique_rows
 
 LLAMA3 = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
           "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
@@ -15,7 +16,7 @@ YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max
 
 @pytest.mark.parametrize("rope", [LLAMA3, YARN, {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}])
 def test_scaled_rope_identity_and_vtu_layer(tmp_path, rope):
-    model = build(tmp_path, "llama", rope_parameters=rope)
+    model = tiny_decoder(tmp_path, "llama", rope_parameters=rope)
     dec, head = parts(model)
     assert describe_decoder(dec).rope_type == rope["rope_type"]
     ids = torch.randint(0, model.config.vocab_size, (1, 40))
@@ -38,13 +39,13 @@ def test_scaled_rope_identity_and_vtu_layer(tmp_path, rope):
       "original_max_position_embeddings": 16}, "longrope"),
 ])
 def test_unsupported_rope_is_refused(tmp_path, rope, kind):
-    model = build(tmp_path, "llama", rope_parameters=rope)
+    model = tiny_decoder(tmp_path, "llama", rope_parameters=rope)
     with pytest.raises(ConfigError, match=f"RoPE type '{kind}'.*not supported"):
         prefill_logits(model.model, model.lm_head, torch.zeros(1, 3, 64), VirtualLayout.identity([3]))
 
 
 def test_qwen2_sliding_window_is_refused(tmp_path):
-    model = build(tmp_path, "qwen2", use_sliding_window=True, sliding_window=8, max_window_layers=0)
+    model = tiny_decoder(tmp_path, "qwen2", use_sliding_window=True, sliding_window=8, max_window_layers=0)
     with pytest.raises(ConfigError, match="sliding-window"):
         split_causal_lm(model)
 
@@ -66,8 +67,9 @@ def test_unknown_family_is_refused(tmp_path):
 
 
 def test_split_finds_llava_language_model(tmp_path):
-    from lang_helpers import TINY
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    from tests.factories.decoders import TINY
 
     cfg = LlavaConfig(vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                                      num_attention_heads=2, image_size=28, patch_size=14),

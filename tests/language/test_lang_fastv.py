@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lang_helpers import parts, random_layout, unique_rows
 from transformers import DynamicCache
 
 from dymu_eval.errors import ConfigError
 from dymu_eval.language import DecodeConfig, FastV, VirtualLayout, generate, loglikelihood, prefill, prefill_logits
 from dymu_eval.language.attention import use_dymu_attention
+from tests.language.lang_helpers import parts, random_layout, unique_rows
 
 
 def image_span(layout, start, stop):

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lang_helpers import parts, random_layout, unique_rows
 from transformers import DynamicCache
 
 from dymu_eval.language import DecodeConfig, VirtualLayout, generate, loglikelihood, prefill, prefill_logits
 from dymu_eval.language.attention import use_dymu_attention
 from dymu_eval.language.loop import append_tokens
+from tests.language.lang_helpers import parts, random_layout, unique_rows
 
 
 def padded_batch(model, lengths, seed=0):

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lang_helpers import parts, random_layout, unique_rows
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from dymu_eval.errors import ConfigError
 from dymu_eval.language import DecodeConfig, VirtualLayout, generate, loglikelihood, prefill_logits
+from tests.language.lang_helpers import parts, random_layout, unique_rows
 
 
 def word_tokenizer(vocab_size):

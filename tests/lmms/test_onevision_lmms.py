@@ -169,7 +169,7 @@ def test_cli_two_processes_give_the_same_answers_as_one(tiny_onevision, lmms_env
     """Data parallel through the stock CLI (accelerate, two CPU processes), as for LLaVA-1.5."""
     import socket
 
-    from conftest import VENV_BIN, read_run, read_stats, run_lmms
+    from tests.lmms.lmms_runs import VENV_BIN, read_run, read_stats, run_lmms
 
     args = ["--model", "tome_llava_onevision", "--model_args", f"pretrained={tiny_onevision},r=4,device_map=cpu",
             "--tasks", "dymu_gqa_offline", "--limit", "4", "--log_samples"]
@@ -195,9 +195,8 @@ def test_stock_cli_results_carry_the_efficiency_averages(tiny_onevision, ov_task
     lmms-eval's own *_results.json holds their averages in its throughput block."""
     import statistics
 
-    from conftest import read_run, read_stats, run_lmms
-
     from dymu_eval.lmms.stats import THROUGHPUT_COUNTS
+    from tests.lmms.lmms_runs import read_run, read_stats, run_lmms
 
     out = tmp_path / "out"
     proc = run_lmms(["--model", "dymu_llava_onevision", "--model_args",

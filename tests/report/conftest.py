@@ -11,7 +11,6 @@ hand-written files. Layout (each an lmms-eval --output_path):
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -20,17 +19,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.factories import ROOT
+from tests.factories.llava import build_tiny_llava
+
 TASKS = "dymu_pope_offline,dymu_mme_offline,dymu_gqa_offline"
-
-
-def _tiny_llava_builder():
-    spec = importlib.util.spec_from_file_location("tiny_llava_for_report",
-                                                  ROOT / "tests" / "llava_lmms" / "tiny_llava.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module.build_tiny_llava
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -52,7 +44,7 @@ def lmms_eval(model: str, model_args: str, tasks: str, limit: int, out: Path, en
 def lmms_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("lmms_runs")
     env = _env(root / "home")
-    model = _tiny_llava_builder()(root / "tiny_llava", ROOT / "tasks")
+    model = build_tiny_llava(root / "tiny_llava", ROOT / "tasks")
     thresholds = root / "thresholds_offline.json"
     subprocess.run([sys.executable, "-m", "dymu_eval.cli", "calibrate", "--encoder", str(model), "--dataset",
                     "offline_tasks", "--images", str(ROOT / "tasks" / "dymu_offline" / "images"), "--r", "10",

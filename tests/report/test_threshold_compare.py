@@ -1,6 +1,7 @@
 """`dymu-eval thresholds compare` on two cache entries made by the real `dymu-eval calibrate`."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from dymu_eval.cli import main as cli_main
 from dymu_eval.commands.thresholds_compare import compare
 from dymu_eval.errors import ThresholdCacheError
 from dymu_eval.thresholds import load_record
+from tests.factories.towers import CALIB_TOWER, save_tower
 
 
 def _images(folder: Path, n: int, busy: float, seed: int) -> Path:
@@ -28,16 +30,8 @@ def _images(folder: Path, n: int, busy: float, seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def two_entries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    import torch
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
-
     root = tmp_path_factory.mktemp("tcompare")
-    torch.manual_seed(0)
-    enc = root / "tiny_clip"
-    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-                           image_size=32, patch_size=4)
-    CLIPVisionModel(cfg).eval().save_pretrained(enc)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(enc)
+    enc = save_tower(root / "tiny_clip", "clip", replace(CALIB_TOWER, heads=2))
     plain = _images(root / "plain", 8, 0.02, 1)
     busy = _images(root / "busy", 8, 0.6, 2)
     cache = root / "cache"

@@ -7,36 +7,20 @@ import shutil
 
 import pytest
 import torch
-from conftest import COMMON, LAYERS
 from safetensors.torch import save_file
-from transformers import (
-    CLIPVisionConfig,
-    LlamaConfig,
-    LlamaModel,
-    LlavaConfig,
-    LlavaForConditionalGeneration,
-    LlavaModel,
-    SiglipVisionConfig,
-)
+from transformers import LlamaConfig, LlamaModel, LlavaForConditionalGeneration, LlavaModel
 
 from dymu_eval.errors import ConfigError
 from dymu_eval.merge import TopR, merges_per_layer
 from dymu_eval.vision import VisionRunner, tower_weights
 from dymu_eval.vision.loading import LlavaVisionPart, load_runner, load_vision_model
+from tests.factories.towers import TOWER, tower_llava
 
-TOWERS = {"clip": CLIPVisionConfig, "siglip": SiglipVisionConfig}
+LAYERS = TOWER.layers
 
 
 def _llava(tower: str = "clip", seed: int = 0) -> LlavaForConditionalGeneration:
-    torch.manual_seed(seed)
-    cfg = LlavaConfig(
-        vision_config=TOWERS[tower](**COMMON, intermediate_size=64),
-        text_config=LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                num_key_value_heads=4, vocab_size=128),
-        image_token_id=127,
-        vision_feature_layer=-2,
-    )
-    return LlavaForConditionalGeneration(cfg).eval()
+    return tower_llava(tower, text_layers=2, seed=seed)
 
 
 @pytest.fixture(scope="module")

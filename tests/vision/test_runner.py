@@ -10,9 +10,10 @@ from dymu_eval.errors import ConfigError
 from dymu_eval.merge import BatchTopK, NoMerge, Threshold, TokenState, TopR
 from dymu_eval.vision import VisionRunner
 from dymu_eval.vision.block import attention, attention_bias
+from tests.factories.towers import TOWER
 
 FAMS = ["clip", "siglip", "dinov2"]
-LAYERS = 4  # the tiny towers of conftest.py
+LAYERS = TOWER.layers  # the tiny towers of tests/conftest.py
 
 
 def _hf_hidden(model, pixels):

@@ -15,8 +15,9 @@ from dymu_eval.thresholds import ThresholdRecord, save_record
 from dymu_eval.vision import VisionRunner
 from dymu_eval.vision.maps import merge_map
 from dymu_eval.vision.preprocess import ImageTransform
+from tests.factories.towers import TOWER
 
-LAYERS = 4
+LAYERS = TOWER.layers
 
 
 @pytest.fixture

@@ -4,12 +4,12 @@ import json
 
 import pytest
 import torch
-from conftest import TASKS
 
 from dymu_eval.errors import ConfigError
 from dymu_eval.language import DecodeConfig
 from dymu_eval.vlm import llava
 from dymu_eval.vlm.reduction import Reduction, dymu_reduction, fastv_reduction, tome_reduction
+from tests.factories import TASKS
 
 ROWS = [json.loads(line) for line in (TASKS / "dymu_offline" / "gqa.jsonl").read_text().splitlines()]
 

@@ -1,9 +1,6 @@
 """The LLaVA-OneVision family module in-process: with no reduction it is the unmodified model
 (AnyRes images of several aspect ratios incl. the anyres_max downsample, several images, video);
 reductions keep the stock layout with fewer distinct rows; bad input names the sample."""
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -14,9 +11,8 @@ from dymu_eval.language import DecodeConfig, prefill_logits
 from dymu_eval.vlm import llava
 from dymu_eval.vlm import llava_onevision as ov
 from dymu_eval.vlm.reduction import Reduction, fastv_reduction, tome_reduction
+from tests.factories import TASKS
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "language"))
-TASKS = Path(__file__).resolve().parents[2] / "tasks"
 QUESTION = "what is the color of the object ? answer using a single word ."
 
 
