@@ -1,8 +1,10 @@
-"""Helpers for the language tests: random VTU layouts and the rows they index (the decoders
-themselves come from ``tests.factories.decoders``)."""
+"""Helpers for the language tests (and the VLM tests that check VTU): random VTU layouts, the rows they
+index, and eager attention over the explicitly expanded sequence. The decoders come from
+``tests.factories.decoders``."""
 from __future__ import annotations
 
 import torch
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 from dymu_eval.language import VirtualLayout, split_causal_lm
 
@@ -37,3 +39,25 @@ def unique_rows(model, layout, seed=0):
     with torch.no_grad():
         emb = dec.embed_tokens(ids)
     return emb * layout.unique_valid.unsqueeze(-1)
+
+
+def reference_attention(q, k, v, layout, rotary):
+    """Eager attention over the explicitly expanded and rotated sequence: (B, H, Nv, Dh)."""
+    _, h, _, d = q.shape
+    cos, sin = rotary(q, position_ids=torch.where(layout.valid, layout.positions, 0))
+    exp = [torch.stack([layout.expand(t[:, i]) for i in range(t.shape[1])], 1) for t in (q, k, v)]
+    qv, kv = apply_rotary_pos_emb(exp[0], exp[1], cos, sin)
+    kv, vv = repeat_kv(kv, h // k.shape[1]), repeat_kv(exp[2], h // k.shape[1])
+    scores = qv @ kv.transpose(-1, -2) * d ** -0.5
+    nv = layout.virtual_len
+    allowed = torch.ones(nv, nv, dtype=torch.bool).tril()[None] & layout.valid[:, None, :]
+    scores = scores.masked_fill(~allowed[:, None], float("-inf"))
+    return scores.softmax(-1) @ vv
+
+
+class AttentionStub(torch.nn.Module):
+    """The attributes an attention module must have for ``virtual_attention``."""
+
+    layer_idx = 0
+    num_key_value_groups = 2
+    is_causal = True

@@ -4,25 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 from dymu_eval.language import dymu_attention, prefill, use_dymu_attention, virtual_attention
 from dymu_eval.language.state import ForwardState, Segment, Side
-from tests.language.lang_helpers import parts, random_layout, unique_rows
-
-
-def reference_attention(q, k, v, layout, rotary):
-    """Eager attention over the explicitly expanded and rotated sequence: (B, H, Nv, Dh)."""
-    _, h, _, d = q.shape
-    cos, sin = rotary(q, position_ids=torch.where(layout.valid, layout.positions, 0))
-    exp = [torch.stack([layout.expand(t[:, i]) for i in range(t.shape[1])], 1) for t in (q, k, v)]
-    qv, kv = apply_rotary_pos_emb(exp[0], exp[1], cos, sin)
-    kv, vv = repeat_kv(kv, h // k.shape[1]), repeat_kv(exp[2], h // k.shape[1])
-    scores = qv @ kv.transpose(-1, -2) * d ** -0.5
-    nv = layout.virtual_len
-    allowed = torch.ones(nv, nv, dtype=torch.bool).tril()[None] & layout.valid[:, None, :]
-    scores = scores.masked_fill(~allowed[:, None], float("-inf"))
-    return scores.softmax(-1) @ vv
+from tests.language.lang_helpers import AttentionStub, parts, random_layout, reference_attention, unique_rows
 
 
 def reference_remerge(out, layout):
@@ -41,12 +26,6 @@ def reference_remerge(out, layout):
     return res / tot.clamp_min(1e-30)[..., None, None]
 
 
-class _Module(torch.nn.Module):
-    layer_idx = 0
-    num_key_value_groups = 2
-    is_causal = True
-
-
 @pytest.mark.parametrize("k", [1, 2])
 def test_virtual_attention_equals_explicit_expansion(llama, k):
     dec, _ = parts(llama)
@@ -56,12 +35,12 @@ def test_virtual_attention_equals_explicit_expansion(llama, k):
     key, val = torch.randn(2, 2, layout.unique_len, 16), torch.randn(2, 2, layout.unique_len, 16)
     side = Side.from_layout(layout, dec.rotary_emb, q)
     seg = Segment(range(1), side, side)
-    got = virtual_attention(_Module(), q, key, val, seg, scaling=16 ** -0.5)
+    got = virtual_attention(AttentionStub(), q, key, val, seg, scaling=16 ** -0.5)
     want = reference_attention(q, key, val, layout, dec.rotary_emb)
     valid = layout.valid[:, None, :, None].expand_as(want)
     torch.testing.assert_close(got[valid], want[valid], atol=1e-5, rtol=1e-5)
     # after the re-merge: weighted mean over copies, through the registered function itself
-    merged, _ = dymu_attention(_Module(), q, key, val, None, scaling=16 ** -0.5,
+    merged, _ = dymu_attention(AttentionStub(), q, key, val, None, scaling=16 ** -0.5,
                                dymu_state=ForwardState([Segment(range(1), side, side)]))
     rows = layout.unique_valid
     torch.testing.assert_close(merged[rows], reference_remerge(want, layout)[rows], atol=1e-5, rtol=1e-5)

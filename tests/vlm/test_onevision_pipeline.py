@@ -103,10 +103,9 @@ def test_unreduced_greedy_answers_equal_hf_generate(pipe, requests):
 
 
 def test_vtu_on_the_mixed_layout_equals_attention_over_the_expanded_sequence(pipe, requests):
-    from test_lang_attention import _Module, reference_attention
-
     from dymu_eval.language import virtual_attention
     from dymu_eval.language.state import Segment, Side
+    from tests.language.lang_helpers import AttentionStub, reference_attention
 
     pipe.reduction = tome_reduction(pipe.runner, 4, None, "constant", vtu=True)
     prep = pipe.prepare([requests["video"], requests["big"]])
@@ -122,7 +121,7 @@ def test_vtu_on_the_mixed_layout_equals_attention_over_the_expanded_sequence(pip
         k = attn.k_proj(h).view(b, n, kv_heads, d).transpose(1, 2)
         v = attn.v_proj(h).view(b, n, kv_heads, d).transpose(1, 2)
         side = Side.from_layout(layout, pipe.decoder.rotary_emb, q)
-        got = virtual_attention(_Module(), q, k, v, Segment(range(1), side, side), scaling=d ** -0.5)
+        got = virtual_attention(AttentionStub(), q, k, v, Segment(range(1), side, side), scaling=d ** -0.5)
         want = reference_attention(q, k, v, layout, pipe.decoder.rotary_emb)
     valid = layout.valid[:, None, :, None].expand_as(want)
     torch.testing.assert_close(got[valid], want[valid], atol=1e-5, rtol=1e-5)
