@@ -19,9 +19,7 @@ without padding (docs/plugin.md), so the test checks that the gap is exactly the
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from PIL import Image
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -31,13 +29,10 @@ from dymu_eval.merge import Threshold
 from dymu_eval.vlm import llava
 from dymu_eval.vlm import llava_onevision as ov
 from dymu_eval.vlm.reduction import Reduction, fastv_reduction, tome_reduction
+from tests.factories.media import random_image
 
 QUESTION = "what is the color of the object ?"
 NEW_TOKENS = 3
-
-
-def _image(h, w, seed):
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +47,8 @@ def requests(pipe, tiny_videos):
         text, _ = ov.simple_prompt(pipe.tokenizer, QUESTION, len(images), len(videos))
         return ov.Request(text, list(images), list(videos))
 
-    return {"anyres": request([_image(140, 150, 0)]), "two": request([_image(50, 60, 3), _image(100, 30, 4)]),
+    return {"anyres": request([random_image(140, 150, 0)]),
+            "two": request([random_image(50, 60, 3), random_image(100, 30, 4)]),
             "video": request(videos=[ov.load_video(str(tiny_videos["long"]), 6)])}
 
 

@@ -41,3 +41,8 @@ def write_video(path: Path, frames: int, size: tuple[int, int] = (64, 48), seed:
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def random_image(h: int, w: int, seed: int) -> Image.Image:
+    """An ``h`` x ``w`` RGB image of uniform random pixels."""
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))

@@ -4,7 +4,6 @@ reductions keep the stock layout with fewer distinct rows; bad input names the s
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from dymu_eval.errors import ConfigError, InputImageError
 from dymu_eval.language import DecodeConfig, prefill_logits
@@ -12,12 +11,9 @@ from dymu_eval.vlm import llava
 from dymu_eval.vlm import llava_onevision as ov
 from dymu_eval.vlm.reduction import Reduction, fastv_reduction, tome_reduction
 from tests.factories import TASKS
+from tests.factories.media import random_image
 
 QUESTION = "what is the color of the object ? answer using a single word ."
-
-
-def _image(h, w, seed):
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +31,10 @@ def _request(pipe, images=(), videos=(), name="sample"):
 def requests(pipe, tiny_videos):
     video = ov.load_video(str(tiny_videos["long"]), 6)
     return {
-        "big": _request(pipe, [_image(140, 150, 0)]),  # 3x3 crops: the canvas is downsampled (anyres_max_4)
-        "wide": _request(pipe, [_image(60, 200, 1)]),
-        "tall": _request(pipe, [_image(130, 40, 2)]),
-        "two": _request(pipe, [_image(50, 60, 3), _image(100, 30, 4)]),
+        "big": _request(pipe, [random_image(140, 150, 0)]),  # 3x3 crops: the canvas is downsampled (anyres_max_4)
+        "wide": _request(pipe, [random_image(60, 200, 1)]),
+        "tall": _request(pipe, [random_image(130, 40, 2)]),
+        "two": _request(pipe, [random_image(50, 60, 3), random_image(100, 30, 4)]),
         "video": _request(pipe, videos=[video]),
     }
 
@@ -183,7 +179,7 @@ def test_bad_video_and_arguments_name_the_sample(tiny_videos, tmp_path, tiny_lla
 def test_placeholder_count_must_match_media(pipe, requests):
     req = requests["video"]
     with pytest.raises(ConfigError, match="sample: the prompt has 0 <image>"):
-        pipe.prepare([ov.Request(req.prompt, [_image(50, 50, 9)], req.videos, name="sample")])
+        pipe.prepare([ov.Request(req.prompt, [random_image(50, 50, 9)], req.videos, name="sample")])
 
 
 def test_calibrated_thresholds_on_base_crops_drive_dymu(pipe, requests, tiny_onevision, tmp_path):
@@ -201,7 +197,7 @@ def test_calibrated_thresholds_on_base_crops_drive_dymu(pipe, requests, tiny_one
     assert runner.default_layers_run == runner.num_layers == 3 and not runner.has_cls  # layer -1, no CLS
     r = runner.r_for_level("low")
     preprocess = ProcessorPreprocess(pipe.processor.image_processor, runner.image_size)
-    assert tuple(preprocess([_image(140, 150, 0)]).shape) == (1, 3, 48, 48)
+    assert tuple(preprocess([random_image(140, 150, 0)]).shape) == (1, 3, 48, 48)
     record = calibrate(runner, FolderImages(TASKS / "dymu_offline" / "images", name="tiny_offline"),
                        merges_per_layer(r, runner.num_layers),
                        CalibrationSettings(batch_size=8, level="low", r=r, stats_images=0, progress=False),
@@ -272,7 +268,7 @@ def test_official_layout_is_the_dymu_codes_sequence(pipe, requests):
         pipe.layout = "stock"
 
 
-def test_text_only_request_beside_an_image(pipe, requests):
+def test_text_only_request_beside_anrandom_image(pipe, requests):
     pipe.reduction = Reduction()
     text, _ = ov.simple_prompt(pipe.tokenizer, QUESTION, 0, 0)
     reqs = [ov.Request(text, name="text"), requests["tall"]]
