@@ -12,7 +12,8 @@ from typing import Any
 
 from ..errors import ConfigError
 
-METHODS = ("dymu", "tome", "fastv", "none")
+METHODS = ("dymu", "tome", "fastv", "random", "pool", "visionzip", "none")
+SELECTION_METHODS = ("random", "pool", "visionzip")  # fixed budgets chosen after the encoder
 LEVELS = ("low", "mid", "high", "none")
 SCHEDULES = ("constant", "linear", "reverse_linear")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -20,14 +21,21 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 # name -> one-line help (the error message for an unknown argument prints this table)
 VALID_ARGS: dict[str, str] = {
     "pretrained": "LLaVA-1.5 checkpoint: hub id or local directory (default llava-hf/llava-1.5-7b-hf)",
-    "method": "dymu | tome | fastv | none (default: dymu for dymu_llava, tome for tome_llava, fastv for fastv_llava)",
+    "method": "dymu | tome | fastv | random | pool | visionzip | none (default: the model's own, e.g. dymu for "
+              "dymu_llava, visionzip for visionzip_llava)",
     "level": "low | mid | high | none (none = the unreduced baseline; default low for dymu)",
     "thresholds": "DyMU thresholds: cache key (calibration dataset name) or a JSON file (default llava_instruct)",
     "schedule": "constant | linear | reverse_linear: merges per layer over depth (default constant)",
     "r": "merges per encoder layer: ToMe's r; for dymu it selects the threshold entry calibrated with this r",
-    "vtu": "true | false: virtual token unmerging in the LLM (default true for dymu, false for tome)",
+    "vtu": "true | false: virtual token unmerging in the LLM (default true for dymu; false for tome, pool, "
+           "visionzip; random cannot use it)",
     "fastv_k": "FastV: decoder layer after which image tokens are pruned (default 2)",
     "fastv_ratio": "FastV: fraction of image tokens dropped, 0 <= R < 1 (default 0.5)",
+    "keep": "random: visual tokens kept per image, a count (64) or a fraction in (0, 1] (0.25) (default 0.25)",
+    "seed": "random: seed of the random subsets; the same seed keeps the same tokens of an image (default 0)",
+    "pool_factor": "pool: average-pool the patch grid by this integer factor, 2 -> 2x2 patches per token (default 2)",
+    "dominant": "visionzip: dominant tokens per image, the CLS token included where there is one (default 54)",
+    "contextual": "visionzip: contextual (merged) tokens per image (default 10)",
     "device_map": "cpu | cuda | cuda:N | auto (default cuda:<local rank> when a GPU is present, else cpu)",
     "dtype": "auto | float32 | float16 | bfloat16 (default auto: the checkpoint's dtype on GPU, float32 on CPU)",
     "attn_implementation": "passed to from_pretrained (eager | sdpa ...); reduced runs use dymu-eval's own attention",
@@ -51,6 +59,11 @@ class ModelArgs:
     vtu: bool
     fastv_k: int | None
     fastv_ratio: float | None
+    keep: int | float | None
+    seed: int | None
+    pool_factor: int | None
+    dominant: int | None
+    contextual: int | None
     device_map: str | None
     dtype: str
     attn_implementation: str | None
@@ -119,10 +132,14 @@ def parse_model_args(kwargs: dict[str, Any], preset: str = "dymu") -> ModelArgs:
         if bad:
             raise ConfigError(f"model_args {', '.join(bad)} do not apply to {why}")
 
+    selection_args = ("keep", "seed", "pool_factor", "dominant", "contextual")
+    if method not in SELECTION_METHODS:
+        forbid(selection_args, f"method={method} (they set random, pool and visionzip)")
     r = _int("r", given["r"]) if "r" in given else None
     schedule = _choice("schedule", given.get("schedule", "constant"), SCHEDULES)
     thresholds = str(given["thresholds"]) if "thresholds" in given else None
     fastv_k = fastv_ratio = None
+    selection: dict[str, Any] = dict.fromkeys(("keep", "seed", "pool_factor", "dominant", "contextual"))
     if method == "none":
         forbid(("r", "thresholds", "schedule", "fastv_k", "fastv_ratio"), "the unreduced baseline (level=none)")
         vtu = False
@@ -142,6 +159,8 @@ def parse_model_args(kwargs: dict[str, Any], preset: str = "dymu") -> ModelArgs:
             raise ConfigError("method=tome needs r= (merges per layer) or level=low|mid|high")
         level = level or "custom"
         vtu = _bool("vtu", given.get("vtu", False))
+    elif method in SELECTION_METHODS:
+        level, vtu, selection = _selection(method, given, forbid)
     else:  # fastv
         forbid(("r", "thresholds", "schedule", "vtu"), "method=fastv (it prunes in the LLM, nothing is merged)")
         if level is not None:
@@ -169,9 +188,51 @@ def parse_model_args(kwargs: dict[str, Any], preset: str = "dymu") -> ModelArgs:
         vtu=vtu,
         fastv_k=fastv_k,
         fastv_ratio=fastv_ratio,
+        **selection,
         device_map=str(device_map) if device_map else None,
         dtype=_choice("dtype", given.get("dtype", "auto"), DTYPES),
         attn_implementation=given.get("attn_implementation"),
         batch_size=_int("batch_size", given.get("batch_size", 1), minimum=1),
         stats_dir=given.get("stats_dir"),
     )
+
+
+def _keep(value: Any) -> int | float:
+    """A count (``64``) or a fraction (``0.25``); lmms-eval already turned digits into numbers."""
+    from ..merge.select import check_keep
+
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            raise ConfigError(f"model_arg keep={value!r} must be a token count or a fraction in (0, 1]") from None
+    try:
+        return check_keep(value)
+    except ConfigError as exc:
+        raise ConfigError(f"model_arg {exc}") from None
+
+
+def _selection(method: str, given: dict[str, Any], forbid) -> tuple[str, bool, dict[str, Any]]:
+    """(level, vtu, settings) of random / pool / visionzip: the budget is the setting, not a level."""
+    forbid(("r", "thresholds", "schedule", "fastv_k", "fastv_ratio", "level"),
+           f"method={method} (its budget is set by {_BUDGET[method]})")
+    own = {"random": ("keep", "seed"), "pool": ("pool_factor",), "visionzip": ("dominant", "contextual")}[method]
+    forbid(tuple(a for a in ("keep", "seed", "pool_factor", "dominant", "contextual") if a not in own),
+           f"method={method} (its settings are {', '.join(own)})")
+    out: dict[str, Any] = dict.fromkeys(("keep", "seed", "pool_factor", "dominant", "contextual"))
+    if method == "random":
+        if _bool("vtu", given.get("vtu", False)):
+            raise ConfigError("vtu=true does not apply to method=random: dropped tokens leave positions no row "
+                              "stands for (random keeps the kept tokens at their original positions)")
+        out["keep"] = _keep(given.get("keep", 0.25))
+        out["seed"] = _int("seed", given.get("seed", 0))
+        return "custom", False, out
+    if method == "pool":
+        out["pool_factor"] = _int("pool_factor", given.get("pool_factor", 2), minimum=1)
+    else:
+        out["dominant"] = _int("dominant", given.get("dominant", 54), minimum=1)
+        out["contextual"] = _int("contextual", given.get("contextual", 10), minimum=1)
+    return "custom", _bool("vtu", given.get("vtu", False)), out
+
+
+_BUDGET = {"random": "keep=", "pool": "pool_factor=", "visionzip": "dominant= and contextual="}

@@ -12,6 +12,9 @@ MODELS = {
     "dymu_llava": ("DymuLlava", "DymuLlavaChat"),
     "tome_llava": ("TomeLlava", "TomeLlavaChat"),
     "fastv_llava": ("FastvLlava", "FastvLlavaChat"),
+    "random_llava": ("RandomLlava", "RandomLlavaChat"),
+    "pool_llava": ("PoolLlava", "PoolLlavaChat"),
+    "visionzip_llava": ("VisionzipLlava", "VisionzipLlavaChat"),
 }
 
 

@@ -1,4 +1,5 @@
-"""lmms-eval model classes: ``dymu_llava`` (simple and chat), ``tome_llava``, ``fastv_llava``.
+"""lmms-eval model classes: ``dymu_llava`` (simple and chat), ``tome_llava``, ``fastv_llava``,
+``random_llava``, ``pool_llava``, ``visionzip_llava``.
 
 Thin adapters: they parse model_args, load the LLaVA family module with the asked reduction,
 turn lmms-eval requests into prompts and images, and write one stats row per request. All
@@ -20,7 +21,15 @@ from tqdm import tqdm
 from ..errors import ConfigError
 from ..language import DecodeConfig
 from ..vlm import llava
-from ..vlm.reduction import Reduction, dymu_reduction, fastv_reduction, tome_reduction
+from ..vlm.reduction import (
+    Reduction,
+    dymu_reduction,
+    fastv_reduction,
+    pool_reduction,
+    random_reduction,
+    tome_reduction,
+    visionzip_reduction,
+)
 from .args import ModelArgs, parse_model_args
 from .stats import StatsWriter, new_run_stamp, stats_dir
 
@@ -50,6 +59,12 @@ def _reduction(args: ModelArgs, pipe: llava.LlavaPipeline) -> Reduction:
         return tome_reduction(runner, args.r, None if args.level == "custom" else args.level, args.schedule, args.vtu)
     if args.method == "fastv":
         return fastv_reduction(args.fastv_k, args.fastv_ratio, len(pipe.decoder.layers))
+    if args.method == "random":
+        return random_reduction(runner, args.keep, args.seed)
+    if args.method == "pool":
+        return pool_reduction(runner, args.pool_factor, args.vtu)
+    if args.method == "visionzip":
+        return visionzip_reduction(runner, args.dominant, args.contextual, args.vtu)
     names = [args.pretrained, runner.encoder_key]
     return dymu_reduction(pipe_model, runner, names, args.thresholds, args.level, args.r, args.schedule, args.vtu)
 
@@ -81,7 +96,8 @@ def _decode_config(gen_kwargs: dict[str, Any], tokenizer, eos_ids: list[int]) ->
 
 
 class DymuLlava(lmms):
-    """LLaVA-1.5 with DyMU / ToMe / FastV / no reduction (simple API: generate_until, loglikelihood)."""
+    """LLaVA-1.5 with DyMU / ToMe / FastV / random / pool / VisionZip / no reduction (simple API:
+    generate_until, loglikelihood)."""
 
     is_simple = True
     PRESET = "dymu"
@@ -109,7 +125,9 @@ class DymuLlava(lmms):
         self.stats = StatsWriter(folder, new_run_stamp(), self._rank, {
             "model": self.MODEL_ID, "method": self.args.method, "level": self.args.level, "r": self.args.r,
             "thresholds": red.thresholds_key or self.args.thresholds, "schedule": self.args.schedule,
-            "vtu": red.vtu, "fastv_k": red.fastv_k, "fastv_ratio": red.fastv_ratio, "pretrained": self.args.pretrained,
+            "vtu": red.vtu, "fastv_k": red.fastv_k, "fastv_ratio": red.fastv_ratio, "keep": self.args.keep,
+            "seed": self.args.seed, "pool_factor": self.args.pool_factor, "dominant": self.args.dominant,
+            "contextual": self.args.contextual, "pretrained": self.args.pretrained,
         })
         if self._rank == 0:
             logger.info(f"dymu-eval: {self.MODEL_ID} {self.args.to_dict()}; per-sample stats -> {self.stats.path}")
@@ -269,3 +287,27 @@ class FastvLlava(DymuLlava):
 
 class FastvLlavaChat(DymuLlavaChat):
     PRESET, MODEL_ID = "fastv", "fastv_llava"
+
+
+class RandomLlava(DymuLlava):
+    PRESET, MODEL_ID = "random", "random_llava"
+
+
+class RandomLlavaChat(DymuLlavaChat):
+    PRESET, MODEL_ID = "random", "random_llava"
+
+
+class PoolLlava(DymuLlava):
+    PRESET, MODEL_ID = "pool", "pool_llava"
+
+
+class PoolLlavaChat(DymuLlavaChat):
+    PRESET, MODEL_ID = "pool", "pool_llava"
+
+
+class VisionzipLlava(DymuLlava):
+    PRESET, MODEL_ID = "visionzip", "visionzip_llava"
+
+
+class VisionzipLlavaChat(DymuLlavaChat):
+    PRESET, MODEL_ID = "visionzip", "visionzip_llava"
