@@ -37,11 +37,13 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
 # ---- reproduce / tables: the DyMU paper's LLaVA-1.5 matrix (needs GPUs and Hugging Face access)
-# make reproduce [MODEL=...] [TASKS=mme,gqa,...] [LEVELS=low,mid,high] [LIMIT=N] [OUT=runs/reproduce]
+# make reproduce [MODEL=...] [TASKS=mme,gqa,...] [LEVELS=low,mid,high] [BASELINES=random,pool,visionzip]
+#                [LIMIT=N] [OUT=runs/reproduce]
 #                [NUM_GPUS=N] [CALIB_IMAGES=DIR] [PIXMO_IMAGES=DIR] [DRY_RUN=1] [FORCE=1] [HUB_OFFLINE=1]
 MODEL ?= llava-hf/llava-1.5-7b-hf
 TASKS ?= mme,gqa,pope,scienceqa_img,seedbench,textvqa_val
 LEVELS ?= low,mid,high
+BASELINES ?= random,pool,visionzip
 LIMIT ?=
 OUT ?= runs/reproduce
 NUM_GPUS ?= 1
@@ -55,7 +57,7 @@ TABLES_OUT ?= $(OUT)/tables
 
 reproduce: $(STAMP)
 	HF_HUB_OFFLINE=$(HUB_OFFLINE) HF_DATASETS_OFFLINE=$(HUB_OFFLINE) TRANSFORMERS_OFFLINE=$(HUB_OFFLINE) \
-	$(PY) -m dymu_eval.report.reproduce --model "$(MODEL)" --tasks "$(TASKS)" --levels "$(LEVELS)" \
+	$(PY) -m dymu_eval.report.reproduce --model "$(MODEL)" --tasks "$(TASKS)" --levels "$(LEVELS)" --baselines "$(BASELINES)" \
 		--limit "$(LIMIT)" --out "$(OUT)" --num-gpus "$(NUM_GPUS)" --calib-images "$(CALIB_IMAGES)" \
 		--pixmo-images "$(PIXMO_IMAGES)" $(if $(DRY_RUN),--dry-run) $(if $(FORCE),--force)
 

@@ -10,7 +10,7 @@ import json
 import os
 from dataclasses import dataclass, fields, replace
 
-METHOD_ORDER = {"baseline": 0, "FastV": 1, "ToMe": 2, "DyMU": 3}
+METHOD_ORDER = {"baseline": 0, "Random": 1, "Pool": 2, "FastV": 3, "VisionZip": 4, "ToMe": 5, "DyMU": 6}
 _METHOD_NAMES = {
     "baseline": "baseline",
     "none": "baseline",
@@ -18,7 +18,15 @@ _METHOD_NAMES = {
     "dtome": "DyMU",
     "tome": "ToMe",
     "fastv": "FastV",
+    "random": "Random",
+    "pool": "Pool",
+    "visionzip": "VisionZip",
 }
+# model-name prefix -> method, for runs whose model_args do not say method=
+_MODEL_METHODS = (("tome", "ToMe"), ("fastv", "FastV"), ("random", "Random"), ("pool", "Pool"),
+                  ("visionzip", "VisionZip"))
+_VTU_METHODS = ("DyMU", "ToMe", "Pool", "VisionZip")  # methods where VTU is a choice (on by default for DyMU only)
+_PLUGIN_MODELS = ("dymu_", "tome_", "fastv_", "random_", "pool_", "visionzip_")
 _LEVEL_ORDER = {"low": 0, "mid": 1, "high": 2}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -30,8 +38,9 @@ class RunConfig:
 
     model: str  # lmms-eval model name, e.g. dymu_llava or llava_hf
     family: str  # the checkpoint's name, e.g. llava-1.5-7b-hf: one table per family
-    method: str  # baseline | DyMU | ToMe | FastV | other
-    level: str = ""  # low|mid|high, r<merges per layer>, or K<k> R<ratio> for FastV
+    method: str  # baseline | DyMU | ToMe | FastV | Random | Pool | VisionZip | other
+    level: str = ""  # low|mid|high, r<merges per layer>, K<k> R<ratio> (FastV), k<count>|<pct>% s<seed>
+    # (Random), f<factor> (Pool), <dominant>+<contextual> (VisionZip)
     threshold_data: str = ""
     schedule: str = ""
     vtu: str = ""  # yes | no | ""
@@ -60,9 +69,18 @@ class RunConfig:
                 text += f" {self.schedule}"
         elif m == "FastV":
             text = f"FastV {self.level}".strip()
+        elif m in ("Random", "VisionZip"):
+            text = f"{m} {self.level}".strip()
+            if self.vtu == "yes":
+                text += " +VTU"
+        elif m == "Pool":
+            factor = self.level[1:] if self.level.startswith("f") else ""
+            text = f"Pool {factor}x{factor}" if factor else "Pool"
+            if self.vtu == "yes":
+                text += " +VTU"
         else:
             text = m
-        if show_model and not self.model.startswith(("dymu_", "tome_", "fastv_")):
+        if show_model and not self.model.startswith(_PLUGIN_MODELS):
             text += f" [{self.model}]"
         return text
 
@@ -143,17 +161,16 @@ def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
     level = values.get("level")
     level = None if level in (None, "") else str(level).lower()
     raw_method = values.get("method")
+    by_model = [name for prefix, name in _MODEL_METHODS if prefix in model]
     if raw_method not in (None, ""):
         method = _METHOD_NAMES.get(str(raw_method).lower(), str(raw_method))
-    elif "tome" in model:
-        method = "ToMe"
-    elif "fastv" in model:
-        method = "FastV"
+    elif by_model:
+        method = by_model[0]
     elif "dymu" in model:
         method = "DyMU" if level != "none" else "baseline"
     else:
         method = "baseline"
-    if level == "none" and method in ("DyMU", "ToMe"):
+    if level == "none" and method != "FastV":
         method = "baseline"
     r = _number(values.get("r"))
 
@@ -167,18 +184,40 @@ def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
     elif method == "FastV":
         k, ratio = _number(values.get("fastv_k")), _number(values.get("fastv_ratio"))
         out["level"] = f"K{k} R{ratio}" if k is not None and ratio is not None else None
+    elif method == "Random":
+        out["level"] = _random_level(values.get("keep"), values.get("seed"))
+    elif method == "Pool":
+        factor = _number(values.get("pool_factor"))
+        out["level"] = f"f{factor or 2}"
+    elif method == "VisionZip":
+        dom, ctx = _number(values.get("dominant")), _number(values.get("contextual"))
+        out["level"] = f"{dom or 54}+{ctx or 10}"
     if method in ("DyMU", "ToMe"):
         sched = values.get("schedule")
         out["schedule"] = None if sched in (None, "") else str(sched).lower().replace("-", "_")
+    if method in _VTU_METHODS:
         out["vtu"] = _bool(values.get("vtu"))
     return out
 
 
+def _random_level(keep: object, seed: object) -> str:
+    """``k64 s0`` for a count, ``25% s0`` for a fraction (the documented defaults: 0.25, seed 0)."""
+    text = "0.25" if keep in (None, "") else str(keep).strip()
+    try:
+        value = float(text)
+    except ValueError:
+        amount = text
+    else:
+        is_fraction = "." in text or "e" in text.lower()
+        amount = f"{value * 100:g}%" if is_fraction and value <= 1 else f"k{int(value)}"
+    return f"{amount} s{_number(seed) or 0}"
+
+
 def finalize(model: str, family: str, fields_: dict[str, str | None]) -> RunConfig:
-    """Fill the documented defaults (constant schedule; VTU on for DyMU, off for ToMe)."""
+    """Fill the documented defaults (constant schedule; VTU on for DyMU, off for ToMe, Pool, VisionZip)."""
     method = fields_.get("method") or "baseline"
     schedule = fields_.get("schedule") or ("constant" if method in ("DyMU", "ToMe") else "")
-    vtu = fields_.get("vtu") or {"DyMU": "yes", "ToMe": "no"}.get(method, "")
+    vtu = fields_.get("vtu") or ({"DyMU": "yes"}.get(method, "no") if method in _VTU_METHODS else "")
     return RunConfig(model=model, family=family, method=method, level=fields_.get("level") or "",
                      threshold_data=fields_.get("threshold_data") or "", schedule=schedule, vtu=vtu)
 

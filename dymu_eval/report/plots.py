@@ -19,7 +19,8 @@ import pandas as pd  # noqa: E402
 from .runs import MeasuredRun  # noqa: E402
 from .tables import FamilyTable  # noqa: E402
 
-_COLORS = {"baseline": "black", "FastV": "tab:orange", "ToMe": "tab:blue", "DyMU": "tab:red"}
+_COLORS = {"baseline": "black", "FastV": "tab:orange", "ToMe": "tab:blue", "DyMU": "tab:red", "Random": "tab:gray",
+           "Pool": "tab:brown", "VisionZip": "tab:green"}
 
 
 def _series_name(row: pd.Series) -> str:
@@ -31,8 +32,10 @@ def _series_name(row: pd.Series) -> str:
         if row["threshold_data"] not in ("", "llava_instruct"):
             name += f" ({row['threshold_data']})"
         return name
-    if row["method"] == "ToMe":
-        return "ToMe" + (" +VTU" if row["vtu"] == "yes" else "")
+    if row["method"] in ("ToMe", "Pool", "VisionZip"):
+        return str(row["method"]) + (" +VTU" if row["vtu"] == "yes" else "")
+    if row["method"] == "Random":  # budgets vary along the line, the seed does not
+        return "Random " + str(row["level"]).rsplit(" ", 1)[-1]
     return str(row["run"])
 
 

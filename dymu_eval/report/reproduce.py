@@ -3,7 +3,10 @@
 Runs (one lmms-eval output folder each, under OUT): the unreduced baseline; ToMe at 21/16/8
 merges per layer; DyMU low/mid/high; DyMU-low without VTU and ToMe (r=21) with VTU (Table 6);
 the linear and reverse-linear schedules at mid (Table 5); FastV at its paper setting (K=2,
-R=50%); DyMU-mid with Pixmo-Cap thresholds (Table 7). Then ``dymu-eval tables``.
+R=50%); DyMU-mid with Pixmo-Cap thresholds (Table 7). Then the baselines beside them (BASELINES,
+all by default): random pruning at 192/128/64 tokens (seed 0), 2x2 pooling of the patch grid
+(144 tokens) with and without VTU, and VisionZip at its published 162+30, 108+20 and 54+10
+settings (192/128/64 tokens). Then ``dymu-eval tables``.
 
 Before anything starts it checks, with short timeouts, that the model is a local folder or
 the hub is reachable, that lmms-eval's hub datasets can be read, and that every threshold
@@ -29,6 +32,10 @@ DEFAULT_TASKS = "mme,gqa,pope,scienceqa_img,seedbench,textvqa_val"
 LEVELS = ("low", "mid", "high")
 TOME_R = {"low": 21, "mid": 16, "high": 8}  # CLIP ViT-L/14-336 in LLaVA-1.5 (paper Table 2)
 FASTV_K, FASTV_RATIO = 2, 0.5  # FastV paper's main setting
+BASELINES = ("random", "pool", "visionzip")
+RANDOM_KEEP = (192, 128, 64)  # the token budgets later papers compare at
+POOL_FACTOR = 2  # 24x24 -> 12x12 = 144 tokens
+VISIONZIP = ((162, 30), (108, 20), (54, 10))  # dominant + contextual = 192 / 128 / 64 (VisionZip Table 1)
 
 
 @dataclass
@@ -44,8 +51,26 @@ class RunSpec:
         return ",".join([f"pretrained={pretrained}"] + [f"{k}={v}" for k, v in self.args.items()])
 
 
-def matrix(levels: list[str]) -> list[RunSpec]:
-    """The paper's LLaVA-1.5 runs restricted to ``levels`` (baseline and FastV always)."""
+def baseline_runs(baselines: list[str]) -> list[RunSpec]:
+    """Random pruning, grid pooling and VisionZip at the budgets the literature compares at."""
+    bad = [b for b in baselines if b not in BASELINES]
+    if bad:
+        raise ConfigError(f"BASELINES must be a comma list of {', '.join(BASELINES)} (or empty); got {','.join(bad)}")
+    runs = []
+    if "random" in baselines:
+        runs += [RunSpec(f"random_k{k}", "random_llava", {"keep": str(k), "seed": "0"}) for k in RANDOM_KEEP]
+    if "pool" in baselines:
+        runs.append(RunSpec(f"pool_f{POOL_FACTOR}", "pool_llava", {"pool_factor": str(POOL_FACTOR)}))
+        runs.append(RunSpec(f"pool_f{POOL_FACTOR}_vtu", "pool_llava", {"pool_factor": str(POOL_FACTOR), "vtu": "true"}))
+    if "visionzip" in baselines:
+        runs += [RunSpec(f"visionzip_{d}_{c}", "visionzip_llava", {"dominant": str(d), "contextual": str(c)})
+                 for d, c in VISIONZIP]
+    return runs
+
+
+def matrix(levels: list[str], baselines: list[str] | None = None) -> list[RunSpec]:
+    """The paper's LLaVA-1.5 runs restricted to ``levels`` (baseline and FastV always), then the
+    ``baselines`` (all by default)."""
     bad = [lv for lv in levels if lv not in LEVELS]
     if bad or not levels:
         raise ConfigError(f"LEVELS must be a comma list of {', '.join(LEVELS)}; got {','.join(levels) or 'nothing'}")
@@ -68,7 +93,7 @@ def matrix(levels: list[str]) -> list[RunSpec]:
                             [("pixmo_cap", "mid", "constant")]))
     runs.append(RunSpec(f"fastv_k{FASTV_K}_r{FASTV_RATIO:g}", "fastv_llava",
                         {"fastv_k": str(FASTV_K), "fastv_ratio": f"{FASTV_RATIO:g}"}))
-    return runs
+    return runs + baseline_runs(list(BASELINES) if baselines is None else baselines)
 
 
 def lmms_command(spec: RunSpec, pretrained: str, tasks: str, out: Path, num_gpus: int, limit: str | None,
@@ -179,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--tasks", default=DEFAULT_TASKS)
     p.add_argument("--levels", default=",".join(LEVELS))
+    p.add_argument("--baselines", default=",".join(BASELINES),
+                   help=f"comma list of {', '.join(BASELINES)} to run beside the paper's matrix (empty: none)")
     p.add_argument("--limit", default="")
     p.add_argument("--out", default="runs/reproduce")
     p.add_argument("--num-gpus", type=int, default=1)
@@ -203,7 +230,8 @@ def _main(a: argparse.Namespace) -> int:
     tasks = ",".join(t.strip() for t in a.tasks.split(",") if t.strip())
     if not tasks:
         raise ConfigError("TASKS is empty")
-    runs = matrix([lv.strip() for lv in a.levels.split(",") if lv.strip()])
+    runs = matrix([lv.strip() for lv in a.levels.split(",") if lv.strip()],
+                  [b.strip() for b in a.baselines.split(",") if b.strip()])
     out = Path(a.out)
     include = str(tasks_dir())
     images = {"llava_instruct": a.calib_images, "pixmo_cap": a.pixmo_images}

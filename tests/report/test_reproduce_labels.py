@@ -39,13 +39,17 @@ def test_make_reproduce_dry_run_prints_the_full_matrix() -> None:
         ("dymu_llava", "level=mid,thresholds=llava_instruct,schedule=reverse_linear"),
         ("dymu_llava", "level=mid,thresholds=pixmo_cap"),
         ("fastv_llava", "fastv_k=2,fastv_ratio=0.5"),
+        ("random_llava", "keep=192,seed=0"), ("random_llava", "keep=128,seed=0"), ("random_llava", "keep=64,seed=0"),
+        ("pool_llava", "pool_factor=2"), ("pool_llava", "pool_factor=2,vtu=true"),
+        ("visionzip_llava", "dominant=162,contextual=30"), ("visionzip_llava", "dominant=108,contextual=20"),
+        ("visionzip_llava", "dominant=54,contextual=10"),
     }
     for c in cmds:
         assert _arg(c, "--num_processes") == "4" and _arg(c, "--limit") == "8"
         assert _arg(c, "--tasks") == "mme,gqa,pope,scienceqa_img,seedbench,textvqa_val"
         assert _arg(c, "--model_args").startswith("pretrained=llava-hf/llava-1.5-7b-hf,")
     outs = [_arg(c, "--output_path") for c in cmds]
-    assert len(set(outs)) == len(outs) == 13
+    assert len(set(outs)) == len(outs) == 21
     tables = [shlex.split(line) for line in proc.stdout.splitlines() if " tables " in line]
     assert len(tables) == 1 and set(outs) <= set(tables[0])
     # every DyMU threshold entry the cache lacks gets a calibration command (DyMU-low is shipped)
@@ -58,9 +62,13 @@ def test_make_reproduce_dry_run_prints_the_full_matrix() -> None:
 
 
 def test_reproduce_levels_and_fail_fast(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert reproduce_main(["--levels", "low", "--dry-run"]) == 0
+    assert reproduce_main(["--levels", "low", "--baselines", "", "--dry-run"]) == 0
     cmds = _lmms_lines(capsys.readouterr().out)
     assert len(cmds) == 6  # baseline, ToMe r21, DyMU-low, w/o VTU, ToMe+VTU, FastV
+    assert reproduce_main(["--levels", "low", "--baselines", "pool", "--dry-run"]) == 0
+    assert len(_lmms_lines(capsys.readouterr().out)) == 8  # + pooling with and without VTU
+    assert reproduce_main(["--baselines", "random,zip", "--dry-run"]) == 2
+    assert "BASELINES" in capsys.readouterr().err
     assert reproduce_main(["--levels", "medium", "--dry-run"]) == 2
     assert "LEVELS" in capsys.readouterr().err
     # missing thresholds stop the real run before anything starts, saying how to make them
@@ -84,6 +92,14 @@ def test_reproduce_levels_and_fail_fast(capsys: pytest.CaptureFixture, monkeypat
     ("fastv_llava", "pretrained=x,fastv_k=2,fastv_ratio=0.5", "FastV K2 R0.5"),
     ("dymu_llava", "pretrained=x,method=tome,r=8", "ToMe r=8"),
     ("llava_hf", "pretrained=x,device_map=cpu", "baseline [llava_hf]"),
+    ("random_llava", "pretrained=x,keep=64", "Random k64 s0"),
+    ("random_llava", "pretrained=x,keep=0.25,seed=3", "Random 25% s3"),
+    ("dymu_llava", "pretrained=x,method=random", "Random 25% s0"),
+    ("pool_llava", "pretrained=x,pool_factor=2", "Pool 2x2"),
+    ("pool_llava", "pretrained=x,vtu=true", "Pool 2x2 +VTU"),
+    ("visionzip_llava", "pretrained=x,dominant=54,contextual=10", "VisionZip 54+10"),
+    ("visionzip_llava", "pretrained=x,dominant=108,contextual=20,vtu=true", "VisionZip 108+20 +VTU"),
+    ("visionzip_llava", "pretrained=x,method=none", "baseline"),
 ])
 def test_labels_from_model_args(model: str, args: str, label: str) -> None:
     from dymu_eval.report.labels import parse_model_args
