@@ -117,3 +117,15 @@ def test_reference_average_rule_reproduces_the_paper() -> None:
         assert math.isclose(r["avg"], r["avg_paper"], abs_tol=0.06), r["run"]
     assert (rows["run"] == "DyMU-mid").sum() == 1  # printed in Tables 2 and 5, shown once
     assert reported_rows(ref, "no-such-model", nine) is None
+
+
+def test_visionzip_reported_rows_at_192_128_64_tokens() -> None:
+    ref = load_reference()
+    rows = reported_rows(ref, "llava-1.5-7b", ["GQA", "POPE-F1"])
+    vz = rows[rows["method"] == "VisionZip"].set_index("run")
+    assert list(vz.index) == ["VisionZip 162+30", "VisionZip 108+20", "VisionZip 54+10"]
+    assert vz["tokens_mean"].tolist() == [192, 128, 64] and set(vz["table"]) == {"VisionZip T1"}
+    assert vz.loc["VisionZip 54+10", ["GQA", "MMB", "MME-total", "POPE-F1", "VQA-T"]].tolist() == [
+        55.1, 60.1, 1690.0, 77.0, 55.5]
+    assert vz["SEED-I"].isna().all() and vz["SEED-all"].notna().all()  # SEED-all never passes for SEED-I
+    assert vz.loc["VisionZip 162+30", "avg"] == round((59.3 + 85.3) / 2, 2)
