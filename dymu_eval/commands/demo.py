@@ -7,7 +7,8 @@ Steps, each skipped when its output already exists (``--force`` redoes them):
    evaluation images: the photos that wheels ship plus generated scenes with seeds the
    offline tasks never use;
 3. run the stock lmms-eval CLI on the offline tasks for the baseline, ToMe at three levels,
-   FastV, DyMU low/mid/high and DyMU-low without VTU;
+   FastV, random pruning, 2x2 pooling and VisionZip (64 tokens each), DyMU low/mid/high and
+   DyMU-low without VTU;
 4. write the comparison tables and plots (as ``dymu-eval tables``) and merge maps of a few
    photos (as ``dymu-eval tokens --maps``), and say where everything is.
 """

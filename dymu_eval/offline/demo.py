@@ -33,10 +33,16 @@ class DemoRun:
 
 
 def demo_runs(thresholds: str = CALIBRATION_DATASET) -> list[DemoRun]:
-    """Baseline, ToMe at three levels, FastV, DyMU low/mid/high and DyMU-low without VTU."""
+    """Baseline, ToMe at three levels, FastV, the fixed-budget baselines (random, 2x2 pooling,
+    VisionZip; 64 of the micro LLaVA's 256 patch tokens each), DyMU low/mid/high and DyMU-low
+    without VTU."""
     runs = [DemoRun("baseline", "dymu_llava", {"method": "none", "level": "none"})]
     runs += [DemoRun(f"ToMe-{lv}", "tome_llava", {"method": "tome", "level": lv}) for lv in ("low", "mid", "high")]
     runs.append(DemoRun("FastV", "fastv_llava", {"method": "fastv", "fastv_k": "2", "fastv_ratio": "0.5"}))
+    runs.append(DemoRun("Random-0.25", "random_llava", {"method": "random", "keep": "0.25", "seed": "0"}))
+    runs.append(DemoRun("Pool-2x2", "pool_llava", {"method": "pool", "pool_factor": "2"}))
+    runs.append(DemoRun("VisionZip-54+10", "visionzip_llava",
+                        {"method": "visionzip", "dominant": "54", "contextual": "10"}))
     runs += [DemoRun(f"DyMU-{lv}", "dymu_llava", {"method": "dymu", "level": lv, "thresholds": thresholds})
              for lv in ("low", "mid", "high")]
     runs.append(DemoRun("DyMU-low w/o VTU", "dymu_llava",
