@@ -40,6 +40,7 @@ from .errors import ConfigError, InputImageError
 from .images import ImageSource
 from .merge import BatchTopK, Threshold
 from .thresholds import EncoderIdentity, ThresholdRecord, created_now, encoder_fingerprint
+from .vision.preprocess import FamilyPreprocess
 
 Preprocess = Callable[[list[Image.Image]], torch.Tensor]
 
@@ -118,7 +119,7 @@ def _iterate(source: ImageSource, batches: list[list[int]], preprocess: Preproce
 def _check_bad(bad: list[tuple[str, str]], skip_bad: bool, skipped: dict[str, str]) -> None:
     for label, reason in bad:
         if not skip_bad:
-            raise InputImageError(f"{reason} (pass --skip-bad to skip bad images and list them at the end)")
+            raise InputImageError(f"{reason} (skip_bad=True, or --skip-bad, skips bad images and lists them at the end)")
         skipped.setdefault(label, reason)
 
 
@@ -166,7 +167,7 @@ def calibrate(
             f"r_per_layer has {len(r_per_layer)} entries but the encoder has {runner.num_layers} layers"
         )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not any(r_per_layer[:layers_run]):
         raise ConfigError("every layer the VLM runs has r = 0: there is nothing to calibrate")
     source = images.head(num_images)
@@ -178,7 +179,7 @@ def calibrate(
             "use more images or a smaller --batch-size"
         )
     if preprocess is None:
-        preprocess = _default_preprocess(runner)
+        preprocess = FamilyPreprocess(runner.family, runner.image_size)
     torch.manual_seed(settings.seed)
 
     mine = [list(range((g * procs.world + procs.rank) * batch_size, (g * procs.world + procs.rank + 1) * batch_size))
@@ -319,61 +320,3 @@ def encoder_identity(runner, name: str) -> EncoderIdentity:
         patch_size=adapter.patch_size,
         image_size=adapter.image_size,
     )
-
-
-class FamilyPreprocess:
-    """The family's resize + centre-crop transform at the encoder's native size (used when the
-    model folder has no image processor settings)."""
-
-    def __init__(self, family: str, size: int, model_dir: str | None = None):
-        from .vision.preprocess import ImageTransform
-
-        self.transform = ImageTransform.for_encoder(family, size, model_dir)
-
-    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
-        return self.transform(images)[0]
-
-    def describe(self) -> str:
-        t = self.transform
-        return f"resize+center-crop {t.size}px, mean={list(t.mean)}, std={list(t.std)}"
-
-
-def _default_preprocess(runner) -> Preprocess:
-    return FamilyPreprocess(runner.family, runner.image_size)
-
-
-class ProcessorPreprocess:
-    """An encoder's own Hugging Face image processor (resize + centre crop, no AnyRes tiling),
-    as a picklable callable for DataLoader workers."""
-
-    def __init__(self, processor: Any, expected_size: int | None = None):
-        self.processor = processor
-        self.expected_size = expected_size
-
-    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
-        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
-        if pixels.dim() != 4:
-            raise ConfigError(
-                f"image processor {type(self.processor).__name__} returned pixel_values of shape {tuple(pixels.shape)}; "
-                "calibration needs one square crop per image (no AnyRes tiling)"
-            )
-        if self.expected_size is not None and tuple(pixels.shape[-2:]) != (self.expected_size, self.expected_size):
-            raise ConfigError(
-                f"image processor {type(self.processor).__name__} gives {tuple(pixels.shape[-2:])} pixels but the "
-                f"encoder expects {self.expected_size}x{self.expected_size}"
-            )
-        return pixels
-
-    def describe(self) -> str:
-        p = self.processor
-        return f"{type(p).__name__}(size={_plain(getattr(p, 'size', None))}, crop_size={_plain(getattr(p, 'crop_size', None))})"
-
-
-def _plain(size: Any) -> Any:
-    """A processor size setting as a short dict of its set fields (transformers 5 uses SizeDict)."""
-    if size is None or isinstance(size, (int, float)):
-        return size
-    items = dict(size) if isinstance(size, dict) else dict(vars(size)) if hasattr(size, "__dict__") else {}
-    return {k: v for k, v in items.items() if v is not None} or size
-
-

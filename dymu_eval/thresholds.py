@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import __version__
-from .errors import ThresholdCacheError
+from .errors import ConfigError, ThresholdCacheError
 
 FORMAT = "dymu-eval-thresholds"
 FORMAT_VERSION = 1
@@ -182,7 +182,7 @@ def slug(text: str) -> str:
 def record_key(encoder: str, dataset: str, schedule: str, level: str | None, r: int | None) -> str:
     """``<encoder>__<dataset>__<schedule>__<level|rN>``: the file stem of a cache entry."""
     if level is None and r is None:
-        raise ThresholdCacheError("a threshold record needs a level (low/mid/high) or r")
+        raise ConfigError("a threshold record needs a level (low/mid/high) or r")
     amount = level if level is not None else f"r{int(r)}"
     return f"{slug(encoder)}__{slug(dataset)}__{schedule}__{amount}"
 
@@ -325,7 +325,7 @@ def save_record(record: ThresholdRecord, path: str | os.PathLike, overwrite: boo
     """Write ``record`` atomically; refuse to replace an existing file unless ``overwrite``."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise ThresholdCacheError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+        raise ThresholdCacheError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     text = record.dumps()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -339,7 +339,7 @@ def save_record(record: ThresholdRecord, path: str | os.PathLike, overwrite: boo
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                raise ThresholdCacheError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it") from None
+                raise ThresholdCacheError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it") from None
             except OSError:
                 os.replace(tmp, path)  # file systems without hard links
             else:

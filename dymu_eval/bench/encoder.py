@@ -13,6 +13,7 @@ import statistics
 import time
 from pathlib import Path
 
+from ..vocabulary import LEVELS
 from . import add_timing_options
 
 
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", help="save_pretrained folder (default: the offline DINOv2-S weights)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--image-size", type=int, default=336)
-    p.add_argument("--level", default="low", choices=["low", "mid", "high"])
+    p.add_argument("--level", default=LEVELS[0], choices=LEVELS)
     add_timing_options(p)
     p.set_defaults(func=run)
 

@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-
-DTYPES = ("float32", "bfloat16", "float16")
+from ..vocabulary import DEFAULT_SCHEDULE, DTYPES, LEVELS, SCHEDULES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,11 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-column", help="image column of --hf-dataset")
     p.add_argument("--split", default="train", help="split of --hf-dataset (default train)")
     amount = p.add_mutually_exclusive_group()
-    amount.add_argument("--level", choices=("low", "mid", "high"), help="reduction level (default low)")
+    amount.add_argument("--level", choices=LEVELS, help="reduction level (default low)")
     amount.add_argument("--r", "--merges-per-layer", dest="r", type=int,
                         help="merges per layer on average (instead of --level); under torchrun spell it "
                              "--merges-per-layer (torchrun's own parser finds --r ambiguous)")
-    p.add_argument("--schedule", default="constant", choices=("constant", "linear", "reverse_linear"))
+    p.add_argument("--schedule", default=DEFAULT_SCHEDULE, choices=SCHEDULES)
     p.add_argument("--batch-size", type=int, required=True, help="images per batch per process")
     p.add_argument("--num-images", type=int, help="use the first N images of the source")
     p.add_argument("--out", help="output file (default: <user cache>/thresholds/<key>.json)")
@@ -83,19 +82,6 @@ def encoder_display_name(encoder: str) -> str:
     return path.resolve().name if path.exists() else encoder
 
 
-def load_preprocess(encoder: str, runner):
-    """The encoder's own image processor, or None when the folder has none."""
-    import transformers
-
-    from ..calibrate import ProcessorPreprocess
-
-    try:
-        processor = transformers.AutoImageProcessor.from_pretrained(encoder)
-    except Exception:  # noqa: BLE001 - no preprocessor_config.json: use the family transform
-        return None
-    return ProcessorPreprocess(processor, runner.image_size)
-
-
 def _maybe_init_distributed() -> bool:
     """Join the process group torchrun/accelerate describe in the environment (gloo: only
     small CPU tensors are exchanged). Returns True when this call created it."""
@@ -110,10 +96,11 @@ def _maybe_init_distributed() -> bool:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..calibrate import CalibrationSettings, FamilyPreprocess, calibrate
+    from ..calibrate import CalibrationSettings, calibrate
     from ..merge import merges_per_layer
     from ..thresholds import ThresholdCache, record_key
     from ..vision.loading import load_runner
+    from ..vision.preprocess import preprocess_for
 
     if args.max_image_pixels is not None:
         os.environ["DYMU_EVAL_MAX_IMAGE_PIXELS"] = str(args.max_image_pixels)
@@ -121,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--r must be >= 0, got {args.r}")
     level = args.level if args.r is None else None
     if args.r is None and level is None:
-        level = "low"
+        level = LEVELS[0]
     created_group = _maybe_init_distributed()
     try:
         rank = int(os.environ.get("RANK", "0"))
@@ -137,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         source = _image_source(args)
         # a LLaVA folder: only its vision tower is built and read (see vision.loading)
         runner = load_runner(args.encoder, dtype=getattr(torch, dtype), device=device)
-        preprocess = load_preprocess(args.encoder, runner) or FamilyPreprocess(runner.family, runner.image_size)
+        preprocess = preprocess_for(args.encoder, runner)
         r = args.r if args.r is not None else runner.r_for_level(level)
         r_per_layer = merges_per_layer(r, runner.num_layers, args.schedule)
         settings = CalibrationSettings(

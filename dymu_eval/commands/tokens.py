@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..vocabulary import DEFAULT_SCHEDULE, LEVELS, SCHEDULES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,10 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "or a LLaVA (only its vision tower is loaded)")
     p.add_argument("--images", required=True, help="folder of images (searched recursively)")
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--level", choices=["low", "mid", "high"], help="reduction level (merges per layer for this encoder)")
+    how.add_argument("--level", choices=LEVELS, help="reduction level (merges per layer for this encoder)")
     how.add_argument("--r", type=int, help="merges per layer")
     p.add_argument("--thresholds", help="JSON file with a 'thresholds' list (one per encoder layer): DToMe")
-    p.add_argument("--schedule", default="constant", choices=["constant", "linear", "reverse_linear"])
+    p.add_argument("--schedule", default=DEFAULT_SCHEDULE, choices=SCHEDULES)
     p.add_argument("--json", required=True, dest="json_out", help="output JSON file")
     p.add_argument("--maps", help="folder for PNG merge maps, one per image")
     p.add_argument("--batch-size", type=int, default=8)

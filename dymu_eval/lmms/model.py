@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ..errors import ConfigError
 from ..language import DecodeConfig
 from ..vlm import llava
+from ..vocabulary import BASELINE, CUSTOM_LEVEL
 from ..vlm.reduction import (
     Reduction,
     dymu_reduction,
@@ -53,10 +54,11 @@ def _device_map(args: ModelArgs, accelerator: Accelerator) -> str:
 
 def _reduction(args: ModelArgs, pipe: llava.LlavaPipeline) -> Reduction:
     pipe_model, runner = pipe.model, pipe.runner
-    if args.method == "none":
+    if args.method == BASELINE:
         return Reduction()
     if args.method == "tome":
-        return tome_reduction(runner, args.r, None if args.level == "custom" else args.level, args.schedule, args.vtu)
+        level = None if args.level == CUSTOM_LEVEL else args.level
+        return tome_reduction(runner, args.r, level, args.schedule, args.vtu)
     if args.method == "fastv":
         return fastv_reduction(args.fastv_k, args.fastv_ratio, len(pipe.decoder.layers))
     if args.method == "random":
@@ -100,12 +102,11 @@ class DymuLlava(lmms):
     generate_until, loglikelihood)."""
 
     is_simple = True
-    PRESET = "dymu"
-    MODEL_ID = "dymu_llava"
+    MODEL_ID = "dymu_llava"  # its default model_args: vocabulary.MODEL_DEFAULTS
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
-        self.args = parse_model_args(kwargs, self.PRESET)
+        self.args = parse_model_args(kwargs, self.MODEL_ID)
         accelerator = Accelerator()
         device_map = _device_map(self.args, accelerator)
         model, processor = llava.load_llava(self.args.pretrained, device_map, self.args.dtype,
@@ -274,40 +275,40 @@ class DymuLlavaChat(DymuLlava):
 
 
 class TomeLlava(DymuLlava):
-    PRESET, MODEL_ID = "tome", "tome_llava"
+    MODEL_ID = "tome_llava"
 
 
 class TomeLlavaChat(DymuLlavaChat):
-    PRESET, MODEL_ID = "tome", "tome_llava"
+    MODEL_ID = "tome_llava"
 
 
 class FastvLlava(DymuLlava):
-    PRESET, MODEL_ID = "fastv", "fastv_llava"
+    MODEL_ID = "fastv_llava"
 
 
 class FastvLlavaChat(DymuLlavaChat):
-    PRESET, MODEL_ID = "fastv", "fastv_llava"
+    MODEL_ID = "fastv_llava"
 
 
 class RandomLlava(DymuLlava):
-    PRESET, MODEL_ID = "random", "random_llava"
+    MODEL_ID = "random_llava"
 
 
 class RandomLlavaChat(DymuLlavaChat):
-    PRESET, MODEL_ID = "random", "random_llava"
+    MODEL_ID = "random_llava"
 
 
 class PoolLlava(DymuLlava):
-    PRESET, MODEL_ID = "pool", "pool_llava"
+    MODEL_ID = "pool_llava"
 
 
 class PoolLlavaChat(DymuLlavaChat):
-    PRESET, MODEL_ID = "pool", "pool_llava"
+    MODEL_ID = "pool_llava"
 
 
 class VisionzipLlava(DymuLlava):
-    PRESET, MODEL_ID = "visionzip", "visionzip_llava"
+    MODEL_ID = "visionzip_llava"
 
 
 class VisionzipLlavaChat(DymuLlavaChat):
-    PRESET, MODEL_ID = "visionzip", "visionzip_llava"
+    MODEL_ID = "visionzip_llava"

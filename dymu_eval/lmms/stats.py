@@ -16,8 +16,9 @@ from typing import Any, Sequence
 # Fields every row carries, in this order (documented in docs/plugin.md).
 FIELDS = (
     "task", "doc_id", "request", "model", "method", "level", "r", "thresholds", "schedule", "vtu", "fastv_k",
-    "fastv_ratio", "keep", "seed", "pool_factor", "dominant", "contextual", "pretrained", "visual_tokens_before", "visual_tokens_after", "unique_len", "virtual_len",
-    "encoder_ms", "prefill_ms", "decode_ms", "new_tokens", "image_bytes_per_pixel", "run_stamp", "rank",
+    "fastv_ratio", "keep", "seed", "pool_factor", "dominant", "contextual", "pretrained", "visual_tokens_before",
+    "visual_tokens_after", "unique_len", "virtual_len", "encoder_ms", "prefill_ms", "decode_ms", "new_tokens",
+    "image_bytes_per_pixel", "run_stamp", "rank",
 )
 
 
@@ -71,7 +72,7 @@ def new_run_stamp(argv: Sequence[str] | None = None) -> str:
     pid, started = _launcher()
     try:
         zone = pytz.timezone(tz)
-    except Exception:  # noqa: BLE001 - unknown zone name: UTC
+    except pytz.UnknownTimeZoneError:  # lmms-eval itself refuses such a name later
         zone = pytz.utc
     when = datetime.datetime.fromtimestamp(started, tz=datetime.timezone.utc).astimezone(zone)
     return f"{when.strftime('%Y%m%d_%H%M%S')}_{pid}"

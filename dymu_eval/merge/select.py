@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..vocabulary import check_keep
 from .state import TokenState
 
 
@@ -51,17 +52,6 @@ class Grouping:
     rows: torch.Tensor
     groups: torch.Tensor
     sizes: torch.Tensor
-
-
-def check_keep(keep: object) -> int | float:
-    """``keep`` as given: an integer count >= 1, or a float fraction in (0, 1] (a whole float above 1 is a count)."""
-    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not math.isfinite(keep) or keep <= 0:
-        raise ConfigError(f"keep={keep!r}: give a token count >= 1 or a fraction in (0, 1]")
-    if isinstance(keep, float) and keep > 1.0:
-        if not keep.is_integer():
-            raise ConfigError(f"keep={keep!r}: a count must be a whole number (fractions are in (0, 1])")
-        return int(keep)
-    return keep
 
 
 def resolve_keep(keep: float, n: int) -> int:

@@ -30,16 +30,16 @@ def make_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, f
     formats = list(formats or FORMATS)
     bad = [f for f in formats if f not in FORMATS]
     if bad:
-        raise ConfigError(f"--format: unknown format(s) {', '.join(bad)}; choose from {', '.join(FORMATS)}")
+        raise ConfigError(f"formats: unknown format(s) {', '.join(bad)}; choose from {', '.join(FORMATS)}")
     if reference not in ("paper", "none"):
-        raise ConfigError(f"--reference must be 'paper' or 'none', not {reference!r}")
+        raise ConfigError(f"reference must be 'paper' or 'none', not {reference!r}")
     collection = collect(run_dirs, allow_failed=allow_failed)
     tables = build_tables(collection)
     if reference == "paper":
         ref = load_reference()
         known = set(ref["backbone"])
         if reference_backbone is not None and reference_backbone not in known:
-            raise ConfigError(f"--reference-backbone {reference_backbone!r} is not in the reference tables; "
+            raise ConfigError(f"reference_backbone {reference_backbone!r} is not in the reference tables; "
                               f"known: {', '.join(sorted(known))}")
         for t in tables:
             backbone = reference_backbone or normalise_backbone(t.family)

@@ -2,7 +2,9 @@
 
 The same normaliser reads the results JSON's ``config.model_args`` (strings) and the
 plugin's per-sample stats rows (typed values): both use the model_args key names
-(DESIGN §4), so one function serves both and a run's two descriptions can be compared.
+(docs/plugin.md), so one function serves both and a run's two descriptions can be compared.
+Defaults (which method a model name runs, VTU on or off) come from ``dymu_eval.vocabulary``,
+the table the plugin itself resolves model_args with.
 """
 from __future__ import annotations
 
@@ -10,24 +12,12 @@ import json
 import os
 from dataclasses import dataclass, fields, replace
 
-METHOD_ORDER = {"baseline": 0, "Random": 1, "Pool": 2, "FastV": 3, "VisionZip": 4, "ToMe": 5, "DyMU": 6}
-_METHOD_NAMES = {
-    "baseline": "baseline",
-    "none": "baseline",
-    "dymu": "DyMU",
-    "dtome": "DyMU",
-    "tome": "ToMe",
-    "fastv": "FastV",
-    "random": "Random",
-    "pool": "Pool",
-    "visionzip": "VisionZip",
-}
-# model-name prefix -> method, for runs whose model_args do not say method=
-_MODEL_METHODS = (("tome", "ToMe"), ("fastv", "FastV"), ("random", "Random"), ("pool", "Pool"),
-                  ("visionzip", "VisionZip"))
-_VTU_METHODS = ("DyMU", "ToMe", "Pool", "VisionZip")  # methods where VTU is a choice (on by default for DyMU only)
-_PLUGIN_MODELS = ("dymu_", "tome_", "fastv_", "random_", "pool_", "visionzip_")
-_LEVEL_ORDER = {"low": 0, "mid": 1, "high": 2}
+from ..vocabulary import (BASELINE, DEFAULT_THRESHOLDS, LEVELS, METHOD_ORDER, METHOD_SPECS, MODEL_DEFAULTS,
+                          SELECTION_METHODS, default_method, method_label)
+
+_METHOD_ALIASES = {"baseline": BASELINE, "dtome": "dymu"}  # other spellings (`dymu-eval tokens` JSON)
+_BY_LABEL = {spec.label: spec for spec in METHOD_SPECS.values()}
+_LEVEL_ORDER = {level: i for i, level in enumerate(LEVELS)}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -57,7 +47,7 @@ class RunConfig:
                 text += " w/o VTU"
             if self.schedule and self.schedule != "constant":
                 text += f" {self.schedule}"
-            if self.threshold_data and self.threshold_data != "llava_instruct":
+            if self.threshold_data and self.threshold_data != DEFAULT_THRESHOLDS:
                 text += f" ({self.threshold_data})"
         elif m == "ToMe":
             text = f"ToMe {self.level.replace('r', 'r=', 1)}" if self.level.startswith("r") else "ToMe"
@@ -69,18 +59,14 @@ class RunConfig:
                 text += f" {self.schedule}"
         elif m == "FastV":
             text = f"FastV {self.level}".strip()
-        elif m in ("Random", "VisionZip"):
-            text = f"{m} {self.level}".strip()
-            if self.vtu == "yes":
-                text += " +VTU"
-        elif m == "Pool":
-            factor = self.level[1:] if self.level.startswith("f") else ""
-            text = f"Pool {factor}x{factor}" if factor else "Pool"
-            if self.vtu == "yes":
-                text += " +VTU"
+        elif m in ("Random", "Pool", "VisionZip"):
+            amount = self.level
+            if m == "Pool" and amount.startswith("f"):
+                amount = f"{amount[1:]}x{amount[1:]}"
+            text = f"{m} {amount}".strip() + (" +VTU" if self.vtu == "yes" else "")
         else:
             text = m
-        if show_model and not self.model.startswith(_PLUGIN_MODELS):
+        if show_model and self.model not in MODEL_DEFAULTS:
             text += f" [{self.model}]"
         return text
 
@@ -92,8 +78,14 @@ class RunConfig:
             lvl_key = (1, -int(lvl[1:]))
         else:
             lvl_key = (2, lvl)
-        return (self.family, METHOD_ORDER.get(self.method, 9), self.model, self.vtu != ("yes" if self.method == "DyMU" else "no"),
+        return (self.family, METHOD_ORDER.get(self.method, 9), self.model, self.vtu != _default_vtu(self.method),
                 self.schedule not in ("", "constant"), self.schedule, self.threshold_data, lvl_key)
+
+
+def _default_vtu(method_label_: str) -> str:
+    """"yes"/"no" for methods with a VTU switch (its default), "" for the others."""
+    args = _BY_LABEL[method_label_].args if method_label_ in _BY_LABEL else {}
+    return ("yes" if args["vtu"] else "no") if "vtu" in args else ""
 
 
 def parse_model_args(model_args: object) -> dict[str, str]:
@@ -161,17 +153,13 @@ def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
     level = values.get("level")
     level = None if level in (None, "") else str(level).lower()
     raw_method = values.get("method")
-    by_model = [name for prefix, name in _MODEL_METHODS if prefix in model]
     if raw_method not in (None, ""):
-        method = _METHOD_NAMES.get(str(raw_method).lower(), str(raw_method))
-    elif by_model:
-        method = by_model[0]
-    elif "dymu" in model:
-        method = "DyMU" if level != "none" else "baseline"
+        key = _METHOD_ALIASES.get(str(raw_method).lower(), str(raw_method).lower())
+        method = method_label(key) if key in METHOD_SPECS else str(raw_method)
     else:
-        method = "baseline"
-    if level == "none" and method != "FastV":
-        method = "baseline"
+        method = method_label(default_method(model))
+    if level == BASELINE and method in ("DyMU", "ToMe"):
+        method = method_label(BASELINE)
     r = _number(values.get("r"))
 
     out: dict[str, str | None] = {"method": method, "level": None, "threshold_data": None,
@@ -184,40 +172,49 @@ def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
     elif method == "FastV":
         k, ratio = _number(values.get("fastv_k")), _number(values.get("fastv_ratio"))
         out["level"] = f"K{k} R{ratio}" if k is not None and ratio is not None else None
-    elif method == "Random":
-        out["level"] = _random_level(values.get("keep"), values.get("seed"))
-    elif method == "Pool":
-        factor = _number(values.get("pool_factor"))
-        out["level"] = f"f{factor or 2}"
-    elif method == "VisionZip":
-        dom, ctx = _number(values.get("dominant")), _number(values.get("contextual"))
-        out["level"] = f"{dom or 54}+{ctx or 10}"
+    elif method in _SELECTION_LABELS:
+        out["level"] = _selection_level(method, values)
     if method in ("DyMU", "ToMe"):
         sched = values.get("schedule")
         out["schedule"] = None if sched in (None, "") else str(sched).lower().replace("-", "_")
-    if method in _VTU_METHODS:
+    if _default_vtu(method):
         out["vtu"] = _bool(values.get("vtu"))
     return out
 
 
-def _random_level(keep: object, seed: object) -> str:
-    """``k64 s0`` for a count, ``25% s0`` for a fraction (the documented defaults: 0.25, seed 0)."""
-    text = "0.25" if keep in (None, "") else str(keep).strip()
+_SELECTION_LABELS = {method_label(m): m for m in SELECTION_METHODS}
+
+
+def _selection_level(method: str, values: dict[str, object]) -> str:
+    """The budget of a fixed-budget baseline: ``k64 s0`` or ``25% s0`` (Random), ``f2`` (Pool),
+    ``54+10`` (VisionZip); unset values take the plugin's defaults."""
+    spec = METHOD_SPECS[_SELECTION_LABELS[method]].args
+
+    def value(name: str) -> str:
+        raw = values.get(name)
+        return str(spec[name] if raw in (None, "") else raw).strip()
+
+    if method == "Pool":
+        return f"f{_number(value('pool_factor'))}"
+    if method == "VisionZip":
+        return f"{_number(value('dominant'))}+{_number(value('contextual'))}"
+    keep = value("keep")
     try:
-        value = float(text)
+        number = float(keep)
     except ValueError:
-        amount = text
-    else:
-        is_fraction = "." in text or "e" in text.lower()
-        amount = f"{value * 100:g}%" if is_fraction and value <= 1 else f"k{int(value)}"
-    return f"{amount} s{_number(seed) or 0}"
+        amount = keep
+    else:  # a fraction is written with a point (lmms-eval and the parser keep 1.0 apart from 1)
+        fraction = any(c in keep for c in ".eE") and number <= 1
+        amount = f"{number * 100:g}%" if fraction else f"k{int(number)}"
+    return f"{amount} s{_number(value('seed'))}"
 
 
 def finalize(model: str, family: str, fields_: dict[str, str | None]) -> RunConfig:
-    """Fill the documented defaults (constant schedule; VTU on for DyMU, off for ToMe, Pool, VisionZip)."""
-    method = fields_.get("method") or "baseline"
-    schedule = fields_.get("schedule") or ("constant" if method in ("DyMU", "ToMe") else "")
-    vtu = fields_.get("vtu") or ({"DyMU": "yes"}.get(method, "no") if method in _VTU_METHODS else "")
+    """Fill the defaults the plugin applies (vocabulary.METHOD_SPECS: schedule, VTU)."""
+    method = fields_.get("method") or method_label(BASELINE)
+    spec_args = _BY_LABEL[method].args if method in _BY_LABEL else {}
+    schedule = fields_.get("schedule") or spec_args.get("schedule") or ""
+    vtu = fields_.get("vtu") or _default_vtu(method)
     return RunConfig(model=model, family=family, method=method, level=fields_.get("level") or "",
                      threshold_data=fields_.get("threshold_data") or "", schedule=schedule, vtu=vtu)
 

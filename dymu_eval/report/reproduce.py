@@ -24,18 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, DymuError
+from ..merge.levels import KNOWN_LEVELS
+from ..vocabulary import (DEFAULT_THRESHOLDS, FASTV_K, FASTV_RATIO, LEVELS, LLAVA_15, POOL_FACTOR, SELECTION_METHODS,
+                          VISIONZIP_SETTINGS)
 
-DEFAULT_MODEL = "llava-hf/llava-1.5-7b-hf"
+DEFAULT_MODEL = LLAVA_15
 # Table-2 image benchmarks lmms-eval scores without a paid judge (MMBench falls back to GPT,
 # MM-Vet and LLaVA-Bench-in-the-Wild are GPT-judged).
 DEFAULT_TASKS = "mme,gqa,pope,scienceqa_img,seedbench,textvqa_val"
-LEVELS = ("low", "mid", "high")
-TOME_R = {"low": 21, "mid": 16, "high": 8}  # CLIP ViT-L/14-336 in LLaVA-1.5 (paper Table 2)
-FASTV_K, FASTV_RATIO = 2, 0.5  # FastV paper's main setting
-BASELINES = ("random", "pool", "visionzip")
-RANDOM_KEEP = (192, 128, 64)  # the token budgets later papers compare at
-POOL_FACTOR = 2  # 24x24 -> 12x12 = 144 tokens
-VISIONZIP = ((162, 30), (108, 20), (54, 10))  # dominant + contextual = 192 / 128 / 64 (VisionZip Table 1)
+TOME_R = KNOWN_LEVELS["clip-vit-l-14-336"]  # LLaVA-1.5's encoder (paper Table 2)
+RANDOM_KEEP = tuple(d + c for d, c in VISIONZIP_SETTINGS)  # 192/128/64: the budgets later papers compare at
 
 
 @dataclass
@@ -53,9 +51,10 @@ class RunSpec:
 
 def baseline_runs(baselines: list[str]) -> list[RunSpec]:
     """Random pruning, grid pooling and VisionZip at the budgets the literature compares at."""
-    bad = [b for b in baselines if b not in BASELINES]
+    bad = [b for b in baselines if b not in SELECTION_METHODS]
     if bad:
-        raise ConfigError(f"BASELINES must be a comma list of {', '.join(BASELINES)} (or empty); got {','.join(bad)}")
+        raise ConfigError(f"BASELINES must be a comma list of {', '.join(SELECTION_METHODS)} (or empty); "
+                          f"got {','.join(bad)}")
     runs = []
     if "random" in baselines:
         runs += [RunSpec(f"random_k{k}", "random_llava", {"keep": str(k), "seed": "0"}) for k in RANDOM_KEEP]
@@ -64,7 +63,7 @@ def baseline_runs(baselines: list[str]) -> list[RunSpec]:
         runs.append(RunSpec(f"pool_f{POOL_FACTOR}_vtu", "pool_llava", {"pool_factor": str(POOL_FACTOR), "vtu": "true"}))
     if "visionzip" in baselines:
         runs += [RunSpec(f"visionzip_{d}_{c}", "visionzip_llava", {"dominant": str(d), "contextual": str(c)})
-                 for d, c in VISIONZIP]
+                 for d, c in VISIONZIP_SETTINGS]
     return runs
 
 
@@ -78,22 +77,22 @@ def matrix(levels: list[str], baselines: list[str] | None = None) -> list[RunSpe
     for lv in levels:
         runs.append(RunSpec(f"tome_r{TOME_R[lv]}", "tome_llava", {"r": str(TOME_R[lv])}))
     for lv in levels:
-        runs.append(RunSpec(f"dymu_{lv}", "dymu_llava", {"level": lv, "thresholds": "llava_instruct"},
-                            [("llava_instruct", lv, "constant")]))
+        runs.append(RunSpec(f"dymu_{lv}", "dymu_llava", {"level": lv, "thresholds": DEFAULT_THRESHOLDS},
+                            [(DEFAULT_THRESHOLDS, lv, "constant")]))
     if "low" in levels:
-        runs.append(RunSpec("dymu_low_no_vtu", "dymu_llava", {"level": "low", "thresholds": "llava_instruct",
-                                                              "vtu": "false"}, [("llava_instruct", "low", "constant")]))
+        runs.append(RunSpec("dymu_low_no_vtu", "dymu_llava", {"level": "low", "thresholds": DEFAULT_THRESHOLDS,
+                                                              "vtu": "false"}, [(DEFAULT_THRESHOLDS, "low", "constant")]))
         runs.append(RunSpec(f"tome_r{TOME_R['low']}_vtu", "tome_llava", {"r": str(TOME_R["low"]), "vtu": "true"}))
     if "mid" in levels:
         for sched in ("linear", "reverse_linear"):
             runs.append(RunSpec(f"dymu_mid_{sched}", "dymu_llava",
-                                {"level": "mid", "thresholds": "llava_instruct", "schedule": sched},
-                                [("llava_instruct", "mid", sched)]))
+                                {"level": "mid", "thresholds": DEFAULT_THRESHOLDS, "schedule": sched},
+                                [(DEFAULT_THRESHOLDS, "mid", sched)]))
         runs.append(RunSpec("dymu_mid_pixmo_cap", "dymu_llava", {"level": "mid", "thresholds": "pixmo_cap"},
                             [("pixmo_cap", "mid", "constant")]))
     runs.append(RunSpec(f"fastv_k{FASTV_K}_r{FASTV_RATIO:g}", "fastv_llava",
                         {"fastv_k": str(FASTV_K), "fastv_ratio": f"{FASTV_RATIO:g}"}))
-    return runs + baseline_runs(list(BASELINES) if baselines is None else baselines)
+    return runs + baseline_runs(list(SELECTION_METHODS) if baselines is None else baselines)
 
 
 def lmms_command(spec: RunSpec, pretrained: str, tasks: str, out: Path, num_gpus: int, limit: str | None,
@@ -204,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--tasks", default=DEFAULT_TASKS)
     p.add_argument("--levels", default=",".join(LEVELS))
-    p.add_argument("--baselines", default=",".join(BASELINES),
-                   help=f"comma list of {', '.join(BASELINES)} to run beside the paper's matrix (empty: none)")
+    p.add_argument("--baselines", default=",".join(SELECTION_METHODS),
+                   help=f"comma list of {', '.join(SELECTION_METHODS)} to run beside the paper's matrix (empty: none)")
     p.add_argument("--limit", default="")
     p.add_argument("--out", default="runs/reproduce")
     p.add_argument("--num-gpus", type=int, default=1)

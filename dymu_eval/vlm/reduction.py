@@ -16,6 +16,7 @@ from ..errors import ConfigError, ThresholdCacheError
 from ..merge import NoMerge, Policy, TopR, merges_per_layer
 from ..merge.select import GridPool, RandomKeep, Selector, VisionZip
 from ..vision import VisionRunner
+from ..vocabulary import BASELINE, CUSTOM_LEVEL, LEVELS, check_fastv
 
 
 @dataclass
@@ -25,7 +26,7 @@ class Reduction:
     their patches had in the unmodified sequence (gaps where tokens were dropped), instead of
     consecutive positions."""
 
-    method: str = "none"  # dymu | tome | fastv | random | pool | visionzip | none
+    method: str = BASELINE  # one of vocabulary.METHODS
     policy: Policy = field(default_factory=NoMerge)
     selector: Selector | None = None
     original_positions: bool = False
@@ -39,8 +40,8 @@ class Reduction:
 def tome_reduction(runner: VisionRunner, r: int | None, level: str | None, schedule: str, vtu: bool) -> Reduction:
     """ToMe: r merges per encoder layer (given, or the level's r for this encoder) over the schedule."""
     if r is None:
-        if level not in ("low", "mid", "high"):
-            raise ConfigError(f"ToMe needs r= or level=low|mid|high, got level={level!r}")
+        if level not in LEVELS:
+            raise ConfigError(f"ToMe needs r or a level ({', '.join(LEVELS)}), got level={level!r}")
         r = runner.r_for_level(level)
     per_layer = merges_per_layer(int(r), runner.num_layers, schedule)
     return Reduction("tome", TopR(per_layer), vtu=vtu, r_per_layer=per_layer)
@@ -52,7 +53,7 @@ def dymu_reduction(model: nn.Module, runner: VisionRunner, names: list[str], thr
     from ..thresholds import ThresholdCache
 
     cache = ThresholdCache()
-    level = None if level in (None, "custom") else level
+    level = None if level in (None, CUSTOM_LEVEL) else level
     if thresholds.endswith(".json") or os.sep in thresholds or os.path.isfile(thresholds):
         if not os.path.isfile(thresholds):
             raise ThresholdCacheError(f"thresholds={thresholds}: no such file")
@@ -77,11 +78,7 @@ def dymu_reduction(model: nn.Module, runner: VisionRunner, names: list[str], thr
 def fastv_reduction(k: int, ratio: float, decoder_layers: int | None = None) -> Reduction:
     """FastV prunes in the LLM after layer K (checked against the decoder's depth when given);
     the encoder is untouched."""
-    if decoder_layers is not None and not 1 <= int(k) < decoder_layers:
-        raise ConfigError(f"fastv_k={k}: must be in 1..{decoder_layers - 1} for this {decoder_layers}-layer LLM "
-                          "(FastV ranks image tokens with layer K-1's attention)")
-    if not 0.0 <= float(ratio) < 1.0:
-        raise ConfigError(f"fastv_ratio={ratio}: must be in [0, 1) (the fraction of image tokens dropped)")
+    check_fastv(k, ratio, decoder_layers)
     return Reduction("fastv", NoMerge(), vtu=False, fastv_k=int(k), fastv_ratio=float(ratio))
 
 

@@ -15,19 +15,19 @@ from PIL import Image
 
 from dymu_eval.calibrate import CalibrationSettings, calibrate
 from dymu_eval.cli import main
-from dymu_eval.commands.calibrate import load_preprocess
 from dymu_eval.errors import ConfigError, InputImageError
 from dymu_eval.images import FolderImages, ImageListImages
 from dymu_eval.merge import BatchTopK, merges_per_layer
 from dymu_eval.thresholds import load_record
 from dymu_eval.vision.loading import load_runner
+from dymu_eval.vision.preprocess import preprocess_for
 
 B = 4
 
 
 def _load(folder):
     runner = load_runner(str(folder), torch.float32, "cpu")
-    return runner, load_preprocess(str(folder), runner)
+    return runner, preprocess_for(str(folder), runner)
 
 
 def _pixels(pre, source, indices):

@@ -35,13 +35,13 @@ def test_unknown_argument_lists_every_valid_one():
     ({"method": "random", "keep": 0}, ["keep=0", "fraction"]),
     ({"method": "random", "keep": "lots"}, ["keep='lots'"]),
     ({"method": "random", "keep": 1.5}, ["keep=1.5", "whole number"]),
-    ({"method": "random", "vtu": True}, ["vtu=true", "method=random"]),
-    ({"method": "random", "pool_factor": 2}, ["pool_factor", "keep, seed"]),
+    ({"method": "random", "vtu": True}, ["vtu", "method=random", "no VTU"]),
+    ({"method": "random", "pool_factor": 2}, ["pool_factor", "keep=", "seed="]),
     ({"method": "random", "level": "low"}, ["level", "keep="]),
     ({"method": "pool", "pool_factor": 0}, ["pool_factor", ">= 1"]),
     ({"method": "pool", "r": 4}, ["r", "pool_factor="]),
     ({"method": "visionzip", "contextual": 0}, ["contextual", ">= 1"]),
-    ({"method": "visionzip", "keep": 64}, ["keep", "dominant, contextual"]),
+    ({"method": "visionzip", "keep": 64}, ["keep", "dominant= and contextual="]),
     ({"method": "visionzip", "fastv_ratio": 0.5}, ["fastv_ratio", "dominant= and contextual="]),
 ])
 def test_bad_or_contradictory_arguments(kwargs, words):
@@ -52,40 +52,40 @@ def test_bad_or_contradictory_arguments(kwargs, words):
 
 
 def test_presets():
-    tome = parse_model_args({"pretrained": "x", "r": 8}, preset="tome")
+    tome = parse_model_args({"pretrained": "x", "r": 8}, model="tome_llava")
     assert (tome.method, tome.r, tome.vtu, tome.thresholds) == ("tome", 8, False, None)
-    assert parse_model_args({"pretrained": "x", "r": 8, "vtu": True}, preset="tome").vtu is True
+    assert parse_model_args({"pretrained": "x", "r": 8, "vtu": True}, model="tome_llava").vtu is True
     with pytest.raises(ConfigError, match="needs r="):
-        parse_model_args({"pretrained": "x"}, preset="tome")
+        parse_model_args({"pretrained": "x"}, model="tome_llava")
     with pytest.raises(ConfigError, match="thresholds"):
-        parse_model_args({"pretrained": "x", "r": 8, "thresholds": "pixmo_cap"}, preset="tome")
-    fastv = parse_model_args({"pretrained": "x"}, preset="fastv")
+        parse_model_args({"pretrained": "x", "r": 8, "thresholds": "pixmo_cap"}, model="tome_llava")
+    fastv = parse_model_args({"pretrained": "x"}, model="fastv_llava")
     assert (fastv.method, fastv.fastv_k, fastv.fastv_ratio, fastv.vtu) == ("fastv", 2, 0.5, False)
     with pytest.raises(ConfigError, match="fastv_ratio"):
-        parse_model_args({"pretrained": "x", "fastv_ratio": 1.0}, preset="fastv")
+        parse_model_args({"pretrained": "x", "fastv_ratio": 1.0}, model="fastv_llava")
     with pytest.raises(ConfigError, match="contradicts"):
-        parse_model_args({"pretrained": "x", "method": "dymu"}, preset="fastv")
+        parse_model_args({"pretrained": "x", "method": "dymu"}, model="fastv_llava")
     # the unreduced baseline is reachable from every preset
-    for preset in ("dymu", "tome", "fastv"):
-        base = parse_model_args({"pretrained": "x", "method": "none"}, preset=preset)
+    for model in ("dymu_llava", "tome_llava", "fastv_llava"):
+        base = parse_model_args({"pretrained": "x", "method": "none"}, model=model)
         assert (base.method, base.level) == ("none", "none")
     assert parse_model_args({"pretrained": "x", "level": "none"}).method == "none"
 
 
 def test_selection_presets_and_defaults():
-    rnd = parse_model_args({"pretrained": "x", "keep": "64"}, preset="random")
+    rnd = parse_model_args({"pretrained": "x", "keep": "64"}, model="random_llava")
     assert (rnd.method, rnd.keep, rnd.seed, rnd.vtu) == ("random", 64, 0, False)
-    assert parse_model_args({"pretrained": "x", "keep": 0.25, "seed": 3}, preset="random").keep == 0.25
-    assert parse_model_args({"pretrained": "x", "keep": "0.5"}, preset="random").keep == 0.5
-    assert parse_model_args({"pretrained": "x"}, preset="random").keep == 0.25
-    pool = parse_model_args({"pretrained": "x", "vtu": "true"}, preset="pool")
+    assert parse_model_args({"pretrained": "x", "keep": 0.25, "seed": 3}, model="random_llava").keep == 0.25
+    assert parse_model_args({"pretrained": "x", "keep": "0.5"}, model="random_llava").keep == 0.5
+    assert parse_model_args({"pretrained": "x"}, model="random_llava").keep == 0.25
+    pool = parse_model_args({"pretrained": "x", "vtu": "true"}, model="pool_llava")
     assert (pool.method, pool.pool_factor, pool.vtu, pool.keep) == ("pool", 2, True, None)
-    vz = parse_model_args({"pretrained": "x", "dominant": 108, "contextual": 20}, preset="visionzip")
+    vz = parse_model_args({"pretrained": "x", "dominant": 108, "contextual": 20}, model="visionzip_llava")
     assert (vz.method, vz.dominant, vz.contextual, vz.vtu) == ("visionzip", 108, 20, False)
-    assert (parse_model_args({"pretrained": "x"}, preset="visionzip").dominant,) == (54,)
+    assert (parse_model_args({"pretrained": "x"}, model="visionzip_llava").dominant,) == (54,)
     # method= on the main model reaches them too; another preset refuses them
     assert parse_model_args({"pretrained": "x", "method": "pool"}).method == "pool"
     with pytest.raises(ConfigError, match="contradicts"):
-        parse_model_args({"pretrained": "x", "method": "random"}, preset="visionzip")
-    for preset in ("random", "pool", "visionzip"):
-        assert parse_model_args({"pretrained": "x", "method": "none"}, preset=preset).method == "none"
+        parse_model_args({"pretrained": "x", "method": "random"}, model="visionzip_llava")
+    for model in ("random_llava", "pool_llava", "visionzip_llava"):
+        assert parse_model_args({"pretrained": "x", "method": "none"}, model=model).method == "none"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FAMILIES
+from transformers import CLIPVisionModel, SiglipVisionModel
 
 from dymu_eval.errors import ConfigError
 from dymu_eval.merge import TokenState
@@ -129,7 +129,8 @@ def test_visionzip_settings_that_exceed_the_tokens_are_refused():
 def test_visionzip_in_the_runner_matches_the_models_own_attention(fam, tiny_dirs, pixels):
     """The dominant tokens are the top-ranked by the attention the eager HF model returns at the
     last layer run: CLS row summed over heads (CLIP), mean received attention (SigLIP)."""
-    model = FAMILIES[fam][1].from_pretrained(tiny_dirs[fam], dtype=torch.float32, attn_implementation="eager").eval()
+    model_cls = {"clip": CLIPVisionModel, "siglip": SiglipVisionModel}[fam]
+    model = model_cls.from_pretrained(tiny_dirs[fam], dtype=torch.float32, attn_implementation="eager").eval()
     layers = 3  # a LLaVA-style read of layer -2
     runner = VisionRunner.from_model(model, layers_run=layers)
     has_cls = runner.has_cls
