@@ -5,7 +5,7 @@ Torch-free on purpose, so that every layer may import it: ``lmms/`` validates mo
 ``merge/``, ``language/`` and ``vlm/`` check their inputs against it, ``report/`` labels runs with
 it and the CLI offers its names as ``choices``.
 
-Adding a method (say ``random``) adds lines here in three places:
+Adding a method (say ``divprune``) adds lines here in three places:
 
 1. its name to ``METHODS``;
 2. a :class:`MethodSpec` in ``METHOD_SPECS``: the method-specific model_args it accepts with their
