@@ -87,7 +87,8 @@ TABLES_OUT ?= $(OUT)/tables
 
 reproduce: $(STAMP)
 	HF_HUB_OFFLINE=$(HUB_OFFLINE) HF_DATASETS_OFFLINE=$(HUB_OFFLINE) TRANSFORMERS_OFFLINE=$(HUB_OFFLINE) \
-	$(PY) -m dymu_eval.report.reproduce --model "$(MODEL)" --tasks "$(TASKS)" --levels "$(LEVELS)" --baselines "$(BASELINES)" \
+	$(PY) -m dymu_eval.report.reproduce --model "$(MODEL)" --tasks "$(TASKS)" --levels "$(LEVELS)" \
+		--baselines "$(BASELINES)" \
 		--limit "$(LIMIT)" --out "$(OUT)" --num-gpus "$(NUM_GPUS)" --calib-images "$(CALIB_IMAGES)" \
 		--pixmo-images "$(PIXMO_IMAGES)" $(if $(DRY_RUN),--dry-run) $(if $(FORCE),--force)
 
