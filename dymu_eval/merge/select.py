@@ -133,11 +133,13 @@ class Selector:
     """Base class: ``select`` one image's patch tokens; ``__call__`` does a padded batch.
 
     ``needs_attention``: the runner must probe the last block's attention (keys, importance).
+    ``needs_image_ids``: the runner must fingerprint each image's pixels (seeds random subsets).
     ``cls_row``: the CLS row belongs to the selection and should reach the language model even
     where the VLM normally drops CLS (VisionZip keeps it as a dominant token).
     """
 
     needs_attention: bool = False
+    needs_image_ids: bool = False
     cls_row: bool = False
 
     def select(self, x: torch.Tensor, b: int, inp: SelectionInput) -> Grouping:  # pragma: no cover - interface
@@ -185,6 +187,8 @@ def _split(x: torch.Tensor, has_cls: bool) -> tuple[torch.Tensor | None, torch.T
 
 class RandomKeep(Selector):
     """Keep ``keep`` patch tokens (a count, or a fraction of the patches) chosen at random with ``seed``."""
+
+    needs_image_ids = True
 
     def __init__(self, keep: float, seed: int = 0):
         keep = check_keep(keep)

@@ -151,7 +151,8 @@ class VisionRunner:
             counts.append(state.counts)
         if selector is not None:
             grid = self.adapter.grid(pixel_values.shape[-2], pixel_values.shape[-1])
-            ids = [zlib.crc32(img.detach().float().cpu().numpy().tobytes()) for img in pixel_values]
+            ids = ([zlib.crc32(img.detach().float().cpu().numpy().tobytes()) for img in pixel_values]
+                   if selector.needs_image_ids else None)
             keys, importance = (probe.keys, probe.importance) if probe is not None else (None, None)
             state = selector(state, SelectionInput(self.has_cls, grid, keys, importance, ids))
             counts[-1] = state.counts

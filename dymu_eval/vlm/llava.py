@@ -163,8 +163,9 @@ class LlavaPipeline:
     def encode_images(self, pixel_values: torch.Tensor) -> tuple[EncoderOutput, float]:
         """Run the tower with the reduction policy up to the layer LLaVA reads; (output, ms)."""
         t0 = time.perf_counter()
-        out = self.runner(pixel_values.to(self.device, self.dtype), self.reduction.policy,
-                          selector=self.reduction.selector)
+        # the runner casts to the tower's device and dtype; it sees the processor's fp32 pixels, so a
+        # selection seeded by the image (random) keeps the same tokens in every dtype and on every device
+        out = self.runner(pixel_values, self.reduction.policy, selector=self.reduction.selector)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return out, (time.perf_counter() - t0) * 1000.0

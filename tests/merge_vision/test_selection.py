@@ -181,3 +181,12 @@ def test_runner_checks_a_selector_against_its_grid(tiny_models):
     runner.check_selector(VisionZip(54, 10))  # 64 of 65 tokens (CLS + 64 patches)
     with pytest.raises(ConfigError, match="dominant=54"):
         runner.check_selector(VisionZip(54, 12))
+
+
+def test_random_subset_does_not_depend_on_the_towers_dtype(tiny_dirs, pixels):
+    """The subset is seeded by the processor's pixels, not by what the tower casts them to."""
+    maps = []
+    for dtype in (torch.float32, torch.bfloat16):
+        model = CLIPVisionModel.from_pretrained(tiny_dirs["clip"], dtype=dtype).eval()
+        maps.append(VisionRunner.from_model(model)(pixels, selector=RandomKeep(16, seed=4)).patch_to_token)
+    assert torch.equal(maps[0], maps[1])
