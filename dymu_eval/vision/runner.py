@@ -24,7 +24,8 @@ class EncoderOutput:
     """tokens (B,T,D) padded; valid (B,T); sizes (B,T) patches per token;
     patch_to_token (B,N0): for every ORIGINAL token (CLS at 0 if present) the index of the token
     holding it, -1 for a patch a selection dropped; counts (B, layers_run+1): valid tokens after
-    the embedding and after each block (the last one after the selection, if any);
+    the embedding and after each block (what each block ran with: a selection after the last
+    block shows in ``valid``, not here);
     cls_row: the selection keeps the CLS row for the language model (VisionZip)."""
 
     tokens: torch.Tensor
@@ -155,7 +156,6 @@ class VisionRunner:
                    if selector.needs_image_ids else None)
             keys, importance = (probe.keys, probe.importance) if probe is not None else (None, None)
             state = selector(state, SelectionInput(self.has_cls, grid, keys, importance, ids))
-            counts[-1] = state.counts
         return EncoderOutput(
             tokens=state.x,
             valid=state.valid,
