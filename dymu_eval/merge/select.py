@@ -5,8 +5,9 @@
 - ``GridPool``: average pooling of the patch grid by an integer factor; a pooled token stands
   for its factor x factor patches.
 - ``VisionZip`` (Yang et al., CVPR'25, training-free): *dominant* tokens ranked by the attention
-  they receive (the CLS token's attention, summed over heads; without a CLS token, the mean
-  attention each token receives from all tokens), then the remaining tokens merged into
+  they receive (the CLS token's attention, summed over heads, as the official CLIP code does;
+  without a CLS token, as VisionZip's SigLIP ports do, the mean attention each token receives
+  from all tokens), then the remaining tokens merged into
   *contextual* tokens: uniform-stride targets, every other token assigned to its most similar
   target by head-mean key cosine, contextual token = target + mean(assigned).
 
