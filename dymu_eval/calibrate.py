@@ -19,10 +19,17 @@ Choices, documented:
   the batch runs with the images that decoded (merging B'*r_i edges), every skipped path is
   recorded in the record and reported, and nothing is ever averaged from a broken image.
 * A layer whose schedule gives r = 0, or that the VLM does not run, gets threshold null.
+* Tokens are laid out after each merge in ``settings.merge_order`` (the reference code's
+  order by default, ``merge.order``), recorded as ``calibration.merge_order``: DToMe must run
+  in the same order to give the token counts the thresholds were tuned for.
+* Every real A->B edge of the batch is ranked, as in the paper and the reference's batch path
+  (no per-image cap: without a class token and with an odd token count the cap would leave
+  edges out of the ranking and could drop tau to 0).
 * Token statistics are measured AFTER calibration: DToMe with the final thresholds on the
   first ``stats_images`` calibration images, counting the visual tokens the LLM would get
   (tokens at the read layer, CLS excluded), i.e. what inference will produce, not the fixed
-  B*r_i counts of the calibration merge.
+  B*r_i counts of the calibration merge. ``settings.call`` is the calling pattern inference
+  will use (``merge.Threshold``; LLaVA-1.5's ``per_image`` by default), recorded with them.
 """
 from __future__ import annotations
 
@@ -39,8 +46,21 @@ from . import __version__
 from .errors import ConfigError, InputImageError
 from .images import ImageSource
 from .merge import BatchTopK, Threshold
-from .thresholds import EncoderIdentity, ThresholdRecord, created_now, encoder_fingerprint
+from .thresholds import (
+    CALIBRATED_PROVENANCE,
+    EncoderIdentity,
+    ThresholdRecord,
+    created_now,
+    dtome_settings,
+    encoder_fingerprint,
+)
 from .vision.preprocess import FamilyPreprocess
+from .vocabulary import (
+    DEFAULT_MERGE_ORDER,
+    ENCODER_CALLS,
+    check_encoder_call,
+    check_merge_order,
+)
 
 Preprocess = Callable[[list[Image.Image]], torch.Tensor]
 
@@ -135,6 +155,8 @@ class CalibrationSettings:
     r: int | None = None
     seed: int = 0
     preprocess: str = ""
+    merge_order: str = DEFAULT_MERGE_ORDER
+    call: str = ENCODER_CALLS[0]
 
 
 def calibrate(
@@ -159,6 +181,8 @@ def calibrate(
     first ``runner.default_layers_run`` layers run. Returns the record (not yet saved).
     """
     settings = settings or CalibrationSettings()
+    check_merge_order(settings.merge_order)
+    check_encoder_call(settings.call)
     procs = Processes()
     layers_run = runner.default_layers_run
     r_per_layer = list(r_per_layer)
@@ -184,7 +208,7 @@ def calibrate(
 
     mine = [list(range((g * procs.world + procs.rank) * batch_size, (g * procs.world + procs.rank + 1) * batch_size))
             for g in range(steps)]
-    policy = BatchTopK(r_per_layer)
+    policy = BatchTopK(r_per_layer, merge_order=settings.merge_order)
     total = torch.zeros(layers_run, dtype=torch.float64)
     used_steps = 0
     skipped: dict[str, str] = {}
@@ -220,9 +244,12 @@ def calibrate(
     token_stats = None
     if stats_images > 0:
         token_stats = _token_stats(
-            runner, source, thresholds, r_per_layer, layers_run, batch_size, preprocess, procs,
-            min(stats_images, len(source)), skip_bad, workers, progress, skipped,
+            runner, source, Threshold(*dtome_settings(thresholds, r_per_layer), merge_order=settings.merge_order,
+                                      call=settings.call),
+            layers_run, batch_size, preprocess, procs, min(stats_images, len(source)), skip_bad, workers, progress,
+            skipped,
         )
+        token_stats["call"] = settings.call
     skipped_all = _merge_skipped(procs.gather(skipped))
     param = next(runner.model.parameters())
     record = ThresholdRecord(
@@ -238,6 +265,7 @@ def calibrate(
             "r_total": int(sum(r_per_layer)),
             "r_per_layer": r_per_layer,
             "schedule": settings.schedule,
+            "merge_order": settings.merge_order,
             "preprocess": settings.preprocess or _describe(preprocess),
             "batches": used_steps * procs.world,
             "images_used": images_used,
@@ -247,7 +275,7 @@ def calibrate(
         },
         thresholds=thresholds,
         token_stats=token_stats,
-        provenance=f"calibrated with dymu-eval {__version__} (batch top-k threshold finding, DyMU arXiv 2504.17040)",
+        provenance=f"{CALIBRATED_PROVENANCE} {__version__} (batch top-k threshold finding, DyMU arXiv 2504.17040)",
         tool_version=__version__,
         created=created if created is not None else created_now(),
     )
@@ -267,13 +295,10 @@ def _merge_skipped(per_rank: list[dict[str, str]]) -> list[tuple[str, str]]:
     return sorted(merged.items())
 
 
-def _token_stats(runner, source, thresholds, r_per_layer, layers_run, batch_size, preprocess, procs,
+def _token_stats(runner, source, policy: Threshold, layers_run, batch_size, preprocess, procs,
                  count: int, skip_bad: bool, workers: int, progress: bool,
                  skipped: dict[str, str]) -> dict[str, Any]:
-    """Visual tokens per image (CLS excluded) under DToMe with the found thresholds."""
-    values = [t if t is not None else 2.0 for t in thresholds]  # cosine <= 1: a null layer never merges
-    gate = [r if t is not None else 0 for r, t in zip(r_per_layer, thresholds)]
-    policy = Threshold(values, gate)
+    """Visual tokens per image (CLS excluded) under DToMe (``policy``) with the found thresholds."""
     starts = range(procs.rank * batch_size, count, procs.world * batch_size)
     mine = [list(range(s, min(s + batch_size, count))) for s in starts]
     per_layer: list[list[int]] = []

@@ -36,6 +36,11 @@ CUSTOM_LEVEL = "custom"  # what a run given r= (instead of a level) records as i
 SCHEDULES = ("constant", "linear", "reverse_linear")  # merges per layer over depth
 DEFAULT_SCHEDULE = "constant"
 
+# --- token order after a merge (merge/order.py) --------------------------------------------------
+MERGE_ORDERS = ("reference", "position")  # the official code's [CLS, unmerged A, all B] / original position
+DEFAULT_MERGE_ORDER = "reference"
+ENCODER_CALLS = ("per_image", "batched")  # how a family's reference calls its encoder (merge.Threshold)
+
 # --- dtypes -------------------------------------------------------------------------------------
 DTYPES = ("float32", "float16", "bfloat16")  # torch dtype names
 AUTO_DTYPE = "auto"  # the checkpoint's dtype on GPU, float32 on CPU
@@ -77,10 +82,12 @@ METHOD_SPECS: dict[str, MethodSpec] = {
     "visionzip": MethodSpec("VisionZip", {"dominant": VISIONZIP_DOMINANT, "contextual": VISIONZIP_CONTEXTUAL,
                                           "vtu": False},
                             "method=visionzip (its budget is dominant= and contextual=)"),
-    "tome": MethodSpec("ToMe", {"level": None, "r": None, "schedule": DEFAULT_SCHEDULE, "vtu": False},
+    "tome": MethodSpec("ToMe", {"level": None, "r": None, "schedule": DEFAULT_SCHEDULE,
+                                "merge_order": DEFAULT_MERGE_ORDER, "vtu": False},
                        "method=tome (thresholds are for dymu, fastv_* for fastv)"),
     "dymu": MethodSpec("DyMU", {"level": None, "r": None, "thresholds": DEFAULT_THRESHOLDS,
-                                "schedule": DEFAULT_SCHEDULE, "vtu": True}, "method=dymu (use method=fastv)"),
+                                "schedule": DEFAULT_SCHEDULE, "merge_order": DEFAULT_MERGE_ORDER, "vtu": True},
+                       "method=dymu (use method=fastv)"),
 }
 # table order: the order methods sort in (baseline first)
 METHOD_ORDER = {spec.label: i for i, spec in enumerate(METHOD_SPECS.values())}
@@ -119,6 +126,20 @@ def check_schedule(schedule: str) -> str:
     if schedule not in SCHEDULES:
         raise ConfigError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     return schedule
+
+
+def check_merge_order(order: str) -> str:
+    """``order`` if it is a known merge order, else a ConfigError naming them."""
+    if order not in MERGE_ORDERS:
+        raise ConfigError(f"unknown merge_order {order!r}; choose one of {', '.join(MERGE_ORDERS)}")
+    return order
+
+
+def check_encoder_call(call: str) -> str:
+    """``call`` if it is a known encoder calling pattern, else a ConfigError naming them."""
+    if call not in ENCODER_CALLS:
+        raise ConfigError(f"unknown encoder calling pattern {call!r}; choose one of {', '.join(ENCODER_CALLS)}")
+    return call
 
 
 def check_fastv(k: Any, ratio: Any, decoder_layers: int | None = None) -> None:

@@ -15,7 +15,15 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..vocabulary import DEFAULT_SCHEDULE, DTYPES, LEVELS, SCHEDULES
+from ..vocabulary import (
+    DEFAULT_MERGE_ORDER,
+    DEFAULT_SCHEDULE,
+    DTYPES,
+    ENCODER_CALLS,
+    LEVELS,
+    MERGE_ORDERS,
+    SCHEDULES,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="merges per layer on average (instead of --level); under torchrun spell it "
                              "--merges-per-layer (torchrun's own parser finds --r ambiguous)")
     p.add_argument("--schedule", default=DEFAULT_SCHEDULE, choices=SCHEDULES)
+    p.add_argument("--merge-order", default=DEFAULT_MERGE_ORDER, choices=MERGE_ORDERS,
+                   help="token order after each merge: the official code's (default) or original position; "
+                        "recorded in the file, and DToMe always runs these thresholds in it")
+    p.add_argument("--encoder-call", default=ENCODER_CALLS[0], choices=ENCODER_CALLS,
+                   help="how the VLM calls the encoder, for the token statistics: one image per call "
+                        "(LLaVA-1.5, default) or all crops of a request at once (LLaVA-OneVision)")
     p.add_argument("--batch-size", type=int, required=True, help="images per batch per process")
     p.add_argument("--num-images", type=int, help="use the first N images of the source")
     p.add_argument("--out", help="output file (default: <user cache>/thresholds/<key>.json)")
@@ -117,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
         name = args.encoder_name or encoder_display_name(args.encoder)
         cache = ThresholdCache()
-        key = record_key(name, args.dataset, args.schedule, level, args.r)
+        key = record_key(name, args.dataset, args.schedule, level, args.r, args.merge_order)
         out = Path(args.out) if args.out else cache.write_dir / f"{key}.json"
         if out.exists() and not args.overwrite:
             raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
@@ -129,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         r_per_layer = merges_per_layer(r, runner.num_layers, args.schedule)
         settings = CalibrationSettings(
             schedule=args.schedule, level=level, r=r, seed=args.seed,
-            preprocess=preprocess.describe(),
+            preprocess=preprocess.describe(), merge_order=args.merge_order, call=args.encoder_call,
         )
         record = calibrate(
             runner, source, r_per_layer, args.batch_size, args.num_images,
@@ -150,8 +164,9 @@ def run(args: argparse.Namespace) -> int:
 def _report(record, path: Path, source) -> None:
     cal = record.calibration
     print(f"wrote {path}")
-    print(f"  key {record.key}; {cal['images_used']} images in {cal['batches']} batches of {cal['batch_size']} "
-          f"on {cal['processes']} process(es); {cal['images_dropped']} trailing images dropped (partial batch)")
+    print(f"  key {record.key} (merge order {record.merge_order}); {cal['images_used']} images in {cal['batches']} "
+          f"batches of {cal['batch_size']} on {cal['processes']} process(es); {cal['images_dropped']} trailing images "
+          "dropped (partial batch)")
     shown = ", ".join("-" if t is None else f"{t:.4f}" for t in record.thresholds)
     print(f"  thresholds per layer: {shown}")
     stats = record.token_stats

@@ -15,9 +15,27 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from ..errors import ConfigError
-from ..vocabulary import (AUTO_DTYPE, BASELINE, CUSTOM_LEVEL, DEFAULT_SCHEDULE, DEFAULT_THRESHOLDS, DTYPES,
-                          LEVEL_CHOICES, LLAVA_15, METHOD_SPECS, METHODS, MODEL_DEFAULTS, REDUCTION_ARGS, SCHEDULES,
-                          SELECTION_METHODS, check_fastv, check_keep, default_method)
+from ..vocabulary import (
+    AUTO_DTYPE,
+    BASELINE,
+    CUSTOM_LEVEL,
+    DEFAULT_MERGE_ORDER,
+    DEFAULT_SCHEDULE,
+    DEFAULT_THRESHOLDS,
+    DTYPES,
+    LEVEL_CHOICES,
+    LLAVA_15,
+    MERGE_ORDERS,
+    METHOD_SPECS,
+    METHODS,
+    MODEL_DEFAULTS,
+    REDUCTION_ARGS,
+    SCHEDULES,
+    SELECTION_METHODS,
+    check_fastv,
+    check_keep,
+    default_method,
+)
 
 MODEL_DTYPES = (AUTO_DTYPE, *DTYPES)
 
@@ -29,6 +47,8 @@ VALID_ARGS: dict[str, str] = {
     "level": f"{' | '.join(LEVEL_CHOICES)} (none = the unreduced baseline; default low for dymu)",
     "thresholds": f"DyMU thresholds: cache key (calibration dataset name) or a JSON file (default {DEFAULT_THRESHOLDS})",
     "schedule": f"{' | '.join(SCHEDULES)}: merges per layer over depth (default {DEFAULT_SCHEDULE})",
+    "merge_order": f"{' | '.join(MERGE_ORDERS)}: token order after each encoder merge, the official code's "
+                   f"(default {DEFAULT_MERGE_ORDER}) or original position; dymu uses thresholds calibrated in it",
     "r": "merges per encoder layer: ToMe's r; for dymu it selects the threshold entry calibrated with this r",
     "vtu": "true | false: virtual token unmerging in the LLM (default true for dymu; false for tome, pool, "
            "visionzip; random keeps original positions instead)",
@@ -76,6 +96,7 @@ class ModelArgs:
     attn_implementation: str | None
     batch_size: int
     stats_dir: str | None
+    merge_order: str | None = None  # ToMe / DyMU: vocabulary.MERGE_ORDERS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,6 +161,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "r": _int,
     "thresholds": lambda n, v: str(v),
     "schedule": lambda n, v: _choice(n, v, SCHEDULES),
+    "merge_order": lambda n, v: _choice(n, v, MERGE_ORDERS),
     "vtu": _bool,
     "fastv_k": _int,
     "fastv_ratio": _float,
@@ -227,4 +249,5 @@ def parse_model_args(kwargs: dict[str, Any], model: str = "dymu_llava") -> Model
         attn_implementation=given.get("attn_implementation"),
         batch_size=_int("batch_size", given.get("batch_size", 1), minimum=1),
         stats_dir=given.get("stats_dir"),
+        merge_order=values.get("merge_order"),
     )

@@ -15,6 +15,7 @@ from accelerate import Accelerator
 from lmms_eval import utils as lmms_utils
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
+from lmms_eval.models.model_utils.gen_metrics import log_metrics
 from loguru import logger
 from tqdm import tqdm
 
@@ -32,7 +33,7 @@ from ..vlm.reduction import (
     visionzip_reduction,
 )
 from .args import ModelArgs, parse_model_args
-from .stats import StatsWriter, new_run_stamp, stats_dir
+from .stats import StatsWriter, new_run_stamp, stats_dir, throughput_metrics
 
 
 def _device_map(args: ModelArgs, accelerator: Accelerator) -> str:
@@ -58,7 +59,7 @@ def _reduction(args: ModelArgs, pipe: llava.LlavaPipeline) -> Reduction:
         return Reduction()
     if args.method == "tome":
         level = None if args.level == CUSTOM_LEVEL else args.level
-        return tome_reduction(runner, args.r, level, args.schedule, args.vtu)
+        return tome_reduction(runner, args.r, level, args.schedule, args.vtu, args.merge_order)
     if args.method == "fastv":
         return fastv_reduction(args.fastv_k, args.fastv_ratio, len(pipe.decoder.layers))
     if args.method == "random":
@@ -68,7 +69,8 @@ def _reduction(args: ModelArgs, pipe: llava.LlavaPipeline) -> Reduction:
     if args.method == "visionzip":
         return visionzip_reduction(runner, args.dominant, args.contextual, args.vtu)
     names = [args.pretrained, runner.encoder_key]
-    return dymu_reduction(pipe_model, runner, names, args.thresholds, args.level, args.r, args.schedule, args.vtu)
+    return dymu_reduction(pipe_model, runner, names, args.thresholds, args.level, args.r, args.schedule, args.vtu,
+                          merge_order=args.merge_order, call=llava.ENCODER_CALL)
 
 
 def _decode_config(gen_kwargs: dict[str, Any], tokenizer, eos_ids: list[int]) -> DecodeConfig:
@@ -126,6 +128,7 @@ class DymuLlava(lmms):
         self.stats = StatsWriter(folder, new_run_stamp(), self._rank, {
             "model": self.MODEL_ID, "method": self.args.method, "level": self.args.level, "r": self.args.r,
             "thresholds": red.thresholds_key or self.args.thresholds, "schedule": self.args.schedule,
+            "merge_order": self.args.merge_order,
             "vtu": red.vtu, "fastv_k": red.fastv_k, "fastv_ratio": red.fastv_ratio, "keep": self.args.keep,
             "seed": self.args.seed, "pool_factor": self.args.pool_factor, "dominant": self.args.dominant,
             "contextual": self.args.contextual, "pretrained": self.args.pretrained,
@@ -175,7 +178,15 @@ class DymuLlava(lmms):
         return out
 
     def _record(self, metas: list[tuple[str, int]], stats: list[dict], request: str) -> None:
+        """One stats row per request, and its averages into lmms-eval's results (the throughput block)."""
         self.stats.write([{**s, "task": t, "doc_id": d, "request": request} for (t, d), s in zip(metas, stats)])
+        for s in stats:
+            # prefill/decode times are the batch's (loglikelihood: already per request): share them out
+            share = 1 if request == "loglikelihood" else len(stats)
+            seconds = (s["encoder_ms"] + (s["prefill_ms"] + s["decode_ms"]) / share) / 1000.0
+            log_metrics(total_elapsed_time=seconds, total_gen_tokens=int(s["new_tokens"]),
+                        avg_speed=s["new_tokens"] / seconds if seconds > 0 else 0.0,
+                        additional_metrics={**throughput_metrics(s), "total_requests": 1})
 
     def _eos(self) -> list[int]:
         return list(self.pipe.eos_ids)

@@ -43,12 +43,23 @@ def test_unknown_argument_lists_every_valid_one():
     ({"method": "visionzip", "contextual": 0}, ["contextual", ">= 1"]),
     ({"method": "visionzip", "keep": 64}, ["keep", "dominant= and contextual="]),
     ({"method": "visionzip", "fastv_ratio": 0.5}, ["fastv_ratio", "dominant= and contextual="]),
+    ({"merge_order": "sorted"}, ["merge_order", "reference, position"]),
+    ({"level": "none", "merge_order": "position"}, ["merge_order", "baseline"]),
 ])
 def test_bad_or_contradictory_arguments(kwargs, words):
     with pytest.raises(ConfigError) as e:
         parse_model_args({"pretrained": "x", **kwargs})
     for w in words:
         assert w in str(e.value)
+
+
+def test_merge_order_defaults_to_the_reference():
+    assert parse_model_args({"pretrained": "x"}).merge_order == "reference"
+    tome = parse_model_args({"pretrained": "x", "r": 8, "merge_order": "position"}, model="tome_llava")
+    assert tome.merge_order == "position"
+    assert parse_model_args({"pretrained": "x"}, model="fastv_llava").merge_order is None
+    with pytest.raises(ConfigError, match="merge_order"):
+        parse_model_args({"pretrained": "x", "merge_order": "position"}, model="fastv_llava")
 
 
 def test_presets():
