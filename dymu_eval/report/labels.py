@@ -12,8 +12,19 @@ import json
 import os
 from dataclasses import dataclass, fields, replace
 
-from ..vocabulary import (BASELINE, DEFAULT_THRESHOLDS, LEVELS, METHOD_ORDER, METHOD_SPECS, MODEL_DEFAULTS,
-                          SELECTION_METHODS, default_method, method_label)
+from ..vocabulary import (
+    BASELINE,
+    DEFAULT_MERGE_ORDER,
+    DEFAULT_THRESHOLDS,
+    LEVELS,
+    MERGE_ORDERS,
+    METHOD_ORDER,
+    METHOD_SPECS,
+    MODEL_DEFAULTS,
+    SELECTION_METHODS,
+    default_method,
+    method_label,
+)
 
 _METHOD_ALIASES = {"baseline": BASELINE, "dtome": "dymu"}  # other spellings (`dymu-eval tokens` JSON)
 _BY_LABEL = {spec.label: spec for spec in METHOD_SPECS.values()}
@@ -34,6 +45,7 @@ class RunConfig:
     threshold_data: str = ""
     schedule: str = ""
     vtu: str = ""  # yes | no | ""
+    merge_order: str = ""  # reference | position for DyMU and ToMe, "" otherwise
 
     def key(self) -> tuple[str, ...]:
         return tuple(getattr(self, f.name) for f in fields(self))
@@ -49,6 +61,8 @@ class RunConfig:
                 text += f" {self.schedule}"
             if self.threshold_data and self.threshold_data != DEFAULT_THRESHOLDS:
                 text += f" ({self.threshold_data})"
+            if self.merge_order not in ("", DEFAULT_MERGE_ORDER):
+                text += f" {self.merge_order} order"
         elif m == "ToMe":
             text = f"ToMe {self.level.replace('r', 'r=', 1)}" if self.level.startswith("r") else "ToMe"
             if self.level and not self.level.startswith("r"):
@@ -57,6 +71,8 @@ class RunConfig:
                 text += " +VTU"
             if self.schedule and self.schedule != "constant":
                 text += f" {self.schedule}"
+            if self.merge_order not in ("", DEFAULT_MERGE_ORDER):
+                text += f" {self.merge_order} order"
         elif m == "FastV":
             text = f"FastV {self.level}".strip()
         elif m in ("Random", "Pool", "VisionZip"):
@@ -144,8 +160,8 @@ def _dataset_name(value: object) -> str | None:
         except (OSError, ValueError, AttributeError):
             pass
         text = os.path.splitext(os.path.basename(text))[0]
-    parts = text.split("__")
-    return parts[1] if len(parts) == 4 else text
+    parts = text.split("__")  # a position-order key has a fifth part, ``position``
+    return parts[1] if len(parts) == 4 or (len(parts) == 5 and parts[4] in MERGE_ORDERS) else text
 
 
 def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
@@ -163,7 +179,7 @@ def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
     r = _number(values.get("r"))
 
     out: dict[str, str | None] = {"method": method, "level": None, "threshold_data": None,
-                                  "schedule": None, "vtu": None}
+                                  "schedule": None, "vtu": None, "merge_order": None}
     if method == "DyMU":
         out["level"] = level if level in _LEVEL_ORDER else (f"r{r}" if r else level)
         out["threshold_data"] = _dataset_name(values.get("thresholds"))
@@ -177,6 +193,8 @@ def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
     if method in ("DyMU", "ToMe"):
         sched = values.get("schedule")
         out["schedule"] = None if sched in (None, "") else str(sched).lower().replace("-", "_")
+        order = values.get("merge_order")
+        out["merge_order"] = None if order in (None, "") else str(order).lower()
     if _default_vtu(method):
         out["vtu"] = _bool(values.get("vtu"))
     return out
@@ -215,8 +233,10 @@ def finalize(model: str, family: str, fields_: dict[str, str | None]) -> RunConf
     spec_args = _BY_LABEL[method].args if method in _BY_LABEL else {}
     schedule = fields_.get("schedule") or spec_args.get("schedule") or ""
     vtu = fields_.get("vtu") or _default_vtu(method)
+    merge_order = fields_.get("merge_order") or spec_args.get("merge_order") or ""
     return RunConfig(model=model, family=family, method=method, level=fields_.get("level") or "",
-                     threshold_data=fields_.get("threshold_data") or "", schedule=schedule, vtu=vtu)
+                     threshold_data=fields_.get("threshold_data") or "", schedule=schedule, vtu=vtu,
+                     merge_order=merge_order)
 
 
 def agrees(from_args: dict[str, str | None], from_stats: dict[str, str | None]) -> bool:

@@ -249,10 +249,10 @@ def test_cli_list_and_show(tmp_path, capsys):
     (tmp_path / "broken.json").write_text("[")
     assert main(["thresholds", "list", "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "tiny-clip__toy__constant__low" in out and "UNREADABLE" in out
+    assert "tiny-clip__toy__constant__low" in out and "UNREADABLE" in out and "reference" in out
     assert main(["thresholds", "show", "tiny-clip__toy__constant__low", "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "0.900000" in out and "tiny-clip" in out
+    assert "0.900000" in out and "tiny-clip" in out and "merge_order=reference" in out
     assert main(["thresholds", "show", "nope", "--dir", str(tmp_path)]) == 2
     assert "Known keys: broken, tiny-clip__toy__constant__low" in capsys.readouterr().err
     assert main(["thresholds", "show", PUBLISHED, "--json"]) == 0

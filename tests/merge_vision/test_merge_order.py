@@ -202,3 +202,25 @@ def test_calibration_odd_count_without_cls_ranks_all_real_edges():
     assert batched == got and batched_counts == counts
     _, capped = run_tower(images, Threshold(tau, call="per_image"), 1, has_cls=False)
     assert capped == [[5, 3], [5, 4]]
+
+
+# ---------------------------------------------------------------------------------------------
+# On real (tiny, random) towers: from the second merging layer on the two orders pair up other
+# tokens, so the groups differ while ToMe's counts do not; a DToMe policy carries its order.
+@pytest.mark.parametrize("fam", ["clip", "siglip"])
+def test_real_towers_merge_other_groups_under_the_two_orders(fam, tiny_models, pixels):
+    from dymu_eval.vision import VisionRunner
+
+    runner = VisionRunner.from_model(tiny_models[fam])
+    ref = runner(pixels, TopR([5] * 4))
+    pos = runner(pixels, TopR([5] * 4, merge_order="position"))
+    assert torch.equal(ref.counts, pos.counts)
+
+    def partition(out, b):
+        p2t = out.patch_to_token[b]
+        return {tuple(torch.nonzero(p2t == t).flatten().tolist()) for t in range(out.num_tokens(b))}
+
+    assert any(partition(ref, b) != partition(pos, b) for b in range(pixels.shape[0]))
+    one = runner(pixels, TopR([5, 0, 0, 0]))
+    one_pos = runner(pixels, TopR([5, 0, 0, 0], merge_order="position"))
+    assert all(partition(one, b) == partition(one_pos, b) for b in range(pixels.shape[0]))  # one layer: same merges
