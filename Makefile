@@ -66,12 +66,17 @@ demo: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
-# ---- reproduce / tables: the DyMU paper's LLaVA-1.5 matrix (needs GPUs and Hugging Face access)
-# make reproduce [MODEL=...] [TASKS=mme,gqa,...] [LEVELS=low,mid,high] [BASELINES=random,pool,visionzip]
-#                [LIMIT=N] [OUT=runs/reproduce]
-#                [NUM_GPUS=N] [CALIB_IMAGES=DIR] [PIXMO_IMAGES=DIR] [DRY_RUN=1] [FORCE=1] [HUB_OFFLINE=1]
-MODEL ?= llava-hf/llava-1.5-7b-hf
-TASKS ?= mme,gqa,pope,scienceqa_img,seedbench,textvqa_val
+# ---- reproduce / tables: the DyMU paper's matrices (needs GPUs and Hugging Face access)
+# make reproduce [FAMILY=llava|onevision] [MODEL=...] [TASKS=mme,gqa,...] [LEVELS=low,mid,high]
+#                [BASELINES=random,pool,visionzip] [LIMIT=N]
+#                [OUT=runs/reproduce] [NUM_GPUS=N] [CALIB_IMAGES=DIR] [PIXMO_IMAGES=DIR] [DRY_RUN=1] [FORCE=1]
+#                [HUB_OFFLINE=1]
+# FAMILY=llava: LLaVA-1.5-7B on mme,gqa,pope,scienceqa_img,seedbench,textvqa_val (Tables 2, 5, 6, 7).
+# FAMILY=onevision: LLaVA-OneVision-7B on Table 4's benchmarks and mvbench, egoschema_subset,
+# longvideobench_val_v, mlvu_dev at 32 frames. MODEL and TASKS default to the family's.
+FAMILY ?= llava
+MODEL ?=
+TASKS ?=
 LEVELS ?= low,mid,high
 BASELINES ?= random,pool,visionzip
 LIMIT ?=
@@ -87,7 +92,7 @@ TABLES_OUT ?= $(OUT)/tables
 
 reproduce: $(STAMP)
 	HF_HUB_OFFLINE=$(HUB_OFFLINE) HF_DATASETS_OFFLINE=$(HUB_OFFLINE) TRANSFORMERS_OFFLINE=$(HUB_OFFLINE) \
-	$(PY) -m dymu_eval.report.reproduce --model "$(MODEL)" --tasks "$(TASKS)" --levels "$(LEVELS)" \
+	$(PY) -m dymu_eval.report.reproduce --family "$(FAMILY)" --model "$(MODEL)" --tasks "$(TASKS)" --levels "$(LEVELS)" \
 		--baselines "$(BASELINES)" \
 		--limit "$(LIMIT)" --out "$(OUT)" --num-gpus "$(NUM_GPUS)" --calib-images "$(CALIB_IMAGES)" \
 		--pixmo-images "$(PIXMO_IMAGES)" $(if $(DRY_RUN),--dry-run) $(if $(FORCE),--force)

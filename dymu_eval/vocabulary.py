@@ -48,6 +48,14 @@ AUTO_DTYPE = "auto"  # the checkpoint's dtype on GPU, float32 on CPU
 # --- threshold data and checkpoints -------------------------------------------------------------
 DEFAULT_THRESHOLDS = "llava_instruct"  # the calibration set of the paper's main results
 LLAVA_15 = "llava-hf/llava-1.5-7b-hf"
+ONEVISION_7B = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
+
+# --- LLaVA-OneVision ------------------------------------------------------------------------------
+MAX_FRAMES = 32  # frames sampled per video, as lmms-eval's own OneVision models default to
+LAYOUTS = ("stock", "official")  # the unmodified model's sequence | the DyMU code's
+# several images of a request: each its own AnyRes crops (as lmms-eval's llava_hf passes them) |
+# one crop and one newline each (transformers' and the reference OneVision's multi-image mode)
+MULTI_IMAGE_MODES = ("anyres", "single")
 
 # --- FastV ----------------------------------------------------------------------------------------
 FASTV_K = 2  # FastV paper's main setting: prune after decoder layer 2 ...
@@ -101,6 +109,9 @@ MODEL_DEFAULTS: dict[str, dict[str, str]] = {
     "random_llava": {"method": "random", "pretrained": LLAVA_15},
     "pool_llava": {"method": "pool", "pretrained": LLAVA_15},
     "visionzip_llava": {"method": "visionzip", "pretrained": LLAVA_15},
+    "dymu_llava_onevision": {"method": "dymu", "pretrained": ONEVISION_7B, "family": "onevision"},
+    "tome_llava_onevision": {"method": "tome", "pretrained": ONEVISION_7B, "family": "onevision"},
+    "fastv_llava_onevision": {"method": "fastv", "pretrained": ONEVISION_7B, "family": "onevision"},
 }
 
 

@@ -50,6 +50,7 @@ class RequestCounts:
     fastv_k: int | None = None
     kept_visual: int | None = None
     selected: list[int] | None = None  # rows per image a selection kept after the encoder (random, pool, VisionZip)
+    projector_rows: int | None = None  # rows through the projector when not the visual rows (OneVision: merged rows)
 
 
 def stage_flops(shape: VlmShape, c: RequestCounts) -> tuple[PerStage, list]:
@@ -63,7 +64,8 @@ def stage_flops(shape: VlmShape, c: RequestCounts) -> tuple[PerStage, list]:
     pre = prefill_flops(shape.llm, plan, c.head_rows, ranking)
     dec = decode_flops(shape.llm, [run.keys for run in plan], max(c.new_tokens - 1, 0))
     paper = sum(paper_qk_macs(shape.llm.heads, shape.llm.head_dim, run) for run in plan)
-    return PerStage(enc, projector_flops(shape, c.visual_rows), pre, dec, paper), plan
+    proj_rows = c.visual_rows if c.projector_rows is None else c.projector_rows
+    return PerStage(enc, projector_flops(shape, proj_rows), pre, dec, paper), plan
 
 
 def efficiency_fields(shape: VlmShape, c: RequestCounts, dtype_bytes: int) -> dict[str, Any]:

@@ -23,12 +23,16 @@ from ..vocabulary import (
     DEFAULT_SCHEDULE,
     DEFAULT_THRESHOLDS,
     DTYPES,
+    LAYOUTS,
     LEVEL_CHOICES,
     LLAVA_15,
+    MAX_FRAMES,
     MERGE_ORDERS,
     METHOD_SPECS,
     METHODS,
     MODEL_DEFAULTS,
+    MULTI_IMAGE_MODES,
+    ONEVISION_7B,
     REDUCTION_ARGS,
     SCHEDULES,
     SELECTION_METHODS,
@@ -41,7 +45,8 @@ MODEL_DTYPES = (AUTO_DTYPE, *DTYPES)
 
 # name -> one-line help (the error message for an unknown argument prints this table)
 VALID_ARGS: dict[str, str] = {
-    "pretrained": f"LLaVA-1.5 checkpoint: hub id or local directory (default {LLAVA_15})",
+    "pretrained": f"checkpoint: hub id or local directory (default {LLAVA_15}; {ONEVISION_7B} for the "
+                  "_onevision models)",
     "method": f"{' | '.join(METHODS)} (default: the model's own, e.g. dymu for dymu_llava, "
               "visionzip for visionzip_llava)",
     "level": f"{' | '.join(LEVEL_CHOICES)} (none = the unreduced baseline; default low for dymu)",
@@ -70,7 +75,13 @@ VALID_ARGS: dict[str, str] = {
     "max_batch_size": "accepted for lmms-eval compatibility, unused",
     "device": "accepted for lmms-eval compatibility: used as device_map when device_map is not given",
     "stats_dir": "where the per-sample stats JSONL goes (default <--output_path>/dymu_stats)",
+    "max_frames_num": f"LLaVA-OneVision: frames sampled uniformly per video, as lmms-eval's llava_hf (default {MAX_FRAMES})",
+    "layout": "LLaVA-OneVision: stock (the unmodified model's sequence, default) | official (the DyMU code's: "
+              "crops flattened, no unpadding, newlines or video pooling; its own rows in the tables)",
+    "multi_image": "LLaVA-OneVision, several images in a request: anyres (each its own AnyRes crops, as "
+                   "lmms-eval's llava_hf; default) | single (one crop and one newline each, transformers' multi-image mode)",
 }
+ONEVISION_ARGS = ("max_frames_num", "layout", "multi_image")
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,9 @@ class ModelArgs:
     batch_size: int
     stats_dir: str | None
     merge_order: str | None = None  # ToMe / DyMU: vocabulary.MERGE_ORDERS
+    max_frames_num: int | None = None  # LLaVA-OneVision only
+    layout: str | None = None  # LLaVA-OneVision only
+    multi_image: str | None = None  # LLaVA-OneVision only
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -219,9 +233,23 @@ def _merge_amount(given: dict[str, Any], method: str, values: dict[str, Any]) ->
         raise ConfigError(f"method={method} needs r= (merges per layer) or level=low|mid|high")
 
 
+def _onevision_values(given: dict[str, Any], model: str) -> tuple[int | None, str | None, str | None]:
+    """(max_frames_num, layout, multi_image) of a LLaVA-OneVision model; refused on the others."""
+    if MODEL_DEFAULTS.get(model, {}).get("family") == "onevision":
+        return (_int("max_frames_num", given.get("max_frames_num", MAX_FRAMES), minimum=1),
+                _choice("layout", given.get("layout", LAYOUTS[0]), LAYOUTS),
+                _choice("multi_image", given.get("multi_image", MULTI_IMAGE_MODES[0]), MULTI_IMAGE_MODES))
+    bad = [k for k in ONEVISION_ARGS if k in given]
+    if bad:
+        raise ConfigError(f"model_args {', '.join(bad)} apply to LLaVA-OneVision only "
+                          "(--model dymu_llava_onevision, tome_llava_onevision, fastv_llava_onevision)")
+    return None, None, None
+
+
 def parse_model_args(kwargs: dict[str, Any], model: str = "dymu_llava") -> ModelArgs:
     """Check and resolve raw model_args for the lmms-eval model ``model`` (its defaults: vocabulary.MODEL_DEFAULTS)."""
     given = _given(kwargs)
+    max_frames, layout, multi_image = _onevision_values(given, model)
     method = _method(given, default_method(model))
     values = _reduction_values(given, method)
     if method in ("dymu", "tome"):
@@ -250,4 +278,7 @@ def parse_model_args(kwargs: dict[str, Any], model: str = "dymu_llava") -> Model
         batch_size=_int("batch_size", given.get("batch_size", 1), minimum=1),
         stats_dir=given.get("stats_dir"),
         merge_order=values.get("merge_order"),
+        max_frames_num=max_frames,
+        layout=layout,
+        multi_image=multi_image,
     )

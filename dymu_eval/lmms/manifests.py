@@ -15,6 +15,9 @@ MODELS = {
     "random_llava": ("RandomLlava", "RandomLlavaChat"),
     "pool_llava": ("PoolLlava", "PoolLlavaChat"),
     "visionzip_llava": ("VisionzipLlava", "VisionzipLlavaChat"),
+    "dymu_llava_onevision": ("DymuLlavaOnevision", "DymuLlavaOnevisionChat"),
+    "tome_llava_onevision": ("TomeLlavaOnevision", "TomeLlavaOnevisionChat"),
+    "fastv_llava_onevision": ("FastvLlavaOnevision", "FastvLlavaOnevisionChat"),
 }
 
 

@@ -24,6 +24,13 @@ FIELDS = (
     "paper_prefill_qk_macs", "kv_cache_bytes", "kv_full_bytes", "ttft_ms", "decode_tok_per_s",
     "peak_mem_bytes", "memory_note", "attn_backend", "device", "warmup",
 )
+# Written after FIELDS when a model family reports them (LLaVA-OneVision: per request, the images,
+# AnyRes crops, video frames sampled and distinct, encoder output tokens per crop or frame, visual
+# positions in the unmodified sequence and distinct visual rows the LLM processes).
+OPTIONAL_FIELDS = (
+    "images", "crops", "frames", "distinct_frames", "encoder_tokens", "visual_positions", "visual_rows",
+    "max_frames_num", "layout", "multi_image",
+)
 
 
 # Stats-row fields averaged into lmms-eval's own results (its "throughput" block, as avg_<key>):
@@ -117,4 +124,5 @@ class StatsWriter:
         with open(self.path, "a") as f:
             for row in rows:
                 full = {**self.constant, **row}
-                f.write(json.dumps({k: full.get(k) for k in FIELDS}) + "\n")
+                extra = {k: full[k] for k in OPTIONAL_FIELDS if k in full}
+                f.write(json.dumps({**{k: full.get(k) for k in FIELDS}, **extra}) + "\n")

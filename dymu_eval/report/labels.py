@@ -46,6 +46,7 @@ class RunConfig:
     schedule: str = ""
     vtu: str = ""  # yes | no | ""
     merge_order: str = ""  # reference | position for DyMU and ToMe, "" otherwise
+    layout: str = ""  # "" (the unmodified model's sequence) or official (LLaVA-OneVision, the DyMU code's)
 
     def key(self) -> tuple[str, ...]:
         return tuple(getattr(self, f.name) for f in fields(self))
@@ -82,6 +83,8 @@ class RunConfig:
             text = f"{m} {amount}".strip() + (" +VTU" if self.vtu == "yes" else "")
         else:
             text = m
+        if self.layout:
+            text += f" [{self.layout} layout]"
         if show_model and self.model not in MODEL_DEFAULTS:
             text += f" [{self.model}]"
         return text
@@ -178,8 +181,10 @@ def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
         method = method_label(BASELINE)
     r = _number(values.get("r"))
 
+    layout = values.get("layout")
     out: dict[str, str | None] = {"method": method, "level": None, "threshold_data": None,
-                                  "schedule": None, "vtu": None, "merge_order": None}
+                                  "schedule": None, "vtu": None, "merge_order": None,
+                                  "layout": None if layout in (None, "", "stock") else str(layout).lower()}
     if method == "DyMU":
         out["level"] = level if level in _LEVEL_ORDER else (f"r{r}" if r else level)
         out["threshold_data"] = _dataset_name(values.get("thresholds"))
@@ -236,7 +241,7 @@ def finalize(model: str, family: str, fields_: dict[str, str | None]) -> RunConf
     merge_order = fields_.get("merge_order") or spec_args.get("merge_order") or ""
     return RunConfig(model=model, family=family, method=method, level=fields_.get("level") or "",
                      threshold_data=fields_.get("threshold_data") or "", schedule=schedule, vtu=vtu,
-                     merge_order=merge_order)
+                     merge_order=merge_order, layout=fields_.get("layout") or "")
 
 
 def agrees(from_args: dict[str, str | None], from_stats: dict[str, str | None]) -> bool:

@@ -1,12 +1,17 @@
-"""``make reproduce``: the DyMU paper's LLaVA-1.5 comparison matrix through the stock lmms-eval CLI.
+"""``make reproduce``: the DyMU paper's comparison matrices through the stock lmms-eval CLI.
 
-Runs (one lmms-eval output folder each, under OUT): the unreduced baseline; ToMe at 21/16/8
-merges per layer; DyMU low/mid/high; DyMU-low without VTU and ToMe (r=21) with VTU (Table 6);
-the linear and reverse-linear schedules at mid (Table 5); FastV at its paper setting (K=2,
-R=50%); DyMU-mid with Pixmo-Cap thresholds (Table 7). Then the baselines beside them (BASELINES,
-all by default): random pruning at 192/128/64 tokens (seed 0), 2x2 pooling of the patch grid
-(144 tokens) with and without VTU, and VisionZip at its published 162+30, 108+20 and 54+10
-settings (192/128/64 tokens). Then ``dymu-eval tables``.
+LLaVA-1.5 (``FAMILY=llava``, the default) runs, one lmms-eval output folder each under OUT:
+the unreduced baseline; ToMe at 21/16/8 merges per layer; DyMU low/mid/high; DyMU-low without
+VTU and ToMe (r=21) with VTU (Table 6); the linear and reverse-linear schedules at mid (Table
+5); FastV at its paper setting (K=2, R=50%); DyMU-mid with Pixmo-Cap thresholds (Table 7).
+Then the baselines beside them (BASELINES, all by default): random pruning at 192/128/64
+tokens (seed 0), 2x2 pooling of the patch grid (144 tokens) with and without VTU, and VisionZip
+at its published 162+30, 108+20 and 54+10 settings (192/128/64 tokens).
+
+LLaVA-OneVision (``FAMILY=onevision``) runs Table 4's setting: the baseline, ToMe at 24/21/15
+merges per layer, DyMU low/mid/high and FastV, on the Table 4 benchmarks lmms-eval has plus the
+usual video protocol (32 frames per video). Then ``dymu-eval tables``, which shows the paper's
+rows beside the measured ones.
 
 Before anything starts it checks, with short timeouts, that the model is a local folder or
 the hub is reachable, that lmms-eval's hub datasets can be read, and that every threshold
@@ -25,8 +30,8 @@ from pathlib import Path
 
 from ..errors import ConfigError, DymuError
 from ..merge.levels import KNOWN_LEVELS
-from ..vocabulary import (DEFAULT_THRESHOLDS, FASTV_K, FASTV_RATIO, LEVELS, LLAVA_15, POOL_FACTOR, SELECTION_METHODS,
-                          VISIONZIP_SETTINGS)
+from ..vocabulary import (DEFAULT_THRESHOLDS, FASTV_K, FASTV_RATIO, LEVELS, LLAVA_15, MAX_FRAMES, ONEVISION_7B,
+                          POOL_FACTOR, SELECTION_METHODS, VISIONZIP_SETTINGS)
 
 DEFAULT_MODEL = LLAVA_15
 # Table-2 image benchmarks lmms-eval scores without a paid judge (MMBench falls back to GPT,
@@ -34,6 +39,16 @@ DEFAULT_MODEL = LLAVA_15
 DEFAULT_TASKS = "mme,gqa,pope,scienceqa_img,seedbench,textvqa_val"
 TOME_R = KNOWN_LEVELS["clip-vit-l-14-336"]  # LLaVA-1.5's encoder (paper Table 2)
 RANDOM_KEEP = tuple(d + c for d, c in VISIONZIP_SETTINGS)  # 192/128/64: the budgets later papers compare at
+
+# LLaVA-OneVision (paper Table 4): its benchmarks lmms-eval has (MMBench-Video is not one), then
+# the usual video protocol of reducers on OneVision. egoschema_subset is the 500-question split
+# lmms-eval scores locally (the full set only writes a submission file).
+ONEVISION_MODEL = ONEVISION_7B
+ONEVISION_TASKS = ("mmbench_en_dev,mme,seedbench,mathvista_testmini,videomme,"
+                   "mvbench,egoschema_subset,longvideobench_val_v,mlvu_dev")
+ONEVISION_TOME_R = KNOWN_LEVELS["siglip-so400m-14-384"]  # SigLIP SO400M in OneVision (paper Table 4)
+ONEVISION_FRAMES = MAX_FRAMES
+FAMILIES = {"llava": (DEFAULT_MODEL, DEFAULT_TASKS), "onevision": (ONEVISION_MODEL, ONEVISION_TASKS)}
 
 
 @dataclass
@@ -67,12 +82,37 @@ def baseline_runs(baselines: list[str]) -> list[RunSpec]:
     return runs
 
 
-def matrix(levels: list[str], baselines: list[str] | None = None) -> list[RunSpec]:
-    """The paper's LLaVA-1.5 runs restricted to ``levels`` (baseline and FastV always), then the
-    ``baselines`` (all by default)."""
+def _check_levels(levels: list[str]) -> None:
     bad = [lv for lv in levels if lv not in LEVELS]
     if bad or not levels:
         raise ConfigError(f"LEVELS must be a comma list of {', '.join(LEVELS)}; got {','.join(levels) or 'nothing'}")
+
+
+def onevision_matrix(levels: list[str]) -> list[RunSpec]:
+    """The paper's LLaVA-OneVision runs (Table 4) restricted to ``levels``, at 32 frames per video."""
+    _check_levels(levels)
+    frames = {"max_frames_num": str(ONEVISION_FRAMES)}
+    runs = [RunSpec("ov_baseline", "dymu_llava_onevision", {"level": "none", **frames})]
+    for lv in levels:
+        r = ONEVISION_TOME_R[lv]
+        runs.append(RunSpec(f"ov_tome_r{r}", "tome_llava_onevision", {"r": str(r), **frames}))
+    for lv in levels:
+        runs.append(RunSpec(f"ov_dymu_{lv}", "dymu_llava_onevision",
+                            {"level": lv, "thresholds": DEFAULT_THRESHOLDS, **frames},
+                            [(DEFAULT_THRESHOLDS, lv, "constant")]))
+    runs.append(RunSpec(f"ov_fastv_k{FASTV_K}_r{FASTV_RATIO:g}", "fastv_llava_onevision",
+                        {"fastv_k": str(FASTV_K), "fastv_ratio": f"{FASTV_RATIO:g}", **frames}))
+    return runs
+
+
+def matrix(levels: list[str], family: str = "llava", baselines: list[str] | None = None) -> list[RunSpec]:
+    """The paper's runs for ``family`` (llava: LLaVA-1.5, onevision: LLaVA-OneVision) restricted to
+    ``levels`` (baseline and FastV always), then the ``baselines`` (LLaVA-1.5; all by default)."""
+    if family not in FAMILIES:
+        raise ConfigError(f"FAMILY must be one of {', '.join(FAMILIES)}; got {family!r}")
+    if family == "onevision":
+        return onevision_matrix(levels)
+    _check_levels(levels)
     runs = [RunSpec("baseline", "dymu_llava", {"level": "none"})]
     for lv in levels:
         runs.append(RunSpec(f"tome_r{TOME_R[lv]}", "tome_llava", {"r": str(TOME_R[lv])}))
@@ -200,8 +240,9 @@ def run_logged(cmd: list[str], log: Path, echo: bool = True) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="make reproduce", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--tasks", default=DEFAULT_TASKS)
+    p.add_argument("--family", default="llava", help="llava (LLaVA-1.5, Table 2) or onevision (Table 4 + video)")
+    p.add_argument("--model", default="", help="checkpoint (default: the family's 7B model)")
+    p.add_argument("--tasks", default="", help="lmms-eval tasks (default: the family's benchmarks)")
     p.add_argument("--levels", default=",".join(LEVELS))
     p.add_argument("--baselines", default=",".join(SELECTION_METHODS),
                    help=f"comma list of {', '.join(SELECTION_METHODS)} to run beside the paper's matrix (empty: none)")
@@ -226,10 +267,13 @@ def _main(a: argparse.Namespace) -> int:
 
     if a.num_gpus < 1:
         raise ConfigError(f"NUM_GPUS must be at least 1, got {a.num_gpus}")
-    tasks = ",".join(t.strip() for t in a.tasks.split(",") if t.strip())
+    if a.family not in FAMILIES:
+        raise ConfigError(f"FAMILY must be one of {', '.join(FAMILIES)}; got {a.family!r}")
+    a.model = a.model or FAMILIES[a.family][0]
+    tasks = ",".join(t.strip() for t in (a.tasks or FAMILIES[a.family][1]).split(",") if t.strip())
     if not tasks:
         raise ConfigError("TASKS is empty")
-    runs = matrix([lv.strip() for lv in a.levels.split(",") if lv.strip()],
+    runs = matrix([lv.strip() for lv in a.levels.split(",") if lv.strip()], a.family,
                   [b.strip() for b in a.baselines.split(",") if b.strip()])
     out = Path(a.out)
     include = str(tasks_dir())

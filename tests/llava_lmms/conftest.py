@@ -79,3 +79,22 @@ def read_stats(out: Path) -> list[dict]:
     for f in sorted(glob.glob(str(out / "dymu_stats" / "*.jsonl"))):
         rows += [json.loads(line) for line in open(f)]
     return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_onevision(tmp_path_factory) -> Path:
+    from tiny_onevision import build_tiny_onevision
+
+    return build_tiny_onevision(tmp_path_factory.mktemp("tiny_ov") / "tiny-onevision", TASKS)
+
+
+@pytest.fixture(scope="session")
+def tiny_videos(tmp_path_factory) -> dict[str, Path]:
+    """Local .mp4 files: a 12-frame clip, a 3-frame clip (shorter than asked) and a corrupt file."""
+    from tiny_onevision import write_video
+
+    folder = tmp_path_factory.mktemp("videos")
+    corrupt = folder / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    return {"long": write_video(folder / "long.mp4", 12, seed=1), "short": write_video(folder / "short.mp4", 3, seed=2),
+            "corrupt": corrupt}

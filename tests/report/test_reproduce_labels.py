@@ -61,6 +61,30 @@ def test_make_reproduce_dry_run_prints_the_full_matrix() -> None:
     assert len(calib) == len(missing) and any("pixmo_cap" in line for line in calib)
 
 
+def test_onevision_matrix_dry_run(capsys: pytest.CaptureFixture) -> None:
+    from dymu_eval.report.reproduce import ONEVISION_TASKS
+
+    assert reproduce_main(["--family", "onevision", "--dry-run"]) == 0
+    cmds = _lmms_lines(capsys.readouterr().out)
+    got = {(_arg(c, "--model"), _arg(c, "--model_args").split(",", 1)[1]) for c in cmds}
+    assert got == {
+        ("dymu_llava_onevision", "level=none,max_frames_num=32"),
+        ("tome_llava_onevision", "r=24,max_frames_num=32"), ("tome_llava_onevision", "r=21,max_frames_num=32"),
+        ("tome_llava_onevision", "r=15,max_frames_num=32"),
+        ("dymu_llava_onevision", "level=low,thresholds=llava_instruct,max_frames_num=32"),
+        ("dymu_llava_onevision", "level=mid,thresholds=llava_instruct,max_frames_num=32"),
+        ("dymu_llava_onevision", "level=high,thresholds=llava_instruct,max_frames_num=32"),
+        ("fastv_llava_onevision", "fastv_k=2,fastv_ratio=0.5,max_frames_num=32"),
+    }
+    for c in cmds:
+        assert _arg(c, "--model_args").startswith("pretrained=llava-hf/llava-onevision-qwen2-7b-ov-hf,")
+        assert _arg(c, "--tasks") == ONEVISION_TASKS
+    assert {"mmbench_en_dev", "mme", "seedbench", "mathvista_testmini", "videomme", "mvbench",
+            "longvideobench_val_v", "mlvu_dev"} <= set(ONEVISION_TASKS.split(","))
+    assert reproduce_main(["--family", "qwen", "--dry-run"]) == 2
+    assert "FAMILY" in capsys.readouterr().err
+
+
 def test_reproduce_levels_and_fail_fast(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     assert reproduce_main(["--levels", "low", "--baselines", "", "--dry-run"]) == 0
     cmds = _lmms_lines(capsys.readouterr().out)
@@ -103,6 +127,9 @@ def test_reproduce_levels_and_fail_fast(capsys: pytest.CaptureFixture, monkeypat
     ("dymu_llava", "pretrained=x,level=low,merge_order=position", "DyMU-low position order"),
     ("tome_llava", "pretrained=x,r=21,merge_order=position", "ToMe r=21 position order"),
     ("dymu_llava", "pretrained=x,level=low,merge_order=reference", "DyMU-low"),
+    ("dymu_llava_onevision", "pretrained=x,level=low,max_frames_num=32", "DyMU-low"),
+    ("dymu_llava_onevision", "pretrained=x,level=low,layout=stock", "DyMU-low"),
+    ("dymu_llava_onevision", "pretrained=x,level=low,layout=official", "DyMU-low [official layout]"),
 ])
 def test_labels_from_model_args(model: str, args: str, label: str) -> None:
     from dymu_eval.report.labels import parse_model_args
