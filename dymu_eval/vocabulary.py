@@ -112,6 +112,9 @@ MODEL_DEFAULTS: dict[str, dict[str, str]] = {
     "dymu_llava_onevision": {"method": "dymu", "pretrained": ONEVISION_7B, "family": "onevision"},
     "tome_llava_onevision": {"method": "tome", "pretrained": ONEVISION_7B, "family": "onevision"},
     "fastv_llava_onevision": {"method": "fastv", "pretrained": ONEVISION_7B, "family": "onevision"},
+    "random_llava_onevision": {"method": "random", "pretrained": ONEVISION_7B, "family": "onevision"},
+    "pool_llava_onevision": {"method": "pool", "pretrained": ONEVISION_7B, "family": "onevision"},
+    "visionzip_llava_onevision": {"method": "visionzip", "pretrained": ONEVISION_7B, "family": "onevision"},
 }
 
 

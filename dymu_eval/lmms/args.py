@@ -242,7 +242,8 @@ def _onevision_values(given: dict[str, Any], model: str) -> tuple[int | None, st
     bad = [k for k in ONEVISION_ARGS if k in given]
     if bad:
         raise ConfigError(f"model_args {', '.join(bad)} apply to LLaVA-OneVision only "
-                          "(--model dymu_llava_onevision, tome_llava_onevision, fastv_llava_onevision)")
+                          "(--model dymu_llava_onevision or its peers: tome_, fastv_, random_, pool_, "
+                          "visionzip_llava_onevision)")
     return None, None, None
 
 

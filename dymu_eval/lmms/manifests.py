@@ -18,6 +18,9 @@ MODELS = {
     "dymu_llava_onevision": ("DymuLlavaOnevision", "DymuLlavaOnevisionChat"),
     "tome_llava_onevision": ("TomeLlavaOnevision", "TomeLlavaOnevisionChat"),
     "fastv_llava_onevision": ("FastvLlavaOnevision", "FastvLlavaOnevisionChat"),
+    "random_llava_onevision": ("RandomLlavaOnevision", "RandomLlavaOnevisionChat"),
+    "pool_llava_onevision": ("PoolLlavaOnevision", "PoolLlavaOnevisionChat"),
+    "visionzip_llava_onevision": ("VisionzipLlavaOnevision", "VisionzipLlavaOnevisionChat"),
 }
 
 

@@ -1,6 +1,7 @@
 """lmms-eval model classes: ``dymu_llava`` (simple and chat), ``tome_llava``, ``fastv_llava``,
 ``random_llava``, ``pool_llava``, ``visionzip_llava``, and the LLaVA-OneVision peers
-``dymu_llava_onevision``, ``tome_llava_onevision``, ``fastv_llava_onevision``.
+``dymu_llava_onevision``, ``tome_llava_onevision``, ``fastv_llava_onevision``, ``random_llava_onevision``,
+``pool_llava_onevision``, ``visionzip_llava_onevision``.
 
 Thin adapters: they parse model_args, load the LLaVA family module with the asked reduction,
 turn lmms-eval requests into prompts and images, and write one stats row per request. All
@@ -431,3 +432,27 @@ class FastvLlavaOnevision(DymuLlavaOnevision):
 
 class FastvLlavaOnevisionChat(DymuLlavaOnevisionChat):
     MODEL_ID = "fastv_llava_onevision"
+
+
+class RandomLlavaOnevision(DymuLlavaOnevision):
+    MODEL_ID = "random_llava_onevision"
+
+
+class RandomLlavaOnevisionChat(DymuLlavaOnevisionChat):
+    MODEL_ID = "random_llava_onevision"
+
+
+class PoolLlavaOnevision(DymuLlavaOnevision):
+    MODEL_ID = "pool_llava_onevision"
+
+
+class PoolLlavaOnevisionChat(DymuLlavaOnevisionChat):
+    MODEL_ID = "pool_llava_onevision"
+
+
+class VisionzipLlavaOnevision(DymuLlavaOnevision):
+    MODEL_ID = "visionzip_llava_onevision"
+
+
+class VisionzipLlavaOnevisionChat(DymuLlavaOnevisionChat):
+    MODEL_ID = "visionzip_llava_onevision"

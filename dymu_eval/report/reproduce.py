@@ -10,7 +10,9 @@ at its published 162+30, 108+20 and 54+10 settings (192/128/64 tokens).
 
 LLaVA-OneVision (``FAMILY=onevision``) runs Table 4's setting: the baseline, ToMe at 24/21/15
 merges per layer, DyMU low/mid/high and FastV, on the Table 4 benchmarks lmms-eval has plus the
-usual video protocol (32 frames per video). Then ``dymu-eval tables``, which shows the paper's
+usual video protocol (32 frames per video), then the same baselines at the same fractions of
+each crop's and frame's 729 patches (random 243/162/81, 3x3 pooling, VisionZip 205+38, 137+25,
+68+13). Then ``dymu-eval tables``, which shows the paper's
 rows beside the measured ones.
 
 Before anything starts it checks, with short timeouts, that the model is a local folder or
@@ -30,8 +32,18 @@ from pathlib import Path
 
 from ..errors import ConfigError, DymuError
 from ..merge.levels import KNOWN_LEVELS
-from ..vocabulary import (DEFAULT_THRESHOLDS, FASTV_K, FASTV_RATIO, LEVELS, LLAVA_15, MAX_FRAMES, ONEVISION_7B,
-                          POOL_FACTOR, SELECTION_METHODS, VISIONZIP_SETTINGS)
+from ..vocabulary import (
+    DEFAULT_THRESHOLDS,
+    FASTV_K,
+    FASTV_RATIO,
+    LEVELS,
+    LLAVA_15,
+    MAX_FRAMES,
+    ONEVISION_7B,
+    POOL_FACTOR,
+    SELECTION_METHODS,
+    VISIONZIP_SETTINGS,
+)
 
 DEFAULT_MODEL = LLAVA_15
 # Table-2 image benchmarks lmms-eval scores without a paid judge (MMBench falls back to GPT,
@@ -48,6 +60,14 @@ ONEVISION_TASKS = ("mmbench_en_dev,mme,seedbench,mathvista_testmini,videomme,"
                    "mvbench,egoschema_subset,longvideobench_val_v,mlvu_dev")
 ONEVISION_TOME_R = KNOWN_LEVELS["siglip-so400m-14-384"]  # SigLIP SO400M in OneVision (paper Table 4)
 ONEVISION_FRAMES = MAX_FRAMES
+# The baselines on OneVision (the DyMU paper has none there): per crop and frame of 27x27 = 729
+# patches, the LLaVA-1.5 budgets' fractions of 576 (1/3, 2/9, 1/9), VisionZip split in the
+# dominant:contextual ratio of its LLaVA-1.5 settings, and 3x3 pooling (2 does not divide 27).
+ONEVISION_PATCHES = 27 * 27
+ONEVISION_KEEP = tuple(ONEVISION_PATCHES * k // 576 for k in RANDOM_KEEP)  # 243/162/81
+ONEVISION_VISIONZIP = tuple((round(k * d / (d + c)), k - round(k * d / (d + c)))
+                            for k, (d, c) in zip(ONEVISION_KEEP, VISIONZIP_SETTINGS))  # 205+38, 137+25, 68+13
+ONEVISION_POOL_FACTOR = 3
 FAMILIES = {"llava": (DEFAULT_MODEL, DEFAULT_TASKS), "onevision": (ONEVISION_MODEL, ONEVISION_TASKS)}
 
 
@@ -64,21 +84,29 @@ class RunSpec:
         return ",".join([f"pretrained={pretrained}"] + [f"{k}={v}" for k, v in self.args.items()])
 
 
-def baseline_runs(baselines: list[str]) -> list[RunSpec]:
-    """Random pruning, grid pooling and VisionZip at the budgets the literature compares at."""
+def baseline_runs(baselines: list[str], family: str = "llava") -> list[RunSpec]:
+    """Random pruning, grid pooling and VisionZip at the budgets the literature compares at
+    (LLaVA-1.5), or at the same fractions of a crop's tokens (LLaVA-OneVision, per crop and frame)."""
     bad = [b for b in baselines if b not in SELECTION_METHODS]
     if bad:
         raise ConfigError(f"BASELINES must be a comma list of {', '.join(SELECTION_METHODS)} (or empty); "
                           f"got {','.join(bad)}")
+    ov = family == "onevision"
+    prefix, suffix = ("ov_", "_onevision") if ov else ("", "")
+    frames = {"max_frames_num": str(ONEVISION_FRAMES)} if ov else {}
+    keeps, factor = (ONEVISION_KEEP, ONEVISION_POOL_FACTOR) if ov else (RANDOM_KEEP, POOL_FACTOR)
     runs = []
     if "random" in baselines:
-        runs += [RunSpec(f"random_k{k}", "random_llava", {"keep": str(k), "seed": "0"}) for k in RANDOM_KEEP]
+        runs += [RunSpec(f"{prefix}random_k{k}", f"random_llava{suffix}", {"keep": str(k), "seed": "0", **frames})
+                 for k in keeps]
     if "pool" in baselines:
-        runs.append(RunSpec(f"pool_f{POOL_FACTOR}", "pool_llava", {"pool_factor": str(POOL_FACTOR)}))
-        runs.append(RunSpec(f"pool_f{POOL_FACTOR}_vtu", "pool_llava", {"pool_factor": str(POOL_FACTOR), "vtu": "true"}))
+        for vtu in ({}, {"vtu": "true"}):
+            runs.append(RunSpec(f"{prefix}pool_f{factor}{'_vtu' if vtu else ''}", f"pool_llava{suffix}",
+                                {"pool_factor": str(factor), **vtu, **frames}))
     if "visionzip" in baselines:
-        runs += [RunSpec(f"visionzip_{d}_{c}", "visionzip_llava", {"dominant": str(d), "contextual": str(c)})
-                 for d, c in VISIONZIP_SETTINGS]
+        runs += [RunSpec(f"{prefix}visionzip_{d}_{c}", f"visionzip_llava{suffix}",
+                         {"dominant": str(d), "contextual": str(c), **frames})
+                 for d, c in (ONEVISION_VISIONZIP if ov else VISIONZIP_SETTINGS)]
     return runs
 
 
@@ -107,11 +135,12 @@ def onevision_matrix(levels: list[str]) -> list[RunSpec]:
 
 def matrix(levels: list[str], family: str = "llava", baselines: list[str] | None = None) -> list[RunSpec]:
     """The paper's runs for ``family`` (llava: LLaVA-1.5, onevision: LLaVA-OneVision) restricted to
-    ``levels`` (baseline and FastV always), then the ``baselines`` (LLaVA-1.5; all by default)."""
+    ``levels`` (baseline and FastV always), then the ``baselines`` (all by default)."""
     if family not in FAMILIES:
         raise ConfigError(f"FAMILY must be one of {', '.join(FAMILIES)}; got {family!r}")
+    baselines = list(SELECTION_METHODS) if baselines is None else baselines
     if family == "onevision":
-        return onevision_matrix(levels)
+        return onevision_matrix(levels) + baseline_runs(baselines, family)
     _check_levels(levels)
     runs = [RunSpec("baseline", "dymu_llava", {"level": "none"})]
     for lv in levels:
@@ -132,7 +161,7 @@ def matrix(levels: list[str], family: str = "llava", baselines: list[str] | None
                             [("pixmo_cap", "mid", "constant")]))
     runs.append(RunSpec(f"fastv_k{FASTV_K}_r{FASTV_RATIO:g}", "fastv_llava",
                         {"fastv_k": str(FASTV_K), "fastv_ratio": f"{FASTV_RATIO:g}"}))
-    return runs + baseline_runs(list(SELECTION_METHODS) if baselines is None else baselines)
+    return runs + baseline_runs(baselines)
 
 
 def lmms_command(spec: RunSpec, pretrained: str, tasks: str, out: Path, num_gpus: int, limit: str | None,

@@ -62,6 +62,7 @@ def test_make_reproduce_dry_run_prints_the_full_matrix() -> None:
 
 
 def test_onevision_matrix_dry_run(capsys: pytest.CaptureFixture) -> None:
+    from dymu_eval.merge.select import GridPool, RandomKeep, VisionZip
     from dymu_eval.report.reproduce import ONEVISION_TASKS
 
     assert reproduce_main(["--family", "onevision", "--dry-run"]) == 0
@@ -75,10 +76,26 @@ def test_onevision_matrix_dry_run(capsys: pytest.CaptureFixture) -> None:
         ("dymu_llava_onevision", "level=mid,thresholds=llava_instruct,max_frames_num=32"),
         ("dymu_llava_onevision", "level=high,thresholds=llava_instruct,max_frames_num=32"),
         ("fastv_llava_onevision", "fastv_k=2,fastv_ratio=0.5,max_frames_num=32"),
+        # the baselines at LLaVA-1.5's fractions of a crop's 27x27 patches (1/3, 2/9, 1/9)
+        ("random_llava_onevision", "keep=243,seed=0,max_frames_num=32"),
+        ("random_llava_onevision", "keep=162,seed=0,max_frames_num=32"),
+        ("random_llava_onevision", "keep=81,seed=0,max_frames_num=32"),
+        ("pool_llava_onevision", "pool_factor=3,max_frames_num=32"),
+        ("pool_llava_onevision", "pool_factor=3,vtu=true,max_frames_num=32"),
+        ("visionzip_llava_onevision", "dominant=205,contextual=38,max_frames_num=32"),
+        ("visionzip_llava_onevision", "dominant=137,contextual=25,max_frames_num=32"),
+        ("visionzip_llava_onevision", "dominant=68,contextual=13,max_frames_num=32"),
     }
     for c in cmds:
         assert _arg(c, "--model_args").startswith("pretrained=llava-hf/llava-onevision-qwen2-7b-ov-hf,")
         assert _arg(c, "--tasks") == ONEVISION_TASKS
+        args = {k: int(v) for k, v in (kv.split("=") for kv in _arg(c, "--model_args").split(",")) if v.isdigit()}
+        method = _arg(c, "--model").split("_")[0]
+        selector = (RandomKeep(args["keep"]) if method == "random" else GridPool(args["pool_factor"])
+                    if method == "pool" else VisionZip(args["dominant"], args["contextual"])
+                    if method == "visionzip" else None)
+        if selector is not None:  # every setting applies to SigLIP SO400M's 27x27 grid (no CLS)
+            selector.check(27 * 27, (27, 27), False)
     assert {"mmbench_en_dev", "mme", "seedbench", "mathvista_testmini", "videomme", "mvbench",
             "longvideobench_val_v", "mlvu_dev"} <= set(ONEVISION_TASKS.split(","))
     assert reproduce_main(["--family", "qwen", "--dry-run"]) == 2
