@@ -185,3 +185,25 @@ def test_bad_settings_are_refused_with_a_message(pipe, requests):
     pipe.reduction.vtu = True
     with pytest.raises(ConfigError, match="VTU cannot apply"):
         pipe.prepare([requests["wide"]])
+
+
+@pytest.mark.parametrize("method", ["random", "pool", "visionzip"])
+def test_projector_flops_and_rows_follow_the_selected_rows(pipe, requests, method):
+    """The projector runs on the rows a selection kept per crop and frame; the stats say so."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dymu_eval.language import DecodeConfig
+    from dymu_eval.vlm import llava
+
+    pipe.reduction = {"random": lambda: random_reduction(pipe.runner, 5, 0),
+                      "pool": lambda: pool_reduction(pipe.runner, 2, False),
+                      "visionzip": lambda: visionzip_reduction(pipe.runner, 4, 2, False)}[method]()
+    config = DecodeConfig(max_new_tokens=2, eos_token_ids=pipe.eos_ids, tokenizer=pipe.tokenizer)
+    _, stats = llava.generate(pipe, [requests["big"], requests["video"]], config)
+    for s in stats:
+        n = s["crops"] + s["frames"]
+        rows = {"random": 5, "pool": 9, "visionzip": 6}[method] * n
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            pipe.projector(torch.zeros(rows, pipe.runner.adapter.config.hidden_size))
+        assert s["projector_flops"] == counter.get_total_flops() > 0
+        assert s["encoder_rows"] == rows and s["llm_rows"] == s["visual_rows"]
