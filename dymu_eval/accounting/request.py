@@ -23,7 +23,7 @@ from .flops import (
 )
 from .shape import VlmShape
 
-# Token definitions, in the words the tables use (DESIGN §9).
+# Token definitions, in the words the tables use (docs/plugin.md, per-sample stats).
 TOKEN_DEFINITIONS = {
     "encoder_rows": "vision-tower output rows after merging or selection, summed over the request's images "
                     "(CLS included)",

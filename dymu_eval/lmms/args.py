@@ -19,6 +19,7 @@ from ..vocabulary import (
     AUTO_DTYPE,
     BASELINE,
     CUSTOM_LEVEL,
+    DEFAULT_LEVEL,
     DEFAULT_MERGE_ORDER,
     DEFAULT_SCHEDULE,
     DEFAULT_THRESHOLDS,
@@ -50,14 +51,16 @@ VALID_ARGS: dict[str, str] = {
     "method": f"{' | '.join(METHODS)} (default: the model's own, e.g. dymu for dymu_llava, "
               "visionzip for visionzip_llava)",
     "level": f"{' | '.join(LEVEL_CHOICES)} (none = the unreduced baseline; default low for dymu)",
-    "thresholds": f"DyMU thresholds: cache key (calibration dataset name) or a JSON file (default {DEFAULT_THRESHOLDS})",
+    "thresholds": "DyMU thresholds: cache key (calibration dataset name) or a JSON file "
+                  f"(default {DEFAULT_THRESHOLDS})",
     "schedule": f"{' | '.join(SCHEDULES)}: merges per layer over depth (default {DEFAULT_SCHEDULE})",
     "merge_order": f"{' | '.join(MERGE_ORDERS)}: token order after each encoder merge, the official code's "
                    f"(default {DEFAULT_MERGE_ORDER}) or original position; dymu uses thresholds calibrated in it",
     "r": "merges per encoder layer: ToMe's r; for dymu it selects the threshold entry calibrated with this r",
     "vtu": "true | false: virtual token unmerging in the LLM (default true for dymu; false for tome, pool, "
            "visionzip; random keeps original positions instead)",
-    "fastv_k": f"FastV: decoder layer after which image tokens are pruned (default {METHOD_SPECS['fastv'].args['fastv_k']})",
+    "fastv_k": "FastV: decoder layer after which image tokens are pruned "
+               f"(default {METHOD_SPECS['fastv'].args['fastv_k']})",
     "fastv_ratio": "FastV: fraction of image tokens dropped, 0 <= R < 1 "
                    f"(default {METHOD_SPECS['fastv'].args['fastv_ratio']})",
     "keep": "random: visual tokens kept per image, a count (64) or a fraction in (0, 1] "
@@ -67,7 +70,8 @@ VALID_ARGS: dict[str, str] = {
                    f"(default {METHOD_SPECS['pool'].args['pool_factor']})",
     "dominant": "visionzip: dominant tokens per image, the CLS token included where there is one "
                 f"(default {METHOD_SPECS['visionzip'].args['dominant']})",
-    "contextual": f"visionzip: contextual (merged) tokens per image (default {METHOD_SPECS['visionzip'].args['contextual']})",
+    "contextual": "visionzip: contextual (merged) tokens per image "
+                  f"(default {METHOD_SPECS['visionzip'].args['contextual']})",
     "device_map": "cpu | cuda | cuda:N | auto (default cuda:<local rank> when a GPU is present, else cpu)",
     "dtype": f"{' | '.join(MODEL_DTYPES)} (default auto: the checkpoint's dtype on GPU, float32 on CPU)",
     "attn_implementation": "passed to from_pretrained (eager | sdpa ...); reduced runs use dymu-eval's own attention",
@@ -75,11 +79,13 @@ VALID_ARGS: dict[str, str] = {
     "max_batch_size": "accepted for lmms-eval compatibility, unused",
     "device": "accepted for lmms-eval compatibility: used as device_map when device_map is not given",
     "stats_dir": "where the per-sample stats JSONL goes (default <--output_path>/dymu_stats)",
-    "max_frames_num": f"LLaVA-OneVision: frames sampled uniformly per video, as lmms-eval's llava_hf (default {MAX_FRAMES})",
+    "max_frames_num": "LLaVA-OneVision: frames sampled uniformly per video, as lmms-eval's llava_hf "
+                      f"(default {MAX_FRAMES})",
     "layout": "LLaVA-OneVision: stock (the unmodified model's sequence, default) | official (the DyMU code's: "
               "crops flattened, no unpadding, newlines or video pooling; its own rows in the tables)",
     "multi_image": "LLaVA-OneVision, several images in a request: anyres (each its own AnyRes crops, as "
-                   "lmms-eval's llava_hf; default) | single (one crop and one newline each, transformers' multi-image mode)",
+                   "lmms-eval's llava_hf; default) | single (one crop and one newline each, transformers' "
+                   "multi-image mode)",
 }
 ONEVISION_ARGS = ("max_frames_num", "layout", "multi_image")
 
@@ -228,7 +234,7 @@ def _merge_amount(given: dict[str, Any], method: str, values: dict[str, Any]) ->
     if "r" in given:
         values["level"] = CUSTOM_LEVEL
     elif values["level"] is None and method == "dymu":
-        values["level"] = "low"
+        values["level"] = DEFAULT_LEVEL
     elif values["level"] is None:
         raise ConfigError(f"method={method} needs r= (merges per layer) or level=low|mid|high")
 

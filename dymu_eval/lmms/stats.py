@@ -17,8 +17,9 @@ from typing import Any, Sequence
 FIELDS = (
     "task", "doc_id", "request", "model", "method", "level", "r", "thresholds", "schedule", "merge_order", "vtu",
     "fastv_k", "fastv_ratio", "keep", "seed", "pool_factor", "dominant", "contextual", "pretrained",
-    "visual_tokens_before", "visual_tokens_after", "unique_len", "virtual_len", "encoder_ms", "prefill_ms", "decode_ms", "new_tokens", "image_bytes_per_pixel", "run_stamp", "rank",
-    # efficiency accounting (DESIGN §9; definitions in dymu_eval.accounting)
+    "visual_tokens_before", "visual_tokens_after", "unique_len", "virtual_len",
+    "encoder_ms", "prefill_ms", "decode_ms", "new_tokens", "image_bytes_per_pixel", "run_stamp", "rank",
+    # efficiency accounting (definitions in dymu_eval.accounting, docs/plugin.md)
     "encoder_rows", "llm_rows", "virtual_positions", "layer_avg_rows", "flop_equiv_tokens",
     "encoder_flops", "projector_flops", "prefill_flops", "prefill_attn_flops", "decode_flops", "total_flops",
     "paper_prefill_qk_macs", "kv_cache_bytes", "kv_full_bytes", "ttft_ms", "decode_tok_per_s",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields, replace
 from ..vocabulary import (
     BASELINE,
     DEFAULT_MERGE_ORDER,
+    DEFAULT_SCHEDULE,
     DEFAULT_THRESHOLDS,
     LEVELS,
     MERGE_ORDERS,
@@ -58,7 +59,7 @@ class RunConfig:
             text = f"DyMU-{self.level}" if self.level else "DyMU"
             if self.vtu == "no":
                 text += " w/o VTU"
-            if self.schedule and self.schedule != "constant":
+            if self.schedule and self.schedule != DEFAULT_SCHEDULE:
                 text += f" {self.schedule}"
             if self.threshold_data and self.threshold_data != DEFAULT_THRESHOLDS:
                 text += f" ({self.threshold_data})"
@@ -70,7 +71,7 @@ class RunConfig:
                 text += f"-{self.level}"
             if self.vtu == "yes":
                 text += " +VTU"
-            if self.schedule and self.schedule != "constant":
+            if self.schedule and self.schedule != DEFAULT_SCHEDULE:
                 text += f" {self.schedule}"
             if self.merge_order not in ("", DEFAULT_MERGE_ORDER):
                 text += f" {self.merge_order} order"
@@ -98,7 +99,7 @@ class RunConfig:
         else:
             lvl_key = (2, lvl)
         return (self.family, METHOD_ORDER.get(self.method, 9), self.model, self.vtu != _default_vtu(self.method),
-                self.schedule not in ("", "constant"), self.schedule, self.threshold_data, lvl_key)
+                self.schedule not in ("", DEFAULT_SCHEDULE), self.schedule, self.threshold_data, lvl_key)
 
 
 def _default_vtu(method_label_: str) -> str:

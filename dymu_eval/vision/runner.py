@@ -40,6 +40,10 @@ class EncoderOutput:
         """Tokens image ``b`` ends with (CLS included when the encoder has one)."""
         return int(self.valid[b].sum())
 
+    def visual_counts(self) -> list[int]:
+        """Visual tokens each image ends with, CLS excluded: what a VLM hands its LLM."""
+        return [int(c) - int(self.has_cls) for c in self.counts[:, -1].tolist()]
+
     def unique(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(tokens_b (T_b,D), patch_to_token_b (N0,)) for image ``b``, padding removed."""
         n = self.num_tokens(b)
@@ -112,7 +116,7 @@ class VisionRunner:
 
     def r_for_level(self, level: str, image_size: int | None = None) -> int:
         """Merges per layer for low/mid/high on this encoder (see merge.levels)."""
-        return r_for_level(self.encoder_key, level, self.num_patches(image_size), self.default_layers_run, self.has_cls)
+        return r_for_level(self.encoder_key, level, self.num_patches(image_size), self.default_layers_run)
 
     # -- running ------------------------------------------------------------------------------
     def _check_layers(self, layers_run: int) -> None:

@@ -17,7 +17,7 @@ unmodified model builds is rebuilt as a virtual layout:
 Where the unmodified model feeds a mix of patches at one position (the bilinear maps), the mix
 is composed with the merge map (patch -> merged row), so each position is a weighted mix of
 merged rows; the distinct mixes are the LLM's unique rows and the map stays one-hot
-(DESIGN §2). With no reduction every position is its own row: the unmodified model.
+(as VTU requires). With no reduction every position is its own row: the unmodified model.
 
 The fixed-budget baselines (random, pool, VisionZip) select rows per crop or frame after the
 encoder (27x27 patches at 384 px: a pool factor must divide 27). Pool and VisionZip give every
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +45,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..accounting import RequestCounts
+from ..accounting.timing import now
 from ..errors import ConfigError, InputImageError
 from ..language.layout import VirtualLayout
 from ..merge import NoMerge
@@ -269,7 +269,8 @@ class OnevisionPipeline:
         self.side = cfg.vision_config.image_size // cfg.vision_config.patch_size  # 27 at 384 px / 14
         self.runner = VisionRunner.from_model(model)
         if self.runner.has_cls:
-            raise ConfigError(f"LLaVA-OneVision with a {self.runner.family} tower that has a CLS token is not supported")
+            raise ConfigError(f"LLaVA-OneVision with a {self.runner.family} tower that has a CLS token is not "
+                              "supported")
         inner = model.model
         self.projector = inner.multi_modal_projector
         self.image_newline = inner.image_newline
@@ -398,13 +399,12 @@ class OnevisionPipeline:
     # -- vision -----------------------------------------------------------------------------
     def encode(self, pixel_values: torch.Tensor) -> tuple[EncoderOutput, float]:
         """Every crop and frame of the batch through the reduced tower at once; (output, ms)."""
-        t0 = time.perf_counter()
         # the runner casts to the tower's dtype: a selection seeded by the pixels (random) sees the
         # processor's fp32 values, so it keeps the same patches in every dtype
-        out = self.runner(pixel_values.to(self.device), self.reduction.policy, selector=self.reduction.selector)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return out, (time.perf_counter() - t0) * 1000.0
+        pixel_values = pixel_values.to(self.device)
+        t0 = now(self.device)  # synchronized: queued work (the copy above) is not the encoder's time
+        out = self.runner(pixel_values, self.reduction.policy, selector=self.reduction.selector)
+        return out, (now(self.device) - t0) * 1000.0
 
     def shares_rows(self, enc: EncoderOutput | None) -> bool:
         """Identical mixes (and every newline) share one row only when the encoder merges or a

@@ -51,15 +51,17 @@ def tiny_thresholds(tiny_llava, tmp_path_factory) -> Path:
     runner = VisionRunner.from_model(model)
     r = runner.r_for_level("low")
     record = calibrate(runner, FolderImages(TASKS / "dymu_offline" / "images", name="tiny_offline"),
-                       merges_per_layer(r, runner.num_layers), batch_size=8,
-                       preprocess=ProcessorPreprocess(processor.image_processor), encoder_name=str(tiny_llava),
-                       settings=CalibrationSettings(level="low", r=r), stats_images=0, progress=False)
+                       merges_per_layer(r, runner.num_layers),
+                       CalibrationSettings(batch_size=8, level="low", r=r, stats_images=0, progress=False),
+                       preprocess=ProcessorPreprocess(processor.image_processor), encoder_name=str(tiny_llava))
     return save_record(record, tmp_path_factory.mktemp("thr") / "tiny_low.json")
 
 
-def run_lmms(args: list[str], env: dict[str, str], launcher: list[str] | None = None, timeout: int = 300):
-    """Run lmms-eval from the venv; returns the CompletedProcess (lmms-eval exits 0 even on failure)."""
-    cmd = (launcher or [str(VENV_BIN / "lmms-eval")]) + args + ["--include_path", str(TASKS), "--verbosity", "INFO"]
+def run_lmms(args: list[str], env: dict[str, str], launcher: list[str] | None = None, timeout: int = 300,
+             include: Path = TASKS):
+    """Run lmms-eval from the venv; returns the CompletedProcess (lmms-eval exits 0 even on failure).
+    ``include``: the one task folder lmms-eval adds to its own (the bundled tasks by default)."""
+    cmd = (launcher or [str(VENV_BIN / "lmms-eval")]) + args + ["--include_path", str(include), "--verbosity", "INFO"]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=str(ROOT))
 
 

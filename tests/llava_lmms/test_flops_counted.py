@@ -6,12 +6,13 @@ FlopCounterMode. Two things the counter would otherwise see differently, and how
   counter's registry, so its attention would count as 0; the test selects SDPA's math backend,
   which runs the same products as matmuls the counter does count.
 - Both sides count matmuls only (norms, softmax, gathers and elementwise work are not FLOPs to
-  either), so they agree to the FLOP here; 1% is the bound DESIGN §9 sets, leaving room for
+  either), so they agree to the FLOP here; the 1% bound leaves room for
   small matmuls outside the model (e.g. a RoPE implementation computing ``inv_freq @ positions``).
 """
 from __future__ import annotations
 
 import pytest
+from conftest import TASKS
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -26,7 +27,6 @@ from dymu_eval.vlm.reduction import (
     tome_reduction,
     visionzip_reduction,
 )
-from conftest import TASKS
 
 QUESTION = "What color is the shape in the image?"
 IMAGE = TASKS / "dymu_offline" / "images" / "photo_astronaut.jpg"
@@ -98,7 +98,8 @@ def test_stage_flops_move_with_the_token_counts(pipe, tiny_thresholds):
     assert base["peak_mem_bytes"] is None and "CUDA" in base["memory_note"]
     assert base["ttft_ms"] == pytest.approx(base["encoder_ms"] + base["prefill_ms"])
     # selections after the encoder: the blocks run unreduced, the encoder output and the LLM get the budget
-    for method, rows_out, llm, positions in (("random", 17, 16, 16), ("pool+vtu", 17, 16, 64), ("visionzip", 14, 14, 14)):
+    selections = (("random", 17, 16, 16), ("pool+vtu", 17, 16, 64), ("visionzip", 14, 14, 14))
+    for method, rows_out, llm, positions in selections:
         r = rows[method]
         assert r["encoder_flops"] >= base["encoder_flops"] and r["encoder_rows"] == rows_out
         assert (r["llm_rows"], r["virtual_positions"]) == (llm, positions)

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import TASKS
 
 from dymu_eval.errors import ConfigError
 from dymu_eval.language import DecodeConfig
@@ -17,7 +18,6 @@ from dymu_eval.vlm.reduction import (
     tome_reduction,
     visionzip_reduction,
 )
-from conftest import TASKS
 
 ROWS = [json.loads(line) for line in (TASKS / "dymu_offline" / "gqa.jsonl").read_text().splitlines()]
 

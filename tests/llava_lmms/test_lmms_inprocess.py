@@ -4,9 +4,9 @@ import json
 import shutil
 
 import pytest
+from conftest import TASKS
 
 from dymu_eval.errors import ConfigError, InputImageError, ThresholdCacheError
-from conftest import TASKS
 
 TASKS_3 = ["dymu_pope_offline", "dymu_mme_offline", "dymu_gqa_offline"]
 

@@ -195,3 +195,34 @@ def test_cli_two_processes_give_the_same_answers_as_one(tiny_onevision, lmms_env
     stats = read_stats(tmp_path / "two")
     assert sorted({s["rank"] for s in stats}) == [0, 1] and len(stats) == 4
     assert all(s["visual_rows"] < s["visual_positions"] for s in stats)
+
+
+@pytest.mark.slow
+def test_stock_cli_results_carry_the_efficiency_averages(tiny_onevision, ov_tasks, lmms_env, tmp_path):
+    """A stock CLI run over two images and a video: every stats row has its FLOPs and token views, and
+    lmms-eval's own *_results.json holds their averages in its throughput block."""
+    import statistics
+
+    from conftest import read_run, read_stats, run_lmms
+
+    from dymu_eval.lmms.stats import THROUGHPUT_COUNTS
+
+    out = tmp_path / "out"
+    proc = run_lmms(["--model", "dymu_llava_onevision", "--model_args",
+                     f"pretrained={tiny_onevision},level=none,device_map=cpu,max_frames_num=4",
+                     "--tasks", f"dymu_test_ov_two_images,{VIDEO_TASK}", "--limit", "2", "--batch_size", "1",
+                     "--output_path", str(out)], lmms_env, include=ov_tasks)
+    assert out.exists(), proc.stderr[-3000:]
+    results, _ = read_run(out)
+    stats = read_stats(out)
+    assert len(stats) == 4 and {s["frames"] > 0 for s in stats} == {True, False}
+    for s in stats:
+        assert s["encoder_rows"] == sum(s["encoder_tokens"]) == 36 * (s["crops"] + s["frames"])
+        assert s["llm_rows"] == s["virtual_positions"] == s["visual_positions"]
+        assert 0 < s["encoder_flops"] and 0 < s["projector_flops"] < s["prefill_flops"] < s["total_flops"]
+        assert s["kv_cache_bytes"] == s["kv_full_bytes"] > 0
+    block = results["throughput"]
+    for key, (field, scale) in THROUGHPUT_COUNTS.items():
+        assert block[f"avg_{key}"] == pytest.approx(statistics.fmean(s[field] for s in stats) * scale, rel=1e-9), key
+    timed = [s for s in stats if not s["warmup"]]
+    assert block["avg_ttft_ms"] == pytest.approx(statistics.fmean(s["ttft_ms"] for s in timed), rel=1e-9)

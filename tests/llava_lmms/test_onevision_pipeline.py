@@ -208,9 +208,9 @@ def test_calibrated_thresholds_on_base_crops_drive_dymu(pipe, requests, tiny_one
     preprocess = ProcessorPreprocess(pipe.processor.image_processor, runner.image_size)
     assert tuple(preprocess([_image(140, 150, 0)]).shape) == (1, 3, 48, 48)
     record = calibrate(runner, FolderImages(TASKS / "dymu_offline" / "images", name="tiny_offline"),
-                       merges_per_layer(r, runner.num_layers), batch_size=8, preprocess=preprocess,
-                       encoder_name=str(tiny_onevision), settings=CalibrationSettings(level="low", r=r),
-                       stats_images=0, progress=False)
+                       merges_per_layer(r, runner.num_layers),
+                       CalibrationSettings(batch_size=8, level="low", r=r, stats_images=0, progress=False),
+                       preprocess=preprocess, encoder_name=str(tiny_onevision))
     path = save_record(record, tmp_path / "ov_low.json")
     pipe.reduction = dymu_reduction(pipe.model, pipe.runner, [str(tiny_onevision)], str(path), "low", None,
                                     "constant", vtu=True, call=ov.ENCODER_CALL)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from dymu_eval.cli import main as cli_main
 from dymu_eval.report.labels import describe, finalize
 from dymu_eval.report.reference import load_reference, reported_rows
-from dymu_eval.report.reproduce import main as reproduce_main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,11 +23,22 @@ def _arg(cmd: list[str], flag: str) -> str:
     return cmd[cmd.index(flag) + 1]
 
 
-def test_make_reproduce_dry_run_prints_the_full_matrix() -> None:
-    proc = subprocess.run(["make", "-s", "-o", ".venv/.installed", "reproduce", "DRY_RUN=1", "NUM_GPUS=4", "LIMIT=8",
-                           "OUT=/tmp/dymu-repro-test"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+def _make_reproduce_argv(*variables: str) -> list[str]:
+    """The `dymu-eval reproduce` arguments `make reproduce` passes (make -n: nothing runs, no venv is built)."""
+    proc = subprocess.run(["make", "-n", "-s", "-o", ".venv/.installed", "reproduce", *variables], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    cmds = _lmms_lines(proc.stdout)
+    text = proc.stdout.replace("\\\n", " ")  # the recipe's continuation lines
+    line = next(ln for ln in text.splitlines() if "dymu_eval.cli reproduce" in ln)
+    words = shlex.split(line)
+    return words[words.index("reproduce"):]
+
+
+def test_make_reproduce_dry_run_prints_the_full_matrix(capsys: pytest.CaptureFixture) -> None:
+    argv = _make_reproduce_argv("DRY_RUN=1", "NUM_GPUS=4", "LIMIT=8", "OUT=/tmp/dymu-repro-test")
+    assert cli_main(argv) == 0
+    stdout = capsys.readouterr().out
+    cmds = _lmms_lines(stdout)
     got = {(_arg(c, "--model"), _arg(c, "--model_args").split(",", 1)[1]) for c in cmds}
     assert got == {
         ("dymu_llava", "level=none"),
@@ -50,22 +61,22 @@ def test_make_reproduce_dry_run_prints_the_full_matrix() -> None:
         assert _arg(c, "--model_args").startswith("pretrained=llava-hf/llava-1.5-7b-hf,")
     outs = [_arg(c, "--output_path") for c in cmds]
     assert len(set(outs)) == len(outs) == 21
-    tables = [shlex.split(line) for line in proc.stdout.splitlines() if " tables " in line]
+    tables = [shlex.split(line) for line in stdout.splitlines() if " tables " in line]
     assert len(tables) == 1 and set(outs) <= set(tables[0])
     # every DyMU threshold entry the cache lacks gets a calibration command (DyMU-low is shipped)
-    from dymu_eval.report.reproduce import _missing_thresholds, matrix
+    from dymu_eval.runs.reproduce import matrix, missing_thresholds
 
-    missing = _missing_thresholds("llava-hf/llava-1.5-7b-hf", matrix(["low", "mid", "high"]))
+    missing = missing_thresholds("llava-hf/llava-1.5-7b-hf", matrix(["low", "mid", "high"]))
     assert ("llava_instruct", "low", "constant") not in missing and ("pixmo_cap", "mid", "constant") in missing
-    calib = [line for line in proc.stdout.splitlines() if " calibrate " in line]
+    calib = [line for line in stdout.splitlines() if " calibrate " in line]
     assert len(calib) == len(missing) and any("pixmo_cap" in line for line in calib)
 
 
 def test_onevision_matrix_dry_run(capsys: pytest.CaptureFixture) -> None:
     from dymu_eval.merge.select import GridPool, RandomKeep, VisionZip
-    from dymu_eval.report.reproduce import ONEVISION_TASKS
+    from dymu_eval.runs.reproduce import ONEVISION_TASKS
 
-    assert reproduce_main(["--family", "onevision", "--dry-run"]) == 0
+    assert cli_main(["reproduce", "--family", "onevision", "--dry-run"]) == 0
     cmds = _lmms_lines(capsys.readouterr().out)
     got = {(_arg(c, "--model"), _arg(c, "--model_args").split(",", 1)[1]) for c in cmds}
     assert got == {
@@ -98,27 +109,29 @@ def test_onevision_matrix_dry_run(capsys: pytest.CaptureFixture) -> None:
             selector.check(27 * 27, (27, 27), False)
     assert {"mmbench_en_dev", "mme", "seedbench", "mathvista_testmini", "videomme", "mvbench",
             "longvideobench_val_v", "mlvu_dev"} <= set(ONEVISION_TASKS.split(","))
-    assert reproduce_main(["--family", "qwen", "--dry-run"]) == 2
-    assert "FAMILY" in capsys.readouterr().err
+    assert cli_main(["reproduce", "--family", "qwen", "--dry-run"]) == 2
+    assert "family must be one of llava, onevision" in capsys.readouterr().err
 
 
 def test_reproduce_levels_and_fail_fast(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert reproduce_main(["--levels", "low", "--baselines", "", "--dry-run"]) == 0
+    argv = _make_reproduce_argv("BASELINES=pool")
+    assert argv[argv.index("--baselines") + 1] == "pool"
+    assert cli_main(["reproduce", "--levels", "low", "--baselines", "", "--dry-run"]) == 0
     cmds = _lmms_lines(capsys.readouterr().out)
     assert len(cmds) == 6  # baseline, ToMe r21, DyMU-low, w/o VTU, ToMe+VTU, FastV
-    assert reproduce_main(["--levels", "low", "--baselines", "pool", "--dry-run"]) == 0
+    assert cli_main(["reproduce", "--levels", "low", "--baselines", "pool", "--dry-run"]) == 0
     assert len(_lmms_lines(capsys.readouterr().out)) == 8  # + pooling with and without VTU
-    assert reproduce_main(["--baselines", "random,zip", "--dry-run"]) == 2
-    assert "BASELINES" in capsys.readouterr().err
-    assert reproduce_main(["--levels", "medium", "--dry-run"]) == 2
-    assert "LEVELS" in capsys.readouterr().err
+    assert cli_main(["reproduce", "--baselines", "random,zip", "--dry-run"]) == 2
+    assert "baselines must be a comma list" in capsys.readouterr().err
+    assert cli_main(["reproduce", "--levels", "medium", "--dry-run"]) == 2
+    assert "levels" in capsys.readouterr().err
     # missing thresholds stop the real run before anything starts, saying how to make them
-    assert reproduce_main(["--levels", "mid"]) == 2
+    assert cli_main(["reproduce", "--levels", "mid"]) == 2
     err = capsys.readouterr().err
     assert "dymu-eval calibrate" in err and "CALIB_IMAGES" in err and "PIXMO_IMAGES" in err
     # offline and no local weights: a clear message, no waiting
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert reproduce_main(["--levels", "low", "--model", "some-org/not-downloaded"]) == 2
+    assert cli_main(["reproduce", "--levels", "low", "--pretrained", "some-org/not-downloaded"]) == 2
     assert "not a local folder" in capsys.readouterr().err
 
 
