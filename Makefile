@@ -71,7 +71,8 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
 # ---- reproduce / tables: the DyMU paper's matrices (needs GPUs and Hugging Face access)
-# make reproduce [FAMILY=llava|onevision] [MODEL=...] [TASKS=mme,gqa,...] [LEVELS=low,mid,high] [LIMIT=N]
+# make reproduce [FAMILY=llava|onevision] [MODEL=...] [TASKS=mme,gqa,...] [LEVELS=low,mid,high]
+#                [BASELINES=random,pool,visionzip] [LIMIT=N]
 #                [OUT=runs/reproduce] [NUM_GPUS=N] [CALIB_IMAGES=DIR] [PIXMO_IMAGES=DIR] [DRY_RUN=1] [FORCE=1]
 #                [HUB_OFFLINE=1]
 # FAMILY=llava: LLaVA-1.5-7B on mme,gqa,pope,scienceqa_img,seedbench,textvqa_val (Tables 2, 5, 6, 7).
@@ -81,6 +82,7 @@ FAMILY ?= llava
 MODEL ?=
 TASKS ?=
 LEVELS ?= low,mid,high
+BASELINES ?= random,pool,visionzip
 LIMIT ?=
 OUT ?= runs/reproduce
 NUM_GPUS ?= 1
@@ -95,7 +97,7 @@ TABLES_OUT ?= $(OUT)/tables
 reproduce: $(STAMP)
 	HF_HUB_OFFLINE=$(HUB_OFFLINE) HF_DATASETS_OFFLINE=$(HUB_OFFLINE) TRANSFORMERS_OFFLINE=$(HUB_OFFLINE) \
 	$(PY) -m dymu_eval.cli reproduce --family "$(FAMILY)" --pretrained "$(MODEL)" --tasks "$(TASKS)" \
-		--levels "$(LEVELS)" \
+		--levels "$(LEVELS)" --baselines "$(BASELINES)" \
 		--limit "$(LIMIT)" --out "$(OUT)" --num-gpus "$(NUM_GPUS)" --calib-images "$(CALIB_IMAGES)" \
 		--pixmo-images "$(PIXMO_IMAGES)" $(if $(DRY_RUN),--dry-run) $(if $(FORCE),--force)
 

@@ -7,7 +7,7 @@ construction with a message that lists the valid arguments, instead of an hour i
 
 Which reduction arguments a method accepts, and their defaults, come from
 ``dymu_eval.vocabulary.METHOD_SPECS``; this module only types them (``_PARSERS``) and applies
-the two rules that span arguments (level vs r, and the FastV bounds).
+the rules that span arguments (level vs r, the FastV bounds).
 """
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ from ..vocabulary import (
     ONEVISION_7B,
     REDUCTION_ARGS,
     SCHEDULES,
+    SELECTION_METHODS,
     check_fastv,
+    check_keep,
     default_method,
 )
 
@@ -46,7 +48,8 @@ MODEL_DTYPES = (AUTO_DTYPE, *DTYPES)
 VALID_ARGS: dict[str, str] = {
     "pretrained": f"checkpoint: hub id or local directory (default {LLAVA_15}; {ONEVISION_7B} for the "
                   "_onevision models)",
-    "method": f"{' | '.join(METHODS)} (default: dymu for dymu_llava, tome for tome_llava, fastv for fastv_llava)",
+    "method": f"{' | '.join(METHODS)} (default: the model's own, e.g. dymu for dymu_llava, "
+              "visionzip for visionzip_llava)",
     "level": f"{' | '.join(LEVEL_CHOICES)} (none = the unreduced baseline; default low for dymu)",
     "thresholds": "DyMU thresholds: cache key (calibration dataset name) or a JSON file "
                   f"(default {DEFAULT_THRESHOLDS})",
@@ -54,11 +57,21 @@ VALID_ARGS: dict[str, str] = {
     "merge_order": f"{' | '.join(MERGE_ORDERS)}: token order after each encoder merge, the official code's "
                    f"(default {DEFAULT_MERGE_ORDER}) or original position; dymu uses thresholds calibrated in it",
     "r": "merges per encoder layer: ToMe's r; for dymu it selects the threshold entry calibrated with this r",
-    "vtu": "true | false: virtual token unmerging in the LLM (default true for dymu, false for tome)",
+    "vtu": "true | false: virtual token unmerging in the LLM (default true for dymu; false for tome, pool, "
+           "visionzip; random keeps original positions instead)",
     "fastv_k": "FastV: decoder layer after which image tokens are pruned "
                f"(default {METHOD_SPECS['fastv'].args['fastv_k']})",
     "fastv_ratio": "FastV: fraction of image tokens dropped, 0 <= R < 1 "
                    f"(default {METHOD_SPECS['fastv'].args['fastv_ratio']})",
+    "keep": "random: visual tokens kept per image, a count (64) or a fraction in (0, 1] "
+            f"(default {METHOD_SPECS['random'].args['keep']})",
+    "seed": "random: seed of the subsets; the same seed keeps the same tokens of an image (default 0)",
+    "pool_factor": "pool: average-pool the patch grid by this integer factor, 2 -> 2x2 patches per token "
+                   f"(default {METHOD_SPECS['pool'].args['pool_factor']})",
+    "dominant": "visionzip: dominant tokens per image, the CLS token included where there is one "
+                f"(default {METHOD_SPECS['visionzip'].args['dominant']})",
+    "contextual": "visionzip: contextual (merged) tokens per image "
+                  f"(default {METHOD_SPECS['visionzip'].args['contextual']})",
     "device_map": "cpu | cuda | cuda:N | auto (default cuda:<local rank> when a GPU is present, else cpu)",
     "dtype": f"{' | '.join(MODEL_DTYPES)} (default auto: the checkpoint's dtype on GPU, float32 on CPU)",
     "attn_implementation": "passed to from_pretrained (eager | sdpa ...); reduced runs use dymu-eval's own attention",
@@ -90,6 +103,11 @@ class ModelArgs:
     vtu: bool
     fastv_k: int | None
     fastv_ratio: float | None
+    keep: float | None  # an int is a count, a float in (0, 1] a fraction
+    seed: int | None
+    pool_factor: int | None
+    dominant: int | None
+    contextual: int | None
     device_map: str | None
     dtype: str
     attn_implementation: str | None
@@ -137,6 +155,19 @@ def _float(name: str, value: Any) -> float:
         raise ConfigError(f"model_arg {name}={value!r} must be a number") from None
 
 
+def _keep(name: str, value: Any) -> float:
+    """A count (``64``) or a fraction (``0.25``); lmms-eval already turned digits into numbers."""
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            raise ConfigError(f"model_arg {name}={value!r} must be a token count or a fraction in (0, 1]") from None
+    try:
+        return check_keep(value)
+    except ConfigError as exc:
+        raise ConfigError(f"model_arg {exc}") from None
+
+
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     text = str(value).lower()
     if text not in choices:
@@ -154,6 +185,11 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "vtu": _bool,
     "fastv_k": _int,
     "fastv_ratio": _float,
+    "keep": _keep,
+    "seed": _int,
+    "pool_factor": lambda n, v: _int(n, v, minimum=1),
+    "dominant": lambda n, v: _int(n, v, minimum=1),
+    "contextual": lambda n, v: _int(n, v, minimum=1),
 }
 
 
@@ -212,7 +248,8 @@ def _onevision_values(given: dict[str, Any], model: str) -> tuple[int | None, st
     bad = [k for k in ONEVISION_ARGS if k in given]
     if bad:
         raise ConfigError(f"model_args {', '.join(bad)} apply to LLaVA-OneVision only "
-                          "(--model dymu_llava_onevision, tome_llava_onevision, fastv_llava_onevision)")
+                          "(--model dymu_llava_onevision or its peers: tome_, fastv_, random_, pool_, "
+                          "visionzip_llava_onevision)")
     return None, None, None
 
 
@@ -230,13 +267,18 @@ def parse_model_args(kwargs: dict[str, Any], model: str = "dymu_llava") -> Model
     return ModelArgs(
         pretrained=str(given.get("pretrained", MODEL_DEFAULTS.get(model, {}).get("pretrained", LLAVA_15))),
         method=method,
-        level=values.get("level") or BASELINE,
+        level=values.get("level") or (CUSTOM_LEVEL if method in SELECTION_METHODS else BASELINE),
         thresholds=values.get("thresholds"),
         schedule=values.get("schedule") or DEFAULT_SCHEDULE,
         r=values.get("r"),
         vtu=bool(values.get("vtu", False)),
         fastv_k=values.get("fastv_k"),
         fastv_ratio=values.get("fastv_ratio"),
+        keep=values.get("keep"),
+        seed=values.get("seed"),
+        pool_factor=values.get("pool_factor"),
+        dominant=values.get("dominant"),
+        contextual=values.get("contextual"),
         device_map=str(device_map) if device_map else None,
         dtype=_choice("dtype", given.get("dtype", AUTO_DTYPE), MODEL_DTYPES),
         attn_implementation=given.get("attn_implementation"),

@@ -1,5 +1,7 @@
-"""lmms-eval model classes: ``dymu_llava`` (simple and chat), ``tome_llava``, ``fastv_llava``, and the
-LLaVA-OneVision peers ``dymu_llava_onevision``, ``tome_llava_onevision``, ``fastv_llava_onevision``.
+"""lmms-eval model classes: ``dymu_llava`` (simple and chat), ``tome_llava``, ``fastv_llava``,
+``random_llava``, ``pool_llava``, ``visionzip_llava``, and the LLaVA-OneVision peers
+``dymu_llava_onevision``, ``tome_llava_onevision``, ``fastv_llava_onevision``, ``random_llava_onevision``,
+``pool_llava_onevision``, ``visionzip_llava_onevision``.
 
 Thin adapters: they parse model_args, load the LLaVA family module with the asked reduction,
 turn lmms-eval requests into prompts and images, and write one stats row per request. All
@@ -22,7 +24,15 @@ from tqdm import tqdm
 from ..errors import ConfigError
 from ..language import DecodeConfig
 from ..vlm import llava, llava_onevision
-from ..vlm.reduction import Reduction, dymu_reduction, fastv_reduction, tome_reduction
+from ..vlm.reduction import (
+    Reduction,
+    dymu_reduction,
+    fastv_reduction,
+    pool_reduction,
+    random_reduction,
+    tome_reduction,
+    visionzip_reduction,
+)
 from ..vocabulary import BASELINE, CUSTOM_LEVEL
 from .args import ModelArgs, parse_model_args
 from .stats import StatsWriter, new_run_stamp, stats_dir, throughput_metrics
@@ -55,6 +65,12 @@ def _reduction(args: ModelArgs, pipe: llava.LlavaPipeline, call: str) -> Reducti
         return tome_reduction(runner, args.r, level, args.schedule, args.vtu, args.merge_order)
     if args.method == "fastv":
         return fastv_reduction(args.fastv_k, args.fastv_ratio, len(pipe.decoder.layers))
+    if args.method == "random":
+        return random_reduction(runner, args.keep, args.seed)
+    if args.method == "pool":
+        return pool_reduction(runner, args.pool_factor, args.vtu)
+    if args.method == "visionzip":
+        return visionzip_reduction(runner, args.dominant, args.contextual, args.vtu)
     names = [args.pretrained, runner.encoder_key]
     return dymu_reduction(pipe_model, runner, names, args.thresholds, args.level, args.r, args.schedule, args.vtu,
                           merge_order=args.merge_order, call=call)
@@ -87,7 +103,8 @@ def _decode_config(gen_kwargs: dict[str, Any], tokenizer, eos_ids: list[int]) ->
 
 
 class DymuLlava(lmms):
-    """LLaVA-1.5 with DyMU / ToMe / FastV / no reduction (simple API: generate_until, loglikelihood)."""
+    """LLaVA-1.5 with DyMU / ToMe / FastV / random / pool / VisionZip / no reduction (simple API:
+    generate_until, loglikelihood)."""
 
     is_simple = True
     MODEL_ID = "dymu_llava"  # its default model_args: vocabulary.MODEL_DEFAULTS
@@ -114,7 +131,9 @@ class DymuLlava(lmms):
             "model": self.MODEL_ID, "method": self.args.method, "level": self.args.level, "r": self.args.r,
             "thresholds": red.thresholds_key or self.args.thresholds, "schedule": self.args.schedule,
             "merge_order": self.args.merge_order,
-            "vtu": red.vtu, "fastv_k": red.fastv_k, "fastv_ratio": red.fastv_ratio, "pretrained": self.args.pretrained,
+            "vtu": red.vtu, "fastv_k": red.fastv_k, "fastv_ratio": red.fastv_ratio, "keep": self.args.keep,
+            "seed": self.args.seed, "pool_factor": self.args.pool_factor, "dominant": self.args.dominant,
+            "contextual": self.args.contextual, "pretrained": self.args.pretrained,
             **self._family_constants(),
         })
         if self._rank == 0:
@@ -293,6 +312,30 @@ class FastvLlavaChat(DymuLlavaChat):
     MODEL_ID = "fastv_llava"
 
 
+class RandomLlava(DymuLlava):
+    MODEL_ID = "random_llava"
+
+
+class RandomLlavaChat(DymuLlavaChat):
+    MODEL_ID = "random_llava"
+
+
+class PoolLlava(DymuLlava):
+    MODEL_ID = "pool_llava"
+
+
+class PoolLlavaChat(DymuLlavaChat):
+    MODEL_ID = "pool_llava"
+
+
+class VisionzipLlava(DymuLlava):
+    MODEL_ID = "visionzip_llava"
+
+
+class VisionzipLlavaChat(DymuLlavaChat):
+    MODEL_ID = "visionzip_llava"
+
+
 # ------------------------------------------------------------------------------------- LLaVA-OneVision
 class DymuLlavaOnevision(DymuLlava):
     """LLaVA-OneVision (AnyRes images, several images, video) with DyMU / ToMe / FastV / no reduction."""
@@ -389,3 +432,27 @@ class FastvLlavaOnevision(DymuLlavaOnevision):
 
 class FastvLlavaOnevisionChat(DymuLlavaOnevisionChat):
     MODEL_ID = "fastv_llava_onevision"
+
+
+class RandomLlavaOnevision(DymuLlavaOnevision):
+    MODEL_ID = "random_llava_onevision"
+
+
+class RandomLlavaOnevisionChat(DymuLlavaOnevisionChat):
+    MODEL_ID = "random_llava_onevision"
+
+
+class PoolLlavaOnevision(DymuLlavaOnevision):
+    MODEL_ID = "pool_llava_onevision"
+
+
+class PoolLlavaOnevisionChat(DymuLlavaOnevisionChat):
+    MODEL_ID = "pool_llava_onevision"
+
+
+class VisionzipLlavaOnevision(DymuLlavaOnevision):
+    MODEL_ID = "visionzip_llava_onevision"
+
+
+class VisionzipLlavaOnevisionChat(DymuLlavaOnevisionChat):
+    MODEL_ID = "visionzip_llava_onevision"

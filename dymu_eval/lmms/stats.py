@@ -16,7 +16,8 @@ from typing import Any, Sequence
 # Fields every row carries, in this order (documented in docs/plugin.md).
 FIELDS = (
     "task", "doc_id", "request", "model", "method", "level", "r", "thresholds", "schedule", "merge_order", "vtu",
-    "fastv_k", "fastv_ratio", "pretrained", "visual_tokens_before", "visual_tokens_after", "unique_len", "virtual_len",
+    "fastv_k", "fastv_ratio", "keep", "seed", "pool_factor", "dominant", "contextual", "pretrained",
+    "visual_tokens_before", "visual_tokens_after", "unique_len", "virtual_len",
     "encoder_ms", "prefill_ms", "decode_ms", "new_tokens", "image_bytes_per_pixel", "run_stamp", "rank",
     # efficiency accounting (definitions in dymu_eval.accounting, docs/plugin.md)
     "encoder_rows", "llm_rows", "virtual_positions", "layer_avg_rows", "flop_equiv_tokens",

@@ -22,6 +22,7 @@ from ..vocabulary import (
     METHOD_ORDER,
     METHOD_SPECS,
     MODEL_DEFAULTS,
+    SELECTION_METHODS,
     default_method,
     method_label,
 )
@@ -39,8 +40,9 @@ class RunConfig:
 
     model: str  # lmms-eval model name, e.g. dymu_llava or llava_hf
     family: str  # the checkpoint's name, e.g. llava-1.5-7b-hf: one table per family
-    method: str  # baseline | DyMU | ToMe | FastV | other
-    level: str = ""  # low|mid|high, r<merges per layer>, or K<k> R<ratio> for FastV
+    method: str  # baseline | DyMU | ToMe | FastV | Random | Pool | VisionZip | other
+    level: str = ""  # low|mid|high, r<merges per layer>, K<k> R<ratio> (FastV), k<count>|<pct>% s<seed>
+    # (Random), f<factor> (Pool), <dominant>+<contextual> (VisionZip)
     threshold_data: str = ""
     schedule: str = ""
     vtu: str = ""  # yes | no | ""
@@ -75,6 +77,11 @@ class RunConfig:
                 text += f" {self.merge_order} order"
         elif m == "FastV":
             text = f"FastV {self.level}".strip()
+        elif m in ("Random", "Pool", "VisionZip"):
+            amount = self.level
+            if m == "Pool" and amount.startswith("f"):
+                amount = f"{amount[1:]}x{amount[1:]}"
+            text = f"{m} {amount}".strip() + (" +VTU" if self.vtu == "yes" else "")
         else:
             text = m
         if self.layout:
@@ -187,13 +194,43 @@ def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
     elif method == "FastV":
         k, ratio = _number(values.get("fastv_k")), _number(values.get("fastv_ratio"))
         out["level"] = f"K{k} R{ratio}" if k is not None and ratio is not None else None
+    elif method in _SELECTION_LABELS:
+        out["level"] = _selection_level(method, values)
     if method in ("DyMU", "ToMe"):
         sched = values.get("schedule")
         out["schedule"] = None if sched in (None, "") else str(sched).lower().replace("-", "_")
-        out["vtu"] = _bool(values.get("vtu"))
         order = values.get("merge_order")
         out["merge_order"] = None if order in (None, "") else str(order).lower()
+    if _default_vtu(method):
+        out["vtu"] = _bool(values.get("vtu"))
     return out
+
+
+_SELECTION_LABELS = {method_label(m): m for m in SELECTION_METHODS}
+
+
+def _selection_level(method: str, values: dict[str, object]) -> str:
+    """The budget of a fixed-budget baseline: ``k64 s0`` or ``25% s0`` (Random), ``f2`` (Pool),
+    ``54+10`` (VisionZip); unset values take the plugin's defaults."""
+    spec = METHOD_SPECS[_SELECTION_LABELS[method]].args
+
+    def value(name: str) -> str:
+        raw = values.get(name)
+        return str(spec[name] if raw in (None, "") else raw).strip()
+
+    if method == "Pool":
+        return f"f{_number(value('pool_factor'))}"
+    if method == "VisionZip":
+        return f"{_number(value('dominant'))}+{_number(value('contextual'))}"
+    keep = value("keep")
+    try:
+        number = float(keep)
+    except ValueError:
+        amount = keep
+    else:  # a fraction is written with a point (lmms-eval and the parser keep 1.0 apart from 1)
+        fraction = any(c in keep for c in ".eE") and number <= 1
+        amount = f"{number * 100:g}%" if fraction else f"k{int(number)}"
+    return f"{amount} s{_number(value('seed'))}"
 
 
 def finalize(model: str, family: str, fields_: dict[str, str | None]) -> RunConfig:

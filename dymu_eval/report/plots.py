@@ -21,7 +21,8 @@ from ..vocabulary import DEFAULT_SCHEDULE
 from .runs import MeasuredRun
 from .tables import FamilyTable
 
-_COLORS = {"baseline": "black", "FastV": "tab:orange", "ToMe": "tab:blue", "DyMU": "tab:red"}
+_COLORS = {"baseline": "black", "FastV": "tab:orange", "ToMe": "tab:blue", "DyMU": "tab:red", "Random": "tab:gray",
+           "Pool": "tab:brown", "VisionZip": "tab:green"}
 
 
 def _series_name(row: pd.Series) -> str:
@@ -33,8 +34,10 @@ def _series_name(row: pd.Series) -> str:
         if row["threshold_data"] not in ("", "llava_instruct"):
             name += f" ({row['threshold_data']})"
         return name
-    if row["method"] == "ToMe":
-        return "ToMe" + (" +VTU" if row["vtu"] == "yes" else "")
+    if row["method"] in ("ToMe", "Pool", "VisionZip"):
+        return str(row["method"]) + (" +VTU" if row["vtu"] == "yes" else "")
+    if row["method"] == "Random":  # budgets vary along the line, the seed does not
+        return "Random " + str(row["level"]).rsplit(" ", 1)[-1]
     return str(row["run"])
 
 

@@ -19,6 +19,14 @@ is composed with the merge map (patch -> merged row), so each position is a weig
 merged rows; the distinct mixes are the LLM's unique rows and the map stays one-hot
 (as VTU requires). With no reduction every position is its own row: the unmodified model.
 
+The fixed-budget baselines (random, pool, VisionZip) select rows per crop or frame after the
+encoder (27x27 patches at 384 px: a pool factor must divide 27). Pool and VisionZip give every
+patch a row, so the mixes above apply unchanged. Random pruning drops patches: a position's mix
+is then renormalized over its kept patches (``interpolate(x * kept) / interpolate(kept)``: the
+bilinear mix of the kept patches alone), a position none of whose patches was kept is dropped,
+newlines stay, and every remaining position keeps its own row at its original position (as
+random pruning does on LLaVA-1.5). Keeping every patch gives the unmodified model.
+
 Frames are sampled like lmms-eval's ``llava_hf``: ``np.linspace(0, n - 1, max_frames_num,
 dtype=int)`` over the decoded frames, read with decord (a dependency of this project for
 exactly that reason), repeats included when the video is shorter than asked.
@@ -53,6 +61,7 @@ VIDEO_TOKEN = "<video>"
 # follows the reference's batch path (merge.Threshold ``call``).
 ENCODER_CALL = "batched"
 NEWLINE = -1  # source id of the image_newline vector in a position's mix
+DROPPED = -2  # merged-row id of a patch a selection dropped (random pruning)
 
 
 @dataclass
@@ -185,7 +194,14 @@ class Segment:
             src = self.ids.reshape(-1, 1)
             wt = torch.ones(src.shape, dtype=torch.float64)
         else:
-            src, wt = _canonical(*bilinear_mix(self.ids, *self.size))
+            src, wt = bilinear_mix(self.ids, *self.size)
+        if bool((src == DROPPED).any()):  # the mix over kept patches only; all dropped: weight 0
+            wt = torch.where(src == DROPPED, 0.0, wt)
+            total = wt.sum(1, keepdim=True)
+            wt = torch.where(total > 0, wt / total.clamp(min=1e-300), 0.0)
+            src = torch.where(src == DROPPED, 0, src)
+        if self.size is not None:
+            src, wt = _canonical(src, wt)
         if self.row_newlines:
             rows, k = self._rows(), src.shape[1]
             nl_w = torch.zeros(rows, 1, k, dtype=torch.float64)
@@ -200,15 +216,23 @@ class Segment:
         (``F.interpolate`` over copies of the projected merged rows)."""
         if self.ids is None:
             return newline[None]
-        x = table[self.ids]  # (H, W, D)
+        kept = (self.ids != DROPPED)[..., None]
+        x = torch.where(kept, table[self.ids.clamp(min=0)], 0.0)  # (H, W, D)
         if self.size is not None:
-            x = F.interpolate(x.permute(2, 0, 1)[None], list(self.size), mode="bilinear")[0].permute(1, 2, 0)
+            x = _resize(x, self.size)
+            if not bool(kept.all()):  # renormalized over the kept patches (a position with none is dropped later)
+                x = x / _resize(kept.to(x.dtype), self.size).clamp(min=torch.finfo(x.dtype).tiny)
         if self.row_newlines:
             x = torch.cat([x, newline.expand(x.shape[0], 1, -1)], 1)
         return x.reshape(-1, x.shape[-1])
 
     def _rows(self) -> int:
         return self.size[0] if self.size is not None else self.ids.shape[0]
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W, D) -> (size, D) with the stock model's bilinear interpolation."""
+    return F.interpolate(x.permute(2, 0, 1)[None], list(size), mode="bilinear")[0].permute(1, 2, 0)
 
 
 def _cat(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -375,15 +399,20 @@ class OnevisionPipeline:
     # -- vision -----------------------------------------------------------------------------
     def encode(self, pixel_values: torch.Tensor) -> tuple[EncoderOutput, float]:
         """Every crop and frame of the batch through the reduced tower at once; (output, ms)."""
-        pixel_values = pixel_values.to(self.device, self.dtype)
+        # the runner casts to the tower's dtype: a selection seeded by the pixels (random) sees the
+        # processor's fp32 values, so it keeps the same patches in every dtype
+        pixel_values = pixel_values.to(self.device)
         t0 = now(self.device)  # synchronized: queued work (the copy above) is not the encoder's time
-        out = self.runner(pixel_values, self.reduction.policy)
+        out = self.runner(pixel_values, self.reduction.policy, selector=self.reduction.selector)
         return out, (now(self.device) - t0) * 1000.0
 
-    @property
-    def shares_rows(self) -> bool:
-        """Identical mixes (and every newline) share one row only when the encoder merges."""
-        return not isinstance(self.reduction.policy, NoMerge)
+    def shares_rows(self, enc: EncoderOutput | None) -> bool:
+        """Identical mixes (and every newline) share one row only when the encoder merges or a
+        selection made a row of several patches (pool, VisionZip); otherwise every position keeps
+        its own row, as in the unmodified model (random pruning, or a selection that keeps every patch)."""
+        if not isinstance(self.reduction.policy, NoMerge):
+            return True
+        return enc is not None and self.reduction.selector is not None and bool((enc.sizes[enc.valid] > 1).any())
 
     # -- batch preparation ------------------------------------------------------------------
     @torch.no_grad()
@@ -402,27 +431,37 @@ class OnevisionPipeline:
         if pieces:
             enc, enc_ms = self.encode(torch.cat(pieces, 0))
             offsets, merged = self._merged_rows(enc)
-        rows, maps, visual, masks, stats, counts = [], [], [], [], [], []
+        shares = self.shares_rows(enc)
+        rows, maps, visual, positions, masks, stats, counts = [], [], [], [], [], [], []
         first = 0  # index of this request's first crop/frame in the encoder batch
         n_pieces = sum(p.shape[0] for p in pieces) if pieces else 0
         for req, input_ids, (crops, packs, vids) in zip(requests, ids, items):
             n_req = sum(c.shape[0] for c in crops) + sum(v.shape[0] for v in vids)
-            r, m, v, st = self._sequence(req, input_ids, packs, vids, enc, offsets, merged, first, crops)
+            r, m, v, p, st = self._sequence(req, input_ids, packs, vids, enc, offsets, merged, first, crops, shares)
             enc_counts, enc_matched = image_counts(enc, self.reduction.policy, first, n_req)
+            selected = st["encoder_tokens"] if self.reduction.selector is not None and n_req else None
             counts.append(RequestCounts(text_rows=int(r.shape[0]) - st["visual_rows"], visual_rows=st["visual_rows"],
                                         visual_positions=st["visual_positions"], vtu=self.reduction.vtu,
                                         encoder_counts=enc_counts, encoder_matched=enc_matched,
-                                        projector_rows=sum(st["encoder_tokens"])))
+                                        projector_rows=sum(st["encoder_tokens"]), selected=selected))
             first += n_req
             rows.append(r)
             maps.append(m)
+            positions.append(p)
             visual.append(v)
             masks.append((input_ids == self.image_token_id) | (input_ids == self.video_token_id))
             st["encoder_ms"] = enc_ms * n_req / max(1, n_pieces)
             st["image_bytes_per_pixel"] = jpeg_bytes_per_pixel(req.images)
             stats.append(st)
         lengths = [r.shape[0] for r in rows]
-        if self.reduction.vtu or not self.shares_rows:
+        if self.reduction.original_positions:  # every kept row at its own position, gaps where rows went
+            if self.reduction.vtu:
+                raise ConfigError(f"method={self.reduction.method} drops visual tokens, so some positions have "
+                                  "no row to stand for them; VTU cannot apply (use vtu=false)")
+            layout = VirtualLayout.from_mappings([torch.arange(n) for n in lengths], lengths, positions=positions,
+                                                 device=self.device)
+            masks = visual
+        elif self.reduction.vtu or not shares:
             layout = VirtualLayout.from_mappings(maps, lengths, device=self.device)
         else:  # the paper's "w/o VTU": the unique rows alone, at consecutive positions
             layout = VirtualLayout.consecutive(lengths, device=self.device)
@@ -450,8 +489,10 @@ class OnevisionPipeline:
         return offsets, projected
 
     def _sequence(self, req: Request, input_ids: torch.Tensor, packs: list[dict], vids: list[torch.Tensor],
-                  enc: EncoderOutput | None, offsets: list[int], merged: torch.Tensor | None, first: int, crops):
-        """Unique rows (U, D), map virtual -> row (L,), visual flag per row (U,) and the stats."""
+                  enc: EncoderOutput | None, offsets: list[int], merged: torch.Tensor | None, first: int, crops,
+                  shares: bool):
+        """Unique rows (U, D), map virtual -> row (L,; -1 at a dropped position), visual flag per row
+        (U,), the position of each row's first use (U,) and the stats."""
         n = self.side * self.side
         media = self.media(packs, crops, vids)
         segments, start = [], first
@@ -459,7 +500,7 @@ class OnevisionPipeline:
             pieces = start + torch.arange(count).repeat_interleave(n)
             p2t = enc.patch_to_token[pieces.to(enc.patch_to_token.device),
                                      torch.arange(n).repeat(count).to(enc.patch_to_token.device)].cpu()
-            rows_of = torch.as_tensor(offsets)[pieces] + p2t
+            rows_of = torch.where(p2t >= 0, torch.as_tensor(offsets)[pieces] + p2t, DROPPED)
             segments += [seg.to_rows(rows_of) for seg in segs]
             start += count
         is_img = input_ids == self.image_token_id
@@ -478,23 +519,29 @@ class OnevisionPipeline:
             values = torch.cat([seg.values(merged.to(self.dtype), self.image_newline.to(self.dtype))
                                 for seg in segments])
             src, wt = _cat(keys)
-            if self.shares_rows:  # the distinct mixes; each row is its first position's value
-                _, inv = torch.unique(torch.cat([src.double(), wt], 1), dim=0, return_inverse=True)
-                first_pos = torch.full((int(inv.max()) + 1,), n_vis, dtype=torch.long)
-                first_pos.scatter_reduce_(0, inv, torch.arange(n_vis), reduce="amin")
+            live = wt.sum(1) > 0  # positions that kept a patch (random pruning drops the others)
+            live_idx = live.nonzero()[:, 0]
+            values = values[live_idx.to(values.device)]
+            if shares:  # the distinct mixes; each row is its first position's value
+                _, inv_live = torch.unique(torch.cat([src[live].double(), wt[live]], 1), dim=0, return_inverse=True)
+                first_pos = torch.full((int(inv_live.max()) + 1,), n_vis, dtype=torch.long)
+                first_pos.scatter_reduce_(0, inv_live, torch.arange(live_idx.numel()), reduce="amin")
                 values = values[first_pos.to(values.device)]
             else:
-                inv = torch.arange(n_vis)
+                inv_live = torch.arange(live_idx.numel())
+            inv = torch.full((n_vis,), -1, dtype=torch.long)
+            inv[live_idx] = inv_live
         else:
             values, inv = text_emb[:0], torch.zeros(0, dtype=torch.long)
         n_d = values.shape[0]
         length = input_ids.numel()
         key = n_d + torch.arange(length)  # text positions: rows of their own
         key[vis_pos] = inv
+        used = key >= 0
         # rows in order of first use along the sequence (the unmodified model's order when nothing merges)
         table = torch.cat([values, text_emb.to(values.dtype)], 0)
         first_use = torch.full((table.shape[0],), length, dtype=torch.long)
-        first_use.scatter_reduce_(0, key, torch.arange(length), reduce="amin")
+        first_use.scatter_reduce_(0, key[used], torch.arange(length)[used], reduce="amin")
         order = torch.argsort(first_use)[: int((first_use < length).sum())]
         rank = torch.empty(table.shape[0], dtype=torch.long)
         rank[order] = torch.arange(order.numel())
@@ -508,7 +555,8 @@ class OnevisionPipeline:
             "visual_positions": int(vis_pos.numel()), "visual_rows": int(flags.sum()),
             "visual_tokens_before": int(vis_pos.numel()), "visual_tokens_after": int(flags.sum()),
         }
-        return table[order.to(table.device)].to(self.device, self.dtype), rank[key], flags, stats
+        mapping = torch.where(used, rank[key.clamp(min=0)], -1)
+        return table[order.to(table.device)].to(self.device, self.dtype), mapping, flags, first_use[order], stats
 
 
 def _positions(segments: list[Segment]) -> int:

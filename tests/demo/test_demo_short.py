@@ -16,8 +16,8 @@ def test_short_demo_writes_tables_plots_and_maps(tmp_path, capsys):
 
     tables = out / "tables"
     markdown = (tables / "results.md").read_text()
-    for label in ("baseline", "ToMe-low", "ToMe-mid", "ToMe-high", "FastV", "DyMU-low", "DyMU-mid", "DyMU-high",
-                  "DyMU-low w/o VTU"):
+    for label in ("baseline", "ToMe-low", "ToMe-mid", "ToMe-high", "FastV", "Random 25% s0", "Pool 2x2",
+                  "VisionZip 54+10", "DyMU-low", "DyMU-mid", "DyMU-high", "DyMU-low w/o VTU"):
         assert f"| {label}" in markdown, f"row {label} missing from the demo table"
     assert list(tables.glob("*.csv")) and (tables / "results.tex").is_file()
     assert list(tables.glob("*_score_vs_tokens.png")) and list(tables.glob("*_tokens_vs_complexity.png"))

@@ -124,7 +124,10 @@ def test_chat_variant_equals_llava_hf_chat_on_images(evaluate, tiny_onevision, t
 
 
 @pytest.mark.parametrize("model,extra", [("tome_llava_onevision", "r=4"),
-                                         ("fastv_llava_onevision", "fastv_k=1,fastv_ratio=0.5")])
+                                         ("fastv_llava_onevision", "fastv_k=1,fastv_ratio=0.5"),
+                                         ("random_llava_onevision", "keep=5,seed=1"),
+                                         ("pool_llava_onevision", "pool_factor=2"),
+                                         ("visionzip_llava_onevision", "dominant=4,contextual=2")])
 def test_reductions_run_on_images_and_video_and_record_counts(evaluate, tiny_onevision, tmp_path, model, extra):
     out = evaluate(model, f"pretrained={tiny_onevision},device_map=cpu,batch_size=2,max_frames_num=4,"
                    f"stats_dir={tmp_path},{extra}", IMAGE_TASKS + [VIDEO_TASK], limit=2, force_simple=True)
@@ -136,6 +139,11 @@ def test_reductions_run_on_images_and_video_and_record_counts(evaluate, tiny_one
         assert len(s["encoder_tokens"]) == s["crops"] + s["frames"] > 0
         if model.startswith("tome"):
             assert max(s["encoder_tokens"]) == 36 - 4 * 3
+        elif model.startswith(("random", "pool", "visionzip")):  # per crop and frame: k, (6/2)^2, d + c
+            want = {"random": 5, "pool": 9, "visionzip": 6}[model.split("_")[0]]
+            assert s["encoder_tokens"] == [want] * (s["crops"] + s["frames"]) and s["method"] == model.split("_")[0]
+            # 2x2 pooling of a video frame gives the rows the video's own 2x2 pooling has positions
+            assert s["visual_rows"] < s["visual_positions"] or (model.startswith("pool") and not s["images"])
         else:
             assert s["visual_tokens_after"] < s["visual_positions"]
     assert any(s["frames"] == 4 and s["images"] == 0 for s in rows)

@@ -7,8 +7,9 @@ from dymu_eval.runs import demo, lmms_eval_argv
 def test_demo_runs_cover_the_comparison_table():
     runs = demo.demo_runs()
     labels = [r.name for r in runs]
-    assert len(labels) == len(set(labels)) == 9
+    assert len(labels) == len(set(labels)) == 12
     assert labels[0] == "baseline"
+    assert {r.model for r in runs} >= {"random_llava", "pool_llava", "visionzip_llava"}
     assert {r.args.get("level") for r in runs if r.model == "tome_llava"} == {"low", "mid", "high"}
     dymu = [r for r in runs if r.args.get("method") == "dymu"]
     assert len(dymu) == 4 and sum(r.args.get("vtu") == "false" for r in dymu) == 1

@@ -268,7 +268,7 @@ def test_official_layout_is_the_dymu_codes_sequence(pipe, requests):
         pipe.layout = "stock"
 
 
-def test_text_only_request_beside_anrandom_image(pipe, requests):
+def test_text_only_request_beside_an_image(pipe, requests):
     pipe.reduction = Reduction()
     text, _ = ov.simple_prompt(pipe.tokenizer, QUESTION, 0, 0)
     reqs = [ov.Request(text, name="text"), requests["tall"]]
