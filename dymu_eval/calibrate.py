@@ -19,10 +19,17 @@ Choices, documented:
   the batch runs with the images that decoded (merging B'*r_i edges), every skipped path is
   recorded in the record and reported, and nothing is ever averaged from a broken image.
 * A layer whose schedule gives r = 0, or that the VLM does not run, gets threshold null.
+* Tokens are laid out after each merge in ``settings.merge_order`` (the reference code's
+  order by default, ``merge.order``), recorded as ``calibration.merge_order``: DToMe must run
+  in the same order to give the token counts the thresholds were tuned for.
+* Every real A->B edge of the batch is ranked, as in the paper and the reference's batch path
+  (no per-image cap: without a class token and with an odd token count the cap would leave
+  edges out of the ranking and could drop tau to 0).
 * Token statistics are measured AFTER calibration: DToMe with the final thresholds on the
   first ``stats_images`` calibration images, counting the visual tokens the LLM would get
   (tokens at the read layer, CLS excluded), i.e. what inference will produce, not the fixed
-  B*r_i counts of the calibration merge.
+  B*r_i counts of the calibration merge. ``settings.call`` is the calling pattern inference
+  will use (``merge.Threshold``; LLaVA-1.5's ``per_image`` by default), recorded with them.
 """
 from __future__ import annotations
 
@@ -39,7 +46,21 @@ from . import __version__
 from .errors import ConfigError, InputImageError
 from .images import ImageSource
 from .merge import BatchTopK, Threshold
-from .thresholds import EncoderIdentity, ThresholdRecord, created_now, encoder_fingerprint
+from .thresholds import (
+    CALIBRATED_PROVENANCE,
+    EncoderIdentity,
+    ThresholdRecord,
+    created_now,
+    dtome_settings,
+    encoder_fingerprint,
+)
+from .vision.preprocess import FamilyPreprocess
+from .vocabulary import (
+    DEFAULT_MERGE_ORDER,
+    ENCODER_CALLS,
+    check_encoder_call,
+    check_merge_order,
+)
 
 Preprocess = Callable[[list[Image.Image]], torch.Tensor]
 
@@ -118,7 +139,7 @@ def _iterate(source: ImageSource, batches: list[list[int]], preprocess: Preproce
 def _check_bad(bad: list[tuple[str, str]], skip_bad: bool, skipped: dict[str, str]) -> None:
     for label, reason in bad:
         if not skip_bad:
-            raise InputImageError(f"{reason} (pass --skip-bad to skip bad images and list them at the end)")
+            raise InputImageError(f"{reason} (skip_bad=True, or --skip-bad, skips bad images and lists them at the end)")
         skipped.setdefault(label, reason)
 
 
@@ -134,6 +155,8 @@ class CalibrationSettings:
     r: int | None = None
     seed: int = 0
     preprocess: str = ""
+    merge_order: str = DEFAULT_MERGE_ORDER
+    call: str = ENCODER_CALLS[0]
 
 
 def calibrate(
@@ -158,6 +181,8 @@ def calibrate(
     first ``runner.default_layers_run`` layers run. Returns the record (not yet saved).
     """
     settings = settings or CalibrationSettings()
+    check_merge_order(settings.merge_order)
+    check_encoder_call(settings.call)
     procs = Processes()
     layers_run = runner.default_layers_run
     r_per_layer = list(r_per_layer)
@@ -166,7 +191,7 @@ def calibrate(
             f"r_per_layer has {len(r_per_layer)} entries but the encoder has {runner.num_layers} layers"
         )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not any(r_per_layer[:layers_run]):
         raise ConfigError("every layer the VLM runs has r = 0: there is nothing to calibrate")
     source = images.head(num_images)
@@ -178,12 +203,12 @@ def calibrate(
             "use more images or a smaller --batch-size"
         )
     if preprocess is None:
-        preprocess = _default_preprocess(runner)
+        preprocess = FamilyPreprocess(runner.family, runner.image_size)
     torch.manual_seed(settings.seed)
 
     mine = [list(range((g * procs.world + procs.rank) * batch_size, (g * procs.world + procs.rank + 1) * batch_size))
             for g in range(steps)]
-    policy = BatchTopK(r_per_layer)
+    policy = BatchTopK(r_per_layer, merge_order=settings.merge_order)
     total = torch.zeros(layers_run, dtype=torch.float64)
     used_steps = 0
     skipped: dict[str, str] = {}
@@ -219,9 +244,12 @@ def calibrate(
     token_stats = None
     if stats_images > 0:
         token_stats = _token_stats(
-            runner, source, thresholds, r_per_layer, layers_run, batch_size, preprocess, procs,
-            min(stats_images, len(source)), skip_bad, workers, progress, skipped,
+            runner, source, Threshold(*dtome_settings(thresholds, r_per_layer), merge_order=settings.merge_order,
+                                      call=settings.call),
+            layers_run, batch_size, preprocess, procs, min(stats_images, len(source)), skip_bad, workers, progress,
+            skipped,
         )
+        token_stats["call"] = settings.call
     skipped_all = _merge_skipped(procs.gather(skipped))
     param = next(runner.model.parameters())
     record = ThresholdRecord(
@@ -237,6 +265,7 @@ def calibrate(
             "r_total": int(sum(r_per_layer)),
             "r_per_layer": r_per_layer,
             "schedule": settings.schedule,
+            "merge_order": settings.merge_order,
             "preprocess": settings.preprocess or _describe(preprocess),
             "batches": used_steps * procs.world,
             "images_used": images_used,
@@ -246,7 +275,7 @@ def calibrate(
         },
         thresholds=thresholds,
         token_stats=token_stats,
-        provenance=f"calibrated with dymu-eval {__version__} (batch top-k threshold finding, DyMU arXiv 2504.17040)",
+        provenance=f"{CALIBRATED_PROVENANCE} {__version__} (batch top-k threshold finding, DyMU arXiv 2504.17040)",
         tool_version=__version__,
         created=created if created is not None else created_now(),
     )
@@ -266,13 +295,10 @@ def _merge_skipped(per_rank: list[dict[str, str]]) -> list[tuple[str, str]]:
     return sorted(merged.items())
 
 
-def _token_stats(runner, source, thresholds, r_per_layer, layers_run, batch_size, preprocess, procs,
+def _token_stats(runner, source, policy: Threshold, layers_run, batch_size, preprocess, procs,
                  count: int, skip_bad: bool, workers: int, progress: bool,
                  skipped: dict[str, str]) -> dict[str, Any]:
-    """Visual tokens per image (CLS excluded) under DToMe with the found thresholds."""
-    values = [t if t is not None else 2.0 for t in thresholds]  # cosine <= 1: a null layer never merges
-    gate = [r if t is not None else 0 for r, t in zip(r_per_layer, thresholds)]
-    policy = Threshold(values, gate)
+    """Visual tokens per image (CLS excluded) under DToMe (``policy``) with the found thresholds."""
     starts = range(procs.rank * batch_size, count, procs.world * batch_size)
     mine = [list(range(s, min(s + batch_size, count))) for s in starts]
     per_layer: list[list[int]] = []
@@ -319,61 +345,3 @@ def encoder_identity(runner, name: str) -> EncoderIdentity:
         patch_size=adapter.patch_size,
         image_size=adapter.image_size,
     )
-
-
-class FamilyPreprocess:
-    """The family's resize + centre-crop transform at the encoder's native size (used when the
-    model folder has no image processor settings)."""
-
-    def __init__(self, family: str, size: int, model_dir: str | None = None):
-        from .vision.preprocess import ImageTransform
-
-        self.transform = ImageTransform.for_encoder(family, size, model_dir)
-
-    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
-        return self.transform(images)[0]
-
-    def describe(self) -> str:
-        t = self.transform
-        return f"resize+center-crop {t.size}px, mean={list(t.mean)}, std={list(t.std)}"
-
-
-def _default_preprocess(runner) -> Preprocess:
-    return FamilyPreprocess(runner.family, runner.image_size)
-
-
-class ProcessorPreprocess:
-    """An encoder's own Hugging Face image processor (resize + centre crop, no AnyRes tiling),
-    as a picklable callable for DataLoader workers."""
-
-    def __init__(self, processor: Any, expected_size: int | None = None):
-        self.processor = processor
-        self.expected_size = expected_size
-
-    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
-        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
-        if pixels.dim() != 4:
-            raise ConfigError(
-                f"image processor {type(self.processor).__name__} returned pixel_values of shape {tuple(pixels.shape)}; "
-                "calibration needs one square crop per image (no AnyRes tiling)"
-            )
-        if self.expected_size is not None and tuple(pixels.shape[-2:]) != (self.expected_size, self.expected_size):
-            raise ConfigError(
-                f"image processor {type(self.processor).__name__} gives {tuple(pixels.shape[-2:])} pixels but the "
-                f"encoder expects {self.expected_size}x{self.expected_size}"
-            )
-        return pixels
-
-    def describe(self) -> str:
-        p = self.processor
-        return f"{type(p).__name__}(size={_plain(getattr(p, 'size', None))}, crop_size={_plain(getattr(p, 'crop_size', None))})"
-
-
-def _plain(size: Any) -> Any:
-    """A processor size setting as a short dict of its set fields (transformers 5 uses SizeDict)."""
-    if size is None or isinstance(size, (int, float)):
-        return size
-    items = dict(size) if isinstance(size, dict) else dict(vars(size)) if hasattr(size, "__dict__") else {}
-    return {k: v for k, v in items.items() if v is not None} or size
-
-

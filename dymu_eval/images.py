@@ -58,9 +58,9 @@ def max_pixels_default() -> int:
     try:
         value = int(raw)
     except ValueError as exc:
-        raise InputImageError(f"DYMU_EVAL_MAX_IMAGE_PIXELS={raw!r} is not an integer") from exc
+        raise ConfigError(f"DYMU_EVAL_MAX_IMAGE_PIXELS={raw!r} is not an integer") from exc
     if value <= 0:
-        raise InputImageError(f"DYMU_EVAL_MAX_IMAGE_PIXELS={raw!r} must be positive")
+        raise ConfigError(f"DYMU_EVAL_MAX_IMAGE_PIXELS={raw!r} must be positive")
     return value
 
 
@@ -226,7 +226,7 @@ class ImageSource:
         if count is None or count >= len(self.keys):
             return self
         if count <= 0:
-            raise ConfigError(f"--num-images must be positive, got {count}")
+            raise ConfigError(f"num_images must be positive, got {count}")
         clone = copy.copy(self)
         clone.keys = self.keys[:count]
         clone.notes = self.notes + [f"first {count} of {len(self.keys)} images used"]
@@ -259,7 +259,7 @@ class FolderImages(ImageSource):
     def __init__(self, root: str | os.PathLike, name: str | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise ConfigError(f"--images {self.root}: not a folder")
+            raise ConfigError(f"image folder {self.root}: not a folder")
         files = sorted(
             (p for p in self.root.rglob("*") if p.is_file() and is_image_file(p)),
             key=lambda p: p.relative_to(self.root).as_posix(),
@@ -267,7 +267,7 @@ class FolderImages(ImageSource):
         others = sum(1 for p in self.root.rglob("*") if p.is_file() and not is_image_file(p))
         notes = [f"{others} non-image files ignored (extensions other than {', '.join(IMAGE_EXTENSIONS)})"] if others else []
         if not files:
-            raise ConfigError(f"--images {self.root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
+            raise ConfigError(f"image folder {self.root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
         super().__init__(name or self.root.name, str(self.root), [p.relative_to(self.root).as_posix() for p in files], notes)
 
     def label(self, index: int) -> str:
@@ -291,30 +291,30 @@ class ImageListImages(ImageSource):
         self.list_path = Path(list_path)
         self.root = Path(image_root)
         if not self.list_path.is_file():
-            raise ConfigError(f"--image-list {self.list_path}: file not found")
+            raise ConfigError(f"image list {self.list_path}: file not found")
         if not self.root.is_dir():
-            raise ConfigError(f"--image-root {self.root}: not a folder")
+            raise ConfigError(f"image_root {self.root}: not a folder")
         try:
             entries = json.loads(self.list_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"--image-list {self.list_path}: not valid JSON ({exc})") from exc
+            raise ConfigError(f"image list {self.list_path}: not valid JSON ({exc})") from exc
         if not isinstance(entries, list):
-            raise ConfigError(f"--image-list {self.list_path}: expected a JSON list of objects, got {type(entries).__name__}")
+            raise ConfigError(f"image list {self.list_path}: expected a JSON list of objects, got {type(entries).__name__}")
         keys, skipped = [], 0
         for i, entry in enumerate(entries):
             if not isinstance(entry, dict):
-                raise ConfigError(f"--image-list {self.list_path}: entry {i} is {type(entry).__name__}, expected an object")
+                raise ConfigError(f"image list {self.list_path}: entry {i} is {type(entry).__name__}, expected an object")
             image = entry.get("image")
             if image is None:
                 skipped += 1
                 continue
             if not isinstance(image, str) or not image:
                 raise ConfigError(
-                    f"--image-list {self.list_path}: entry {i} has image={image!r}; expected one relative path string"
+                    f"image list {self.list_path}: entry {i} has image={image!r}; expected one relative path string"
                 )
             keys.append(image)
         if not keys:
-            raise ConfigError(f"--image-list {self.list_path}: no entry has an 'image' field")
+            raise ConfigError(f"image list {self.list_path}: no entry has an 'image' field")
         notes = [f"{skipped} of {len(entries)} entries have no 'image' field and were skipped"] if skipped else []
         super().__init__(name or self.list_path.stem, f"{self.list_path} (root {self.root})", keys, notes)
 
@@ -344,7 +344,7 @@ class HFDatasetImages(ImageSource):
         try:
             import datasets
         except ImportError as exc:  # pragma: no cover - datasets is a dependency
-            raise ConfigError("--hf-dataset needs the 'datasets' package: pip install datasets") from exc
+            raise ConfigError("a Hugging Face dataset source needs the 'datasets' package: pip install datasets") from exc
         local = Path(dataset)
         builders = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
         try:
@@ -357,10 +357,10 @@ class HFDatasetImages(ImageSource):
                 ds = datasets.load_dataset(str(dataset), split=split, cache_dir=cache_dir)
                 base = local if local.is_dir() else None
         except Exception as exc:  # noqa: BLE001 - datasets raises many types
-            raise ConfigError(f"--hf-dataset {dataset} (split {split}): cannot load ({exc})") from exc
+            raise ConfigError(f"dataset {dataset} (split {split}): cannot load ({exc})") from exc
         if image_column not in ds.column_names:
             raise ConfigError(
-                f"--hf-dataset {dataset}: no column {image_column!r}; columns are {', '.join(ds.column_names)}"
+                f"dataset {dataset}: no column {image_column!r}; columns are {', '.join(ds.column_names)}"
             )
         if isinstance(ds.features[image_column], datasets.Image):
             ds = ds.cast_column(image_column, datasets.Image(decode=False))  # decode through load_image

@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from .errors import InstallError
+
 _PACKAGE_ROOT = Path(__file__).resolve().parent
 _SHARE = Path(sys.prefix) / "share" / "dymu-eval"
 
@@ -19,7 +21,7 @@ def _data_dir(name: str) -> Path:
         candidate = base / name
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(
+    raise InstallError(
         f"dymu-eval data folder '{name}' not found beside the package ({_PACKAGE_ROOT.parent}) "
         f"or in {_SHARE}; reinstall dymu-eval"
     )

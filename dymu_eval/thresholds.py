@@ -10,10 +10,18 @@ Record layout (``format_version`` 1)::
                  num_layers, layers_run, read_layer, has_cls, hidden_size, patch_size, image_size
     dataset:     name, kind, source, num_images, fingerprint
     calibration: batch_size, processes, dtype, seed, level, r, r_total, r_per_layer, schedule,
-                 batches, images_used, images_dropped, skipped
+                 merge_order, batches, images_used, images_dropped, skipped
     thresholds:  one entry per encoder layer (``num_layers`` of them); ``null`` for a layer that
                  never merges (not run by the VLM, or r = 0 in the schedule)
     token_stats, provenance, tool_version, created
+
+``calibration.merge_order`` is the token order the thresholds were found under (``reference``
+or ``position``, see ``merge.order``); thresholds only give the token counts they were tuned
+for under that order, so a DToMe policy always runs with it and lookups are keyed by it
+(position-order files get a ``__position`` suffix). A file without the field is read as
+``position`` when dymu-eval calibrated it (its versions before the field always merged in
+position order) and as ``reference`` otherwise (imported or published values, found by the
+official code).
 
 Lookup order: an explicit path, then the repository's ``thresholds/`` folder, then the user
 cache (``<user cache>/thresholds``). Writes are atomic (temporary file + ``os.replace``) and
@@ -32,7 +40,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import __version__
-from .errors import ThresholdCacheError
+from .errors import ConfigError, ThresholdCacheError
+from .vocabulary import DEFAULT_MERGE_ORDER
 
 FORMAT = "dymu-eval-thresholds"
 FORMAT_VERSION = 1
@@ -43,6 +52,11 @@ _FP_PREFIX = "ws1"
 _FP_RTOL = 1e-2
 _FP_ATOL = 1e-5
 _FP_TENSORS = 8
+
+# Provenance of the files dymu-eval's own calibration writes, and the order its versions before
+# ``calibration.merge_order`` existed merged in (see ThresholdRecord.merge_order).
+CALIBRATED_PROVENANCE = "calibrated with dymu-eval"
+LEGACY_CALIBRATED_ORDER = "position"
 
 # How the miss message says to get images for the datasets users calibrate on.
 _DATASET_HINTS = {
@@ -101,17 +115,42 @@ class ThresholdRecord:
         return list(self.calibration["r_per_layer"])
 
     @property
-    def key(self) -> str:
-        return record_key(self.encoder.name, self.dataset["name"], self.schedule, self.level, self.calibration.get("r"))
+    def merge_order(self) -> str:
+        """The token order these thresholds were found under (see the module docstring)."""
+        order = self.calibration.get("merge_order")
+        if order is not None:
+            return order
+        ours = str(self.provenance or "").startswith(CALIBRATED_PROVENANCE)
+        return LEGACY_CALIBRATED_ORDER if ours else DEFAULT_MERGE_ORDER
 
-    def policy(self, layers_run: int | None = None):
-        """A DToMe policy (merge.Threshold) for these thresholds, gated by the schedule's r."""
+    @property
+    def key(self) -> str:
+        return record_key(self.encoder.name, self.dataset["name"], self.schedule, self.level, self.calibration.get("r"),
+                          self.merge_order)
+
+    def check_order(self, merge_order: str) -> None:
+        """ThresholdCacheError unless these thresholds were found under ``merge_order``."""
+        if merge_order != self.merge_order:
+            where = self.source_path or self.key
+            raise ThresholdCacheError(
+                f"thresholds {where} were calibrated with merge_order={self.merge_order} but merge_order={merge_order} "
+                "was asked; thresholds only give their token counts under the order they were found with. Use "
+                f"merge_order={self.merge_order}, or calibrate for {merge_order} order with `"
+                + calibrate_command(self.encoder.name, self.dataset["name"], self.level, self.calibration.get("r"),
+                                    self.schedule, merge_order) + " --overwrite`"
+            )
+
+    def policy(self, layers_run: int | None = None, call: str = "per_image", merge_order: str | None = None):
+        """A DToMe policy (merge.Threshold) for these thresholds, gated by the schedule's r, merging
+        in the order they were calibrated under. ``call`` is the family's encoder calling pattern
+        (merge.Threshold); ``merge_order``, when given, must be that order (ThresholdCacheError)."""
         from .merge import Threshold
 
+        if merge_order is not None:
+            self.check_order(merge_order)
         n = self.encoder.num_layers if layers_run is None else layers_run
-        values = [t if t is not None else 2.0 for t in self.thresholds[:n]]  # cosine <= 1: never merges
-        gate = [r if t is not None else 0 for r, t in zip(self.r_per_layer[:n], self.thresholds[:n])]
-        return Threshold(values, gate)
+        values, gate = dtome_settings(self.thresholds[:n], self.r_per_layer[:n])
+        return Threshold(values, gate, merge_order=self.merge_order, call=call)
 
     # -- serialisation ------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -170,6 +209,13 @@ class ThresholdRecord:
             )
 
 
+def dtome_settings(thresholds: Sequence[float | None], r_per_layer: Sequence[int]) -> tuple[list[float], list[int]]:
+    """(thresholds, gate) for merge.Threshold: a null layer never merges (cosine <= 1 < 2.0)."""
+    values = [t if t is not None else 2.0 for t in thresholds]
+    gate = [r if t is not None else 0 for r, t in zip(r_per_layer, thresholds)]
+    return values, gate
+
+
 # -- keys and names ---------------------------------------------------------------------------
 
 
@@ -179,21 +225,26 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", last.lower()).strip("-") or "unnamed"
 
 
-def record_key(encoder: str, dataset: str, schedule: str, level: str | None, r: int | None) -> str:
-    """``<encoder>__<dataset>__<schedule>__<level|rN>``: the file stem of a cache entry."""
+def record_key(encoder: str, dataset: str, schedule: str, level: str | None, r: int | None,
+               merge_order: str = DEFAULT_MERGE_ORDER) -> str:
+    """``<encoder>__<dataset>__<schedule>__<level|rN>`` (plus ``__position`` for position-order
+    thresholds): the file stem of a cache entry."""
     if level is None and r is None:
-        raise ThresholdCacheError("a threshold record needs a level (low/mid/high) or r")
+        raise ConfigError("a threshold record needs a level (low/mid/high) or r")
     amount = level if level is not None else f"r{int(r)}"
-    return f"{slug(encoder)}__{slug(dataset)}__{schedule}__{amount}"
+    suffix = "" if merge_order == DEFAULT_MERGE_ORDER else f"__{merge_order}"
+    return f"{slug(encoder)}__{slug(dataset)}__{schedule}__{amount}{suffix}"
 
 
-def calibrate_command(encoder: str, dataset: str, level: str | None, r: int | None, schedule: str = "constant") -> str:
+def calibrate_command(encoder: str, dataset: str, level: str | None, r: int | None, schedule: str = "constant",
+                      merge_order: str = DEFAULT_MERGE_ORDER) -> str:
     """The `dymu-eval calibrate` command line that would produce this cache entry."""
     images = _DATASET_HINTS.get(slug(dataset), "--images <folder of calibration images>")
     amount = f"--level {level}" if level is not None else f"--r {r}"
+    order = "" if merge_order == DEFAULT_MERGE_ORDER else f" --merge-order {merge_order}"
     return (
         f"dymu-eval calibrate --encoder {encoder} --dataset {dataset} {images} {amount} "
-        f"--schedule {schedule} --batch-size 64"
+        f"--schedule {schedule} --batch-size 64{order}"
     )
 
 
@@ -325,7 +376,7 @@ def save_record(record: ThresholdRecord, path: str | os.PathLike, overwrite: boo
     """Write ``record`` atomically; refuse to replace an existing file unless ``overwrite``."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise ThresholdCacheError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+        raise ThresholdCacheError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     text = record.dumps()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -339,7 +390,7 @@ def save_record(record: ThresholdRecord, path: str | os.PathLike, overwrite: boo
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                raise ThresholdCacheError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it") from None
+                raise ThresholdCacheError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it") from None
             except OSError:
                 os.replace(tmp, path)  # file systems without hard links
             else:
@@ -408,40 +459,51 @@ class ThresholdCache:
         r: int | None = None,
         schedule: str = "constant",
         path: str | os.PathLike | None = None,
+        merge_order: str = DEFAULT_MERGE_ORDER,
     ) -> ThresholdRecord:
-        """The record for this encoder (name, any alias, or folder name), dataset, schedule and
-        level or r. ``path`` (a file) wins over everything. A miss raises ThresholdCacheError
-        with the `dymu-eval calibrate` command that would produce the entry."""
+        """The record for this encoder (name, any alias, or folder name), dataset, schedule,
+        level or r, and merge order. ``path`` (a file) wins over everything (its order is checked
+        where a policy is built). A miss raises ThresholdCacheError with the `dymu-eval calibrate`
+        command that would produce the entry."""
         if path is not None:
             return load_record(path)
         if encoder_id is None or dataset is None:
             raise ThresholdCacheError("threshold lookup needs an encoder and a dataset name, or an explicit file")
         if (level is None) == (r is None):
             raise ThresholdCacheError("threshold lookup needs exactly one of level or r")
-        key = record_key(encoder_id, dataset, schedule, level, r)
+        key = record_key(encoder_id, dataset, schedule, level, r, merge_order)
+        other_order: list[str] = []
         for d in self.dirs:  # fast path: the file named by the key
             candidate = d / f"{key}.json"
             if candidate.is_file():
-                return load_record(candidate)
+                rec = load_record(candidate)
+                if rec.merge_order == merge_order:
+                    return rec
+                other_order.append(f"{candidate} ({rec.merge_order} order)")
         broken: list[str] = []
         for p, rec in self.entries():  # aliases (e.g. a LLaVA checkpoint name for its CLIP tower)
             if isinstance(rec, ThresholdCacheError):
                 broken.append(p.name)
                 continue
-            if _matches(rec, encoder_id, dataset, level, r, schedule):
+            if _matches(rec, encoder_id, dataset, level, r, schedule, merge_order):
                 return rec
         searched = ", ".join(str(d) for d in self.dirs)
         note = f" (unreadable files skipped: {', '.join(broken)})" if broken else ""
+        if other_order:
+            note += (f"; calibrated under another merge order, not used: {', '.join(other_order)} "
+                     "(add --overwrite to replace it)")
         raise ThresholdCacheError(
             f"no thresholds for encoder {encoder_id}, dataset {dataset}, schedule {schedule}, "
-            f"{'level ' + level if level else 'r ' + str(r)} in {searched}{note}. Produce them with:\n  "
-            + calibrate_command(encoder_id, dataset, level, r, schedule)
+            f"{'level ' + level if level else 'r ' + str(r)}, merge_order {merge_order} in {searched}{note}. "
+            "Produce them with:\n  " + calibrate_command(encoder_id, dataset, level, r, schedule, merge_order)
         )
 
 
-def _matches(rec: ThresholdRecord, encoder_id: str, dataset: str, level, r, schedule: str) -> bool:
+def _matches(rec: ThresholdRecord, encoder_id: str, dataset: str, level, r, schedule: str, merge_order: str) -> bool:
     names = {slug(rec.encoder.name), *(slug(a) for a in rec.encoder.aliases)}
     if slug(encoder_id) not in names or slug(rec.dataset["name"]) != slug(dataset) or rec.schedule != schedule:
+        return False
+    if rec.merge_order != merge_order:
         return False
     if level is not None:
         return rec.level == level

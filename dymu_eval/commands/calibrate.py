@@ -15,8 +15,15 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-
-DTYPES = ("float32", "bfloat16", "float16")
+from ..vocabulary import (
+    DEFAULT_MERGE_ORDER,
+    DEFAULT_SCHEDULE,
+    DTYPES,
+    ENCODER_CALLS,
+    LEVELS,
+    MERGE_ORDERS,
+    SCHEDULES,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,11 +45,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-column", help="image column of --hf-dataset")
     p.add_argument("--split", default="train", help="split of --hf-dataset (default train)")
     amount = p.add_mutually_exclusive_group()
-    amount.add_argument("--level", choices=("low", "mid", "high"), help="reduction level (default low)")
+    amount.add_argument("--level", choices=LEVELS, help="reduction level (default low)")
     amount.add_argument("--r", "--merges-per-layer", dest="r", type=int,
                         help="merges per layer on average (instead of --level); under torchrun spell it "
                              "--merges-per-layer (torchrun's own parser finds --r ambiguous)")
-    p.add_argument("--schedule", default="constant", choices=("constant", "linear", "reverse_linear"))
+    p.add_argument("--schedule", default=DEFAULT_SCHEDULE, choices=SCHEDULES)
+    p.add_argument("--merge-order", default=DEFAULT_MERGE_ORDER, choices=MERGE_ORDERS,
+                   help="token order after each merge: the official code's (default) or original position; "
+                        "recorded in the file, and DToMe always runs these thresholds in it")
+    p.add_argument("--encoder-call", default=ENCODER_CALLS[0], choices=ENCODER_CALLS,
+                   help="how the VLM calls the encoder, for the token statistics: one image per call "
+                        "(LLaVA-1.5, default) or all crops of a request at once (LLaVA-OneVision)")
     p.add_argument("--batch-size", type=int, required=True, help="images per batch per process")
     p.add_argument("--num-images", type=int, help="use the first N images of the source")
     p.add_argument("--out", help="output file (default: <user cache>/thresholds/<key>.json)")
@@ -83,19 +96,6 @@ def encoder_display_name(encoder: str) -> str:
     return path.resolve().name if path.exists() else encoder
 
 
-def load_preprocess(encoder: str, runner):
-    """The encoder's own image processor, or None when the folder has none."""
-    import transformers
-
-    from ..calibrate import ProcessorPreprocess
-
-    try:
-        processor = transformers.AutoImageProcessor.from_pretrained(encoder)
-    except Exception:  # noqa: BLE001 - no preprocessor_config.json: use the family transform
-        return None
-    return ProcessorPreprocess(processor, runner.image_size)
-
-
 def _maybe_init_distributed() -> bool:
     """Join the process group torchrun/accelerate describe in the environment (gloo: only
     small CPU tensors are exchanged). Returns True when this call created it."""
@@ -110,10 +110,11 @@ def _maybe_init_distributed() -> bool:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..calibrate import CalibrationSettings, FamilyPreprocess, calibrate
+    from ..calibrate import CalibrationSettings, calibrate
     from ..merge import merges_per_layer
     from ..thresholds import ThresholdCache, record_key
     from ..vision.loading import load_runner
+    from ..vision.preprocess import preprocess_for
 
     if args.max_image_pixels is not None:
         os.environ["DYMU_EVAL_MAX_IMAGE_PIXELS"] = str(args.max_image_pixels)
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--r must be >= 0, got {args.r}")
     level = args.level if args.r is None else None
     if args.r is None and level is None:
-        level = "low"
+        level = LEVELS[0]
     created_group = _maybe_init_distributed()
     try:
         rank = int(os.environ.get("RANK", "0"))
@@ -130,19 +131,19 @@ def run(args: argparse.Namespace) -> int:
         dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
         name = args.encoder_name or encoder_display_name(args.encoder)
         cache = ThresholdCache()
-        key = record_key(name, args.dataset, args.schedule, level, args.r)
+        key = record_key(name, args.dataset, args.schedule, level, args.r, args.merge_order)
         out = Path(args.out) if args.out else cache.write_dir / f"{key}.json"
         if out.exists() and not args.overwrite:
             raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
         source = _image_source(args)
         # a LLaVA folder: only its vision tower is built and read (see vision.loading)
         runner = load_runner(args.encoder, dtype=getattr(torch, dtype), device=device)
-        preprocess = load_preprocess(args.encoder, runner) or FamilyPreprocess(runner.family, runner.image_size)
+        preprocess = preprocess_for(args.encoder, runner)
         r = args.r if args.r is not None else runner.r_for_level(level)
         r_per_layer = merges_per_layer(r, runner.num_layers, args.schedule)
         settings = CalibrationSettings(
             schedule=args.schedule, level=level, r=r, seed=args.seed,
-            preprocess=preprocess.describe(),
+            preprocess=preprocess.describe(), merge_order=args.merge_order, call=args.encoder_call,
         )
         record = calibrate(
             runner, source, r_per_layer, args.batch_size, args.num_images,
@@ -163,8 +164,9 @@ def run(args: argparse.Namespace) -> int:
 def _report(record, path: Path, source) -> None:
     cal = record.calibration
     print(f"wrote {path}")
-    print(f"  key {record.key}; {cal['images_used']} images in {cal['batches']} batches of {cal['batch_size']} "
-          f"on {cal['processes']} process(es); {cal['images_dropped']} trailing images dropped (partial batch)")
+    print(f"  key {record.key} (merge order {record.merge_order}); {cal['images_used']} images in {cal['batches']} "
+          f"batches of {cal['batch_size']} on {cal['processes']} process(es); {cal['images_dropped']} trailing images "
+          "dropped (partial batch)")
     shown = ", ".join("-" if t is None else f"{t:.4f}" for t in record.thresholds)
     print(f"  thresholds per layer: {shown}")
     stats = record.token_stats

@@ -19,9 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import DymuError
-
-LEVELS = ("low", "mid", "high")
+from ..errors import ConfigError, DymuError
+from ..vocabulary import LEVELS
 CALIBRATION_DATASET = "offline_mix"
 CALIBRATION_SCENES = 40
 CALIBRATION_SEED0 = 900_000  # the offline tasks' scenes use small seeds; these never collide
@@ -102,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     out, runs_dir = Path(args.out), Path(args.runs)
     if args.limit is not None and (args.limit < 2 or args.limit % 2):
-        raise DymuError(f"--limit must be an even number >= 2 (the MME-style task scores pairs), got {args.limit}")
+        raise ConfigError(f"--limit must be an even number >= 2 (the MME-style task scores pairs), got {args.limit}")
     print("[demo] building / verifying the micro LLaVA")
     model_dir = demo_model()
     print(f"[demo] model: {model_dir}")

@@ -73,16 +73,16 @@ def run_list(args: argparse.Namespace) -> int:
     if not entries:
         print(f"no threshold files in {', '.join(str(d) for d in cache.dirs)}")
         return 0
-    header = ("key", "encoder", "dataset", "schedule", "amount", "layers", "images", "created", "file")
+    header = ("key", "encoder", "dataset", "schedule", "amount", "order", "layers", "images", "created", "file")
     rows = []
     for path, rec in entries:
         if isinstance(rec, ThresholdCacheError):
-            rows.append((path.stem, f"UNREADABLE: {rec}", "", "", "", "", "", "", str(path)))
+            rows.append((path.stem, f"UNREADABLE: {rec}", "", "", "", "", "", "", "", str(path)))
             continue
         cal = rec.calibration
         amount = f"level {rec.level} (r={cal.get('r')})" if rec.level else f"r={cal.get('r')}"
         rows.append((
-            rec.key, rec.encoder.name, rec.dataset.get("name", ""), rec.schedule, amount,
+            rec.key, rec.encoder.name, rec.dataset.get("name", ""), rec.schedule, amount, rec.merge_order,
             f"{rec.encoder.layers_run}/{rec.encoder.num_layers}", str(rec.dataset.get("num_images") or "?"),
             rec.created or "-", str(path),
         ))
@@ -108,7 +108,8 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"          {enc.fingerprint_note}")
     print(f"dataset   {ds.get('name')}  ({ds.get('kind')}: {ds.get('source')})  images={ds.get('num_images')}")
     print(f"settings  level={cal.get('level')} r={cal.get('r')} schedule={rec.schedule} batch={cal.get('batch_size')}"
-          f" processes={cal.get('processes')} dtype={cal.get('dtype')} seed={cal.get('seed')}")
+          f" processes={cal.get('processes')} dtype={cal.get('dtype')} seed={cal.get('seed')}"
+          f" merge_order={rec.merge_order}")
     print("layer  r   threshold")
     for i, (r, t) in enumerate(zip(rec.r_per_layer, rec.thresholds)):
         print(f"{i:>5}  {r:<3} {'-' if t is None else f'{t:.6f}'}")

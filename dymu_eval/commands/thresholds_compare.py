@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..vocabulary import DEFAULT_SCHEDULE, LEVELS, SCHEDULES
+
 
 def register(tsub: argparse._SubParsersAction) -> None:
     p = tsub.add_parser(
@@ -15,9 +17,9 @@ def register(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", required=True, help="encoder name or alias as stored in the cache (e.g. a LLaVA id)")
     p.add_argument("--datasets", required=True, help="comma list, e.g. llava_instruct,pixmo_cap")
     amount = p.add_mutually_exclusive_group()
-    amount.add_argument("--level", choices=("low", "mid", "high"), help="default mid")
+    amount.add_argument("--level", choices=LEVELS, help="default mid")
     amount.add_argument("--r", type=int, help="merges per layer instead of a level")
-    p.add_argument("--schedule", default="constant", choices=("constant", "linear", "reverse_linear"))
+    p.add_argument("--schedule", default=DEFAULT_SCHEDULE, choices=SCHEDULES)
     p.add_argument("--dir", action="append", help="search this cache folder instead (repeatable)")
     p.add_argument("--images", help="evaluation image folder: count tokens under each set of thresholds")
     p.add_argument("--model", help="weights to run for --images (folder or hub id; default: --encoder)")

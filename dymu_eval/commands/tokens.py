@@ -9,6 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..vocabulary import (
+    DEFAULT_MERGE_ORDER,
+    DEFAULT_SCHEDULE,
+    ENCODER_CALLS,
+    LEVELS,
+    MERGE_ORDERS,
+    SCHEDULES,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,10 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "or a LLaVA (only its vision tower is loaded)")
     p.add_argument("--images", required=True, help="folder of images (searched recursively)")
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--level", choices=["low", "mid", "high"], help="reduction level (merges per layer for this encoder)")
+    how.add_argument("--level", choices=LEVELS, help="reduction level (merges per layer for this encoder)")
     how.add_argument("--r", type=int, help="merges per layer")
     p.add_argument("--thresholds", help="JSON file with a 'thresholds' list (one per encoder layer): DToMe")
-    p.add_argument("--schedule", default="constant", choices=["constant", "linear", "reverse_linear"])
+    p.add_argument("--schedule", default=DEFAULT_SCHEDULE, choices=SCHEDULES)
+    p.add_argument("--merge-order", choices=MERGE_ORDERS,
+                   help="token order after each merge (default: reference for ToMe; for DToMe the order the "
+                        "thresholds were calibrated under, which must match when given)")
+    p.add_argument("--encoder-call", default=ENCODER_CALLS[0], choices=ENCODER_CALLS,
+                   help="DToMe: follow the reference's one-image-per-call path (LLaVA-1.5, default) or its "
+                        "all-crops-in-one-call path (LLaVA-OneVision)")
     p.add_argument("--json", required=True, dest="json_out", help="output JSON file")
     p.add_argument("--maps", help="folder for PNG merge maps, one per image")
     p.add_argument("--batch-size", type=int, default=8)
@@ -54,16 +68,19 @@ def build_policy(args: argparse.Namespace, runner) -> tuple[Any, dict[str, Any]]
 
         record = load_record(args.thresholds)
         record.validate_for(runner.model)
-        policy = record.policy(runner.default_layers_run)
+        policy = record.policy(runner.default_layers_run, call=args.encoder_call, merge_order=args.merge_order)
         info.update(
             method="dtome",
+            merge_order=policy.merge_order,
+            encoder_call=args.encoder_call,
             thresholds_file=str(args.thresholds),
             thresholds=record.thresholds,
             r_per_layer=record.r_per_layer,
         )
         return policy, info
     if r_per_layer is not None:
-        return TopR(r_per_layer), {**info, "method": "tome"}
+        order = args.merge_order or DEFAULT_MERGE_ORDER
+        return TopR(r_per_layer, merge_order=order), {**info, "method": "tome", "merge_order": order}
     return NoMerge(), {**info, "method": "none"}
 
 

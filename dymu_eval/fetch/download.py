@@ -19,6 +19,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..errors import ConfigError
+
 _CHUNK = 1 << 16
 USER_AGENT = "dymu-eval-fetch/0.1"
 
@@ -129,8 +131,9 @@ def fetch_all(items: list[Item], out_dir: Path, workers: int = 8, progress: bool
     """Fetch every item with a thread pool; outcomes are returned in the order of ``items``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [i.name for i in items]
-    if len(set(names)) != len(names):
-        raise ValueError("fetch list has duplicate file names")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"fetch list names the same file more than once: {', '.join(repeated[:5])}")
     results: dict[int, Outcome] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {pool.submit(fetch_one, item, out_dir, **kwargs): i for i, item in enumerate(items)}

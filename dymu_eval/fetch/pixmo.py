@@ -47,7 +47,7 @@ def _rows_from_file(path: Path, num: int) -> list[dict]:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"cannot read the image list {path}: {exc}") from exc
-    raise ConfigError(f"--source {path}: expected a .jsonl, .json, .csv or .parquet file")
+    raise ConfigError(f"image list {path}: expected a .jsonl, .json, .csv or .parquet file")
 
 
 def _rows_from_hub(hub_id: str, num: int) -> list[dict]:
@@ -85,7 +85,7 @@ def _file_name(url: str, sha256: str | None, index: int) -> str:
 def load_items(source: str | None, num: int) -> list[Item]:
     """The first ``num`` (url, sha256) entries of a local list file or a hub dataset id."""
     if num <= 0:
-        raise ConfigError(f"--num must be positive, got {num}")
+        raise ConfigError(f"num must be positive, got {num}")
     src = source or HUB_ID
     rows = _rows_from_file(Path(src), num) if os.path.exists(src) else _rows_from_hub(src, num)
     items, seen = [], set()

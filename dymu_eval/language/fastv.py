@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
+from ..vocabulary import check_fastv
 from .layout import VirtualLayout
 
 __all__ = ["FastV", "drop_entries", "mask_entries", "select_kept"]
@@ -29,11 +30,7 @@ class FastV:
     mode: str = "drop"
 
     def check(self, layout: VirtualLayout, num_layers: int) -> None:
-        if not isinstance(self.k, int) or not 1 <= self.k < num_layers:
-            raise ConfigError(f"fastv_k={self.k!r}: must be an integer in 1..{num_layers - 1} (the ranking uses the "
-                              f"attention of layer K-1 of this {num_layers}-layer decoder)")
-        if not 0.0 <= float(self.ratio) < 1.0:
-            raise ConfigError(f"fastv_ratio={self.ratio!r}: must be in [0, 1) (the fraction of image tokens dropped)")
+        check_fastv(self.k, self.ratio, num_layers)
         if self.mode not in ("drop", "mask"):
             raise ConfigError(f"FastV mode {self.mode!r}: use 'drop' or 'mask'")
         if self.image_mask.dtype != torch.bool or tuple(self.image_mask.shape) != tuple(layout.valid.shape):

@@ -14,15 +14,17 @@ from accelerate import Accelerator
 from lmms_eval import utils as lmms_utils
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
+from lmms_eval.models.model_utils.gen_metrics import log_metrics
 from loguru import logger
 from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..language import DecodeConfig
 from ..vlm import llava
+from ..vocabulary import BASELINE, CUSTOM_LEVEL
 from ..vlm.reduction import Reduction, dymu_reduction, fastv_reduction, tome_reduction
 from .args import ModelArgs, parse_model_args
-from .stats import StatsWriter, new_run_stamp, stats_dir
+from .stats import StatsWriter, new_run_stamp, stats_dir, throughput_metrics
 
 
 def _device_map(args: ModelArgs, accelerator: Accelerator) -> str:
@@ -44,14 +46,16 @@ def _device_map(args: ModelArgs, accelerator: Accelerator) -> str:
 
 def _reduction(args: ModelArgs, pipe: llava.LlavaPipeline) -> Reduction:
     pipe_model, runner = pipe.model, pipe.runner
-    if args.method == "none":
+    if args.method == BASELINE:
         return Reduction()
     if args.method == "tome":
-        return tome_reduction(runner, args.r, None if args.level == "custom" else args.level, args.schedule, args.vtu)
+        level = None if args.level == CUSTOM_LEVEL else args.level
+        return tome_reduction(runner, args.r, level, args.schedule, args.vtu, args.merge_order)
     if args.method == "fastv":
         return fastv_reduction(args.fastv_k, args.fastv_ratio, len(pipe.decoder.layers))
     names = [args.pretrained, runner.encoder_key]
-    return dymu_reduction(pipe_model, runner, names, args.thresholds, args.level, args.r, args.schedule, args.vtu)
+    return dymu_reduction(pipe_model, runner, names, args.thresholds, args.level, args.r, args.schedule, args.vtu,
+                          merge_order=args.merge_order, call=llava.ENCODER_CALL)
 
 
 def _decode_config(gen_kwargs: dict[str, Any], tokenizer, eos_ids: list[int]) -> DecodeConfig:
@@ -84,12 +88,11 @@ class DymuLlava(lmms):
     """LLaVA-1.5 with DyMU / ToMe / FastV / no reduction (simple API: generate_until, loglikelihood)."""
 
     is_simple = True
-    PRESET = "dymu"
-    MODEL_ID = "dymu_llava"
+    MODEL_ID = "dymu_llava"  # its default model_args: vocabulary.MODEL_DEFAULTS
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
-        self.args = parse_model_args(kwargs, self.PRESET)
+        self.args = parse_model_args(kwargs, self.MODEL_ID)
         accelerator = Accelerator()
         device_map = _device_map(self.args, accelerator)
         model, processor = llava.load_llava(self.args.pretrained, device_map, self.args.dtype,
@@ -109,6 +112,7 @@ class DymuLlava(lmms):
         self.stats = StatsWriter(folder, new_run_stamp(), self._rank, {
             "model": self.MODEL_ID, "method": self.args.method, "level": self.args.level, "r": self.args.r,
             "thresholds": red.thresholds_key or self.args.thresholds, "schedule": self.args.schedule,
+            "merge_order": self.args.merge_order,
             "vtu": red.vtu, "fastv_k": red.fastv_k, "fastv_ratio": red.fastv_ratio, "pretrained": self.args.pretrained,
         })
         if self._rank == 0:
@@ -156,7 +160,15 @@ class DymuLlava(lmms):
         return out
 
     def _record(self, metas: list[tuple[str, int]], stats: list[dict], request: str) -> None:
+        """One stats row per request, and its averages into lmms-eval's results (the throughput block)."""
         self.stats.write([{**s, "task": t, "doc_id": d, "request": request} for (t, d), s in zip(metas, stats)])
+        for s in stats:
+            # prefill/decode times are the batch's (loglikelihood: already per request): share them out
+            share = 1 if request == "loglikelihood" else len(stats)
+            seconds = (s["encoder_ms"] + (s["prefill_ms"] + s["decode_ms"]) / share) / 1000.0
+            log_metrics(total_elapsed_time=seconds, total_gen_tokens=int(s["new_tokens"]),
+                        avg_speed=s["new_tokens"] / seconds if seconds > 0 else 0.0,
+                        additional_metrics={**throughput_metrics(s), "total_requests": 1})
 
     def _eos(self) -> list[int]:
         return list(self.pipe.eos_ids)
@@ -256,16 +268,16 @@ class DymuLlavaChat(DymuLlava):
 
 
 class TomeLlava(DymuLlava):
-    PRESET, MODEL_ID = "tome", "tome_llava"
+    MODEL_ID = "tome_llava"
 
 
 class TomeLlavaChat(DymuLlavaChat):
-    PRESET, MODEL_ID = "tome", "tome_llava"
+    MODEL_ID = "tome_llava"
 
 
 class FastvLlava(DymuLlava):
-    PRESET, MODEL_ID = "fastv", "fastv_llava"
+    MODEL_ID = "fastv_llava"
 
 
 class FastvLlavaChat(DymuLlavaChat):
-    PRESET, MODEL_ID = "fastv", "fastv_llava"
+    MODEL_ID = "fastv_llava"

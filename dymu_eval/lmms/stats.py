@@ -15,10 +15,36 @@ from typing import Any, Sequence
 
 # Fields every row carries, in this order (documented in docs/plugin.md).
 FIELDS = (
-    "task", "doc_id", "request", "model", "method", "level", "r", "thresholds", "schedule", "vtu", "fastv_k",
-    "fastv_ratio", "pretrained", "visual_tokens_before", "visual_tokens_after", "unique_len", "virtual_len",
+    "task", "doc_id", "request", "model", "method", "level", "r", "thresholds", "schedule", "merge_order", "vtu",
+    "fastv_k", "fastv_ratio", "pretrained", "visual_tokens_before", "visual_tokens_after", "unique_len", "virtual_len",
     "encoder_ms", "prefill_ms", "decode_ms", "new_tokens", "image_bytes_per_pixel", "run_stamp", "rank",
+    # efficiency accounting (DESIGN §9; definitions in dymu_eval.accounting)
+    "encoder_rows", "llm_rows", "virtual_positions", "layer_avg_rows", "flop_equiv_tokens",
+    "encoder_flops", "projector_flops", "prefill_flops", "prefill_attn_flops", "decode_flops", "total_flops",
+    "paper_prefill_qk_macs", "kv_cache_bytes", "kv_full_bytes", "ttft_ms", "decode_tok_per_s",
+    "peak_mem_bytes", "memory_note", "attn_backend", "device", "warmup",
 )
+
+
+# Stats-row fields averaged into lmms-eval's own results (its "throughput" block, as avg_<key>):
+# key in the block -> (row field, scale). Times leave out warm-up rows; null fields are left out.
+THROUGHPUT_TIMES = {"encoder_ms": ("encoder_ms", 1.0), "prefill_ms": ("prefill_ms", 1.0),
+                    "decode_ms": ("decode_ms", 1.0), "ttft_ms": ("ttft_ms", 1.0),
+                    "decode_tok_per_s": ("decode_tok_per_s", 1.0), "peak_mem_mb": ("peak_mem_bytes", 1e-6)}
+THROUGHPUT_COUNTS = {"encoder_tflops": ("encoder_flops", 1e-12), "projector_tflops": ("projector_flops", 1e-12),
+                     "prefill_tflops": ("prefill_flops", 1e-12), "decode_tflops": ("decode_flops", 1e-12),
+                     "total_tflops": ("total_flops", 1e-12), "encoder_rows": ("encoder_rows", 1.0),
+                     "llm_rows": ("llm_rows", 1.0), "virtual_positions": ("virtual_positions", 1.0),
+                     "layer_avg_rows": ("layer_avg_rows", 1.0), "flop_equiv_tokens": ("flop_equiv_tokens", 1.0),
+                     "kv_cache_mb": ("kv_cache_bytes", 1e-6), "kv_full_mb": ("kv_full_bytes", 1e-6)}
+
+
+def throughput_metrics(row: dict[str, Any]) -> dict[str, float]:
+    """The additional metrics one request contributes to lmms-eval's throughput block."""
+    wanted = dict(THROUGHPUT_COUNTS)
+    if not row.get("warmup"):
+        wanted.update(THROUGHPUT_TIMES)
+    return {key: float(row[field]) * scale for key, (field, scale) in wanted.items() if row.get(field) is not None}
 
 
 def output_path_from_argv(argv: Sequence[str] | None = None) -> str | None:
@@ -71,7 +97,7 @@ def new_run_stamp(argv: Sequence[str] | None = None) -> str:
     pid, started = _launcher()
     try:
         zone = pytz.timezone(tz)
-    except Exception:  # noqa: BLE001 - unknown zone name: UTC
+    except pytz.UnknownTimeZoneError:  # lmms-eval itself refuses such a name later
         zone = pytz.utc
     when = datetime.datetime.fromtimestamp(started, tz=datetime.timezone.utc).astimezone(zone)
     return f"{when.strftime('%Y%m%d_%H%M%S')}_{pid}"

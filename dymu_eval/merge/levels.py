@@ -13,8 +13,7 @@ as CLIP's 93/208/392.
 from __future__ import annotations
 
 from ..errors import ConfigError
-
-LEVELS = ("low", "mid", "high")
+from ..vocabulary import check_level
 
 KNOWN_LEVELS: dict[str, dict[str, int]] = {
     "clip-vit-l-14-336": {"low": 21, "mid": 16, "high": 8},
@@ -28,13 +27,8 @@ _REF_LAYERS_RUN = 23
 
 def level_fraction(level: str) -> float:
     """Fraction of patch tokens CLIP ViT-L/14-336 removes at this level by the layer LLaVA reads."""
-    _check_level(level)
+    check_level(level)
     return KNOWN_LEVELS["clip-vit-l-14-336"][level] * _REF_LAYERS_RUN / _REF_PATCHES
-
-
-def _check_level(level: str) -> None:
-    if level not in LEVELS:
-        raise ConfigError(f"unknown level {level!r}; choose one of {', '.join(LEVELS)}")
 
 
 def r_for_level(encoder_key: str, level: str, n_patches: int, layers_run: int, has_cls: bool = True) -> int:
@@ -43,7 +37,7 @@ def r_for_level(encoder_key: str, level: str, n_patches: int, layers_run: int, h
     ``n_patches`` excludes the CLS token; ``has_cls`` is accepted for symmetry with the runner
     (the rule counts patches only, so it does not change the result).
     """
-    _check_level(level)
+    check_level(level)
     if encoder_key in KNOWN_LEVELS:
         return KNOWN_LEVELS[encoder_key][level]
     if n_patches <= 0 or layers_run <= 0:

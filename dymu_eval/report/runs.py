@@ -17,16 +17,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DymuError
+from ..errors import RunError
 from .benchmarks import task_metrics
 from .labels import RunConfig, agrees, describe, family_of, finalize, parse_model_args
 
 STATS_DIRNAME = "dymu_stats"
 _MTIME_SLACK_S = 2.0
-
-
-class RunError(DymuError):
-    """A run folder that cannot be used: failed run, unreadable file, inconsistent stats."""
 
 
 @dataclass

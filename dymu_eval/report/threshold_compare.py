@@ -64,13 +64,12 @@ def count_tokens(model_path: str, records: list, datasets: list[str], images: st
     import torch
     from tqdm import tqdm
 
-    from ..calibrate import FamilyPreprocess
-    from ..commands.calibrate import load_preprocess
     from ..images import FolderImages
     from ..vision.loading import load_runner
+    from ..vision.preprocess import preprocess_for
 
     runner = load_runner(model_path, dtype=torch.float32, device=device)
-    preprocess = load_preprocess(model_path, runner) or FamilyPreprocess(runner.family, runner.image_size)
+    preprocess = preprocess_for(model_path, runner)
     source = FolderImages(images, name="evaluation")
     if num_images:
         source = source.head(num_images)

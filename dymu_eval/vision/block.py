@@ -45,7 +45,7 @@ def run_block(parts: LayerParts, state: TokenState, layer: int, policy: Policy, 
     state = replace(state, x=x + attn)
     if policy.merges_at(layer):
         matching = bipartite_scores(keys.mean(dim=1), state.valid, protect_first)
-        state = apply_merges(state, matching, policy(layer, matching))
+        state = apply_merges(state, matching, policy(layer, matching), policy.layout)
     x = state.x
     mlp = parts.mlp(parts.ln2(x))
     if parts.ls2 is not None:

@@ -45,16 +45,30 @@ def _classes(transformers) -> dict[str, type]:
     }
 
 
+def _is_hub_id(text: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
+
+
 def _read_config(path: str | Path):
     import transformers
 
     local = Path(path)
+    if not local.exists() and not _is_hub_id(str(path)):
+        raise ConfigError(f"encoder {path}: no such folder, and not a hub id")
+    if local.exists() and not local.is_dir():
+        raise ConfigError(f"encoder {path}: a file, expected a save_pretrained folder or a hub id")
     if local.is_dir() and not (local / "config.json").is_file():
-        raise ConfigError(f"--encoder {path}: no config.json in this folder (expected a save_pretrained folder)")
+        raise ConfigError(f"encoder {path}: no config.json in this folder (expected a save_pretrained folder)")
     try:
         return transformers.AutoConfig.from_pretrained(path)
     except Exception as exc:  # noqa: BLE001 - OSError, ValueError, JSON errors
-        raise ConfigError(f"--encoder {path}: cannot read a model configuration ({exc})") from None
+        raise ConfigError(f"encoder {path}: cannot read a model configuration ({exc})") from None
 
 
 def load_llava_vision(folder: str | Path, config, dtype: torch.dtype = torch.float32) -> LlavaVisionPart:
@@ -68,7 +82,7 @@ def load_llava_vision(folder: str | Path, config, dtype: torch.dtype = torch.flo
     kind = getattr(vision_config, "model_type", None)
     if kind not in TOWER_TYPES:
         raise ConfigError(
-            f"--encoder {folder}: LLaVA vision tower type {kind!r} is not supported (supported: {', '.join(TOWER_TYPES)})"
+            f"encoder {folder}: LLaVA vision tower type {kind!r} is not supported (supported: {', '.join(TOWER_TYPES)})"
         )
     tensors, prefix = read_tower_tensors(folder)
     cls = _classes(transformers)[kind]
@@ -79,16 +93,16 @@ def load_llava_vision(folder: str | Path, config, dtype: torch.dtype = torch.flo
             None, config=vision_config, state_dict=tensors, dtype=dtype, output_loading_info=True
         )
     except Exception as exc:  # noqa: BLE001 - size mismatches and the like
-        raise ConfigError(f"--encoder {folder}: cannot load the vision tower weights ({exc})") from None
+        raise ConfigError(f"encoder {folder}: cannot load the vision tower weights ({exc})") from None
     missing = sorted(info.get("missing_keys") or ())
     if missing:
         shown = ", ".join(prefix + k for k in missing[:5])
         raise ConfigError(
-            f"--encoder {folder}: the checkpoint lacks {len(missing)} vision tower tensor(s), e.g. {shown}"
+            f"encoder {folder}: the checkpoint lacks {len(missing)} vision tower tensor(s), e.g. {shown}"
         )
     mismatched = sorted(info.get("mismatched_keys") or ())
     if mismatched:
-        raise ConfigError(f"--encoder {folder}: tower tensors with the wrong shape: {mismatched[:5]}")
+        raise ConfigError(f"encoder {folder}: tower tensors with the wrong shape: {mismatched[:5]}")
     return LlavaVisionPart(config, tower)
 
 
@@ -100,13 +114,13 @@ def load_vision_model(path: str | Path, dtype: torch.dtype = torch.float32, devi
     config = _read_config(path)
     cls = _classes(transformers).get(config.model_type)
     if cls is None:
-        raise ConfigError(f"--encoder {path}: model type {config.model_type!r} is not supported (supported: {SUPPORTED})")
+        raise ConfigError(f"encoder {path}: model type {config.model_type!r} is not supported (supported: {SUPPORTED})")
     if config.model_type == "llava" and Path(path).is_dir():
         return load_llava_vision(path, config, dtype).to(device).eval()
     try:
         model = cls.from_pretrained(path, dtype=dtype)
     except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"--encoder {path}: cannot load the weights ({exc})") from None
+        raise ConfigError(f"encoder {path}: cannot load the weights ({exc})") from None
     return model.to(device).eval()
 
 

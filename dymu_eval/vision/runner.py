@@ -46,6 +46,13 @@ class EncoderOutput:
         return p2t[1:] - 1 if self.has_cls else p2t
 
 
+def run_counts(out: EncoderOutput, policy: Policy) -> tuple[list[list[int]], list[bool]]:
+    """For FLOP accounting: per image, the tokens entering each block run (and leaving the last),
+    and per block whether the policy ran the matcher there."""
+    layers = out.counts.shape[1] - 1
+    return out.counts.tolist(), [bool(policy.merges_at(i)) for i in range(layers)]
+
+
 class VisionRunner:
     """Runs an encoder with a merging policy up to the layer its consumer reads."""
 

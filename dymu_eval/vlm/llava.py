@@ -9,19 +9,24 @@ reproduces the unmodified model token for token (same logits in fp32).
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from PIL import Image
 
+from ..accounting import RequestCounts
+from ..accounting.timing import BatchMemory, now
 from ..errors import ConfigError, InputImageError
 from ..language.layout import VirtualLayout
 from ..vision import EncoderOutput, VisionRunner
+from .efficiency import Accounting, image_counts
 from .reduction import Reduction
 
 IMAGE_TOKEN = "<image>"
+# The reference LLaVA-1.5 encodes one image per call, so DToMe follows the reference's instance
+# path for every image, whatever batch it runs in here (merge.Threshold ``call``).
+ENCODER_CALL = "per_image"
 # lmms-eval's llava_hf falls back to this template when the tokenizer has none (LLaVA-1.5 / Vicuna v1).
 VICUNA_CHAT_TEMPLATE = (
     "{% for message in messages %}{% if loop.index0 == 0 %}A chat between a curious user and an artificial "
@@ -50,6 +55,8 @@ class Prepared:
     image_mask: torch.Tensor  # (B, Nv) bool, virtual entries that are image tokens
     input_ids: list[torch.Tensor]  # per request, the unmodified token ids (1-D)
     stats: list[dict[str, Any]]
+    counts: list[RequestCounts]  # what each request ran with, for the efficiency accounting
+    memory: BatchMemory  # peak GPU memory since the batch started
 
 
 def jpeg_bytes_per_pixel(images: Sequence[Image.Image], quality: int = 90) -> float | None:
@@ -141,6 +148,7 @@ class LlavaPipeline:
         self.dtype = self.embed.weight.dtype
         eos = self.tokenizer.eos_token_id
         self.eos_ids = [int(eos)] if eos is not None else []
+        self.accounting = Accounting(model.config, self.decoder.config, self.device, self.dtype)
 
     # -- processor --------------------------------------------------------------------------
     def _process(self, req: Request, text: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -162,11 +170,10 @@ class LlavaPipeline:
     # -- vision -----------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> tuple[EncoderOutput, float]:
         """Run the tower with the reduction policy up to the layer LLaVA reads; (output, ms)."""
-        t0 = time.perf_counter()
-        out = self.runner(pixel_values.to(self.device, self.dtype), self.reduction.policy)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return out, (time.perf_counter() - t0) * 1000.0
+        pixel_values = pixel_values.to(self.device, self.dtype)
+        t0 = now(self.device)
+        out = self.runner(pixel_values, self.reduction.policy)
+        return out, (now(self.device) - t0) * 1000.0
 
     def _image_rows(self, enc: EncoderOutput, i: int, n_tokens: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(unique visual rows (U, D) before the projector, map (n_tokens,) image token -> row)."""
@@ -185,6 +192,7 @@ class LlavaPipeline:
     @torch.no_grad()
     def prepare(self, requests: Sequence[Request]) -> Prepared:
         """Tokenize, encode and project; build unique rows and the virtual layout per request."""
+        memory = self.accounting.start_batch()
         ids, pix, n_imgs = [], [], []
         for req in requests:
             input_ids, pv = self._process(req)
@@ -195,10 +203,15 @@ class LlavaPipeline:
         enc, enc_ms = (None, 0.0)
         if pix:
             enc, enc_ms = self.encode_images(torch.cat(pix, 0))
-        rows, maps, visual, stats = [], [], [], []
+        rows, maps, visual, stats, counts = [], [], [], [], []
         img = 0
         for req, input_ids, n_img in zip(requests, ids, n_imgs):
+            enc_counts, enc_matched = image_counts(enc, self.reduction.policy, img, n_img)
             r, m, v, before, img = self._sequence(req, input_ids, enc, img)
+            n_vis = int(v.sum())
+            counts.append(RequestCounts(text_rows=int(r.shape[0]) - n_vis, visual_rows=n_vis, visual_positions=before,
+                                        vtu=self.reduction.vtu, encoder_counts=enc_counts,
+                                        encoder_matched=enc_matched))
             rows.append(r)
             maps.append(m)
             visual.append(v)
@@ -224,7 +237,7 @@ class LlavaPipeline:
         for b, s in enumerate(stats):
             s["unique_len"] = lengths[b]
             s["virtual_len"] = layout.virtual_lengths[b]
-        return Prepared(unique, layout, image_mask, ids, stats)
+        return Prepared(unique, layout, image_mask, ids, stats, counts, memory)
 
     def _sequence(self, req: Request, input_ids: torch.Tensor, enc: EncoderOutput | None, img: int):
         """Unique rows (U, D), map virtual -> row (L,), visual flag per row (U,), image tokens
@@ -294,10 +307,14 @@ def generate(pipe: LlavaPipeline, requests: Sequence[Request], config) -> tuple[
     stats = []
     for b, s in enumerate(prepared.stats):
         t = out.timings[b]
-        row = {**s, "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms, "new_tokens": t.new_tokens}
-        if out.kept_image_tokens is not None:
-            row["visual_tokens_after"] = int(out.kept_image_tokens[b])
+        kept = None if out.kept_image_tokens is None else int(out.kept_image_tokens[b])
+        row = {**s, "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms, "new_tokens": t.new_tokens,
+               **pipe.accounting.fields(prepared.counts[b], pipe.reduction, prepared.memory, s["encoder_ms"],
+                                        t.prefill_ms, t.decode_ms, t.new_tokens, kept)}
+        if kept is not None:
+            row["visual_tokens_after"] = kept
         stats.append(row)
+    pipe.accounting.batch_done()
     return list(out.texts), stats
 
 
@@ -316,9 +333,27 @@ def loglikelihood(pipe: LlavaPipeline, requests: Sequence[Request],
         if not tail:
             raise ConfigError(f"{req.name}: the continuation adds no tokens after the context")
         conts.append(tail)
-    t0 = time.perf_counter()
+    t0 = now(pipe.device)
     scores = run_loglikelihood(pipe.decoder, pipe.lm_head, prepared.unique, prepared.layout, conts,
                                fastv=_fastv(pipe.reduction, prepared))
-    ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(requests))
-    stats = [{**s, "prefill_ms": ms, "decode_ms": 0.0, "new_tokens": 0} for s in prepared.stats]
+    ms = (now(pipe.device) - t0) * 1000.0 / max(1, len(requests))
+    stats = []
+    for s, counts, cont in zip(prepared.stats, prepared.counts, conts):
+        # the continuation is prefilled too, and the LM head runs on each of its positions
+        counts.text_rows += len(cont)
+        counts.head_rows = len(cont)
+        # FastV's kept count is not returned by loglikelihood: its rows are accounted at the ratio's keep
+        stats.append({**s, "prefill_ms": ms, "decode_ms": 0.0, "new_tokens": 0,
+                      **pipe.accounting.fields(counts, pipe.reduction, prepared.memory, s["encoder_ms"], ms, 0.0, 0,
+                                               _kept(pipe.reduction, s))})
+    pipe.accounting.batch_done()
     return scores, stats
+
+
+def _kept(reduction: Reduction, stats: dict) -> int | None:
+    """Image entries FastV keeps (its rounding rule) when it runs, else None."""
+    if reduction.fastv_k is None:
+        return None
+    from ..language import FastV
+
+    return FastV(reduction.fastv_k, reduction.fastv_ratio or 0.0, torch.zeros(0)).n_keep(stats["visual_tokens_after"])

@@ -14,13 +14,14 @@ from torch import nn
 from ..errors import ConfigError, ThresholdCacheError
 from ..merge import NoMerge, Policy, TopR, merges_per_layer
 from ..vision import VisionRunner
+from ..vocabulary import BASELINE, CUSTOM_LEVEL, DEFAULT_MERGE_ORDER, LEVELS, check_fastv
 
 
 @dataclass
 class Reduction:
     """What to do to the visual tokens: a merge policy in the encoder, VTU or not, FastV or not."""
 
-    method: str = "none"  # dymu | tome | fastv | none
+    method: str = BASELINE  # one of vocabulary.METHODS
     policy: Policy = field(default_factory=NoMerge)
     vtu: bool = False
     fastv_k: int | None = None
@@ -29,23 +30,29 @@ class Reduction:
     thresholds_key: str | None = None  # the cache entry DyMU used
 
 
-def tome_reduction(runner: VisionRunner, r: int | None, level: str | None, schedule: str, vtu: bool) -> Reduction:
-    """ToMe: r merges per encoder layer (given, or the level's r for this encoder) over the schedule."""
+def tome_reduction(runner: VisionRunner, r: int | None, level: str | None, schedule: str, vtu: bool,
+                   merge_order: str = DEFAULT_MERGE_ORDER) -> Reduction:
+    """ToMe: r merges per encoder layer (given, or the level's r for this encoder) over the schedule,
+    tokens laid out in ``merge_order`` (merge.order)."""
     if r is None:
-        if level not in ("low", "mid", "high"):
-            raise ConfigError(f"ToMe needs r= or level=low|mid|high, got level={level!r}")
+        if level not in LEVELS:
+            raise ConfigError(f"ToMe needs r or a level ({', '.join(LEVELS)}), got level={level!r}")
         r = runner.r_for_level(level)
     per_layer = merges_per_layer(int(r), runner.num_layers, schedule)
-    return Reduction("tome", TopR(per_layer), vtu=vtu, r_per_layer=per_layer)
+    return Reduction("tome", TopR(per_layer, merge_order=merge_order), vtu=vtu, r_per_layer=per_layer)
 
 
 def dymu_reduction(model: nn.Module, runner: VisionRunner, names: list[str], thresholds: str, level: str | None,
-                   r: int | None, schedule: str, vtu: bool) -> Reduction:
-    """DyMU: per-layer thresholds from the cache (a dataset key) or from a file, checked against the weights."""
+                   r: int | None, schedule: str, vtu: bool, *, merge_order: str = DEFAULT_MERGE_ORDER,
+                   call: str = "per_image") -> Reduction:
+    """DyMU: per-layer thresholds from the cache (a dataset key) or from a file, checked against the
+    weights and against ``merge_order`` (thresholds run only in the order they were calibrated
+    under). ``call`` is how the family calls its encoder (merge.Threshold: ``per_image`` for
+    LLaVA-1.5, ``batched`` for a family that encodes all crops of a request in one call)."""
     from ..thresholds import ThresholdCache
 
     cache = ThresholdCache()
-    level = None if level in (None, "custom") else level
+    level = None if level in (None, CUSTOM_LEVEL) else level
     if thresholds.endswith(".json") or os.sep in thresholds or os.path.isfile(thresholds):
         if not os.path.isfile(thresholds):
             raise ThresholdCacheError(f"thresholds={thresholds}: no such file")
@@ -54,7 +61,7 @@ def dymu_reduction(model: nn.Module, runner: VisionRunner, names: list[str], thr
         record, first_miss = None, None
         for name in names:  # the checkpoint name first, then the encoder's architecture key
             try:
-                record = cache.lookup(name, thresholds, level=level, r=r, schedule=schedule)
+                record = cache.lookup(name, thresholds, level=level, r=r, schedule=schedule, merge_order=merge_order)
                 break
             except ThresholdCacheError as exc:
                 first_miss = first_miss or exc
@@ -63,16 +70,12 @@ def dymu_reduction(model: nn.Module, runner: VisionRunner, names: list[str], thr
     record.validate_for(model)
     if level is not None and record.level not in (None, level):
         raise ConfigError(f"thresholds file {thresholds} is for level {record.level}, but level={level} was asked")
-    return Reduction("dymu", record.policy(runner.default_layers_run), vtu=vtu,
+    return Reduction("dymu", record.policy(runner.default_layers_run, call=call, merge_order=merge_order), vtu=vtu,
                      r_per_layer=record.r_per_layer, thresholds_key=record.key)
 
 
 def fastv_reduction(k: int, ratio: float, decoder_layers: int | None = None) -> Reduction:
     """FastV prunes in the LLM after layer K (checked against the decoder's depth when given);
     the encoder is untouched."""
-    if decoder_layers is not None and not 1 <= int(k) < decoder_layers:
-        raise ConfigError(f"fastv_k={k}: must be in 1..{decoder_layers - 1} for this {decoder_layers}-layer LLM "
-                          "(FastV ranks image tokens with layer K-1's attention)")
-    if not 0.0 <= float(ratio) < 1.0:
-        raise ConfigError(f"fastv_ratio={ratio}: must be in [0, 1) (the fraction of image tokens dropped)")
+    check_fastv(k, ratio, decoder_layers)
     return Reduction("fastv", NoMerge(), vtu=False, fastv_k=int(k), fastv_ratio=float(ratio))

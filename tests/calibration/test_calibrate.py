@@ -15,19 +15,19 @@ from PIL import Image
 
 from dymu_eval.calibrate import CalibrationSettings, calibrate
 from dymu_eval.cli import main
-from dymu_eval.commands.calibrate import load_preprocess
 from dymu_eval.errors import ConfigError, InputImageError
 from dymu_eval.images import FolderImages, ImageListImages
 from dymu_eval.merge import BatchTopK, merges_per_layer
 from dymu_eval.thresholds import load_record
 from dymu_eval.vision.loading import load_runner
+from dymu_eval.vision.preprocess import preprocess_for
 
 B = 4
 
 
 def _load(folder):
     runner = load_runner(str(folder), torch.float32, "cpu")
-    return runner, load_preprocess(str(folder), runner)
+    return runner, preprocess_for(str(folder), runner)
 
 
 def _pixels(pre, source, indices):
@@ -48,7 +48,7 @@ def test_one_batch_replay_merges_exactly_batch_times_r(family, tiny_dirs, image_
     rec = _calibrate(runner, pre, source, r)
     assert all(t is not None and t > 0 for t in rec.thresholds)  # not clamped: the property is not trivial
     pixels = _pixels(pre, source, range(B))
-    out = runner(pixels, rec.policy())
+    out = runner(pixels, rec.policy(call="batched"))  # the batch path, as calibration lays out tokens
     removed = out.counts[:, :-1] - out.counts[:, 1:]  # (B, layers) merges per image and layer
     assert removed.sum(dim=0).tolist() == [B * ri for ri in r]
     assert len(set(removed.sum(dim=1).tolist())) > 1  # images keep different numbers of tokens
@@ -265,3 +265,18 @@ def test_bad_image_in_api_names_it(tiny_dirs, tmp_path):
     runner, pre = _load(tiny_dirs["clip"])
     with pytest.raises(InputImageError, match="img_001b.png"):
         _calibrate(runner, pre, FolderImages(folder), merges_per_layer(2, LAYERS))
+
+
+def test_merge_order_is_recorded_and_changes_the_thresholds(tiny_dirs, image_dir):
+    runner, pre = _load(tiny_dirs["siglip"])  # no class token
+    source = FolderImages(image_dir).head(B)
+    r = merges_per_layer(3, runner.num_layers)
+    ref = _calibrate(runner, pre, source, r, stats_images=B, settings=CalibrationSettings(r=3))
+    pos = _calibrate(runner, pre, source, r, stats_images=B, settings=CalibrationSettings(r=3, merge_order="position"))
+    assert ref.calibration["merge_order"] == "reference" and pos.calibration["merge_order"] == "position"
+    assert pos.key == ref.key + "__position"
+    assert ref.thresholds[0] == pos.thresholds[0]  # the first layer sees the same sequence
+    assert ref.thresholds[1:] != pos.thresholds[1:]  # later layers pair up other tokens
+    assert ref.token_stats["call"] == "per_image"
+    with pytest.raises(ConfigError, match="merge_order"):
+        _calibrate(runner, pre, source, r, settings=CalibrationSettings(merge_order="sorted"))

@@ -150,6 +150,49 @@ def test_published_entry_shipped_and_accepted_by_name():
             rec.validate_for(CLIPVisionModel(config))
     policy = rec.policy(layers_run=23)
     assert policy.num_layers == 23 and policy.thresholds[:2] == [0.99609375, 0.97265625]
+    assert rec.merge_order == policy.merge_order == "reference"  # found by the official code
+
+
+def _with_order(rec: ThresholdRecord, order: str | None, provenance: str | None = None) -> ThresholdRecord:
+    calibration = {k: v for k, v in rec.calibration.items() if k != "merge_order"}
+    if order is not None:
+        calibration["merge_order"] = order
+    rec.calibration, rec.provenance = calibration, provenance
+    return rec
+
+
+def test_merge_order_is_recorded_keyed_and_enforced(tmp_path):
+    ref = _with_order(make_record(values=[0.5, 0.5, None]), "reference")
+    pos = _with_order(make_record(values=[0.4, 0.4, None]), "position")
+    assert ref.key == "tiny-clip__toy__constant__low" and pos.key == "tiny-clip__toy__constant__low__position"
+    cache = ThresholdCache([tmp_path])
+    cache.save(ref)
+    cache.save(pos)
+    assert cache.lookup("tiny-clip", "toy", level="low").thresholds[0] == 0.5
+    assert cache.lookup("tiny-clip", "toy", level="low", merge_order="position").thresholds[0] == 0.4
+    assert ref.policy().merge_order == "reference" and pos.policy().merge_order == "position"
+    assert pos.policy(call="batched").call == "batched"
+    with pytest.raises(ThresholdCacheError, match="merge_order=position.*merge_order=reference.*--merge-order"):
+        ref.policy(merge_order="position")
+    with pytest.raises(ThresholdCacheError, match="calibrated with merge_order=position"):
+        pos.policy(merge_order="reference")
+
+
+def test_files_without_merge_order(tmp_path):
+    """dymu-eval's own older calibrations merged in position order; other (published) files come
+    from the official code, i.e. reference order. A stale file under the reference key is skipped
+    with a message, not used."""
+    old = _with_order(make_record(), None, "calibrated with dymu-eval 0.1.0 (batch top-k threshold finding)")
+    published = _with_order(make_record(), None, "Published by the DyMU authors")
+    assert old.merge_order == "position" and published.merge_order == "reference"
+    path = tmp_path / "tiny-clip__toy__constant__low.json"
+    path.write_text(old.dumps().replace('"key": "tiny-clip__toy__constant__low__position"',
+                                        '"key": "tiny-clip__toy__constant__low"'))
+    assert load_record(path).merge_order == "position"
+    cache = ThresholdCache([tmp_path])
+    with pytest.raises(ThresholdCacheError, match="another merge order, not used.*--overwrite"):
+        cache.lookup("tiny-clip", "toy", level="low")
+    assert cache.lookup("tiny-clip", "toy", level="low", merge_order="position").source_path == path
 
 
 def test_lookup_order_explicit_then_repo_then_user(tmp_path):
@@ -206,10 +249,10 @@ def test_cli_list_and_show(tmp_path, capsys):
     (tmp_path / "broken.json").write_text("[")
     assert main(["thresholds", "list", "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "tiny-clip__toy__constant__low" in out and "UNREADABLE" in out
+    assert "tiny-clip__toy__constant__low" in out and "UNREADABLE" in out and "reference" in out
     assert main(["thresholds", "show", "tiny-clip__toy__constant__low", "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "0.900000" in out and "tiny-clip" in out
+    assert "0.900000" in out and "tiny-clip" in out and "merge_order=reference" in out
     assert main(["thresholds", "show", "nope", "--dir", str(tmp_path)]) == 2
     assert "Known keys: broken, tiny-clip__toy__constant__low" in capsys.readouterr().err
     assert main(["thresholds", "show", PUBLISHED, "--json"]) == 0

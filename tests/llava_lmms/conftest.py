@@ -39,11 +39,12 @@ def tiny_thresholds(tiny_llava, tmp_path_factory) -> Path:
     """DyMU thresholds for the tiny model's tower, level low, calibrated on the bundled task images."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    from dymu_eval.calibrate import CalibrationSettings, ProcessorPreprocess, calibrate
+    from dymu_eval.calibrate import CalibrationSettings, calibrate
     from dymu_eval.images import FolderImages
     from dymu_eval.merge import merges_per_layer
     from dymu_eval.thresholds import save_record
     from dymu_eval.vision import VisionRunner
+    from dymu_eval.vision.preprocess import ProcessorPreprocess
 
     model = LlavaForConditionalGeneration.from_pretrained(tiny_llava).eval()
     processor = AutoProcessor.from_pretrained(tiny_llava)

@@ -31,6 +31,8 @@ def test_unknown_argument_lists_every_valid_one():
     ({"vtu": "maybe"}, ["vtu", "true or false"]),
     ({"batch_size": "auto"}, ["batch_size", "integer"]),
     ({"schedule": "cosine"}, ["schedule", "constant, linear, reverse_linear"]),
+    ({"merge_order": "sorted"}, ["merge_order", "reference, position"]),
+    ({"level": "none", "merge_order": "position"}, ["merge_order", "baseline"]),
 ])
 def test_bad_or_contradictory_arguments(kwargs, words):
     with pytest.raises(ConfigError) as e:
@@ -39,22 +41,31 @@ def test_bad_or_contradictory_arguments(kwargs, words):
         assert w in str(e.value)
 
 
+def test_merge_order_defaults_to_the_reference():
+    assert parse_model_args({"pretrained": "x"}).merge_order == "reference"
+    tome = parse_model_args({"pretrained": "x", "r": 8, "merge_order": "position"}, model="tome_llava")
+    assert tome.merge_order == "position"
+    assert parse_model_args({"pretrained": "x"}, model="fastv_llava").merge_order is None
+    with pytest.raises(ConfigError, match="merge_order"):
+        parse_model_args({"pretrained": "x", "merge_order": "position"}, model="fastv_llava")
+
+
 def test_presets():
-    tome = parse_model_args({"pretrained": "x", "r": 8}, preset="tome")
+    tome = parse_model_args({"pretrained": "x", "r": 8}, model="tome_llava")
     assert (tome.method, tome.r, tome.vtu, tome.thresholds) == ("tome", 8, False, None)
-    assert parse_model_args({"pretrained": "x", "r": 8, "vtu": True}, preset="tome").vtu is True
+    assert parse_model_args({"pretrained": "x", "r": 8, "vtu": True}, model="tome_llava").vtu is True
     with pytest.raises(ConfigError, match="needs r="):
-        parse_model_args({"pretrained": "x"}, preset="tome")
+        parse_model_args({"pretrained": "x"}, model="tome_llava")
     with pytest.raises(ConfigError, match="thresholds"):
-        parse_model_args({"pretrained": "x", "r": 8, "thresholds": "pixmo_cap"}, preset="tome")
-    fastv = parse_model_args({"pretrained": "x"}, preset="fastv")
+        parse_model_args({"pretrained": "x", "r": 8, "thresholds": "pixmo_cap"}, model="tome_llava")
+    fastv = parse_model_args({"pretrained": "x"}, model="fastv_llava")
     assert (fastv.method, fastv.fastv_k, fastv.fastv_ratio, fastv.vtu) == ("fastv", 2, 0.5, False)
     with pytest.raises(ConfigError, match="fastv_ratio"):
-        parse_model_args({"pretrained": "x", "fastv_ratio": 1.0}, preset="fastv")
+        parse_model_args({"pretrained": "x", "fastv_ratio": 1.0}, model="fastv_llava")
     with pytest.raises(ConfigError, match="contradicts"):
-        parse_model_args({"pretrained": "x", "method": "dymu"}, preset="fastv")
+        parse_model_args({"pretrained": "x", "method": "dymu"}, model="fastv_llava")
     # the unreduced baseline is reachable from every preset
-    for preset in ("dymu", "tome", "fastv"):
-        base = parse_model_args({"pretrained": "x", "method": "none"}, preset=preset)
+    for model in ("dymu_llava", "tome_llava", "fastv_llava"):
+        base = parse_model_args({"pretrained": "x", "method": "none"}, model=model)
         assert (base.method, base.level) == ("none", "none")
     assert parse_model_args({"pretrained": "x", "level": "none"}).method == "none"

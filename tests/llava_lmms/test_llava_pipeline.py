@@ -95,6 +95,16 @@ def test_dymu_thresholds_reduce_tokens_per_image(pipe, tiny_thresholds):
     assert [s["visual_tokens_after"] for s in stats] == [o[1][0]["visual_tokens_after"] for o in single]
 
 
+def test_dymu_refuses_thresholds_of_another_merge_order(pipe, tiny_thresholds):
+    from dymu_eval.errors import ThresholdCacheError
+
+    with pytest.raises(ThresholdCacheError, match="merge_order=reference but merge_order=position"):
+        dymu_reduction(pipe.model, pipe.runner, [], str(tiny_thresholds), "low", None, "constant", True,
+                       merge_order="position")
+    red = dymu_reduction(pipe.model, pipe.runner, [], str(tiny_thresholds), "low", None, "constant", True)
+    assert red.policy.merge_order == "reference" and red.policy.call == llava.ENCODER_CALL == "per_image"
+
+
 def test_without_vtu_the_sequence_is_the_unique_rows(pipe):
     pipe.reduction = tome_reduction(pipe.runner, 5, None, "constant", vtu=False)
     reqs = _requests(pipe, ROWS[:2])

@@ -87,3 +87,28 @@ def test_bad_model_args_message_reaches_the_cli_user(tiny_llava, lmms_env, tmp_p
     log = proc.stdout + proc.stderr
     assert "unknown model_args levle" in log and "fastv_ratio:" in log
     assert not list(out.rglob("*_results.json"))
+
+
+def test_stock_results_json_carries_the_efficiency_averages(dymu_run):
+    """lmms-eval's own *_results.json holds averages of the per-request stats in its throughput block."""
+    import statistics
+
+    out, (results, _) = dymu_run
+    block = results["throughput"]
+    stats = read_stats(out)
+    timed = [s for s in stats if not s["warmup"]]
+    assert timed and len(timed) < len(stats)  # the first batch is the warm-up
+    expect = {
+        "avg_llm_rows": statistics.fmean(s["llm_rows"] for s in stats),
+        "avg_virtual_positions": statistics.fmean(s["virtual_positions"] for s in stats),
+        "avg_prefill_tflops": statistics.fmean(s["prefill_flops"] for s in stats) / 1e12,
+        "avg_total_tflops": statistics.fmean(s["total_flops"] for s in stats) / 1e12,
+        "avg_kv_cache_mb": statistics.fmean(s["kv_cache_bytes"] for s in stats) / 1e6,
+        "avg_prefill_ms": statistics.fmean(s["prefill_ms"] for s in timed),
+        "avg_encoder_ms": statistics.fmean(s["encoder_ms"] for s in timed),
+        "avg_ttft_ms": statistics.fmean(s["ttft_ms"] for s in timed),
+    }
+    for key, value in expect.items():
+        assert block[key] == pytest.approx(value, rel=1e-9), key
+    assert block["avg_llm_rows"] == 64 and block["avg_prefill_tflops"] > 0
+    assert "avg_peak_mem_mb" not in block  # CPU: no GPU memory figure rather than a false 0

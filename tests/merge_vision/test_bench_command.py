@@ -19,7 +19,10 @@ def test_bench_encoder_smoke(tiny_dirs, tmp_path, capsys):
     assert [r["variant"] for r in data["results"]] == ["plain HF forward", "runner, no merging", "runner, DToMe-low"]
     assert data["results"][0]["ratio"] == 1.0
     assert data["results"][2]["mean_tokens"] < data["results"][1]["mean_tokens"]
-    assert "ratio" in capsys.readouterr().out
+    # the FLOP ratio sits next to each time ratio: 1 without merging, below 1 with DToMe
+    assert [r["flop_ratio"] for r in data["results"][:2]] == [1.0, 1.0]
+    assert 0 < data["results"][2]["flop_ratio"] < 1 and data["encoder_gflops_unmerged"] > 0
+    assert "FLOP ratio" in capsys.readouterr().out
 
 
 def test_benchmarks_are_discovered():

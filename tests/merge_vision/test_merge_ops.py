@@ -23,7 +23,7 @@ def _merge_rounds(x, policy, rounds, protect_first=True, valid=None):
         state = TokenState(x, valid, state.sizes, state.first, state.patch_to_token, trivial=False)
     for layer in range(rounds):
         m = bipartite_scores(state.x, state.valid, protect_first)
-        state = apply_merges(state, m, policy(layer, m))
+        state = apply_merges(state, m, policy(layer, m), policy.layout)
     return state
 
 
@@ -41,10 +41,11 @@ def test_matching_protects_cls_and_ignores_padding():
     assert bipartite_scores(x, valid, protect_first=False).cap.tolist() == [4, 3]
 
 
-def test_size_weighted_mean_and_index_map_over_rounds():
+@pytest.mark.parametrize("order", ["reference", "position"])
+def test_size_weighted_mean_and_index_map_over_rounds(order):
     torch.manual_seed(0)
     x0 = torch.randn(2, 17, 6, dtype=torch.float64)
-    state = _merge_rounds(x0, TopR([3, 3, 3, 3]), 4)
+    state = _merge_rounds(x0, TopR([3, 3, 3, 3], merge_order=order), 4)
     for b in range(2):
         n = int(state.valid[b].sum())
         p2t = state.patch_to_token[b]
@@ -55,7 +56,8 @@ def test_size_weighted_mean_and_index_map_over_rounds():
         assert torch.allclose(state.x[b, :n], mean, atol=1e-12)  # every token = mean of its patches
         firsts = torch.full((n,), 99).scatter_reduce(0, p2t, torch.arange(17), "amin")
         assert torch.equal(firsts, state.first[b, :n])
-        assert (firsts.diff() > 0).all()  # ordered by smallest member
+        if order == "position":
+            assert (firsts.diff() > 0).all()  # ordered by smallest member
         assert p2t[0] == 0 and (p2t[1:] != 0).all()  # CLS alone in token 0
 
 

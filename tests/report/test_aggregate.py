@@ -14,7 +14,13 @@ from PIL import Image
 
 from dymu_eval.cli import main as cli_main
 from dymu_eval.report.build import make_report
-from dymu_eval.report.render import normalise, read_csv_sections, read_latex, read_markdown
+from dymu_eval.report.render import (
+    normalise,
+    read_csv_sections,
+    read_latex,
+    read_markdown,
+    to_markdown,
+)
 from dymu_eval.report.runs import RunError, collect, read_jsonl
 from dymu_eval.report.tables import build_tables
 
@@ -109,6 +115,45 @@ def test_exact_numbers_against_samples_and_stats(lmms_runs: dict[str, Path]) -> 
         assert math.isclose(r["avg"], round(expect, 2), abs_tol=0.011)
 
 
+def test_efficiency_columns_are_the_stats_averaged(lmms_runs: dict[str, Path], tmp_path: Path) -> None:
+    coll = collect([lmms_runs["base"], lmms_runs["main"]])
+    (table,) = build_tables(coll)
+    df, stages = table.measured, table.stages
+    header = to_markdown([table])
+    for col in ("prefill TFLOPs", "% of baseline FLOPs", "TTFT ms", "speed-up", "KV MB", "peak mem MB"):
+        assert f"| {col} |" in header
+    base_rows = next(r for r in coll.runs if r.config.method == "baseline").stats_rows()
+    base_first = np.mean([r["encoder_flops"] + r["projector_flops"] + r["prefill_flops"] for r in base_rows])
+    base_ttft = np.mean([r["ttft_ms"] for r in base_rows if not r["warmup"]])
+    for run in coll.runs:
+        rows = run.stats_rows()
+        timed = [r for r in rows if not r["warmup"]]
+        row = _row(df, run.config.label())
+        st = stages[stages["run"] == run.config.label()].iloc[0]
+        first = np.mean([r["encoder_flops"] + r["projector_flops"] + r["prefill_flops"] for r in rows])
+        assert row["llm_rows"] == round(np.mean([r["llm_rows"] for r in rows]), 2)
+        assert row["layer_avg_rows"] == round(np.mean([r["layer_avg_rows"] for r in rows]), 2)
+        assert row["flop_equiv_tokens"] == round(np.mean([r["flop_equiv_tokens"] for r in rows]), 2)
+        assert row["kv_mb"] == round(np.mean([r["kv_cache_bytes"] for r in rows]) / 1e6, 2)
+        assert row["ttft_ms"] == round(np.mean([r["ttft_ms"] for r in timed]), 2)
+        assert row["flops_pct_baseline"] == round(100 * first / base_first, 2)
+        assert row["speedup"] == round(base_ttft / np.mean([r["ttft_ms"] for r in timed]), 2)
+        assert math.isnan(row["peak_mem_mb"])  # CPU runs: no GPU memory figure, not a false 0
+        for stage in ("encoder", "projector", "prefill", "decode"):
+            assert st[f"{stage}_tflops"] == pytest.approx(np.mean([r[f"{stage}_flops"] for r in rows]) / 1e12)
+        for stage in ("encoder_ms", "prefill_ms", "decode_ms"):
+            assert st[stage] == pytest.approx(np.mean([r[stage] for r in timed]))
+    assert _row(df, "baseline")["flops_pct_baseline"] == 100.0 and _row(df, "baseline")["speedup"] == 1.0
+    assert _row(df, "ToMe r=4")["flops_pct_baseline"] < 100.0
+    assert any("layer_avg_rows" in n and "flop_equiv_tokens" in n for n in table.notes)
+    out = tmp_path / "eff"
+    make_report([lmms_runs["base"], lmms_runs["main"]], out, reference="none")
+    for name in (f"{table.family}_score_vs_tflops.png", f"{table.family}_stages.png"):
+        with Image.open(out / name) as im:
+            assert im.size[0] > 300 and im.size[1] > 200
+    assert pd.read_csv(out / f"{table.family}_stages.csv")["prefill_tflops"].gt(0).all()
+
+
 def test_duplicates_newest_wins(lmms_runs: dict[str, Path]) -> None:
     coll = collect([lmms_runs["main"]])
     (tome,) = [r for r in coll.runs if r.config.method == "ToMe"]
@@ -168,5 +213,6 @@ def test_cli_tables(lmms_runs: dict[str, Path], tmp_path: Path, capsys: pytest.C
     captured = capsys.readouterr()
     assert "| baseline |" in captured.out and "reported" not in captured.out
     assert "duplicate run of ToMe r=4" in captured.err
-    assert sorted(p.suffix for p in out.iterdir()) == [".csv", ".csv", ".md"]
+    assert any(p.name.endswith("_stages.csv") for p in out.iterdir())
+    assert sorted(p.suffix for p in out.iterdir()) == [".csv", ".csv", ".csv", ".md"]
     assert cli_main(["tables", str(lmms_runs["base"]), "--out", str(out), "--format", "pdf"]) == 2

@@ -154,7 +154,7 @@ def test_bad_lists(tmp_path: Path) -> None:
     nourl.write_text('{"caption": "no url here"}\n')
     with pytest.raises(ConfigError, match="no image URL"):
         load_items(str(nourl), 5)
-    with pytest.raises(ConfigError, match="--num"):
+    with pytest.raises(ConfigError, match="num must be positive"):
         load_items(str(nourl), 0)
 
 

@@ -84,11 +84,26 @@ def test_reproduce_levels_and_fail_fast(capsys: pytest.CaptureFixture, monkeypat
     ("fastv_llava", "pretrained=x,fastv_k=2,fastv_ratio=0.5", "FastV K2 R0.5"),
     ("dymu_llava", "pretrained=x,method=tome,r=8", "ToMe r=8"),
     ("llava_hf", "pretrained=x,device_map=cpu", "baseline [llava_hf]"),
+    ("dymu_llava", "pretrained=x,level=low,merge_order=position", "DyMU-low position order"),
+    ("tome_llava", "pretrained=x,r=21,merge_order=position", "ToMe r=21 position order"),
+    ("dymu_llava", "pretrained=x,level=low,merge_order=reference", "DyMU-low"),
 ])
 def test_labels_from_model_args(model: str, args: str, label: str) -> None:
     from dymu_eval.report.labels import parse_model_args
 
     assert finalize(model, "f", describe(model, parse_model_args(args))).label() == label
+
+
+def test_merge_order_tells_runs_apart() -> None:
+    """Runs that differ only in merge order are different rows; a position-order threshold key
+    still names its calibration dataset."""
+    from dymu_eval.report.labels import parse_model_args
+
+    ref = finalize("dymu_llava", "f", describe("dymu_llava", parse_model_args("level=low")))
+    pos = finalize("dymu_llava", "f", describe("dymu_llava", {"level": "low", "merge_order": "position",
+                                                              "thresholds": "enc__pixmo_cap__constant__low__position"}))
+    assert ref.merge_order == "reference" and pos.merge_order == "position" and ref.key() != pos.key()
+    assert pos.threshold_data == "pixmo_cap"
 
 
 def test_reference_average_rule_reproduces_the_paper() -> None:

@@ -1,0 +1,203 @@
+"""Analytic FLOPs per stage, from a model shape and the token counts a request ran with (no torch).
+
+Convention (DESIGN §9): **2 FLOPs per multiply-add**, matmuls only (projections, MLPs, patch
+embedding, LM head, attention products, the merge matcher's similarity); norms, activations,
+softmax and gathers are not counted, as ``torch.utils.flop_counter`` does not count them either.
+Attention is counted as the dense products over the entries actually attended (a causal kernel
+may skip the masked half; the counters and the papers count the full rectangle).
+
+The DyMU paper's Table 1 uses another convention, reported separately and labelled: fvcore counts
+**1 per multiply-add** and only the query-key products, with VTU costed as the exact-VTU kernel on
+unique rows (two half-width einsums, 2·N_un²·D_h per head) instead of the expanded sequence.
+
+Figures are per request: the padding a batched run carries (shorter prompts, images that kept
+fewer tokens) is work the batch spends but no request needs, and is not counted.
+
+A method or family only supplies its counts: a :class:`LayerRun` per decoder layer (rows through
+the token-wise work, query and key entries attended) and the token count entering each encoder
+block. The helpers here build those for the usual cases.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .shape import TransformerShape, VisionShape, VlmShape
+
+FLOPS_PER_MAC = 2  # DESIGN §9
+PAPER_FLOPS_PER_MAC = 1  # fvcore, used by the DyMU paper's Table 1
+
+
+@dataclass
+class StageFlops:
+    """FLOPs of one stage, by kind of work (2 per multiply-add)."""
+
+    linear: float = 0.0  # token-wise matmuls: projections, MLP, patch embedding, LM head
+    attention: float = 0.0  # query-key and attention-value products
+    other: float = 0.0  # the merge matcher's similarity, FastV's ranking
+
+    @property
+    def total(self) -> float:
+        return self.linear + self.attention + self.other
+
+    def __add__(self, o: StageFlops) -> StageFlops:
+        return StageFlops(self.linear + o.linear, self.attention + o.attention, self.other + o.other)
+
+
+@dataclass(frozen=True)
+class LayerRun:
+    """One decoder layer of a prefill: ``rows`` through projections and MLP, ``queries`` x ``keys`` entries attended."""
+
+    rows: int
+    queries: int
+    keys: int
+
+
+# ----------------------------------------------------------------------------------------- encoder
+def encoder_flops(shape: VisionShape, counts: Sequence[int], matched: Sequence[bool]) -> StageFlops:
+    """One image (or crop/frame): ``counts[i]`` tokens enter block i and ``counts[i+1]`` leave it
+    (merging happens between attention and MLP); ``matched[i]``: block i ran the matcher."""
+    t = shape.tower
+    if len(counts) != len(matched) + 1:
+        raise ValueError(f"{len(counts)} token counts for {len(matched)} blocks; give one more count than blocks")
+    patches = int(counts[0]) - int(shape.has_cls)  # what this input ran with, whatever its resolution
+    embed = patches * shape.channels * shape.patch_size ** 2 * t.hidden
+    linear, attention, other = embed, 0, 0
+    for i, did_match in enumerate(matched):
+        n_in, n_out = int(counts[i]), int(counts[i + 1])
+        linear += n_in * t.projection_macs_per_row + n_out * t.mlp_macs_per_row
+        attention += 2 * n_in * n_in * t.q_width
+        if did_match:  # cosine similarity of A (even) to B (odd) tokens, head-averaged keys
+            other += math.ceil(n_in / 2) * (n_in // 2) * t.head_dim
+    return StageFlops(FLOPS_PER_MAC * linear, FLOPS_PER_MAC * attention, FLOPS_PER_MAC * other)
+
+
+def unmerged_counts(shape: VisionShape, layers_run: int) -> list[int]:
+    """Token counts of an encoder that never merges."""
+    return [shape.patches + int(shape.has_cls)] * (layers_run + 1)
+
+
+def tome_counts(shape: VisionShape, r_per_layer: Sequence[int]) -> list[int]:
+    """ToMe's counts: each block removes min(r, (n - protected) // 2) tokens."""
+    n, out, protected = shape.patches + int(shape.has_cls), [], int(shape.has_cls)
+    out.append(n)
+    for r in r_per_layer:
+        n -= min(int(r), (n - protected) // 2)
+        out.append(n)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- projector
+def projector_flops(shape: VlmShape, rows: int) -> StageFlops:
+    """The projector runs on unique visual rows only (it is token-wise)."""
+    return StageFlops(linear=FLOPS_PER_MAC * rows * shape.projector_macs_per_row)
+
+
+# ----------------------------------------------------------------------------------------- LLM
+def layer_flops(shape: TransformerShape, run: LayerRun) -> StageFlops:
+    linear = run.rows * (shape.projection_macs_per_row + shape.mlp_macs_per_row)
+    attention = 2 * run.queries * run.keys * shape.q_width  # QK^T and AV; GQA shares keys, not the work
+    return StageFlops(FLOPS_PER_MAC * linear, FLOPS_PER_MAC * attention)
+
+
+def prefill_flops(shape: TransformerShape, layers: Sequence[LayerRun], head_rows: int = 1,
+                  ranking_keys: int = 0) -> StageFlops:
+    """Every decoder layer, the LM head on ``head_rows`` rows, and FastV's ranking (one query over
+    ``ranking_keys`` keys, 0 without FastV)."""
+    total = StageFlops()
+    for run in layers:
+        total = total + layer_flops(shape, run)
+    total.linear += FLOPS_PER_MAC * head_rows * shape.hidden * shape.vocab
+    total.other += FLOPS_PER_MAC * ranking_keys * shape.q_width
+    return total
+
+
+def decode_flops(shape: TransformerShape, cache_entries: Sequence[int], steps: int) -> StageFlops:
+    """``steps`` decode passes, one new row each; pass s attends over ``cache_entries[l] + s + 1``
+    entries in layer l (the entries the prefill left in that layer's attention, plus the new ones)."""
+    linear = steps * (len(cache_entries) * (shape.projection_macs_per_row + shape.mlp_macs_per_row)
+                      + shape.hidden * shape.vocab)
+    keys = sum(steps * c + steps * (steps + 1) // 2 for c in cache_entries)
+    return StageFlops(FLOPS_PER_MAC * linear, FLOPS_PER_MAC * 2 * keys * shape.q_width)
+
+
+def prefill_plan(layers: int, text: int, visual_rows: int, visual_positions: int, vtu: bool,
+                 fastv_k: int | None = None, kept_visual: int | None = None) -> list[LayerRun]:
+    """The usual layer runs: ``text`` rows plus ``visual_rows`` unique visual rows; attention over
+    ``visual_positions`` visual entries with VTU, over the rows themselves without; after FastV's
+    layer K, the ``kept_visual`` visual entries (and rows) only."""
+    rows = text + visual_rows
+    attended = text + (visual_positions if vtu else visual_rows)
+    plan = []
+    for i in range(layers):
+        if fastv_k is not None and i >= fastv_k:
+            kept = visual_rows if kept_visual is None else kept_visual
+            plan.append(LayerRun(text + kept, text + kept, text + kept))
+        else:
+            plan.append(LayerRun(rows, attended, attended))
+    return plan
+
+
+# ----------------------------------------------------------------------------------------- token views
+def layer_averaged_rows(plan: Sequence[LayerRun], text: int) -> float:
+    """Visual rows averaged over decoder layers (FastV's convention for its token counts)."""
+    return sum(run.rows - text for run in plan) / len(plan)
+
+
+def flop_equivalent_tokens(shape: TransformerShape, prefill_total: float, text: int, head_rows: int = 1) -> float:
+    """Visual tokens at which the unreduced model (every layer over text + v rows and entries)
+    spends ``prefill_total`` FLOPs: the root of L·(a·n² + b·n) + head = F with n = text + v."""
+    a = FLOPS_PER_MAC * 2 * shape.q_width * shape.layers
+    b = FLOPS_PER_MAC * (shape.projection_macs_per_row + shape.mlp_macs_per_row) * shape.layers
+    c = FLOPS_PER_MAC * head_rows * shape.hidden * shape.vocab - prefill_total
+    n = (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
+    return n - text
+
+
+# ----------------------------------------------------------------------------------------- paper convention
+def fvcore_einsum_macs(macs: int) -> float:
+    """What fvcore reports for an einsum of ``macs`` multiply-adds with a summed index.
+
+    fvcore does not count einsums itself: it asks ``numpy.einsum_path`` for the "Optimized FLOP
+    count" (2 per multiply-add here), reads that number from numpy's printout, which has four
+    significant digits (``%.3e``), and halves it. The paper's Table 1 carries that rounding.
+    """
+    return float(math.floor(float(f"{2 * macs:.3e}") / 2))
+
+
+def paper_qk_macs(heads: int, head_dim: int, run: LayerRun, fvcore_rounding: bool = False) -> float:
+    """Multiply-adds of one layer's query-key products (the DyMU paper's Table 1 convention).
+
+    When the layer attends over more entries than it has rows (VTU), the exact-VTU kernel works on
+    unique rows: two einsums (dot and rotated cross products, 'bhird,bhrjd->bhijd' with r = 2 halves
+    of D_h) of N_un x N_un x D_h multiply-adds per head each. Otherwise the ordinary Q K^T (a
+    matmul, which fvcore counts exactly) over the entries attended. ``fvcore_rounding`` applies
+    fvcore's reading of the einsum counts (see :func:`fvcore_einsum_macs`).
+    """
+    if run.queries > run.rows:
+        per_einsum = run.rows * run.rows * head_dim * heads
+        return 2 * (fvcore_einsum_macs(per_einsum) if fvcore_rounding else float(per_einsum))
+    return float(run.queries * run.keys * head_dim * heads)
+
+
+def table1_mflops(n_unique: int, n_virtual: int, heads: int = 32, head_dim: int = 128) -> float:
+    """One row of the DyMU paper's Table 1, as fvcore counted it: attention MFLOPs (1 per multiply-add,
+    query-key only) over the image tokens alone, batch 1, one layer; ``n_unique == n_virtual`` is the
+    unreduced model."""
+    return paper_qk_macs(heads, head_dim, LayerRun(n_unique, n_virtual, n_virtual), fvcore_rounding=True) / 1e6
+
+
+@dataclass
+class PerStage:
+    """FLOPs of a request by stage, plus the paper-convention attention figure."""
+
+    encoder: StageFlops = field(default_factory=StageFlops)
+    projector: StageFlops = field(default_factory=StageFlops)
+    prefill: StageFlops = field(default_factory=StageFlops)
+    decode: StageFlops = field(default_factory=StageFlops)
+    paper_prefill_qk_macs: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.encoder.total + self.projector.total + self.prefill.total + self.decode.total

@@ -1,0 +1,119 @@
+"""`dymu-eval flops`: analytic FLOPs from a model shape and token counts (no weights, no torch).
+
+Prints the DyMU paper's Table 1 in its own convention (fvcore, 1 per multiply-add, query-key
+products of one layer over the image tokens, exact-VTU kernel on unique rows), then FLOPs per
+stage for a LLaVA-shaped request in this project's convention (2 per multiply-add, DESIGN §9).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import ConfigError
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("flops", help="analytic FLOPs per stage and the paper's Table 1, from a model shape")
+    p.add_argument("--model", default="llava-1.5-7b",
+                   help="a shipped shape (llava-1.5-7b, llava-onevision-qwen2-7b) or a checkpoint folder / config.json")
+    p.add_argument("--unique", type=_ints, default=[89, 195, 394],
+                   help="unique visual rows per setting (default: DyMU low/mid/high means, the paper's Table 1)")
+    p.add_argument("--virtual", type=int, help="visual positions of the unreduced model (default: the encoder's "
+                   "patch count, 576 for LLaVA-1.5)")
+    p.add_argument("--text", type=int, default=40, help="text tokens of the request (stage table)")
+    p.add_argument("--new-tokens", type=int, default=1, help="generated tokens (stage table)")
+    p.add_argument("--tome-r", type=_ints, default=[], help="also ToMe rows with these merges per layer")
+    p.add_argument("--fastv", default="2:0.5", help="K:R of a FastV row ('' for none)")
+    p.add_argument("--json", dest="json_out", help="also write the numbers to this JSON file")
+    p.set_defaults(func=run)
+
+
+def table1(shape, unique: list[int], virtual: int) -> list[dict]:
+    """Rows as fvcore reports them (the paper's figures) and as exact multiply-add counts."""
+    from ..accounting import LayerRun, paper_qk_macs, table1_mflops
+
+    heads, head_dim = shape.llm.heads, shape.llm.head_dim
+    rows = []
+    for name, n in [("full", virtual)] + [(f"vtu {n}", n) for n in unique]:
+        exact = paper_qk_macs(heads, head_dim, LayerRun(n, virtual, virtual)) / 1e6
+        rows.append({"setting": name, "n_unique": n, "n_virtual": virtual,
+                     "mflops_fvcore": table1_mflops(n, virtual, heads, head_dim), "mflops_exact": exact})
+    return rows
+
+
+def stage_rows(shape, args, virtual: int) -> list[dict]:
+    from ..accounting import RequestCounts, stage_flops, tome_counts, unmerged_counts
+
+    layers = shape.layers_run
+    full_enc = unmerged_counts(shape.vision, layers)
+    no_match = [False] * layers
+    settings = [("baseline", RequestCounts(args.text, virtual, virtual, True, [full_enc], [no_match],
+                                           args.new_tokens))]
+    for n in args.unique:
+        # DyMU's encoder trajectory depends on the image; the stage table counts the LLM side only
+        settings.append((f"VTU, {n} unique rows", RequestCounts(args.text, n, virtual, True, [], [], args.new_tokens)))
+    for r in args.tome_r:
+        per_layer = [r] * layers  # ToMe's constant schedule
+        counts = tome_counts(shape.vision, per_layer)
+        n = counts[-1] - int(shape.vision.has_cls)
+        settings.append((f"ToMe r={r} (w/o VTU)", RequestCounts(args.text, n, virtual, False, [counts],
+                                                               [[v > 0 for v in per_layer]], args.new_tokens)))
+    if args.fastv:
+        k, ratio = args.fastv.split(":")
+        kept = int(virtual * (1 - float(ratio)) + 0.5)
+        settings.append((f"FastV K={k} R={ratio}", RequestCounts(args.text, virtual, virtual, True, [full_enc],
+                                                                 [no_match], args.new_tokens, fastv_k=int(k),
+                                                                 kept_visual=kept)))
+    out = []
+    for name, counts in settings:
+        flops, _ = stage_flops(shape, counts)
+        out.append({"setting": name, "encoder_gflops": flops.encoder.total / 1e9 if counts.encoder_counts else None,
+                    "projector_gflops": flops.projector.total / 1e9, "prefill_gflops": flops.prefill.total / 1e9,
+                    "prefill_attention_gflops": flops.prefill.attention / 1e9,
+                    "decode_gflops": flops.decode.total / 1e9})
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..accounting import load_shape
+
+    if args.text < 0 or args.new_tokens < 0:
+        raise ConfigError("--text and --new-tokens must not be negative")
+    shape = load_shape(args.model)
+    virtual = args.virtual or shape.vision.patches
+    t1 = table1(shape, args.unique, virtual)
+    print(f"Attention cost, the DyMU paper's Table 1 convention: fvcore MFLOPs (1 per multiply-add), query-key "
+          f"products only, one layer, batch 1, image tokens only; {shape.llm.heads} heads x {shape.llm.head_dim} "
+          f"({args.model}). 'fvcore' is what fvcore reports (einsum counts read from numpy's 4-digit printout), "
+          "'exact' the multiply-adds themselves")
+    print(f"{'setting':22s} {'N_un':>6s} {'N':>6s} {'fvcore':>10s} {'exact':>10s}")
+    for row in t1:
+        print(f"{row['setting']:22s} {row['n_unique']:6d} {row['n_virtual']:6d} {row['mflops_fvcore']:10.1f} "
+              f"{row['mflops_exact']:10.2f}")
+    stages = stage_rows(shape, args, virtual)
+    print()
+    print(f"FLOPs per stage (2 per multiply-add, GFLOPs), {args.text} text tokens, {virtual} image positions, "
+          f"{args.new_tokens} generated token(s); prefill attention over the entries actually attended")
+    print(f"{'setting':26s} {'encoder':>9s} {'projector':>10s} {'prefill':>9s} {'(attn)':>8s} {'decode':>8s} "
+          f"{'prefill %':>9s}")
+    base = stages[0]["prefill_gflops"]
+    for row in stages:
+        enc = "-" if row["encoder_gflops"] is None else f"{row['encoder_gflops']:.1f}"
+        print(f"{row['setting']:26s} {enc:>9s} {row['projector_gflops']:10.2f} {row['prefill_gflops']:9.1f} "
+              f"{row['prefill_attention_gflops']:8.2f} {row['decode_gflops']:8.2f} "
+              f"{100 * row['prefill_gflops'] / base:8.1f}%")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"model": args.model, "table1": t1, "stages": stages}, indent=2)
+                                       + "\n")
+    return 0
