@@ -11,7 +11,8 @@ are two families of clip, each a pure function of its arguments:
   and ``zoom`` (the window closes in on the centre).
 
 Every event lasts at least a third of the clip, so any uniform sampling of four or more frames
-sees it.
+sees it. Shapes are at least 40 px across in 224 px frames: OneVision pools video features 2x2,
+so a 14 px patch grid becomes a 28 px one, and smaller shapes blur into their background.
 
     frames, facts = shape_clip(seed, "move", "busy")     # list of HxWx3 uint8 arrays
     frames = photo_clip(path, "pan")
@@ -82,7 +83,7 @@ def _scene_objects(kind: str, size: int, rng: random.Random) -> tuple[list[list[
     kinds = [(s, c) for s in SHAPES for c in COLOURS]
     if kind == "move":
         n = rng.randint(1, 3)
-        r = size * (rng.uniform(0.09, 0.12) if n == 1 else rng.uniform(0.075, 0.09))
+        r = size * (rng.uniform(0.10, 0.13) if n == 1 else rng.uniform(0.09, 0.11))
         tracks = [_slide(s, c, y, r, size, rng) for (s, c), y in zip(rng.sample(kinds, n), _lanes(n, size, r, rng))]
         return [list(objs) for objs in zip(*tracks)], None
     r = size * rng.uniform(0.10, 0.13)
