@@ -159,3 +159,16 @@ def test_missing_video_names_the_file_and_sample(tmp_path):
     spec.loader.exec_module(utils)
     with pytest.raises(FileNotFoundError, match=r"nothing\.mp4.*sample video_pope_999"):
         utils.doc_to_video({"video": "videos/nothing.mp4", "question_id": "video_pope_999"})
+
+
+def test_baseline_measure_samples_frames_like_llava_hf_and_summarises():
+    from dymu_eval.offline.video_eval import sample_frames, summary
+
+    frames = [np.full((2, 2, 3), k, np.uint8) for k in range(16)]
+    picked = sample_frames(frames, 6)[:, 0, 0, 0].tolist()
+    assert picked == np.linspace(0, 15, 6, dtype=int).tolist() == [0, 3, 6, 9, 12, 15]
+    rows = [{"answer": a, "prediction": p, "category": "move", "source": "plain", "greedy_is_yes_or_no": True}
+            for a, p in (("yes", "yes"), ("yes", "no"), ("no", "no"), ("no", "no"))]
+    s = summary(rows)
+    assert (s["accuracy"], s["n"], s["yes_ratio"]) == (0.75, 4, 0.25)
+    assert s["by"]["answer=yes"]["accuracy"] == 0.5 and s["by"]["kind=move"]["n"] == 4
