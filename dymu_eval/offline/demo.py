@@ -45,6 +45,12 @@ def demo_runs(thresholds: str = CALIBRATION_DATASET) -> list[DemoRun]:
     return runs
 
 
+def compare_runs(datasets: list[str], level: str) -> list[DemoRun]:
+    """DyMU at one level with thresholds from each calibration set (the paper's Figure 5 rows)."""
+    return [DemoRun(f"DyMU-{level} ({ds})", "dymu_llava", {"method": "dymu", "level": level, "thresholds": ds})
+            for ds in datasets]
+
+
 def demo_model() -> Path:
     """The micro LLaVA folder (built in the user cache on first use, with the shipped projector)."""
     return build_micro_llava("shipped")
