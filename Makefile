@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install lock check-env test test-fast demo reproduce thresholds tables micro-train bench clean
+.PHONY: install lock check-env lint test test-fast demo reproduce tables micro-train clean
 
 # The tested environment: every package at an exact version (regenerate with `make lock`).
 LOCK := constraints.txt
@@ -55,8 +55,12 @@ lock:
 	$(LOCK_VENV)/bin/python -m dymu_eval.envcheck --write $(LOCK) --assets $(LOCK_VENV)/assets
 	rm -rf $(LOCK_VENV)
 
+# Style and obvious mistakes (config in pyproject.toml); `make test` runs it first.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
 # Real-weight tests must not skip here: the install above provides their wheels.
-test: $(STAMP)
+test: $(STAMP) lint
 	DYMU_EVAL_REQUIRE_ASSETS=1 $(PY) -m pytest -q tests
 
 # The whole pipeline offline on the micro LLaVA: tables, plots and merge maps in results/demo.
@@ -66,12 +70,19 @@ demo: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
-# ---- reproduce / tables: the DyMU paper's LLaVA-1.5 matrix (needs GPUs and Hugging Face access)
-# make reproduce [MODEL=...] [TASKS=mme,gqa,...] [LEVELS=low,mid,high] [LIMIT=N] [OUT=runs/reproduce]
-#                [NUM_GPUS=N] [CALIB_IMAGES=DIR] [PIXMO_IMAGES=DIR] [DRY_RUN=1] [FORCE=1] [HUB_OFFLINE=1]
-MODEL ?= llava-hf/llava-1.5-7b-hf
-TASKS ?= mme,gqa,pope,scienceqa_img,seedbench,textvqa_val
+# ---- reproduce / tables: the DyMU paper's matrices (needs GPUs and Hugging Face access)
+# make reproduce [FAMILY=llava|onevision] [MODEL=...] [TASKS=mme,gqa,...] [LEVELS=low,mid,high]
+#                [BASELINES=random,pool,visionzip] [LIMIT=N]
+#                [OUT=runs/reproduce] [NUM_GPUS=N] [CALIB_IMAGES=DIR] [PIXMO_IMAGES=DIR] [DRY_RUN=1] [FORCE=1]
+#                [HUB_OFFLINE=1]
+# FAMILY=llava: LLaVA-1.5-7B on mme,gqa,pope,scienceqa_img,seedbench,textvqa_val (Tables 2, 5, 6, 7).
+# FAMILY=onevision: LLaVA-OneVision-7B on Table 4's benchmarks and mvbench, egoschema_subset,
+# longvideobench_val_v, mlvu_dev at 32 frames. MODEL and TASKS default to the family's.
+FAMILY ?= llava
+MODEL ?=
+TASKS ?=
 LEVELS ?= low,mid,high
+BASELINES ?= random,pool,visionzip
 LIMIT ?=
 OUT ?= runs/reproduce
 NUM_GPUS ?= 1
@@ -85,7 +96,8 @@ TABLES_OUT ?= $(OUT)/tables
 
 reproduce: $(STAMP)
 	HF_HUB_OFFLINE=$(HUB_OFFLINE) HF_DATASETS_OFFLINE=$(HUB_OFFLINE) TRANSFORMERS_OFFLINE=$(HUB_OFFLINE) \
-	$(PY) -m dymu_eval.report.reproduce --model "$(MODEL)" --tasks "$(TASKS)" --levels "$(LEVELS)" \
+	$(PY) -m dymu_eval.cli reproduce --family "$(FAMILY)" --pretrained "$(MODEL)" --tasks "$(TASKS)" \
+		--levels "$(LEVELS)" --baselines "$(BASELINES)" \
 		--limit "$(LIMIT)" --out "$(OUT)" --num-gpus "$(NUM_GPUS)" --calib-images "$(CALIB_IMAGES)" \
 		--pixmo-images "$(PIXMO_IMAGES)" $(if $(DRY_RUN),--dry-run) $(if $(FORCE),--force)
 
@@ -96,7 +108,7 @@ clean:
 	rm -rf $(VENV) $(LOCK_VENV) build *.egg-info
 
 # --- offline micro LLaVA -----------------------------------------------------------------
-# Retrain the micro LLaVA's projector + small adapters (about 25 min on 2 CPU cores) and write
+# Retrain the micro LLaVA's projector + small adapters (about 65 min on 2 CPU cores) and write
 # dymu_eval/data/micro_llava/{projector.safetensors,training.json}.
 micro-train: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) -m dymu_eval.offline.train

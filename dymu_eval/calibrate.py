@@ -1,4 +1,4 @@
-"""Threshold finding (DESIGN §3): per layer, the batch-level top-k merge records tau_i.
+"""Threshold finding (DyMU, arXiv 2504.17040): per layer, the batch-level top-k merge records tau_i.
 
 For each batch of B images (per process) the encoder runs with ``merge.BatchTopK``: in layer i
 the B*r_i best A->B edges of the whole batch merge (CLS and padding never count) and
@@ -57,6 +57,7 @@ from .thresholds import (
 from .vision.preprocess import FamilyPreprocess
 from .vocabulary import (
     DEFAULT_MERGE_ORDER,
+    DEFAULT_SCHEDULE,
     ENCODER_CALLS,
     check_encoder_call,
     check_merge_order,
@@ -139,7 +140,8 @@ def _iterate(source: ImageSource, batches: list[list[int]], preprocess: Preproce
 def _check_bad(bad: list[tuple[str, str]], skip_bad: bool, skipped: dict[str, str]) -> None:
     for label, reason in bad:
         if not skip_bad:
-            raise InputImageError(f"{reason} (skip_bad=True, or --skip-bad, skips bad images and lists them at the end)")
+            raise InputImageError(f"{reason} (skip_bad=True, or --skip-bad, skips bad images and lists them "
+                                  "at the end)")
         skipped.setdefault(label, reason)
 
 
@@ -148,81 +150,116 @@ def _check_bad(bad: list[tuple[str, str]], skip_bad: bool, skipped: dict[str, st
 
 @dataclass
 class CalibrationSettings:
-    """What the record's ``calibration`` block says besides the counts."""
+    """How calibration runs; the record's ``calibration`` block repeats these besides the counts."""
 
-    schedule: str = "constant"
+    batch_size: int = 64  # images per batch per process
+    num_images: int | None = None  # use the first N images of the source
+    schedule: str = DEFAULT_SCHEDULE
     level: str | None = None
     r: int | None = None
     seed: int = 0
-    preprocess: str = ""
-    merge_order: str = DEFAULT_MERGE_ORDER
-    call: str = ENCODER_CALLS[0]
+    skip_bad: bool = False  # skip undecodable images (listed in the record) instead of stopping
+    stats_images: int = 1000  # images for the token statistics under the found thresholds (0: none)
+    workers: int = 0  # DataLoader worker processes decoding images
+    progress: bool = True
+    merge_order: str = DEFAULT_MERGE_ORDER  # token order after each merge (recorded; DToMe must use it)
+    call: str = ENCODER_CALLS[0]  # the family's encoder calling pattern (merge.Threshold)
 
 
-def calibrate(
-    runner,
-    images: ImageSource,
-    r_per_layer: Sequence[int],
-    batch_size: int,
-    num_images: int | None = None,
-    *,
-    preprocess: Preprocess | None = None,
-    encoder_name: str = "encoder",
-    settings: CalibrationSettings | None = None,
-    skip_bad: bool = False,
-    stats_images: int = 1000,
-    workers: int = 0,
-    progress: bool = True,
-    created: str | None = None,
-) -> ThresholdRecord:
+@dataclass
+class _Found:
+    """What the batch loop found: per-layer thresholds and what it used."""
+
+    thresholds: list[float | None]
+    batches: int
+    images_used: int
+
+
+def calibrate(runner, images: ImageSource, r_per_layer: Sequence[int], settings: CalibrationSettings | None = None, *,
+              preprocess: Preprocess | None = None, encoder_name: str = "encoder",
+              created: str | None = None) -> ThresholdRecord:
     """Find per-layer DToMe thresholds for ``runner`` (a ``vision.VisionRunner``) on ``images``.
 
     ``r_per_layer`` has one entry per encoder layer (``merge.merges_per_layer``); only the
     first ``runner.default_layers_run`` layers run. Returns the record (not yet saved).
     """
-    settings = settings or CalibrationSettings()
-    check_merge_order(settings.merge_order)
-    check_encoder_call(settings.call)
+    s = settings or CalibrationSettings()
+    check_merge_order(s.merge_order)
+    check_encoder_call(s.call)
     procs = Processes()
-    layers_run = runner.default_layers_run
-    r_per_layer = list(r_per_layer)
+    r_per_layer = _checked_schedule(runner, list(r_per_layer), s.batch_size)
+    source = images.head(s.num_images)
+    steps = _whole_steps(len(source), s.batch_size, procs.world)
+    preprocess = preprocess or FamilyPreprocess(runner.family, runner.image_size)
+    torch.manual_seed(s.seed)
+    skipped: dict[str, str] = {}
+    found = _find_thresholds(runner, source, r_per_layer, steps, preprocess, procs, s, skipped)
+    token_stats = None
+    if s.stats_images > 0:
+        policy = Threshold(*dtome_settings(found.thresholds, r_per_layer), merge_order=s.merge_order, call=s.call)
+        token_stats = _token_stats(runner, source, policy, preprocess, procs, min(s.stats_images, len(source)),
+                                   s, skipped)
+        token_stats["call"] = s.call
+    calibration = {
+        "batch_size": s.batch_size, "processes": procs.world,
+        "dtype": str(next(runner.model.parameters()).dtype).replace("torch.", ""),
+        "seed": s.seed, "level": s.level, "r": s.r, "r_total": int(sum(r_per_layer)), "r_per_layer": r_per_layer,
+        "schedule": s.schedule, "merge_order": s.merge_order, "preprocess": _describe(preprocess),
+        "batches": found.batches,
+        "images_used": found.images_used, "images_dropped": len(source) - steps * s.batch_size * procs.world,
+        "skipped": [{"image": label, "reason": reason} for label, reason in _merge_skipped(procs.gather(skipped))],
+        "notes": source.notes,
+    }
+    return ThresholdRecord(
+        encoder=encoder_identity(runner, encoder_name), dataset=source.identity(), calibration=calibration,
+        thresholds=found.thresholds, token_stats=token_stats,
+        provenance=f"{CALIBRATED_PROVENANCE} {__version__} (batch top-k threshold finding, DyMU arXiv 2504.17040)",
+        tool_version=__version__, created=created if created is not None else created_now(),
+    )
+
+
+def _checked_schedule(runner, r_per_layer: list[int], batch_size: int) -> list[int]:
     if len(r_per_layer) != runner.num_layers:
         raise ConfigError(
             f"r_per_layer has {len(r_per_layer)} entries but the encoder has {runner.num_layers} layers"
         )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not any(r_per_layer[:layers_run]):
+    if not any(r_per_layer[:runner.default_layers_run]):
         raise ConfigError("every layer the VLM runs has r = 0: there is nothing to calibrate")
-    source = images.head(num_images)
-    step_size = batch_size * procs.world
-    steps = len(source) // step_size
+    return r_per_layer
+
+
+def _whole_steps(n_images: int, batch_size: int, world: int) -> int:
+    """Steps of one batch per process that the images fill completely."""
+    steps = n_images // (batch_size * world)
     if steps == 0:
         raise ConfigError(
-            f"{len(source)} images cannot fill one batch of {batch_size} on each of {procs.world} processes; "
-            "use more images or a smaller --batch-size"
+            f"{n_images} images cannot fill one batch of {batch_size} on each of {world} processes; "
+            "use more images or a smaller batch_size"
         )
-    if preprocess is None:
-        preprocess = FamilyPreprocess(runner.family, runner.image_size)
-    torch.manual_seed(settings.seed)
+    return steps
 
-    mine = [list(range((g * procs.world + procs.rank) * batch_size, (g * procs.world + procs.rank + 1) * batch_size))
-            for g in range(steps)]
-    policy = BatchTopK(r_per_layer, merge_order=settings.merge_order)
+
+def _find_thresholds(runner, source: ImageSource, r_per_layer: list[int], steps: int, preprocess: Preprocess,
+                     procs: Processes, s: CalibrationSettings, skipped: dict[str, str]) -> _Found:
+    """The batch loop: BatchTopK per batch, per-layer taus averaged over processes, then over steps."""
+    layers_run, b = runner.default_layers_run, s.batch_size
+    own_batches = [list(range((g * procs.world + procs.rank) * b, (g * procs.world + procs.rank + 1) * b))
+                   for g in range(steps)]
+    policy = BatchTopK(r_per_layer, merge_order=s.merge_order)
     total = torch.zeros(layers_run, dtype=torch.float64)
-    used_steps = 0
-    skipped: dict[str, str] = {}
-    images_used = 0
-    bar = tqdm(total=steps, desc="calibrating", unit="batch", disable=not progress or procs.rank != 0)
-    for pixels, bad in _iterate(source, mine, preprocess, workers):
-        _check_bad(bad, skip_bad, skipped)
-        step = torch.zeros(layers_run + 2, dtype=torch.float64)
+    used_steps = images_used = 0
+    bar = tqdm(total=steps, desc="calibrating", unit="batch", disable=not s.progress or procs.rank != 0)
+    for pixels, bad in _iterate(source, own_batches, preprocess, s.workers):
+        _check_bad(bad, s.skip_bad, skipped)
+        step = torch.zeros(layers_run + 2, dtype=torch.float64)  # taus, contributed a batch, images
         if pixels is not None:
             policy.reset()
             runner(pixels, policy, layers_run)
             step[:layers_run] = torch.tensor([t if t is not None else 0.0 for t in policy.thresholds[:layers_run]],
                                              dtype=torch.float64)
-            step[layers_run] = 1.0  # this process contributed a batch
+            step[layers_run] = 1.0
             step[layers_run + 1] = pixels.shape[0]
         procs.sum(step)
         contributors = step[layers_run].item()
@@ -240,46 +277,7 @@ def calibrate(
     for i in range(layers_run):
         if r_per_layer[i] > 0:
             thresholds[i] = float(mean[i])
-
-    token_stats = None
-    if stats_images > 0:
-        token_stats = _token_stats(
-            runner, source, Threshold(*dtome_settings(thresholds, r_per_layer), merge_order=settings.merge_order,
-                                      call=settings.call),
-            layers_run, batch_size, preprocess, procs, min(stats_images, len(source)), skip_bad, workers, progress,
-            skipped,
-        )
-        token_stats["call"] = settings.call
-    skipped_all = _merge_skipped(procs.gather(skipped))
-    param = next(runner.model.parameters())
-    record = ThresholdRecord(
-        encoder=encoder_identity(runner, encoder_name),
-        dataset=source.identity(),
-        calibration={
-            "batch_size": batch_size,
-            "processes": procs.world,
-            "dtype": str(param.dtype).replace("torch.", ""),
-            "seed": settings.seed,
-            "level": settings.level,
-            "r": settings.r,
-            "r_total": int(sum(r_per_layer)),
-            "r_per_layer": r_per_layer,
-            "schedule": settings.schedule,
-            "merge_order": settings.merge_order,
-            "preprocess": settings.preprocess or _describe(preprocess),
-            "batches": used_steps * procs.world,
-            "images_used": images_used,
-            "images_dropped": len(source) - steps * step_size,
-            "skipped": [{"image": label, "reason": reason} for label, reason in skipped_all],
-            "notes": source.notes,
-        },
-        thresholds=thresholds,
-        token_stats=token_stats,
-        provenance=f"{CALIBRATED_PROVENANCE} {__version__} (batch top-k threshold finding, DyMU arXiv 2504.17040)",
-        tool_version=__version__,
-        created=created if created is not None else created_now(),
-    )
-    return record
+    return _Found(thresholds, used_steps * procs.world, images_used)
 
 
 def _describe(preprocess: Preprocess) -> str:
@@ -295,19 +293,18 @@ def _merge_skipped(per_rank: list[dict[str, str]]) -> list[tuple[str, str]]:
     return sorted(merged.items())
 
 
-def _token_stats(runner, source, policy: Threshold, layers_run, batch_size, preprocess, procs,
-                 count: int, skip_bad: bool, workers: int, progress: bool,
-                 skipped: dict[str, str]) -> dict[str, Any]:
-    """Visual tokens per image (CLS excluded) under DToMe (``policy``) with the found thresholds."""
-    starts = range(procs.rank * batch_size, count, procs.world * batch_size)
-    mine = [list(range(s, min(s + batch_size, count))) for s in starts]
+def _token_stats(runner, source: ImageSource, policy: Threshold, preprocess: Preprocess, procs: Processes,
+                 count: int, s: CalibrationSettings, skipped: dict[str, str]) -> dict[str, Any]:
+    """Visual tokens per image (CLS excluded) under DToMe with the found thresholds."""
+    layers_run, b = runner.default_layers_run, s.batch_size
+    starts = range(procs.rank * b, count, procs.world * b)
+    own_batches = [list(range(start, min(start + b, count))) for start in starts]
     per_layer: list[list[int]] = []
-    bar = tqdm(total=len(mine), desc="token statistics", unit="batch", disable=not progress or procs.rank != 0)
-    for pixels, bad in _iterate(source, mine, preprocess, workers):
-        _check_bad(bad, skip_bad, skipped)
+    bar = tqdm(total=len(own_batches), desc="token statistics", unit="batch", disable=not s.progress or procs.rank != 0)
+    for pixels, bad in _iterate(source, own_batches, preprocess, s.workers):
+        _check_bad(bad, s.skip_bad, skipped)
         if pixels is not None:
-            out = runner(pixels, policy, layers_run)
-            per_layer.extend(out.counts.tolist())
+            per_layer.extend(runner(pixels, policy, layers_run).counts.tolist())
         bar.update(1)
     bar.close()
     rows = [row for part in procs.gather(per_layer) for row in part]

@@ -13,7 +13,7 @@ COMMAND_MODULES = [
     "tables", "fetch_images",
     "calibrate", "thresholds",
     "tokens", "bench", "flops",
-    "demo",
+    "demo", "reproduce",
 ]
 
 

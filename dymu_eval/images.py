@@ -82,7 +82,7 @@ def load_image(
         _check_size(image, label, limit, min_side)
         try:
             image.load()
-        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad data
+        except Exception as exc:  # Pillow raises many types for bad data
             raise InputImageError(f"{label}: cannot decode image data ({exc})") from exc
         return _to_rgb(image, label)
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -113,13 +113,14 @@ def _decode(handle, label: str, limit: int, min_side: int) -> Image.Image:
                 try:
                     image = Image.open(handle)
                 except UnidentifiedImageError as exc:
-                    raise InputImageError(f"{label}: not an image Pillow can identify (corrupt or unknown format)") from exc
-                except Exception as exc:  # noqa: BLE001
+                    raise InputImageError(
+                        f"{label}: not an image Pillow can identify (corrupt or unknown format)") from exc
+                except Exception as exc:
                     raise InputImageError(f"{label}: cannot open image ({exc})") from exc
                 _check_size(image, label, limit, min_side)
                 try:
                     image.load()
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     raise InputImageError(f"{label}: corrupt or truncated image data ({exc})") from exc
         finally:
             Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved_limit, saved_truncated
@@ -140,13 +141,13 @@ def _check_size(image: Image.Image, label: str, limit: int, min_side: int) -> No
 def _to_rgb(image: Image.Image, label: str) -> Image.Image:
     try:
         image = ImageOps.exif_transpose(image)
-    except Exception as exc:  # noqa: BLE001 - a broken EXIF block is a corrupt file
+    except Exception as exc:  # a broken EXIF block is a corrupt file
         raise InputImageError(f"{label}: cannot apply EXIF orientation ({exc})") from exc
     try:
         return _convert(image)
     except InputImageError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InputImageError(f"{label}: cannot convert mode {image.mode} to RGB ({exc})") from exc
 
 
@@ -265,10 +266,12 @@ class FolderImages(ImageSource):
             key=lambda p: p.relative_to(self.root).as_posix(),
         )
         others = sum(1 for p in self.root.rglob("*") if p.is_file() and not is_image_file(p))
-        notes = [f"{others} non-image files ignored (extensions other than {', '.join(IMAGE_EXTENSIONS)})"] if others else []
+        notes = ([f"{others} non-image files ignored (extensions other than {', '.join(IMAGE_EXTENSIONS)})"]
+                 if others else [])
         if not files:
             raise ConfigError(f"image folder {self.root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
-        super().__init__(name or self.root.name, str(self.root), [p.relative_to(self.root).as_posix() for p in files], notes)
+        keys = [p.relative_to(self.root).as_posix() for p in files]
+        super().__init__(name or self.root.name, str(self.root), keys, notes)
 
     def label(self, index: int) -> str:
         return str(self.root / self.keys[index])
@@ -299,11 +302,13 @@ class ImageListImages(ImageSource):
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"image list {self.list_path}: not valid JSON ({exc})") from exc
         if not isinstance(entries, list):
-            raise ConfigError(f"image list {self.list_path}: expected a JSON list of objects, got {type(entries).__name__}")
+            raise ConfigError(f"image list {self.list_path}: expected a JSON list of objects, "
+                              f"got {type(entries).__name__}")
         keys, skipped = [], 0
         for i, entry in enumerate(entries):
             if not isinstance(entry, dict):
-                raise ConfigError(f"image list {self.list_path}: entry {i} is {type(entry).__name__}, expected an object")
+                raise ConfigError(f"image list {self.list_path}: entry {i} is {type(entry).__name__}, "
+                                  "expected an object")
             image = entry.get("image")
             if image is None:
                 skipped += 1
@@ -344,7 +349,8 @@ class HFDatasetImages(ImageSource):
         try:
             import datasets
         except ImportError as exc:  # pragma: no cover - datasets is a dependency
-            raise ConfigError("a Hugging Face dataset source needs the 'datasets' package: pip install datasets") from exc
+            raise ConfigError("a Hugging Face dataset source needs the 'datasets' package: "
+                              "pip install datasets") from exc
         local = Path(dataset)
         builders = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
         try:
@@ -356,7 +362,7 @@ class HFDatasetImages(ImageSource):
             else:
                 ds = datasets.load_dataset(str(dataset), split=split, cache_dir=cache_dir)
                 base = local if local.is_dir() else None
-        except Exception as exc:  # noqa: BLE001 - datasets raises many types
+        except Exception as exc:  # datasets raises many types
             raise ConfigError(f"dataset {dataset} (split {split}): cannot load ({exc})") from exc
         if image_column not in ds.column_names:
             raise ConfigError(
@@ -392,23 +398,5 @@ class HFDatasetImages(ImageSource):
             if not path.is_absolute() and self.base is not None:
                 path = self.base / path
             return load_image(path, name=f"{label} ({path})")
-        raise InputImageError(f"{label}: column {self.column!r} holds {type(cell).__name__}, not an image, bytes or path")
-
-
-class OfflineImages(ImageSource):
-    """The photos bundled with installed wheels (dymu_eval.offline.assets.sample_photos),
-    sorted by name: a small calibration set that needs no download."""
-
-    kind = "offline"
-
-    def __init__(self, name: str = "offline_photos"):
-        from .offline.assets import sample_photos
-
-        self.paths = dict(sorted(sample_photos().items()))
-        super().__init__(name, "dymu_eval.offline.assets.sample_photos()", list(self.paths))
-
-    def label(self, index: int) -> str:
-        return str(self.paths[self.keys[index]])
-
-    def load(self, index: int) -> Image.Image:
-        return load_image(self.paths[self.keys[index]])
+        raise InputImageError(f"{label}: column {self.column!r} holds {type(cell).__name__}, "
+                              "not an image, bytes or path")

@@ -1,7 +1,7 @@
 """The threshold cache: one JSON file per (encoder, calibration dataset, schedule, level|r).
 
 DToMe's per-layer thresholds are only meaningful for the weights and the kind of images they
-were found on, so a record carries both identities and loading checks them (DESIGN §5).
+were found on, so a record carries both identities and loading checks them (see ``ThresholdRecord.validate_for``).
 
 Record layout (``format_version`` 1)::
 
@@ -37,11 +37,11 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from . import __version__
 from .errors import ConfigError, ThresholdCacheError
-from .vocabulary import DEFAULT_MERGE_ORDER
+from .vocabulary import DEFAULT_MERGE_ORDER, DEFAULT_SCHEDULE
 
 FORMAT = "dymu-eval-thresholds"
 FORMAT_VERSION = 1
@@ -60,9 +60,9 @@ LEGACY_CALIBRATED_ORDER = "position"
 
 # How the miss message says to get images for the datasets users calibrate on.
 _DATASET_HINTS = {
-    "llava_instruct": "--image-list llava_v1_5_mix665k.json --image-root <LLaVA-1.5 image root>",
-    "pixmo_cap": "--images <folder of downloaded Pixmo-Cap images>",
-    "offline_photos": "--offline-photos",
+    "llava_instruct": ["--image-list", "llava_v1_5_mix665k.json", "--image-root", "<LLaVA-1.5 image root>"],
+    "pixmo_cap": ["--images", "<folder of downloaded Pixmo-Cap images>"],
+    "offline_photos": ["--offline-photos"],
 }
 
 
@@ -108,7 +108,7 @@ class ThresholdRecord:
 
     @property
     def schedule(self) -> str:
-        return self.calibration.get("schedule", "constant")
+        return self.calibration.get("schedule", DEFAULT_SCHEDULE)
 
     @property
     def r_per_layer(self) -> list[int]:
@@ -128,6 +128,11 @@ class ThresholdRecord:
         return record_key(self.encoder.name, self.dataset["name"], self.schedule, self.level, self.calibration.get("r"),
                           self.merge_order)
 
+    def _calibrate_hint(self, merge_order: str | None = None) -> str:
+        """The `dymu-eval calibrate` command that makes these thresholds again (in ``merge_order``)."""
+        return _hint(calibrate_command(self.encoder.name, self.dataset["name"], self.level, self.calibration.get("r"),
+                                       self.schedule, merge_order or self.merge_order))
+
     def check_order(self, merge_order: str) -> None:
         """ThresholdCacheError unless these thresholds were found under ``merge_order``."""
         if merge_order != self.merge_order:
@@ -135,9 +140,8 @@ class ThresholdRecord:
             raise ThresholdCacheError(
                 f"thresholds {where} were calibrated with merge_order={self.merge_order} but merge_order={merge_order} "
                 "was asked; thresholds only give their token counts under the order they were found with. Use "
-                f"merge_order={self.merge_order}, or calibrate for {merge_order} order with `"
-                + calibrate_command(self.encoder.name, self.dataset["name"], self.level, self.calibration.get("r"),
-                                    self.schedule, merge_order) + " --overwrite`"
+                f"merge_order={self.merge_order}, or calibrate for {merge_order} order with "
+                f"`{self._calibrate_hint(merge_order)} --overwrite`"
             )
 
     def policy(self, layers_run: int | None = None, call: str = "per_image", merge_order: str | None = None):
@@ -186,9 +190,10 @@ class ThresholdRecord:
             raise ThresholdCacheError(
                 f"thresholds {where} are for an encoder with {enc.num_layers} layers ({enc.name}) but this vision "
                 f"model has {adapter.num_layers}; use thresholds calibrated for this encoder: "
-                f"{calibrate_command(enc.name, self.dataset['name'], self.level, self.calibration.get('r'), self.schedule)}"
+                f"{self._calibrate_hint()}"
             )
-        actual = {"hidden_size": adapter.config.hidden_size, "patch_size": adapter.patch_size, "image_size": adapter.image_size}
+        actual = {"hidden_size": adapter.config.hidden_size, "patch_size": adapter.patch_size,
+                  "image_size": adapter.image_size}
         for name, value in actual.items():
             expected = getattr(enc, name)
             if expected is not None and int(expected) != int(value):
@@ -203,7 +208,7 @@ class ThresholdRecord:
             raise ThresholdCacheError(
                 f"thresholds {where} were calibrated on other weights than this vision model "
                 f"(file: {enc.name}, fingerprint {enc.fingerprint[:24]}...; model: {now[:24]}...). Calibrate for "
-                f"these weights with `{calibrate_command(enc.name, self.dataset['name'], self.level, self.calibration.get('r'), self.schedule)}`"
+                f"these weights with `{self._calibrate_hint()}`"
                 ", or, if the weights are known to be equivalent, override the check "
                 "(ignore_fingerprint=True / --ignore-fingerprint)"
             )
@@ -236,16 +241,21 @@ def record_key(encoder: str, dataset: str, schedule: str, level: str | None, r: 
     return f"{slug(encoder)}__{slug(dataset)}__{schedule}__{amount}{suffix}"
 
 
-def calibrate_command(encoder: str, dataset: str, level: str | None, r: int | None, schedule: str = "constant",
-                      merge_order: str = DEFAULT_MERGE_ORDER) -> str:
-    """The `dymu-eval calibrate` command line that would produce this cache entry."""
-    images = _DATASET_HINTS.get(slug(dataset), "--images <folder of calibration images>")
-    amount = f"--level {level}" if level is not None else f"--r {r}"
-    order = "" if merge_order == DEFAULT_MERGE_ORDER else f" --merge-order {merge_order}"
-    return (
-        f"dymu-eval calibrate --encoder {encoder} --dataset {dataset} {images} {amount} "
-        f"--schedule {schedule} --batch-size 64{order}"
-    )
+def calibrate_command(encoder: str, dataset: str, level: str | None, r: int | None, schedule: str = DEFAULT_SCHEDULE,
+                      merge_order: str = DEFAULT_MERGE_ORDER, images: list[str] | None = None) -> list[str]:
+    """The `dymu-eval calibrate` command (argv) that would produce this cache entry. ``images`` are
+    the image-source options; by default a placeholder naming what the dataset needs."""
+    if images is None:
+        images = _DATASET_HINTS.get(slug(dataset), ["--images", "<folder of calibration images>"])
+    amount = ["--level", level] if level is not None else ["--r", str(r)]
+    order = [] if merge_order == DEFAULT_MERGE_ORDER else ["--merge-order", merge_order]
+    return ["dymu-eval", "calibrate", "--encoder", encoder, "--dataset", dataset, *images, *amount,
+            "--schedule", schedule, "--batch-size", "64", *order]
+
+
+def _hint(command: list[str]) -> str:
+    """A command for a message (placeholders such as ``<folder>`` stay readable, unquoted)."""
+    return " ".join(command)
 
 
 # -- fingerprints -----------------------------------------------------------------------------
@@ -353,7 +363,8 @@ def load_record(path: str | os.PathLike) -> ThresholdRecord:
         )
     for i, t in enumerate(thresholds):
         if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)):
-            raise ThresholdCacheError(f"thresholds file {path}: layer {i} threshold {t!r} is not a number or null; {hint}")
+            raise ThresholdCacheError(f"thresholds file {path}: layer {i} threshold {t!r} is not a number or null; "
+                                      f"{hint}")
     if len(data["calibration"]["r_per_layer"]) != encoder.num_layers:
         raise ThresholdCacheError(
             f"thresholds file {path}: calibration.r_per_layer has {len(data['calibration']['r_per_layer'])} entries "
@@ -390,7 +401,8 @@ def save_record(record: ThresholdRecord, path: str | os.PathLike, overwrite: boo
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                raise ThresholdCacheError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it") from None
+                raise ThresholdCacheError(
+                    f"{path} already exists; pass overwrite=True (--overwrite) to replace it") from None
             except OSError:
                 os.replace(tmp, path)  # file systems without hard links
             else:
@@ -457,7 +469,7 @@ class ThresholdCache:
         dataset: str | None,
         level: str | None = None,
         r: int | None = None,
-        schedule: str = "constant",
+        schedule: str = DEFAULT_SCHEDULE,
         path: str | os.PathLike | None = None,
         merge_order: str = DEFAULT_MERGE_ORDER,
     ) -> ThresholdRecord:
@@ -495,7 +507,7 @@ class ThresholdCache:
         raise ThresholdCacheError(
             f"no thresholds for encoder {encoder_id}, dataset {dataset}, schedule {schedule}, "
             f"{'level ' + level if level else 'r ' + str(r)}, merge_order {merge_order} in {searched}{note}. "
-            "Produce them with:\n  " + calibrate_command(encoder_id, dataset, level, r, schedule, merge_order)
+            "Produce them with:\n  " + _hint(calibrate_command(encoder_id, dataset, level, r, schedule, merge_order))
         )
 
 
@@ -508,25 +520,3 @@ def _matches(rec: ThresholdRecord, encoder_id: str, dataset: str, level, r, sche
     if level is not None:
         return rec.level == level
     return rec.level is None and rec.calibration.get("r") == r
-
-
-def side_by_side(records: Iterable[ThresholdRecord]) -> dict[str, Any]:
-    """Per-layer thresholds of several records in one table (for `thresholds compare`).
-
-    Returns ``{"columns": [record keys], "rows": [{"layer": i, <key>: value or None}, ...]}``;
-    records with fewer layers get None below their last layer.
-    """
-    records = list(records)
-    columns, seen = [], {}
-    for rec in records:
-        name = rec.key
-        seen[name] = seen.get(name, 0) + 1
-        columns.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
-    depth = max((len(r.thresholds) for r in records), default=0)
-    rows = []
-    for i in range(depth):
-        row: dict[str, Any] = {"layer": i}
-        for name, rec in zip(columns, records):
-            row[name] = rec.thresholds[i] if i < len(rec.thresholds) else None
-        rows.append(row)
-    return {"columns": columns, "rows": rows}

@@ -6,10 +6,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from dymu_eval.errors import AssetUnavailable  # noqa: E402
+from dymu_eval.errors import AssetUnavailable
 
 
 @pytest.fixture(autouse=True)

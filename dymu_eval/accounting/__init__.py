@@ -1,4 +1,4 @@
-"""Efficiency accounting (DESIGN §9): model shapes, analytic FLOPs per stage, token views, latency.
+"""Efficiency accounting (docs/plugin.md): model shapes, analytic FLOPs per stage, token views, latency.
 
 Torch-free except ``timing`` (which measures, on whatever device the model runs).
 """

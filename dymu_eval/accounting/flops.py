@@ -1,8 +1,10 @@
 """Analytic FLOPs per stage, from a model shape and the token counts a request ran with (no torch).
 
-Convention (DESIGN §9): **2 FLOPs per multiply-add**, matmuls only (projections, MLPs, patch
+Convention (docs/plugin.md, per-sample stats): **2 FLOPs per multiply-add**, matmuls only (projections, MLPs, patch
 embedding, LM head, attention products, the merge matcher's similarity); norms, activations,
 softmax and gathers are not counted, as ``torch.utils.flop_counter`` does not count them either.
+Biases are not counted (the counter's addmm and convolution formulas count the product only), so
+a model with biases (Qwen2's q/k/v, SigLIP's linears) has the same matmul FLOPs as one without.
 Attention is counted as the dense products over the entries actually attended (a causal kernel
 may skip the masked half; the counters and the papers count the full rectangle).
 
@@ -11,7 +13,9 @@ The DyMU paper's Table 1 uses another convention, reported separately and labell
 unique rows (two half-width einsums, 2·N_un²·D_h per head) instead of the expanded sequence.
 
 Figures are per request: the padding a batched run carries (shorter prompts, images that kept
-fewer tokens) is work the batch spends but no request needs, and is not counted.
+fewer tokens) is work the batch spends but no request needs, and is not counted. That includes
+an encoder call over several crops or frames that merge different amounts (LLaVA-OneVision's
+DToMe on the batch path pads each to the longest): each is counted at its own token counts.
 
 A method or family only supplies its counts: a :class:`LayerRun` per decoder layer (rows through
 the token-wise work, query and key entries attended) and the token count entering each encoder
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 
 from .shape import TransformerShape, VisionShape, VlmShape
 
-FLOPS_PER_MAC = 2  # DESIGN §9
+FLOPS_PER_MAC = 2  # the convention docs/plugin.md states
 PAPER_FLOPS_PER_MAC = 1  # fvcore, used by the DyMU paper's Table 1
 
 

@@ -23,9 +23,10 @@ from .flops import (
 )
 from .shape import VlmShape
 
-# Token definitions, in the words the tables use (DESIGN §9).
+# Token definitions, in the words the tables use (docs/plugin.md, per-sample stats).
 TOKEN_DEFINITIONS = {
-    "encoder_rows": "vision-tower output rows after merging, summed over the request's images (CLS included)",
+    "encoder_rows": "vision-tower output rows after merging or selection, summed over the request's images "
+                    "(CLS included)",
     "llm_rows": "distinct visual rows the LLM processes (the 'tokens' of DyMU and ToMe)",
     "virtual_positions": "visual positions the LLM attends over (VTU: the unmodified count)",
     "layer_avg_rows": "visual rows averaged over decoder layers (FastV's convention)",
@@ -48,6 +49,8 @@ class RequestCounts:
     head_rows: int = 1  # rows through the LM head at prefill
     fastv_k: int | None = None
     kept_visual: int | None = None
+    selected: list[int] | None = None  # rows per image a selection kept after the encoder (random, pool, VisionZip)
+    projector_rows: int | None = None  # rows through the projector when not the visual rows (OneVision: merged rows)
 
 
 def stage_flops(shape: VlmShape, c: RequestCounts) -> tuple[PerStage, list]:
@@ -61,7 +64,8 @@ def stage_flops(shape: VlmShape, c: RequestCounts) -> tuple[PerStage, list]:
     pre = prefill_flops(shape.llm, plan, c.head_rows, ranking)
     dec = decode_flops(shape.llm, [run.keys for run in plan], max(c.new_tokens - 1, 0))
     paper = sum(paper_qk_macs(shape.llm.heads, shape.llm.head_dim, run) for run in plan)
-    return PerStage(enc, projector_flops(shape, c.visual_rows), pre, dec, paper), plan
+    proj_rows = c.visual_rows if c.projector_rows is None else c.projector_rows
+    return PerStage(enc, projector_flops(shape, proj_rows), pre, dec, paper), plan
 
 
 def efficiency_fields(shape: VlmShape, c: RequestCounts, dtype_bytes: int) -> dict[str, Any]:
@@ -69,7 +73,7 @@ def efficiency_fields(shape: VlmShape, c: RequestCounts, dtype_bytes: int) -> di
     flops, plan = stage_flops(shape, c)
     kv_row = 2 * shape.llm.kv_width * dtype_bytes
     return {
-        "encoder_rows": sum(counts[-1] for counts in c.encoder_counts),
+        "encoder_rows": sum(c.selected) if c.selected is not None else sum(counts[-1] for counts in c.encoder_counts),
         "llm_rows": c.visual_rows,
         "virtual_positions": c.visual_positions if c.vtu else c.visual_rows,
         "layer_avg_rows": layer_averaged_rows(plan, c.text_rows),

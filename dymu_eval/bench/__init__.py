@@ -1,16 +1,18 @@
 """Benchmarks behind `dymu-eval bench <name>`.
 
 Every module in this package is one benchmark: it defines ``register(subparsers)``, which adds a
-sub-parser named after the benchmark and sets ``func=<callable(args) -> int>``. Modules are
-found automatically, so adding a benchmark means adding a module here and nothing else. Modules
-import heavy libraries inside their run function so that `dymu-eval --help` stays fast.
+sub-parser named after the benchmark and sets ``func=<callable(args) -> int>``. Adding a
+benchmark means adding a module here and its name to ``BENCHMARKS`` (subcommands register one
+way throughout the CLI: a static list). Modules import heavy libraries inside their run function
+so that `dymu-eval --help` stays fast.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
 from types import ModuleType
+
+BENCHMARKS = ("encoder", "language")
 
 
 def add_timing_options(p: argparse.ArgumentParser, repeats: int = 7) -> None:
@@ -23,12 +25,5 @@ def add_timing_options(p: argparse.ArgumentParser, repeats: int = 7) -> None:
 
 
 def available() -> dict[str, ModuleType]:
-    """name -> module of every benchmark in this package, sorted by name."""
-    found = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        if callable(getattr(module, "register", None)):
-            found[info.name] = module
-    return found
+    """name -> module of every benchmark in ``BENCHMARKS``."""
+    return {name: importlib.import_module(f"{__name__}.{name}") for name in BENCHMARKS}

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
-from ..vocabulary import LEVELS
+from ..vocabulary import DEFAULT_LEVEL, LEVELS
 from . import add_timing_options
+from ._timing import device_sync, interleaved
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", help="save_pretrained folder (default: the offline DINOv2-S weights)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--image-size", type=int, default=336)
-    p.add_argument("--level", default=LEVELS[0], choices=LEVELS)
+    p.add_argument("--level", default=DEFAULT_LEVEL, choices=LEVELS)
     add_timing_options(p)
     p.set_defaults(func=run)
 
@@ -36,14 +36,6 @@ def _photos_batch(n: int):
     photos = sample_photos()
     names = [COLOUR_PHOTOS[i % len(COLOUR_PHOTOS)] for i in range(n)]
     return names, [Image.open(photos[name]).convert("RGB") for name in names]
-
-
-def _timed(fn, sync) -> float:
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - start
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         model = dinov2_small(image_size=args.image_size).to(args.device)
     runner = VisionRunner.from_model(model)
     if hasattr(model, "vision_tower") or hasattr(getattr(model, "model", None), "vision_tower"):
-        raise ConfigError("--encoder: give a vision model folder; the plain forward is timed on the vision model itself")
+        raise ConfigError("--encoder: give a vision model folder; the plain forward is timed on the vision model "
+                          "itself")
     names, images = _photos_batch(args.batch_size)
     pixels, _ = ImageTransform.for_encoder(runner.family, args.image_size, args.encoder)(images)
     pixels = pixels.to(args.device)
@@ -79,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
     calib = BatchTopK(r_per_layer)
     runner(pixels, calib)
     dtome = Threshold(calib.thresholds, r_per_layer)
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
     def plain():
         with torch.no_grad():
@@ -105,14 +97,7 @@ def run(args: argparse.Namespace) -> int:
     flop_ratio = {"plain HF forward": 1.0, "runner, no merging": 1.0,
                   f"runner, DToMe-{args.level}": analytic(dtome) / full_flops}
     with torch.no_grad():
-        for _ in range(args.warmup):
-            for fn in variants.values():
-                fn()
-        times: dict[str, list[float]] = {k: [] for k in variants}
-        keys = list(variants)
-        for rep in range(args.repeats):
-            for k in keys[rep % len(keys):] + keys[: rep % len(keys)]:
-                times[k].append(_timed(variants[k], sync))
+        times = interleaved(variants, args.repeats, args.warmup, device_sync(args.device))
     base = statistics.median(times["plain HF forward"])
     rows = []
     print(

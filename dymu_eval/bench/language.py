@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from . import add_timing_options
+from ._timing import device_sync, interleaved
 
 SMOLLM2_SHAPE = {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
                      "intermediate_size": 1536, "vocab_size": 49152, "rope_parameters": {"rope_type": "default",
@@ -104,20 +105,8 @@ def _cache_bytes(cache) -> int:
                for layer in cache.layers)
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
-    from transformers import DynamicCache
-
+def _check(args: argparse.Namespace) -> None:
     from ..errors import ConfigError
-    from ..language import (
-        DecodeConfig,
-        FastV,
-        VirtualLayout,
-        generate,
-        prefill,
-        split_causal_lm,
-    )
-    from ..language.attention import use_dymu_attention
 
     for name in ("repeats", "image_tokens", "unique_image", "new_tokens", "fastv_k"):
         if getattr(args, name) <= 0:
@@ -126,18 +115,18 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--unique-image must be in 1..--image-tokens")
     if not 0 < args.fastv_keep <= 1:
         raise ConfigError("--fastv-keep must be in (0, 1]")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model, tok, label = _load(args)
-    model = model.to(args.device)
-    dec, head = split_causal_lm(model)
-    full, rows, layout, image, n_text = _request(model, tok, args)
-    full, rows, image = full.to(args.device), rows.to(args.device), image.to(args.device)
-    n_virtual = full.shape[1]
-    identity = VirtualLayout.identity([n_virtual])
+
+
+def _prefills(dec, head, full, rows, layout, image, args) -> dict:
+    """Prefill variants: the HF forward, the loop on the full sequence, VTU, w/o VTU, FastV.
+    The loop variants return their KV cache."""
+    from transformers import DynamicCache
+
+    from ..language import FastV, VirtualLayout, prefill
+    from ..language.attention import use_dymu_attention
+
+    identity = VirtualLayout.identity([full.shape[1]])
     consecutive = VirtualLayout.consecutive([rows.shape[1]])
-    fastv = FastV(args.fastv_k, 1.0 - args.fastv_keep, image)
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
     def hf_prefill():
         out = dec(inputs_embeds=full, use_cache=True)
@@ -152,17 +141,28 @@ def run(args: argparse.Namespace) -> int:
             return cache
         return fn
 
-    variants = {
+    return {
         "HF forward, full": hf_prefill,
         "loop, identity (full)": loop_prefill(full, identity),
         f"VTU, {args.unique_image} unique image rows": loop_prefill(rows, layout),
         "w/o VTU (unique rows only)": loop_prefill(rows, consecutive),
-        f"FastV K={args.fastv_k}, keep {args.fastv_keep:.0%}": loop_prefill(full, identity, fastv),
+        f"FastV K={args.fastv_k}, keep {args.fastv_keep:.0%}": loop_prefill(
+            full, identity, FastV(args.fastv_k, 1.0 - args.fastv_keep, image)),
     }
+
+
+def _decoders(dec, head, full, rows, layout, args, sync) -> dict:
+    """Decode variants, each returning seconds per token after the first: HF with its own cache,
+    the loop on the full sequence, VTU."""
+    import torch
+    from transformers import DynamicCache
+
+    from ..language import DecodeConfig, VirtualLayout, generate
+
     decode_cfg = DecodeConfig(max_new_tokens=args.new_tokens)
+    n_virtual = full.shape[1]
 
     def hf_decode():
-        """The unmodified model's greedy decoding with its own cache; seconds per token after the first."""
         cache = DynamicCache(config=dec.config)
         out = dec(inputs_embeds=full, cache=cache, use_cache=True)
         ids = head(out.last_hidden_state[:, -1]).argmax(-1)
@@ -182,39 +182,54 @@ def run(args: argparse.Namespace) -> int:
             return out.timings[0].decode_ms / 1000 / max(out.timings[0].new_tokens - 1, 1)
         return fn
 
-    decoders = {
+    return {
         "HF decode, full": hf_decode,
-        "loop, identity (full)": loop_decode(full, identity),
+        "loop, identity (full)": loop_decode(full, VirtualLayout.identity([n_virtual])),
         f"VTU, {args.unique_image} unique image rows": loop_decode(rows, layout),
     }
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    per_token: dict[str, list[float]] = {k: [] for k in decoders}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..language import split_causal_lm
+
+    _check(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tok, label = _load(args)
+    model = model.to(args.device)
+    dec, head = split_causal_lm(model)
+    full, rows, layout, image, n_text = _request(model, tok, args)
+    full, rows, image = full.to(args.device), rows.to(args.device), image.to(args.device)
+    sync = device_sync(args.device)
+    variants = _prefills(dec, head, full, rows, layout, image, args)
+    decoders = _decoders(dec, head, full, rows, layout, args, sync)
     with torch.no_grad():
-        for _ in range(args.warmup):
-            for fn in [*variants.values(), *decoders.values()]:
-                fn()
-        keys, dkeys = list(variants), list(decoders)
-        for rep in range(args.repeats):
-            for k in keys[rep % len(keys):] + keys[: rep % len(keys)]:
-                sync()
-                start = time.perf_counter()
-                variants[k]()
-                sync()
-                times[k].append(time.perf_counter() - start)
-            for k in dkeys[rep % len(dkeys):] + dkeys[: rep % len(dkeys)]:
-                per_token[k].append(decoders[k]())
-        full_cache = _cache_bytes(variants["loop, identity (full)"]())
-        vtu_cache = _cache_bytes(variants[f"VTU, {args.unique_image} unique image rows"]())
+        times = interleaved(variants, args.repeats, args.warmup, sync)
+        per_token = interleaved(decoders, args.repeats, args.warmup, sync, measure=lambda fn: fn())
+        caches = {"full": _cache_bytes(variants["loop, identity (full)"]()),
+                  "vtu": _cache_bytes(variants[f"VTU, {args.unique_image} unique image rows"]())}
+    flop_ratio = _flop_ratios(model.config, list(variants), n_text, args, rows.shape[1] - n_text)
+    _report(args, label, times, per_token, caches, flop_ratio, full.shape[1], rows.shape[1], n_text)
+    return 0
+
+
+def _report(args, label: str, times: dict, per_token: dict, caches: dict, flop_ratio: dict, n_virtual: int,
+            n_unique: int, n_text: int) -> None:
+    """The tables on stdout and, with --json, the numbers in a file."""
+    import torch
+
+    keys, dkeys = list(times), list(per_token)
     base = statistics.median(times["HF forward, full"])
     loop_base = statistics.median(times["loop, identity (full)"])
-    flop_ratio = _flop_ratios(model.config, keys, n_text, args, rows.shape[1] - n_text)
     print(f"language bench: {label}, {n_virtual} virtual tokens ({args.image_tokens} image + {n_text} text), "
           f"device {args.device}, threads {torch.get_num_threads()}, {args.repeats} interleaved repeats (median)")
     print("vs HF / vs loop = time ratios; FLOP ratio = analytic prefill FLOPs / the full sequence's (2 per "
           "multiply-add), the floor the time ratio is chasing")
     print(f"{'prefill variant':36s} {'median ms':>10s} {'min ms':>9s} {'vs HF':>7s} {'vs loop':>8s} "
           f"{'FLOP ratio':>10s} {'rows':>6s}")
-    rows_of = {keys[0]: n_virtual, keys[1]: n_virtual, keys[2]: rows.shape[1], keys[3]: rows.shape[1],
+    rows_of = {keys[0]: n_virtual, keys[1]: n_virtual, keys[2]: n_unique, keys[3]: n_unique,
                keys[4]: f"{n_virtual}->{n_text + round(args.image_tokens * args.fastv_keep)}"}
     results = []
     for k in keys:
@@ -224,21 +239,22 @@ def run(args: argparse.Namespace) -> int:
                         "rows": str(rows_of[k])})
         print(f"{k:36s} {1000 * med:10.1f} {1000 * min(times[k]):9.1f} {med / base:7.3f} {med / loop_base:8.3f} "
               f"{flop_ratio[k]:10.3f} {rows_of[k]!s:>6s}")
-    ratio_rows = rows.shape[1] / n_virtual
+    full_cache, vtu_cache = caches["full"], caches["vtu"]
+    ratio_rows = n_unique / n_virtual
     print(f"KV cache bytes: VTU {vtu_cache} / full {full_cache} = {vtu_cache / full_cache:.4f} "
-          f"(unique/virtual length {rows.shape[1]}/{n_virtual} = {ratio_rows:.4f})")
+          f"(unique/virtual length {n_unique}/{n_virtual} = {ratio_rows:.4f})")
     tok = {k: statistics.median(v) for k, v in per_token.items()}
     tok_hf, tok_full, tok_vtu = (tok[k] for k in dkeys)
-    print(f"decode per token ({args.new_tokens} tokens): HF {1000 * tok_hf:.2f} ms, loop full {1000 * tok_full:.2f} ms, "
-          f"VTU {1000 * tok_vtu:.2f} ms; VTU/HF {tok_vtu / tok_hf:.3f}, VTU/loop full {tok_vtu / tok_full:.3f} "
+    print(f"decode per token ({args.new_tokens} tokens): HF {1000 * tok_hf:.2f} ms, "
+          f"loop full {1000 * tok_full:.2f} ms, VTU {1000 * tok_vtu:.2f} ms; "
+          f"VTU/HF {tok_vtu / tok_hf:.3f}, VTU/loop full {tok_vtu / tok_full:.3f} "
           "(FLOP ratio 1.000: VTU decodes over the full virtual length)")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({
             "model": label, "device": args.device, "threads": torch.get_num_threads(), "repeats": args.repeats,
-            "virtual_tokens": n_virtual, "unique_rows": rows.shape[1], "prefill": results,
+            "virtual_tokens": n_virtual, "unique_rows": n_unique, "prefill": results,
             "kv_cache_bytes": {"full": full_cache, "vtu": vtu_cache, "ratio": vtu_cache / full_cache,
                                "unique_over_virtual": ratio_rows},
             "decode_ms_per_token": {"hf_full": 1000 * tok_hf, "loop_full": 1000 * tok_full, "vtu": 1000 * tok_vtu,
                                     "ratio_vs_hf": tok_vtu / tok_hf, "ratio_vs_loop": tok_vtu / tok_full},
         }, indent=2) + "\n")
-    return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..vocabulary import (
+    DEFAULT_LEVEL,
     DEFAULT_MERGE_ORDER,
     DEFAULT_SCHEDULE,
     DTYPES,
@@ -33,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--encoder", required=True, help="vision model or LLaVA folder (only its vision tower is loaded), or hub id")
+    p.add_argument("--encoder", required=True,
+                   help="vision model or LLaVA folder (only its vision tower is loaded), or hub id")
     p.add_argument("--encoder-name", help="name stored in the file and used by lookups (default: from --encoder)")
     p.add_argument("--dataset", required=True, help="calibration dataset name, e.g. llava_instruct, pixmo_cap")
     src = p.add_mutually_exclusive_group(required=True)
@@ -87,7 +89,9 @@ def _image_source(args: argparse.Namespace):
             raise ConfigError("--hf-dataset needs --image-column (the column holding the images)")
         return images.HFDatasetImages(args.hf_dataset, args.image_column, split=args.split, name=args.dataset,
                                       image_root=args.image_root)
-    return images.OfflineImages(name=args.dataset)
+    from ..offline.photos import OfflineImages
+
+    return OfflineImages(name=args.dataset)
 
 
 def encoder_display_name(encoder: str) -> str:
@@ -122,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--r must be >= 0, got {args.r}")
     level = args.level if args.r is None else None
     if args.r is None and level is None:
-        level = LEVELS[0]
+        level = DEFAULT_LEVEL
     created_group = _maybe_init_distributed()
     try:
         rank = int(os.environ.get("RANK", "0"))
@@ -142,14 +146,11 @@ def run(args: argparse.Namespace) -> int:
         r = args.r if args.r is not None else runner.r_for_level(level)
         r_per_layer = merges_per_layer(r, runner.num_layers, args.schedule)
         settings = CalibrationSettings(
-            schedule=args.schedule, level=level, r=r, seed=args.seed,
-            preprocess=preprocess.describe(), merge_order=args.merge_order, call=args.encoder_call,
+            batch_size=args.batch_size, num_images=args.num_images, schedule=args.schedule, level=level, r=r,
+            seed=args.seed, skip_bad=args.skip_bad, stats_images=args.stats_images, workers=args.workers,
+            progress=not args.no_progress, merge_order=args.merge_order, call=args.encoder_call,
         )
-        record = calibrate(
-            runner, source, r_per_layer, args.batch_size, args.num_images,
-            preprocess=preprocess, encoder_name=name, settings=settings, skip_bad=args.skip_bad,
-            stats_images=args.stats_images, workers=args.workers, progress=not args.no_progress,
-        )
+        record = calibrate(runner, source, r_per_layer, settings, preprocess=preprocess, encoder_name=name)
         if rank == 0:
             path = cache.save(record, out, overwrite=args.overwrite)
             _report(record, path, source)

@@ -2,7 +2,9 @@
 
 Prints the DyMU paper's Table 1 in its own convention (fvcore, 1 per multiply-add, query-key
 products of one layer over the image tokens, exact-VTU kernel on unique rows), then FLOPs per
-stage for a LLaVA-shaped request in this project's convention (2 per multiply-add, DESIGN §9).
+stage for a LLaVA-shaped request in this project's convention (2 per multiply-add, docs/plugin.md).
+Any LLaVA-style shape works (LLaVA-1.5: CLIP + Llama; LLaVA-OneVision: SigLIP + Qwen2, whose
+several AnyRes crops or video frames are ``--crops`` and whose stock positions are ``--virtual``).
 """
 from __future__ import annotations
 
@@ -29,8 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a shipped shape (llava-1.5-7b, llava-onevision-qwen2-7b) or a checkpoint folder / config.json")
     p.add_argument("--unique", type=_ints, default=[89, 195, 394],
                    help="unique visual rows per setting (default: DyMU low/mid/high means, the paper's Table 1)")
-    p.add_argument("--virtual", type=int, help="visual positions of the unreduced model (default: the encoder's "
-                   "patch count, 576 for LLaVA-1.5)")
+    p.add_argument("--crops", type=int, default=1, help="crops or frames the encoder runs on (LLaVA-OneVision: "
+                   "the AnyRes base crop and grid crops, or a video's frames; default 1)")
+    p.add_argument("--virtual", type=int, help="visual positions of the unreduced model (default: crops x the "
+                   "encoder's patch count, 576 for LLaVA-1.5; give OneVision's AnyRes or pooled-video count here)")
     p.add_argument("--text", type=int, default=40, help="text tokens of the request (stage table)")
     p.add_argument("--new-tokens", type=int, default=1, help="generated tokens (stage table)")
     p.add_argument("--tome-r", type=_ints, default=[], help="also ToMe rows with these merges per layer")
@@ -55,26 +59,28 @@ def table1(shape, unique: list[int], virtual: int) -> list[dict]:
 def stage_rows(shape, args, virtual: int) -> list[dict]:
     from ..accounting import RequestCounts, stage_flops, tome_counts, unmerged_counts
 
-    layers = shape.layers_run
-    full_enc = unmerged_counts(shape.vision, layers)
-    no_match = [False] * layers
-    settings = [("baseline", RequestCounts(args.text, virtual, virtual, True, [full_enc], [no_match],
-                                           args.new_tokens))]
+    layers, crops = shape.layers_run, args.crops
+    full_enc = [unmerged_counts(shape.vision, layers)] * crops
+    no_match = [[False] * layers] * crops
+    patches = crops * shape.vision.patches  # the projector runs on every crop's rows (OneVision: before any mixing)
+    settings = [("baseline", RequestCounts(args.text, virtual, virtual, True, full_enc, no_match, args.new_tokens,
+                                           projector_rows=patches))]
     for n in args.unique:
         # DyMU's encoder trajectory depends on the image; the stage table counts the LLM side only
         settings.append((f"VTU, {n} unique rows", RequestCounts(args.text, n, virtual, True, [], [], args.new_tokens)))
     for r in args.tome_r:
         per_layer = [r] * layers  # ToMe's constant schedule
         counts = tome_counts(shape.vision, per_layer)
-        n = counts[-1] - int(shape.vision.has_cls)
-        settings.append((f"ToMe r={r} (w/o VTU)", RequestCounts(args.text, n, virtual, False, [counts],
-                                                               [[v > 0 for v in per_layer]], args.new_tokens)))
+        n = crops * (counts[-1] - int(shape.vision.has_cls))
+        settings.append((f"ToMe r={r} (w/o VTU)", RequestCounts(args.text, n, virtual, False, [counts] * crops,
+                                                               [[v > 0 for v in per_layer]] * crops,
+                                                               args.new_tokens)))
     if args.fastv:
         k, ratio = args.fastv.split(":")
         kept = int(virtual * (1 - float(ratio)) + 0.5)
-        settings.append((f"FastV K={k} R={ratio}", RequestCounts(args.text, virtual, virtual, True, [full_enc],
-                                                                 [no_match], args.new_tokens, fastv_k=int(k),
-                                                                 kept_visual=kept)))
+        settings.append((f"FastV K={k} R={ratio}", RequestCounts(args.text, virtual, virtual, True, full_enc,
+                                                                 no_match, args.new_tokens, fastv_k=int(k),
+                                                                 kept_visual=kept, projector_rows=patches)))
     out = []
     for name, counts in settings:
         flops, _ = stage_flops(shape, counts)
@@ -90,8 +96,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.text < 0 or args.new_tokens < 0:
         raise ConfigError("--text and --new-tokens must not be negative")
+    if args.crops < 1:
+        raise ConfigError(f"--crops {args.crops}: the encoder runs on at least one crop")
     shape = load_shape(args.model)
-    virtual = args.virtual or shape.vision.patches
+    virtual = args.virtual or args.crops * shape.vision.patches
     t1 = table1(shape, args.unique, virtual)
     print(f"Attention cost, the DyMU paper's Table 1 convention: fvcore MFLOPs (1 per multiply-add), query-key "
           f"products only, one layer, batch 1, image tokens only; {shape.llm.heads} heads x {shape.llm.head_dim} "
@@ -103,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
               f"{row['mflops_exact']:10.2f}")
     stages = stage_rows(shape, args, virtual)
     print()
-    print(f"FLOPs per stage (2 per multiply-add, GFLOPs), {args.text} text tokens, {virtual} image positions, "
+    print(f"FLOPs per stage (2 per multiply-add, GFLOPs), {args.text} text tokens, {args.crops} crop(s) or frame(s) "
+          f"through the encoder, {virtual} image positions, "
           f"{args.new_tokens} generated token(s); prefill attention over the entries actually attended")
     print(f"{'setting':26s} {'encoder':>9s} {'projector':>10s} {'prefill':>9s} {'(attn)':>8s} {'decode':>8s} "
           f"{'prefill %':>9s}")

@@ -1,19 +1,16 @@
-"""`dymu-eval thresholds list|show`: what the threshold cache holds.
+"""`dymu-eval thresholds list|show|compare`: what the threshold cache holds.
 
 Searched folders, in lookup order: the repository's ``thresholds/``, then the user cache
-(``<user cache>/thresholds``). Further sub-commands register themselves from a module
-``dymu_eval.commands.thresholds_<name>`` that defines ``register(subparsers)`` (e.g. compare,
-built on :func:`dymu_eval.thresholds.side_by_side`).
+(``<user cache>/thresholds``). ``compare`` lives in :mod:`dymu_eval.commands.thresholds_compare`.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import pkgutil
 from pathlib import Path
 
 from ..errors import ThresholdCacheError
+from . import thresholds_compare
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,19 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp = tsub.add_parser("show", help="the full contents of one threshold file")
     sp.add_argument("entry", help="a file path or a cache key (the file name without .json)")
     sp.add_argument("--dir", action="append", help="search this folder instead (repeatable)")
-    sp.add_argument("--json", action="store_true", help="print the file's JSON")
+    sp.add_argument("--raw", action="store_true", help="print the file's JSON as stored")
     sp.set_defaults(func=run_show)
-    for extra in _extra_actions():
-        importlib.import_module(extra).register(tsub)
-
-
-def _extra_actions() -> list[str]:
-    from .. import commands
-
-    return sorted(
-        f"{commands.__name__}.{m.name}" for m in pkgutil.iter_modules(commands.__path__)
-        if m.name.startswith("thresholds_")
-    )
+    thresholds_compare.register(tsub)
 
 
 def _cache(dirs: list[str] | None):
@@ -94,7 +81,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     rec = resolve_entry(args.entry, args.dir)
-    if args.json:
+    if args.raw:
         print(rec.dumps(), end="")
         return 0
     enc, ds, cal = rec.encoder, rec.dataset, rec.calibration

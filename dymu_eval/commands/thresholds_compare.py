@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import ConfigError
 from ..vocabulary import DEFAULT_SCHEDULE, LEVELS, SCHEDULES
 
 
@@ -14,7 +15,8 @@ def register(tsub: argparse._SubParsersAction) -> None:
         description="Looks up one cache entry per dataset for the encoder; with --images also counts the visual "
                     "tokens each set of thresholds gives on those images (runs the encoder).",
     )
-    p.add_argument("--encoder", required=True, help="encoder name or alias as stored in the cache (e.g. a LLaVA id)")
+    p.add_argument("--encoder", help="vision model or LLaVA weights (folder or hub id), needed for --images")
+    p.add_argument("--encoder-name", help="name the entries are filed under in the cache (default: from --encoder)")
     p.add_argument("--datasets", required=True, help="comma list, e.g. llava_instruct,pixmo_cap")
     amount = p.add_mutually_exclusive_group()
     amount.add_argument("--level", choices=LEVELS, help="default mid")
@@ -22,7 +24,6 @@ def register(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--schedule", default=DEFAULT_SCHEDULE, choices=SCHEDULES)
     p.add_argument("--dir", action="append", help="search this cache folder instead (repeatable)")
     p.add_argument("--images", help="evaluation image folder: count tokens under each set of thresholds")
-    p.add_argument("--model", help="weights to run for --images (folder or hub id; default: --encoder)")
     p.add_argument("--num-images", type=int, help="use the first N evaluation images")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
@@ -31,12 +32,56 @@ def register(tsub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..report.threshold_compare import compare, format_text
+def compare(encoder_name: str, datasets: list[str], level: str | None = None, r: int | None = None,
+            schedule: str = DEFAULT_SCHEDULE, dirs: list[str] | None = None, images: str | None = None,
+            encoder: str | None = None, num_images: int | None = None, batch_size: int = 16,
+            device: str = "cpu", out: str | None = None, progress: bool = True):
+    """Everything the command shows: the cache entries side by side and, with ``images``, the token
+    counts each gives on them with the ``encoder`` weights; tables and plot under ``out``."""
+    from ..report.threshold_compare import Comparison, load_records, threshold_table, write
 
+    records = load_records(encoder_name, datasets, level, r, schedule, dirs)
+    comp = Comparison(datasets=datasets, thresholds=threshold_table(records, datasets))
+    if images:
+        comp.tokens, comp.images = _count(encoder or encoder_name, records, datasets, images, num_images,
+                                          batch_size, device, progress)
+    if out:
+        write(comp, out, f"{encoder_name}: {' vs '.join(datasets)}")
+    return comp
+
+
+def _count(encoder: str, records: list, datasets: list[str], images: str, num_images: int | None,
+           batch_size: int, device: str, progress: bool) -> tuple[dict[str, list[int]], list[str]]:
+    import torch
+
+    from ..images import FolderImages
+    from ..vision.count import count_tokens
+    from ..vision.loading import load_runner
+    from ..vision.preprocess import preprocess_for
+
+    runner = load_runner(encoder, dtype=torch.float32, device=device)
+    source = FolderImages(images, name="evaluation")
+    if num_images:
+        source = source.head(num_images)
+    for rec in records:
+        rec.validate_for(runner.model)
+    policies = {ds: rec.policy(runner.default_layers_run) for ds, rec in zip(datasets, records)}
+    counts = count_tokens(runner, source, policies, preprocess_for(encoder, runner), batch_size, progress)
+    return counts, [source.label(i) for i in range(len(source))]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..report.threshold_compare import format_text
+    from .calibrate import encoder_display_name
+
+    if not (args.encoder or args.encoder_name):
+        raise ConfigError("give --encoder (weights) or --encoder-name (the name in the cache)")
+    if args.images and not args.encoder:
+        raise ConfigError("--images needs --encoder: the weights to count tokens with")
+    name = args.encoder_name or encoder_display_name(args.encoder)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    comp = compare(args.encoder, datasets, level=args.level, r=args.r, schedule=args.schedule, dirs=args.dir,
-                   images=args.images, model_path=args.model, num_images=args.num_images,
+    comp = compare(name, datasets, level=args.level, r=args.r, schedule=args.schedule, dirs=args.dir,
+                   images=args.images, encoder=args.encoder, num_images=args.num_images,
                    batch_size=args.batch_size, device=args.device, out=args.out, progress=not args.no_progress)
     print(format_text(comp))
     for path in comp.written:

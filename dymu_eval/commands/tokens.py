@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         images = [source.load(i) for i in batch]
         pixels, crops = transform(images)
         out = runner(pixels, policy)
+        visual_counts = out.visual_counts()
         for j, i in enumerate(batch):
             total = out.num_tokens(j)
             entry = {
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
                 "height": images[j].height,
                 "tokens_per_layer": out.counts[j].tolist(),
                 "final_tokens": total,
-                "visual_tokens": total - int(runner.has_cls),
+                "visual_tokens": visual_counts[j],
                 "patches": grid[0] * grid[1],
             }
             if maps_dir:

@@ -127,7 +127,8 @@ def fetch_one(item: Item, out_dir: Path, timeout: float = 15.0, retries: int = 3
     return outcome
 
 
-def fetch_all(items: list[Item], out_dir: Path, workers: int = 8, progress: bool = True, **kwargs: float) -> list[Outcome]:
+def fetch_all(items: list[Item], out_dir: Path, workers: int = 8, progress: bool = True,
+              **kwargs: float) -> list[Outcome]:
     """Fetch every item with a thread pool; outcomes are returned in the order of ``items``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [i.name for i in items]

@@ -103,7 +103,8 @@ class Side:
         return Side(torch.cat([self.index, new_index], 1), torch.cat([self.weight, new_weight], 1),
                     torch.cat([self.positions, positions[:, None]], 1),
                     torch.cat([self.valid, torch.ones(b, 1, dtype=torch.bool, device=dev)], 1),
-                    torch.cat([self.cos, cos], 2), torch.cat([self.sin, sin], 2), self.n_rows + 1, self.identity, _unit=self._unit)
+                    torch.cat([self.cos, cos], 2), torch.cat([self.sin, sin], 2), self.n_rows + 1, self.identity,
+                    _unit=self._unit)
 
     @classmethod
     def single(cls, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> Side:

@@ -12,6 +12,15 @@ MODELS = {
     "dymu_llava": ("DymuLlava", "DymuLlavaChat"),
     "tome_llava": ("TomeLlava", "TomeLlavaChat"),
     "fastv_llava": ("FastvLlava", "FastvLlavaChat"),
+    "random_llava": ("RandomLlava", "RandomLlavaChat"),
+    "pool_llava": ("PoolLlava", "PoolLlavaChat"),
+    "visionzip_llava": ("VisionzipLlava", "VisionzipLlavaChat"),
+    "dymu_llava_onevision": ("DymuLlavaOnevision", "DymuLlavaOnevisionChat"),
+    "tome_llava_onevision": ("TomeLlavaOnevision", "TomeLlavaOnevisionChat"),
+    "fastv_llava_onevision": ("FastvLlavaOnevision", "FastvLlavaOnevisionChat"),
+    "random_llava_onevision": ("RandomLlavaOnevision", "RandomLlavaOnevisionChat"),
+    "pool_llava_onevision": ("PoolLlavaOnevision", "PoolLlavaOnevisionChat"),
+    "visionzip_llava_onevision": ("VisionzipLlavaOnevision", "VisionzipLlavaOnevisionChat"),
 }
 
 

@@ -1,4 +1,7 @@
-"""lmms-eval model classes: ``dymu_llava`` (simple and chat), ``tome_llava``, ``fastv_llava``.
+"""lmms-eval model classes: ``dymu_llava`` (simple and chat), ``tome_llava``, ``fastv_llava``,
+``random_llava``, ``pool_llava``, ``visionzip_llava``, and the LLaVA-OneVision peers
+``dymu_llava_onevision``, ``tome_llava_onevision``, ``fastv_llava_onevision``, ``random_llava_onevision``,
+``pool_llava_onevision``, ``visionzip_llava_onevision``.
 
 Thin adapters: they parse model_args, load the LLaVA family module with the asked reduction,
 turn lmms-eval requests into prompts and images, and write one stats row per request. All
@@ -20,9 +23,17 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..language import DecodeConfig
-from ..vlm import llava
+from ..vlm import llava, llava_onevision
+from ..vlm.reduction import (
+    Reduction,
+    dymu_reduction,
+    fastv_reduction,
+    pool_reduction,
+    random_reduction,
+    tome_reduction,
+    visionzip_reduction,
+)
 from ..vocabulary import BASELINE, CUSTOM_LEVEL
-from ..vlm.reduction import Reduction, dymu_reduction, fastv_reduction, tome_reduction
 from .args import ModelArgs, parse_model_args
 from .stats import StatsWriter, new_run_stamp, stats_dir, throughput_metrics
 
@@ -44,7 +55,8 @@ def _device_map(args: ModelArgs, accelerator: Accelerator) -> str:
     return wanted
 
 
-def _reduction(args: ModelArgs, pipe: llava.LlavaPipeline) -> Reduction:
+def _reduction(args: ModelArgs, pipe: llava.LlavaPipeline, call: str) -> Reduction:
+    """The asked reduction for ``pipe``; ``call`` is how its family calls the encoder (merge.Threshold)."""
     pipe_model, runner = pipe.model, pipe.runner
     if args.method == BASELINE:
         return Reduction()
@@ -53,9 +65,15 @@ def _reduction(args: ModelArgs, pipe: llava.LlavaPipeline) -> Reduction:
         return tome_reduction(runner, args.r, level, args.schedule, args.vtu, args.merge_order)
     if args.method == "fastv":
         return fastv_reduction(args.fastv_k, args.fastv_ratio, len(pipe.decoder.layers))
+    if args.method == "random":
+        return random_reduction(runner, args.keep, args.seed)
+    if args.method == "pool":
+        return pool_reduction(runner, args.pool_factor, args.vtu)
+    if args.method == "visionzip":
+        return visionzip_reduction(runner, args.dominant, args.contextual, args.vtu)
     names = [args.pretrained, runner.encoder_key]
     return dymu_reduction(pipe_model, runner, names, args.thresholds, args.level, args.r, args.schedule, args.vtu,
-                          merge_order=args.merge_order, call=llava.ENCODER_CALL)
+                          merge_order=args.merge_order, call=call)
 
 
 def _decode_config(gen_kwargs: dict[str, Any], tokenizer, eos_ids: list[int]) -> DecodeConfig:
@@ -85,20 +103,20 @@ def _decode_config(gen_kwargs: dict[str, Any], tokenizer, eos_ids: list[int]) ->
 
 
 class DymuLlava(lmms):
-    """LLaVA-1.5 with DyMU / ToMe / FastV / no reduction (simple API: generate_until, loglikelihood)."""
+    """LLaVA-1.5 with DyMU / ToMe / FastV / random / pool / VisionZip / no reduction (simple API:
+    generate_until, loglikelihood)."""
 
     is_simple = True
     MODEL_ID = "dymu_llava"  # its default model_args: vocabulary.MODEL_DEFAULTS
+    ENCODER_CALL = llava.ENCODER_CALL
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
         self.args = parse_model_args(kwargs, self.MODEL_ID)
         accelerator = Accelerator()
         device_map = _device_map(self.args, accelerator)
-        model, processor = llava.load_llava(self.args.pretrained, device_map, self.args.dtype,
-                                            self.args.attn_implementation)
-        self.pipe = llava.LlavaPipeline(model, processor)
-        self.pipe.reduction = _reduction(self.args, self.pipe)
+        self.pipe = self._load_pipe(device_map)
+        self.pipe.reduction = _reduction(self.args, self.pipe, self.ENCODER_CALL)
         self.accelerator = accelerator
         # lmms-eval shards by the launcher's RANK/WORLD_SIZE (an Accelerator on CPU may not see them)
         self._rank = int(os.environ.get("RANK", accelerator.process_index))
@@ -113,10 +131,21 @@ class DymuLlava(lmms):
             "model": self.MODEL_ID, "method": self.args.method, "level": self.args.level, "r": self.args.r,
             "thresholds": red.thresholds_key or self.args.thresholds, "schedule": self.args.schedule,
             "merge_order": self.args.merge_order,
-            "vtu": red.vtu, "fastv_k": red.fastv_k, "fastv_ratio": red.fastv_ratio, "pretrained": self.args.pretrained,
+            "vtu": red.vtu, "fastv_k": red.fastv_k, "fastv_ratio": red.fastv_ratio, "keep": self.args.keep,
+            "seed": self.args.seed, "pool_factor": self.args.pool_factor, "dominant": self.args.dominant,
+            "contextual": self.args.contextual, "pretrained": self.args.pretrained,
+            **self._family_constants(),
         })
         if self._rank == 0:
             logger.info(f"dymu-eval: {self.MODEL_ID} {self.args.to_dict()}; per-sample stats -> {self.stats.path}")
+
+    def _load_pipe(self, device_map: str):
+        model, processor = llava.load_llava(self.args.pretrained, device_map, self.args.dtype,
+                                            self.args.attn_implementation)
+        return llava.LlavaPipeline(model, processor)
+
+    def _family_constants(self) -> dict[str, Any]:
+        return {}
 
     # -- properties lmms-eval reads ---------------------------------------------------------
     @property
@@ -281,3 +310,149 @@ class FastvLlava(DymuLlava):
 
 class FastvLlavaChat(DymuLlavaChat):
     MODEL_ID = "fastv_llava"
+
+
+class RandomLlava(DymuLlava):
+    MODEL_ID = "random_llava"
+
+
+class RandomLlavaChat(DymuLlavaChat):
+    MODEL_ID = "random_llava"
+
+
+class PoolLlava(DymuLlava):
+    MODEL_ID = "pool_llava"
+
+
+class PoolLlavaChat(DymuLlavaChat):
+    MODEL_ID = "pool_llava"
+
+
+class VisionzipLlava(DymuLlava):
+    MODEL_ID = "visionzip_llava"
+
+
+class VisionzipLlavaChat(DymuLlavaChat):
+    MODEL_ID = "visionzip_llava"
+
+
+# ------------------------------------------------------------------------------------- LLaVA-OneVision
+class DymuLlavaOnevision(DymuLlava):
+    """LLaVA-OneVision (AnyRes images, several images, video) with DyMU / ToMe / FastV / no reduction."""
+
+    MODEL_ID = "dymu_llava_onevision"
+    ENCODER_CALL = llava_onevision.ENCODER_CALL
+
+    def _load_pipe(self, device_map: str):
+        model, processor = llava_onevision.load_onevision(self.args.pretrained, device_map, self.args.dtype,
+                                                          self.args.attn_implementation)
+        pipe = llava_onevision.OnevisionPipeline(model, processor)
+        pipe.layout, pipe.multi_image = self.args.layout, self.args.multi_image
+        return pipe
+
+    def _family_constants(self) -> dict[str, Any]:
+        return {"max_frames_num": self.args.max_frames_num, "layout": self.args.layout,
+                "multi_image": self.args.multi_image}
+
+    def _media(self, visuals, task: str, doc_id: int) -> tuple[list, list]:
+        """Images (PIL) and videos (paths, sampled like llava_hf) of one doc."""
+        from PIL import Image
+
+        images, videos = [], []
+        for v in visuals or []:
+            if isinstance(v, Image.Image):
+                images.append(v.convert("RGB"))
+            elif isinstance(v, str):
+                videos.append(llava_onevision.load_video(v, self.args.max_frames_num, name=f"{task} doc {doc_id}"))
+            else:
+                raise ConfigError(f"{task} doc {doc_id}: unsupported visual {type(v).__name__} "
+                                  "(images and video file paths are supported)")
+        return images, videos
+
+    def _request(self, context: str, dtv, doc_id: int, task: str, split: str, continuation: str | None = None):
+        visuals = dtv(self._doc(task, split, doc_id)) if dtv is not None else []
+        images, videos = self._media(visuals, task, doc_id)
+        text, full = llava_onevision.simple_prompt(self.tokenizer, context, len(images), len(videos), continuation)
+        return llava_onevision.Request(text, images, videos, name=f"{task} doc {doc_id}"), full
+
+    def _chunk_requests(self, chunk):
+        reqs = [self._request(ctx, dtv, doc_id, task, split)[0] for ctx, _, dtv, doc_id, task, split in chunk]
+        return reqs, [(task, doc_id) for *_, doc_id, task, _ in chunk], chunk[0][1]
+
+    def _loglikelihood_chunk(self, chunk) -> list[GenerationResult]:
+        reqs, fulls, metas = [], [], []
+        for context, doc_to_target, doc_to_visual, doc_id, task, split in chunk:
+            doc = self._doc(task, split, doc_id)
+            continuation = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(doc)
+            req, full = self._request(context, doc_to_visual, doc_id, task, split, continuation)
+            reqs.append(req)
+            fulls.append(full)
+            metas.append((task, doc_id))
+        scores, stats = llava.loglikelihood(self.pipe, reqs, fulls)
+        self._record(metas, stats, "loglikelihood")
+        return [GenerationResult((-logp, greedy)) for logp, greedy in scores]
+
+
+class DymuLlavaOnevisionChat(DymuLlavaOnevision):
+    """Chat variant: prompts from the processor's chat template over lmms-eval messages."""
+
+    is_simple = False
+    _collator = DymuLlavaChat._collator
+
+    def _chunk_requests(self, chunk):
+        from lmms_eval.protocol import ChatMessages
+
+        reqs, metas = [], []
+        for _, dtm, _, doc_id, task, split in chunk:
+            messages = ChatMessages(messages=dtm(self._doc(task, split, doc_id)))
+            images, videos, audios = messages.extract_media()
+            if audios:
+                raise ConfigError(f"{task} doc {doc_id}: audio inputs are not supported")
+            images, videos = self._media(list(images) + list(videos), task, doc_id)
+            text = llava.chat_prompt(self.pipe.processor, messages.model_dump()["messages"])
+            reqs.append(llava_onevision.Request(text, images, videos, name=f"{task} doc {doc_id}"))
+            metas.append((task, doc_id))
+        return reqs, metas, chunk[0][2]
+
+    def loglikelihood(self, requests):
+        raise NotImplementedError(f"{self.MODEL_ID} (chat) has no loglikelihood; use --force_simple")
+
+
+class TomeLlavaOnevision(DymuLlavaOnevision):
+    MODEL_ID = "tome_llava_onevision"
+
+
+class TomeLlavaOnevisionChat(DymuLlavaOnevisionChat):
+    MODEL_ID = "tome_llava_onevision"
+
+
+class FastvLlavaOnevision(DymuLlavaOnevision):
+    MODEL_ID = "fastv_llava_onevision"
+
+
+class FastvLlavaOnevisionChat(DymuLlavaOnevisionChat):
+    MODEL_ID = "fastv_llava_onevision"
+
+
+class RandomLlavaOnevision(DymuLlavaOnevision):
+    MODEL_ID = "random_llava_onevision"
+
+
+class RandomLlavaOnevisionChat(DymuLlavaOnevisionChat):
+    MODEL_ID = "random_llava_onevision"
+
+
+class PoolLlavaOnevision(DymuLlavaOnevision):
+    MODEL_ID = "pool_llava_onevision"
+
+
+class PoolLlavaOnevisionChat(DymuLlavaOnevisionChat):
+    MODEL_ID = "pool_llava_onevision"
+
+
+class VisionzipLlavaOnevision(DymuLlavaOnevision):
+    MODEL_ID = "visionzip_llava_onevision"
+
+
+class VisionzipLlavaOnevisionChat(DymuLlavaOnevisionChat):
+    MODEL_ID = "visionzip_llava_onevision"

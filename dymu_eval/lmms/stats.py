@@ -16,13 +16,21 @@ from typing import Any, Sequence
 # Fields every row carries, in this order (documented in docs/plugin.md).
 FIELDS = (
     "task", "doc_id", "request", "model", "method", "level", "r", "thresholds", "schedule", "merge_order", "vtu",
-    "fastv_k", "fastv_ratio", "pretrained", "visual_tokens_before", "visual_tokens_after", "unique_len", "virtual_len",
+    "fastv_k", "fastv_ratio", "keep", "seed", "pool_factor", "dominant", "contextual", "pretrained",
+    "visual_tokens_before", "visual_tokens_after", "unique_len", "virtual_len",
     "encoder_ms", "prefill_ms", "decode_ms", "new_tokens", "image_bytes_per_pixel", "run_stamp", "rank",
-    # efficiency accounting (DESIGN §9; definitions in dymu_eval.accounting)
+    # efficiency accounting (definitions in dymu_eval.accounting, docs/plugin.md)
     "encoder_rows", "llm_rows", "virtual_positions", "layer_avg_rows", "flop_equiv_tokens",
     "encoder_flops", "projector_flops", "prefill_flops", "prefill_attn_flops", "decode_flops", "total_flops",
     "paper_prefill_qk_macs", "kv_cache_bytes", "kv_full_bytes", "ttft_ms", "decode_tok_per_s",
     "peak_mem_bytes", "memory_note", "attn_backend", "device", "warmup",
+)
+# Written after FIELDS when a model family reports them (LLaVA-OneVision: per request, the images,
+# AnyRes crops, video frames sampled and distinct, encoder output tokens per crop or frame, visual
+# positions in the unmodified sequence and distinct visual rows the LLM processes).
+OPTIONAL_FIELDS = (
+    "images", "crops", "frames", "distinct_frames", "encoder_tokens", "visual_positions", "visual_rows",
+    "max_frames_num", "layout", "multi_image",
 )
 
 
@@ -117,4 +125,5 @@ class StatsWriter:
         with open(self.path, "a") as f:
             for row in rows:
                 full = {**self.constant, **row}
-                f.write(json.dumps({k: full.get(k) for k in FIELDS}) + "\n")
+                extra = {k: full[k] for k in OPTIONAL_FIELDS if k in full}
+                f.write(json.dumps({**{k: full.get(k) for k in FIELDS}, **extra}) + "\n")

@@ -1,6 +1,7 @@
 """Token merging as pure tensor algorithms (no transformers import): bipartite matching,
 selection policies (ToMe, DToMe, calibration), size-weighted merging, the token order after a
-merge, schedules and levels."""
+merge, schedules and levels.
+``merge.select`` holds the fixed-budget selections made after the encoder (random, pool, VisionZip)."""
 from .levels import KNOWN_LEVELS, level_fraction, r_for_level
 from .matching import Matching, bipartite_scores
 from .order import Layout

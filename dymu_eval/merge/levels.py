@@ -31,12 +31,9 @@ def level_fraction(level: str) -> float:
     return KNOWN_LEVELS["clip-vit-l-14-336"][level] * _REF_LAYERS_RUN / _REF_PATCHES
 
 
-def r_for_level(encoder_key: str, level: str, n_patches: int, layers_run: int, has_cls: bool = True) -> int:
-    """Merges per layer for ``level``: the table for known encoders, the fraction rule otherwise.
-
-    ``n_patches`` excludes the CLS token; ``has_cls`` is accepted for symmetry with the runner
-    (the rule counts patches only, so it does not change the result).
-    """
+def r_for_level(encoder_key: str, level: str, n_patches: int, layers_run: int) -> int:
+    """Merges per layer for ``level``: the table for known encoders, the fraction rule otherwise
+    (``n_patches`` excludes the CLS token: the rule counts patches only)."""
     check_level(level)
     if encoder_key in KNOWN_LEVELS:
         return KNOWN_LEVELS[encoder_key][level]

@@ -6,7 +6,7 @@ encoder (the VLM may read an earlier layer; the later entries are then simply no
 from __future__ import annotations
 
 from ..errors import ConfigError
-from ..vocabulary import SCHEDULES, check_schedule
+from ..vocabulary import DEFAULT_SCHEDULE, check_schedule
 
 
 def _constant(r_total: int, n: int) -> list[int]:
@@ -44,7 +44,7 @@ def _linear(r_total: int, n: int) -> list[int]:
 
 
 def merges_per_layer(
-    r: int | None, num_layers: int, schedule: str = "constant", *, r_total: int | None = None
+    r: int | None, num_layers: int, schedule: str = DEFAULT_SCHEDULE, *, r_total: int | None = None
 ) -> list[int]:
     """Merges for each of ``num_layers`` layers.
 

@@ -84,7 +84,8 @@ def _load_adapters(model, weights: dict[str, torch.Tensor], source: str) -> None
             if a is None or b is None or not isinstance(target, torch.nn.Linear):
                 raise ConfigError(f"{source}: low-rank adapter '{name}' is incomplete or names no linear layer")
             if (b @ a).shape != target.weight.shape:
-                raise ConfigError(f"{source}: adapter '{name}' has shape {(b @ a).shape}, layer has {target.weight.shape}")
+                raise ConfigError(f"{source}: adapter '{name}' has shape {(b @ a).shape}, "
+                                  f"layer has {target.weight.shape}")
             target.weight += (b @ a).to(target.weight.dtype)
     unknown = [k for k in weights if not k.startswith((PROJECTOR_PREFIX, LORA_PREFIX))]
     if unknown:
@@ -107,8 +108,7 @@ def assemble(image_size: int = IMAGE_SIZE, adapters: dict[str, torch.Tensor] | N
 
     Without ``adapters`` the projector is randomly initialised from ``seed`` (untrained).
     """
-    from transformers import (CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor)
+    from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.initialization import no_init_weights
 
     from dymu_eval.offline.assets import dinov2_small, smollm2
@@ -135,7 +135,8 @@ def assemble(image_size: int = IMAGE_SIZE, adapters: dict[str, torch.Tensor] | N
     state = {f"model.vision_tower.{k}": v for k, v in vision.state_dict().items()}
     state |= {f"model.language_model.{k}": v for k, v in lm.model.state_dict().items()}
     state["model.language_model.embed_tokens.weight"] = emb
-    state["lm_head.weight"] = emb if config.tie_word_embeddings else torch.cat([lm.lm_head.weight.detach(), emb[old.shape[0]:]])
+    state["lm_head.weight"] = (emb if config.tie_word_embeddings
+                               else torch.cat([lm.lm_head.weight.detach(), emb[old.shape[0]:]]))
     state |= {f"model.{PROJECTOR_PREFIX}{k}": v for k, v in _random_projector(config, seed).items()}
     with no_init_weights():  # every tensor is loaded below (strict), so skip the slow random init
         model = LlavaForConditionalGeneration(config)

@@ -8,7 +8,10 @@ from __future__ import annotations
 import importlib.metadata as md
 from pathlib import Path
 
+from PIL import Image
+
 from dymu_eval.errors import AssetUnavailable
+from dymu_eval.images import ImageSource, load_image
 
 # name -> (distribution, file inside it)
 _PHOTOS: dict[str, tuple[str, str]] = {
@@ -94,7 +97,8 @@ def sample_photos(names: list[str] | tuple[str, ...] | None = None) -> dict[str,
 PHOTO_FACTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "astronaut": ("A smiling woman in an orange spacesuit next to an American flag and a model space shuttle.",
                   ("person", "woman", "flag", "spacesuit", "helmet"), ("cat", "motorcycle", "car", "dog", "tree")),
-    "chelsea": ("A close-up of a tabby cat with green eyes.", ("cat", "animal"), ("person", "car", "cup", "flag", "dog")),
+    "chelsea": ("A close-up of a tabby cat with green eyes.", ("cat", "animal"),
+                ("person", "car", "cup", "flag", "dog")),
     "coffee": ("A cup of coffee on a red saucer with a spoon, on a wooden table.",
                ("cup", "coffee", "spoon", "saucer", "table"), ("cat", "person", "car", "flower", "rocket")),
     "rocket": ("A rocket on a launch pad at night, between tall towers.", ("rocket", "tower", "sky"),
@@ -111,7 +115,8 @@ PHOTO_FACTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
                              ("person", "car", "cat", "flower", "rocket")),
     "camera": ("A black and white photo of a man with a camera on a tripod in a field.",
                ("person", "man", "camera", "tripod", "grass"), ("cat", "car", "flower", "motorcycle", "cup")),
-    "coins": ("A black and white photo of many old coins in rows.", ("coin",), ("person", "cat", "car", "flower", "cup")),
+    "coins": ("A black and white photo of many old coins in rows.", ("coin",),
+              ("person", "cat", "car", "flower", "cup")),
     "moon": ("A gray close-up of the surface of the moon with craters.", ("moon", "crater"),
              ("person", "cat", "car", "flower", "building")),
     "page": ("A page of printed text with a heading.", ("text", "page"), ("person", "cat", "car", "flower", "cup")),
@@ -125,3 +130,20 @@ PHOTO_FACTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "grace_hopper": ("A portrait of an older woman in a navy uniform and cap, in front of an American flag.",
                      ("person", "woman", "flag", "uniform", "hat"), ("cat", "motorcycle", "car", "cup", "rocket")),
 }
+
+
+class OfflineImages(ImageSource):
+    """The photos bundled with installed wheels (:func:`sample_photos`), sorted by name: a small
+    calibration set that needs no download."""
+
+    kind = "offline"
+
+    def __init__(self, name: str = "offline_photos"):
+        self.paths = dict(sorted(sample_photos().items()))
+        super().__init__(name, "dymu_eval.offline.photos.sample_photos()", list(self.paths))
+
+    def label(self, index: int) -> str:
+        return str(self.paths[self.keys[index]])
+
+    def load(self, index: int) -> Image.Image:
+        return load_image(self.paths[self.keys[index]])

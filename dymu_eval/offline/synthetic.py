@@ -70,7 +70,8 @@ class Facts:
 
     def unique(self, shape: str | None = None, colour: str | None = None) -> Obj | None:
         """The only object matching, or None when there are zero or several."""
-        found = [o for o in self.objects if (shape is None or o.shape == shape) and (colour is None or o.colour == colour)]
+        found = [o for o in self.objects
+                 if (shape is None or o.shape == shape) and (colour is None or o.colour == colour)]
         return found[0] if len(found) == 1 else None
 
 
@@ -198,7 +199,8 @@ def _in(rng: random.Random) -> str:
 def _absent_kind(facts: Facts, rng: random.Random) -> tuple[str, str]:
     """An absent (shape, colour), half the time a near miss sharing shape or colour."""
     present = {(o.shape, o.colour) for o in facts.objects}
-    near = [(o.shape, c) for o in facts.objects for c in COLOURS] + [(s, o.colour) for o in facts.objects for s in SHAPES]
+    near = ([(o.shape, c) for o in facts.objects for c in COLOURS]
+            + [(s, o.colour) for o in facts.objects for s in SHAPES])
     pool = [k for k in near if k not in present] if rng.random() < 0.5 else []
     pool = pool or [(s, c) for s in SHAPES for c in COLOURS if (s, c) not in present]
     return rng.choice(pool)

@@ -20,7 +20,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -67,7 +67,8 @@ class LoRALinear(torch.nn.Module):
     def __init__(self, base: torch.nn.Linear, rank: int, alpha: float, generator: torch.Generator):
         super().__init__()
         self.base, self.scale = base, alpha / rank
-        self.A = torch.nn.Parameter(torch.randn(rank, base.in_features, generator=generator) / math.sqrt(base.in_features))
+        a = torch.randn(rank, base.in_features, generator=generator) / math.sqrt(base.in_features)
+        self.A = torch.nn.Parameter(a)
         self.B = torch.nn.Parameter(torch.zeros(base.out_features, rank))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -227,7 +228,8 @@ def _load_init(path: Path, projector, loras: dict) -> None:
     from dymu_eval.offline.micro_llava import LORA_PREFIX, PROJECTOR_PREFIX, read_adapters
 
     weights = read_adapters(path)
-    projector.load_state_dict({k[len(PROJECTOR_PREFIX):]: v for k, v in weights.items() if k.startswith(PROJECTOR_PREFIX)})
+    projector.load_state_dict({k[len(PROJECTOR_PREFIX):]: v for k, v in weights.items()
+                               if k.startswith(PROJECTOR_PREFIX)})
     with torch.no_grad():
         for name, m in loras.items():
             a, b = weights.get(f"{LORA_PREFIX}{name}.A"), weights.get(f"{LORA_PREFIX}{name}.B")
@@ -254,24 +256,40 @@ def _anchor(model, tok, projector, feats, items, eval_feats, eval_items, cfg: Tr
 
 # -- training --------------------------------------------------------------------------------
 
-def train(cfg: TrainConfig, out_dir: Path) -> dict:
-    """Train, evaluate, and write ``projector.safetensors`` + ``training.json`` into ``out_dir``."""
-    from safetensors.torch import save_file
+@dataclass
+class _Data:
+    """Training and held-out items with their encoded image features and held-out questions."""
 
-    from dymu_eval.offline.micro_llava import LORA_PREFIX, PROJECTOR_PREFIX, assemble
+    train_items: list[Item]
+    train_feats: torch.Tensor
+    eval_items: list[Item]
+    eval_feats: torch.Tensor
+    eval_qa: list[list[tuple[str, str, str]]]
 
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
-    started = time.time()
+
+@dataclass
+class _Progress:
+    """What the optimisation loop did."""
+
+    steps_done: int = 0
+    losses: list[float] = field(default_factory=list)
+    curve: list[dict] = field(default_factory=list)  # held-out POPE-style accuracy every eval_every_minutes
+    train_minutes: float = 0.0
+
+
+def _frozen_model(cfg: TrainConfig):
+    """The assembled micro LLaVA with everything frozen except the projector."""
+    from dymu_eval.offline.micro_llava import assemble
+
     model, processor = assemble(adapters=None, seed=cfg.seed)
-    tok = processor.tokenizer
     for p in model.parameters():
         p.requires_grad_(False)
-    projector = model.model.multi_modal_projector
-    for p in projector.parameters():
+    for p in model.model.multi_modal_projector.parameters():
         p.requires_grad_(True)
+    return model, processor
 
+
+def _data(model, processor, cfg: TrainConfig, rng: random.Random) -> _Data:
     train_items = scene_items(0, cfg.train_scenes, cfg) + photo_items(cfg, rng)
     eval_items = scene_items(1_000_000, cfg.eval_scenes, cfg)
     train_feats = encode(model, processor, [i.image for i in train_items], "encode train")
@@ -280,29 +298,26 @@ def train(cfg: TrainConfig, out_dir: Path) -> dict:
     eval_qa = [pope_questions(i, eval_rng) + [(q.question + SHORT_SUFFIX, q.answer, q.kind)
                                               for q in synthetic.yes_no_questions(i.facts, eval_rng, 4)]
                for i in eval_items]
+    return _Data(train_items, train_feats, eval_items, eval_feats, eval_qa)
 
-    anchor = {}
-    if cfg.anchor_steps > 0 and not cfg.init:
-        anchor = _anchor(model, tok, projector, train_feats[: cfg.train_scenes], train_items[: cfg.train_scenes],
-                         eval_feats, eval_items, cfg)
-    loras = add_lora(model.model.language_model, cfg) if cfg.lora_rank > 0 else {}
-    if cfg.init:
-        _load_init(Path(cfg.init), projector, loras)
-    params = list(projector.parameters()) + [p for m in loras.values() for p in (m.A, m.B)]
+
+def _optimise(model, tok, params: list, data: _Data, cfg: TrainConfig, rng: random.Random) -> _Progress:
+    """AdamW with warm-up and a cosine schedule over max(step, time) progress; held-out checks
+    every ``eval_every_minutes`` do not count as training time."""
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    done = _Progress()
     order: list[int] = []
-    losses: list[float] = []
-    curve: list[dict] = []  # periodic held-out POPE-style accuracy (time spent on it is not training time)
-    probe_feats, probe_qa = eval_feats[:20], [[t for t in triples if t[2] == "pope"] for triples in eval_qa[:20]]
+    probe_feats = data.eval_feats[:20]
+    probe_qa = [[t for t in triples if t[2] == "pope"] for triples in data.eval_qa[:20]]
     loop_start = time.time()
     next_eval = cfg.eval_every_minutes
     bar = tqdm(range(cfg.steps), desc="train", unit="step")
-    steps_done = 0
     for step in bar:
         if cfg.eval_every_minutes > 0 and (time.time() - loop_start) / 60 >= next_eval:
             paused = time.time()
             acc = yes_no_accuracy(model, tok, probe_feats, probe_qa, "eval")
-            curve.append({"step": step, "minutes": round(next_eval, 1), "accuracy": acc["accuracy"], "n": acc["n"]})
+            done.curve.append({"step": step, "minutes": round(next_eval, 1), "accuracy": acc["accuracy"],
+                               "n": acc["n"]})
             bar.write(f"step {step}: held-out POPE-style accuracy {acc['accuracy']:.3f} (n={acc['n']})")
             loop_start += time.time() - paused
             next_eval += cfg.eval_every_minutes
@@ -314,40 +329,51 @@ def train(cfg: TrainConfig, out_dir: Path) -> dict:
         for group in optim.param_groups:
             group["lr"] = lr
         if not order:
-            order = list(range(len(train_items)))
+            order = list(range(len(data.train_items)))
             rng.shuffle(order)
         idx = order.pop()
-        packed = pack(tok, questions(train_items[idx], rng, cfg.questions_per_image), model.config.image_seq_length)
-        loss = _branch_loss(model, train_feats[idx], packed)
+        packed = pack(tok, questions(data.train_items[idx], rng, cfg.questions_per_image),
+                      model.config.image_seq_length)
+        loss = _branch_loss(model, data.train_feats[idx], packed)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optim.step()
-        losses.append(loss.item())
-        steps_done = step + 1
-        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}", lr=f"{lr:.1e}")
-    train_minutes = (time.time() - loop_start) / 60
+        done.losses.append(loss.item())
+        done.steps_done = step + 1
+        bar.set_postfix(loss=f"{sum(done.losses[-20:]) / len(done.losses[-20:]):.3f}", lr=f"{lr:.1e}")
+    done.train_minutes = (time.time() - loop_start) / 60
+    return done
 
-    with torch.no_grad():
-        scores = yes_no_accuracy(model, tok, eval_feats, eval_qa, "eval held-out")
+
+def _save_weights(out_dir: Path, projector, loras: dict[str, LoRALinear]) -> None:
+    from safetensors.torch import save_file
+
+    from dymu_eval.offline.micro_llava import LORA_PREFIX, PROJECTOR_PREFIX
+
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = {f"{PROJECTOR_PREFIX}{k}": v.detach().contiguous() for k, v in projector.state_dict().items()}
     for name, m in loras.items():  # saved so that folding is W += B @ A
         weights[f"{LORA_PREFIX}{name}.A"] = m.A.detach().contiguous()
         weights[f"{LORA_PREFIX}{name}.B"] = (m.B.detach() * m.scale).contiguous()
     save_file(weights, str(out_dir / "projector.safetensors"), metadata={"format": "pt"})
+
+
+def _report(cfg: TrainConfig, data: _Data, done: _Progress, scores: dict, anchor: dict, started: float) -> dict:
+    """training.json: settings, losses, held-out accuracy, and what an ``init`` run continued from."""
+    losses = done.losses
     report = {
         "settings": asdict(cfg),
-        "steps_done": steps_done,
-        "train_items": {"scenes": cfg.train_scenes, "photo_variants": len(train_items) - cfg.train_scenes},
+        "steps_done": done.steps_done,
+        "train_items": {"scenes": cfg.train_scenes, "photo_variants": len(data.train_items) - cfg.train_scenes},
         "loss_first20": sum(losses[:20]) / max(1, len(losses[:20])),
         "loss_last20": sum(losses[-20:]) / max(1, len(losses[-20:])),
         "heldout_pope_style": scores["by_kind"]["pope"],
         "heldout_yes_no_all": {k: v for k, v in scores.items() if k != "by_kind"},
         "heldout_by_kind": scores["by_kind"],
-        "heldout_pope_curve": curve,
+        "heldout_pope_curve": done.curve,
         "anchor": anchor,
-        "train_minutes": round(train_minutes, 2),
+        "train_minutes": round(done.train_minutes, 2),
         "total_minutes": round((time.time() - started) / 60, 2),
         "torch_threads": torch.get_num_threads(),
     }
@@ -355,7 +381,34 @@ def train(cfg: TrainConfig, out_dir: Path) -> dict:
     if earlier is not None and earlier.is_file():
         before = json.loads(earlier.read_text())
         report["continued_from"] = {k: before.get(k) for k in ("steps_done", "settings", "continued_from")}
-        report["steps_total"] = steps_done + before.get("steps_total", before.get("steps_done", 0))
+        report["steps_total"] = done.steps_done + before.get("steps_total", before.get("steps_done", 0))
+    return report
+
+
+def train(cfg: TrainConfig, out_dir: Path) -> dict:
+    """Train, evaluate, and write ``projector.safetensors`` + ``training.json`` into ``out_dir``."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    started = time.time()
+    model, processor = _frozen_model(cfg)
+    tok = processor.tokenizer
+    projector = model.model.multi_modal_projector
+    data = _data(model, processor, cfg, rng)
+    anchor = {}
+    if cfg.anchor_steps > 0 and not cfg.init:
+        n = cfg.train_scenes
+        anchor = _anchor(model, tok, projector, data.train_feats[:n], data.train_items[:n], data.eval_feats,
+                         data.eval_items, cfg)
+    loras = add_lora(model.model.language_model, cfg) if cfg.lora_rank > 0 else {}
+    if cfg.init:
+        _load_init(Path(cfg.init), projector, loras)
+    params = list(projector.parameters()) + [p for m in loras.values() for p in (m.A, m.B)]
+    done = _optimise(model, tok, params, data, cfg, rng)
+    with torch.no_grad():
+        scores = yes_no_accuracy(model, tok, data.eval_feats, data.eval_qa, "eval held-out")
+    _save_weights(out_dir, projector, loras)
+    report = _report(cfg, data, done, scores, anchor, started)
     (out_dir / "training.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 

@@ -9,6 +9,7 @@ without torch or lmms-eval installed. Modules:
 - ``reference``: reported rows from ``results/reference/``
 - ``render``: Markdown, CSV and LaTeX writers and readers (readers make round trips testable)
 - ``plots``: score vs tokens, tokens vs image complexity
-- ``reproduce``: the command matrix behind ``make reproduce``
-- ``threshold_compare``: ``dymu-eval thresholds compare``
+- ``threshold_compare``: the tables and plot of ``dymu-eval thresholds compare``
+
+Running things (lmms-eval, calibration, the encoder) lives in ``dymu_eval.runs`` and the commands.
 """

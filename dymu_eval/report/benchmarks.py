@@ -23,7 +23,27 @@ TASK_LABELS: dict[str, str] = {
     "mmbench_en_dev": "MMB",
     "mmvet": "MMVet",
     "llava_in_the_wild": "LLaVA-W",
+    # LLaVA-OneVision (paper Table 4 and the video protocol)
+    "mathvista_testmini": "MathVista",
+    "videomme": "VideoMME",
+    "mvbench": "MVBench",
+    "egoschema_subset": "EgoSchema",
+    "longvideobench_val_v": "LongVideoBench",
+    "mlvu_dev": "MLVU",
 }
+
+# Headline accuracies by metric name, and the factor that puts each on a 0-100 scale (lmms-eval
+# 0.7.3's aggregators: VideoMME, MVBench, MLVU and MMBench already return percentages,
+# LongVideoBench a fraction). EgoSchema's subset reports a fraction under the generic name
+# ``score``, so it is matched by task.
+PERCENT_METRICS: dict[str, float] = {
+    "videomme_perception_score": 1.0,
+    "mvbench_accuracy": 1.0,
+    "mlvu_percetion_score": 1.0,
+    "gpt_eval_score": 1.0,
+    "lvb_acc": 100.0,
+}
+TASK_PERCENT_METRICS: dict[tuple[str, str], float] = {("egoschema_subset", "score"): 100.0}
 
 # Metrics that never become columns (bookkeeping, or numbers the paper does not report).
 IGNORED_METRICS = {
@@ -89,6 +109,12 @@ def columns_for_task(task: str, metrics: dict[str, object]) -> list[Column]:
     for metric in ("exact_match", "seed_image"):
         if metric in nums and not any(c.headline for c in cols):
             value = 100.0 * nums[metric]
+            cols.append(Column(label, value, headline=True, avg_value=value))
+            used.add(metric)
+    for metric in sorted(nums):
+        scale = TASK_PERCENT_METRICS.get((task, metric), PERCENT_METRICS.get(metric))
+        if scale is not None and not any(c.headline for c in cols):
+            value = scale * nums[metric]
             cols.append(Column(label, value, headline=True, avg_value=value))
             used.add(metric)
     for metric in sorted(set(nums) - used):

@@ -46,7 +46,8 @@ def make_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, f
             t.reported = reported_rows(ref, backbone, t.avg_over)
             if t.reported is not None:
                 t.reported_notes = [
-                    f"Reported by the DyMU paper for {backbone} (results/reference/README.md); not measured here.",
+                    f"Reported by the DyMU paper (numbered tables) and the VisionZip paper (table 'VisionZip T1') "
+                    f"for {backbone} (results/reference/README.md); not measured here.",
                     "Avg (paper, 9 benchmarks) is the paper's own average; Avg is recomputed over the benchmarks "
                     "the measured table averages (empty when the paper lacks one of them).",
                 ]

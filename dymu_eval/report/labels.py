@@ -15,12 +15,14 @@ from dataclasses import dataclass, fields, replace
 from ..vocabulary import (
     BASELINE,
     DEFAULT_MERGE_ORDER,
+    DEFAULT_SCHEDULE,
     DEFAULT_THRESHOLDS,
     LEVELS,
     MERGE_ORDERS,
     METHOD_ORDER,
     METHOD_SPECS,
     MODEL_DEFAULTS,
+    SELECTION_METHODS,
     default_method,
     method_label,
 )
@@ -38,12 +40,14 @@ class RunConfig:
 
     model: str  # lmms-eval model name, e.g. dymu_llava or llava_hf
     family: str  # the checkpoint's name, e.g. llava-1.5-7b-hf: one table per family
-    method: str  # baseline | DyMU | ToMe | FastV | other
-    level: str = ""  # low|mid|high, r<merges per layer>, or K<k> R<ratio> for FastV
+    method: str  # baseline | DyMU | ToMe | FastV | Random | Pool | VisionZip | other
+    level: str = ""  # low|mid|high, r<merges per layer>, K<k> R<ratio> (FastV), k<count>|<pct>% s<seed>
+    # (Random), f<factor> (Pool), <dominant>+<contextual> (VisionZip)
     threshold_data: str = ""
     schedule: str = ""
     vtu: str = ""  # yes | no | ""
     merge_order: str = ""  # reference | position for DyMU and ToMe, "" otherwise
+    layout: str = ""  # "" (the unmodified model's sequence) or official (LLaVA-OneVision, the DyMU code's)
 
     def key(self) -> tuple[str, ...]:
         return tuple(getattr(self, f.name) for f in fields(self))
@@ -55,7 +59,7 @@ class RunConfig:
             text = f"DyMU-{self.level}" if self.level else "DyMU"
             if self.vtu == "no":
                 text += " w/o VTU"
-            if self.schedule and self.schedule != "constant":
+            if self.schedule and self.schedule != DEFAULT_SCHEDULE:
                 text += f" {self.schedule}"
             if self.threshold_data and self.threshold_data != DEFAULT_THRESHOLDS:
                 text += f" ({self.threshold_data})"
@@ -67,14 +71,21 @@ class RunConfig:
                 text += f"-{self.level}"
             if self.vtu == "yes":
                 text += " +VTU"
-            if self.schedule and self.schedule != "constant":
+            if self.schedule and self.schedule != DEFAULT_SCHEDULE:
                 text += f" {self.schedule}"
             if self.merge_order not in ("", DEFAULT_MERGE_ORDER):
                 text += f" {self.merge_order} order"
         elif m == "FastV":
             text = f"FastV {self.level}".strip()
+        elif m in ("Random", "Pool", "VisionZip"):
+            amount = self.level
+            if m == "Pool" and amount.startswith("f"):
+                amount = f"{amount[1:]}x{amount[1:]}"
+            text = f"{m} {amount}".strip() + (" +VTU" if self.vtu == "yes" else "")
         else:
             text = m
+        if self.layout:
+            text += f" [{self.layout} layout]"
         if show_model and self.model not in MODEL_DEFAULTS:
             text += f" [{self.model}]"
         return text
@@ -88,7 +99,7 @@ class RunConfig:
         else:
             lvl_key = (2, lvl)
         return (self.family, METHOD_ORDER.get(self.method, 9), self.model, self.vtu != _default_vtu(self.method),
-                self.schedule not in ("", "constant"), self.schedule, self.threshold_data, lvl_key)
+                self.schedule not in ("", DEFAULT_SCHEDULE), self.schedule, self.threshold_data, lvl_key)
 
 
 def _default_vtu(method_label_: str) -> str:
@@ -171,8 +182,10 @@ def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
         method = method_label(BASELINE)
     r = _number(values.get("r"))
 
+    layout = values.get("layout")
     out: dict[str, str | None] = {"method": method, "level": None, "threshold_data": None,
-                                  "schedule": None, "vtu": None, "merge_order": None}
+                                  "schedule": None, "vtu": None, "merge_order": None,
+                                  "layout": None if layout in (None, "", "stock") else str(layout).lower()}
     if method == "DyMU":
         out["level"] = level if level in _LEVEL_ORDER else (f"r{r}" if r else level)
         out["threshold_data"] = _dataset_name(values.get("thresholds"))
@@ -181,13 +194,43 @@ def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
     elif method == "FastV":
         k, ratio = _number(values.get("fastv_k")), _number(values.get("fastv_ratio"))
         out["level"] = f"K{k} R{ratio}" if k is not None and ratio is not None else None
+    elif method in _SELECTION_LABELS:
+        out["level"] = _selection_level(method, values)
     if method in ("DyMU", "ToMe"):
         sched = values.get("schedule")
         out["schedule"] = None if sched in (None, "") else str(sched).lower().replace("-", "_")
-        out["vtu"] = _bool(values.get("vtu"))
         order = values.get("merge_order")
         out["merge_order"] = None if order in (None, "") else str(order).lower()
+    if _default_vtu(method):
+        out["vtu"] = _bool(values.get("vtu"))
     return out
+
+
+_SELECTION_LABELS = {method_label(m): m for m in SELECTION_METHODS}
+
+
+def _selection_level(method: str, values: dict[str, object]) -> str:
+    """The budget of a fixed-budget baseline: ``k64 s0`` or ``25% s0`` (Random), ``f2`` (Pool),
+    ``54+10`` (VisionZip); unset values take the plugin's defaults."""
+    spec = METHOD_SPECS[_SELECTION_LABELS[method]].args
+
+    def value(name: str) -> str:
+        raw = values.get(name)
+        return str(spec[name] if raw in (None, "") else raw).strip()
+
+    if method == "Pool":
+        return f"f{_number(value('pool_factor'))}"
+    if method == "VisionZip":
+        return f"{_number(value('dominant'))}+{_number(value('contextual'))}"
+    keep = value("keep")
+    try:
+        number = float(keep)
+    except ValueError:
+        amount = keep
+    else:  # a fraction is written with a point (lmms-eval and the parser keep 1.0 apart from 1)
+        fraction = any(c in keep for c in ".eE") and number <= 1
+        amount = f"{number * 100:g}%" if fraction else f"k{int(number)}"
+    return f"{amount} s{_number(value('seed'))}"
 
 
 def finalize(model: str, family: str, fields_: dict[str, str | None]) -> RunConfig:
@@ -199,7 +242,7 @@ def finalize(model: str, family: str, fields_: dict[str, str | None]) -> RunConf
     merge_order = fields_.get("merge_order") or spec_args.get("merge_order") or ""
     return RunConfig(model=model, family=family, method=method, level=fields_.get("level") or "",
                      threshold_data=fields_.get("threshold_data") or "", schedule=schedule, vtu=vtu,
-                     merge_order=merge_order)
+                     merge_order=merge_order, layout=fields_.get("layout") or "")
 
 
 def agrees(from_args: dict[str, str | None], from_stats: dict[str, str | None]) -> bool:

@@ -13,27 +13,31 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from .runs import MeasuredRun  # noqa: E402
-from .tables import FamilyTable  # noqa: E402
+from ..vocabulary import DEFAULT_SCHEDULE
+from .runs import MeasuredRun
+from .tables import FamilyTable
 
-_COLORS = {"baseline": "black", "FastV": "tab:orange", "ToMe": "tab:blue", "DyMU": "tab:red"}
+_COLORS = {"baseline": "black", "FastV": "tab:orange", "ToMe": "tab:blue", "DyMU": "tab:red", "Random": "tab:gray",
+           "Pool": "tab:brown", "VisionZip": "tab:green"}
 
 
 def _series_name(row: pd.Series) -> str:
     """Rows joined into one line: same method, VTU, schedule, threshold data; levels vary."""
     if row["method"] == "DyMU":
         name = "DyMU" + (" w/o VTU" if row["vtu"] == "no" else "")
-        if row["schedule"] not in ("", "constant"):
+        if row["schedule"] not in ("", DEFAULT_SCHEDULE):
             name += f" {row['schedule']}"
         if row["threshold_data"] not in ("", "llava_instruct"):
             name += f" ({row['threshold_data']})"
         return name
-    if row["method"] == "ToMe":
-        return "ToMe" + (" +VTU" if row["vtu"] == "yes" else "")
+    if row["method"] in ("ToMe", "Pool", "VisionZip"):
+        return str(row["method"]) + (" +VTU" if row["vtu"] == "yes" else "")
+    if row["method"] == "Random":  # budgets vary along the line, the seed does not
+        return "Random " + str(row["level"]).rsplit(" ", 1)[-1]
     return str(row["run"])
 
 
@@ -49,7 +53,8 @@ def score_vs_tokens(table: FamilyTable, path: Path, x: str = "tokens_mean",
         df = df.assign(**{x: table.stages[x].to_numpy()})
     if x not in df.columns or df[x].isna().all():
         return None
-    cols = [b for b in table.benchmarks if not b.endswith("-P") and not b.endswith("-acc") and ":" not in b] or table.benchmarks
+    cols = ([b for b in table.benchmarks if not b.endswith(("-P", "-acc")) and ":" not in b]
+            or table.benchmarks)
     ncols = min(3, len(cols))
     nrows = math.ceil(len(cols) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
@@ -147,7 +152,8 @@ def correlation(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return pearson, spearman
 
 
-def tokens_vs_complexity(family: str, runs: list[MeasuredRun], path: Path) -> tuple[Path | None, dict[str, tuple[float, float]]]:
+def tokens_vs_complexity(family: str, runs: list[MeasuredRun],
+                         path: Path) -> tuple[Path | None, dict[str, tuple[float, float]]]:
     """Scatter of per-sample tokens vs JPEG bytes/pixel for every reducing run, correlations in the legend."""
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     stats: dict[str, tuple[float, float]] = {}

@@ -1,4 +1,5 @@
-"""Reported rows from papers (``results/reference/*.csv``), in the measured tables' column names.
+"""Reported rows from papers (``results/reference/*.csv``: the DyMU paper's tables and VisionZip's
+Table 1), in the measured tables' column names.
 
 They are data, not measurements: every reported row carries ``source=reported`` and is
 rendered in its own section. Their ``avg_paper`` is the paper's own nine-benchmark average;
@@ -27,7 +28,13 @@ _ONEVISION_COLUMNS = {
     "mmbench": "MMB", "mme": "MME (% of 2800)", "seed": "SEED", "mathvista": "MathVista",
     "videomme": "VideoMME", "mmbench_video": "MMBench-Video (0-3)",
 }
-_FILES = {"dymu_paper_llava15.csv": _LLAVA15_COLUMNS, "dymu_paper_onevision.csv": _ONEVISION_COLUMNS}
+# VisionZip's Table 1: MME is perception + cognition; SEED is SEED-all (not SEED-I), so it keeps its own column
+_VISIONZIP_COLUMNS = {
+    "gqa": "GQA", "mmbench": "MMB", "mme_total": "MME-total", "pope": "POPE-F1", "sqa_img": "SQA-I",
+    "vqav2": "VQAv2", "textvqa": "VQA-T", "mmmu": "MMMU", "seed_all": "SEED-all",
+}
+_FILES = {"dymu_paper_llava15.csv": _LLAVA15_COLUMNS, "dymu_paper_onevision.csv": _ONEVISION_COLUMNS,
+          "visionzip_paper_llava15.csv": _VISIONZIP_COLUMNS}
 _ALIASES = {"llava-v1.5-7b": "llava-1.5-7b", "llava-onevision-qwen2-7b-ov": "llava-onevision-7b"}
 REPORTED_KEYS = ["run", "method", "level", "threshold_data", "schedule", "vtu", "table"]
 

@@ -55,10 +55,11 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
             continue
         if col == "tokens_mean":
             std = df["tokens_std"] if "tokens_std" in df else pd.Series(math.nan, index=df.index)
-            out[_MEANSTD] = [_fmt(m) if (isinstance(s, float) and math.isnan(s)) or _fmt(m) == "-" else f"{_fmt(m)}±{_fmt(s)}"
-                             for m, s in zip(df["tokens_mean"], std)]
+            out[_MEANSTD] = [_fmt(m) if (isinstance(s, float) and math.isnan(s)) or _fmt(m) == "-"
+                             else f"{_fmt(m)}±{_fmt(s)}" for m, s in zip(df["tokens_mean"], std)]
         elif col == "tokens_min":
-            out[_MINMAX] = ["-" if _fmt(a) == "-" else f"{_fmt(a)}–{_fmt(b)}" for a, b in zip(df["tokens_min"], df["tokens_max"])]
+            out[_MINMAX] = ["-" if _fmt(a) == "-" else f"{_fmt(a)}–{_fmt(b)}"
+                            for a, b in zip(df["tokens_min"], df["tokens_max"])]
         elif col in TEXT_COLUMNS:
             text = df[col].fillna("").astype(str)
             if (text != "").any():  # all-empty label columns only widen the table
@@ -191,7 +192,8 @@ def _tex(text: str) -> str:
 
 def _untex(text: str) -> str:
     text = text.replace(r"$\pm$", "±").replace("---", "—").replace("--", "–")
-    text = text.replace(r"\textbackslash{}", "\\").replace(r"\textasciitilde{}", "~").replace(r"\textasciicircum{}", "^")
+    text = text.replace(r"\textbackslash{}", "\\").replace(r"\textasciitilde{}", "~")
+    text = text.replace(r"\textasciicircum{}", "^")
     return re.sub(r"\\([&%$#_{}])", r"\1", text).strip()
 
 
@@ -201,7 +203,8 @@ def to_latex(tables: list[FamilyTable]) -> str:
         disp = display_frame(df)
         out += ["", f"% {family}{_SEP}{source}"] + [f"% {n}" for n in notes]
         out += [r"\begin{table}[t]", r"\centering", f"\\caption{{{_tex(family)}{_tex(_SEP)}{source}}}",
-                r"\resizebox{\linewidth}{!}{%", r"\begin{tabular}{" + "l" * 7 + "r" * max(0, len(disp.columns) - 7) + "}",
+                r"\resizebox{\linewidth}{!}{%",
+                r"\begin{tabular}{" + "l" * 7 + "r" * max(0, len(disp.columns) - 7) + "}",
                 r"\toprule", " & ".join(_tex(c) for c in disp.columns) + r" \\", r"\midrule"]
         out += [" & ".join(_tex(v) for v in row) + r" \\" for _, row in disp.iterrows()]
         out += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]

@@ -19,7 +19,7 @@ DECIMALS = 2
 KEY_COLUMNS = ["run", "method", "level", "threshold_data", "schedule", "vtu", "model"]
 TOKEN_COLUMNS = ["tokens_mean", "tokens_std", "tokens_min", "tokens_max", "tokens_pct"]
 SUMMARY_COLUMNS = ["avg", "avg_pct_baseline"]
-# Efficiency columns (DESIGN §9), means over the row's samples; times leave out warm-up batches.
+# Efficiency columns (docs/plugin.md), means over the row's samples; times leave out warm-up batches.
 EFFICIENCY_COLUMNS = ["llm_rows", "layer_avg_rows", "flop_equiv_tokens", "prefill_tflops", "flops_pct_baseline",
                       "ttft_ms", "speedup", "kv_mb", "peak_mem_mb"]
 # Per-stage means, kept at full precision for the stacked-bar plots and <family>_stages.csv.
@@ -163,7 +163,7 @@ def _notes(avg_over: list[str], benchmarks: list[str], has_base: bool, df: pd.Da
                  "kept tokens); llm_rows = distinct visual rows the LLM processes; layer_avg_rows = visual rows "
                  "averaged over decoder layers (FastV's convention); flop_equiv_tokens = visual tokens at which the "
                  "unreduced model spends the same prefill FLOPs.")
-    notes.append("FLOPs are analytic, 2 per multiply-add (DESIGN §9): prefill_tflops = LLM prefill per sample; "
+    notes.append("FLOPs are analytic, 2 per multiply-add (docs/plugin.md): prefill_tflops = LLM prefill per sample; "
                  "flops_pct_baseline = encoder + projector + prefill FLOPs as % of the baseline row's. ttft_ms = "
                  "encoder + prefill time (warm-up batch excluded); speedup = baseline ttft_ms / ttft_ms, only "
                  "against the baseline of this table run on the same device; kv_mb = KV cache after prefill; "

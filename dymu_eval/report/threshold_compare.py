@@ -2,8 +2,8 @@
 
 Three views: the per-layer thresholds side by side, the visual-token counts each set gives
 on one evaluation image set (the paper: Pixmo-Cap thresholds give fewer tokens, 120 vs 195
-at mid), and a plot of both. Counting tokens runs the encoder, so torch and the vision code
-are imported only when ``images`` is given; the rest of ``report`` stays file-only.
+at mid), and a plot of both. This module reads threshold files and writes tables; the token
+counts come from the encoder (`dymu-eval thresholds compare`, ``vision.count``).
 """
 from __future__ import annotations
 
@@ -41,10 +41,10 @@ def load_records(encoder: str, datasets: list[str], level: str | None, r: int | 
     from ..thresholds import ThresholdCache
 
     if len(datasets) < 2:
-        raise ConfigError(f"--datasets needs at least two names to compare, got {','.join(datasets) or 'none'}")
+        raise ConfigError(f"datasets: need at least two names to compare, got {','.join(datasets) or 'none'}")
     cache = ThresholdCache(dirs) if dirs else ThresholdCache()
     if level is None and r is None:
-        level = "mid"
+        level = "mid"  # the paper compares calibration sets at mid (Table 7)
     return [cache.lookup(encoder, ds, level=level if r is None else None, r=r, schedule=schedule) for ds in datasets]
 
 
@@ -58,42 +58,12 @@ def threshold_table(records: list, datasets: list[str]) -> pd.DataFrame:
     return table
 
 
-def count_tokens(model_path: str, records: list, datasets: list[str], images: str, num_images: int | None,
-                 batch_size: int = 16, device: str = "cpu", progress: bool = True) -> tuple[dict[str, list[int]], list[str]]:
-    """Visual tokens (CLS excluded) per evaluation image under each record's thresholds."""
-    import torch
-    from tqdm import tqdm
-
-    from ..images import FolderImages
-    from ..vision.loading import load_runner
-    from ..vision.preprocess import preprocess_for
-
-    runner = load_runner(model_path, dtype=torch.float32, device=device)
-    preprocess = preprocess_for(model_path, runner)
-    source = FolderImages(images, name="evaluation")
-    if num_images:
-        source = source.head(num_images)
-    for rec in records:
-        rec.validate_for(runner.model)
-    policies = [rec.policy(runner.default_layers_run) for rec in records]
-    cls = 1 if runner.has_cls else 0
-    counts: dict[str, list[int]] = {ds: [] for ds in datasets}
-    order = list(range(len(source)))
-    for start in tqdm(range(0, len(order), batch_size), desc="token counts", unit="batch", disable=not progress):
-        idx = order[start:start + batch_size]
-        pixels = preprocess([source.load(i) for i in idx])
-        for ds, policy in zip(datasets, policies):
-            out = runner(pixels, policy)
-            counts[ds].extend(int(c) - cls for c in out.counts[:, -1].tolist())
-    return counts, [source.label(i) for i in order]
-
-
 def plot(comp: Comparison, path: Path, title: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401
+    import matplotlib.ticker
 
     panels = 2 if comp.tokens else 1
     fig, axes = plt.subplots(1, panels, figsize=(6.0 * panels, 4.2), squeeze=False)
@@ -126,28 +96,18 @@ def plot(comp: Comparison, path: Path, title: str) -> Path:
     return path
 
 
-def compare(encoder: str, datasets: list[str], level: str | None = None, r: int | None = None,
-            schedule: str = "constant", dirs: list[str] | None = None, images: str | None = None,
-            model_path: str | None = None, num_images: int | None = None, batch_size: int = 16,
-            device: str = "cpu", out: str | None = None, progress: bool = True) -> Comparison:
-    """Everything `dymu-eval thresholds compare` shows; writes CSV/Markdown/PNG under ``out`` if given."""
-    records = load_records(encoder, datasets, level, r, schedule, dirs)
-    comp = Comparison(datasets=datasets, thresholds=threshold_table(records, datasets))
-    if images:
-        comp.tokens, comp.images = count_tokens(model_path or encoder, records, datasets, images, num_images,
-                                                batch_size, device, progress)
-    if out:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        comp.thresholds.to_csv(folder / "thresholds_side_by_side.csv", index=False)
-        comp.written.append(folder / "thresholds_side_by_side.csv")
-        if comp.tokens:
-            per_image = pd.DataFrame({"image": comp.images, **{ds: comp.tokens[ds] for ds in datasets}})
-            per_image.to_csv(folder / "tokens_per_image.csv", index=False)
-            comp.token_summary().to_csv(folder / "tokens_summary.csv", index=False)
-            comp.written += [folder / "tokens_per_image.csv", folder / "tokens_summary.csv"]
-        comp.written.append(plot(comp, folder / "thresholds_compare.png", f"{encoder}: {' vs '.join(datasets)}"))
-    return comp
+def write(comp: Comparison, out: str | Path, title: str) -> None:
+    """CSV tables and the plot under ``out`` (paths appended to ``comp.written``)."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    comp.thresholds.to_csv(folder / "thresholds_side_by_side.csv", index=False)
+    comp.written.append(folder / "thresholds_side_by_side.csv")
+    if comp.tokens:
+        per_image = pd.DataFrame({"image": comp.images, **{ds: comp.tokens[ds] for ds in comp.datasets}})
+        per_image.to_csv(folder / "tokens_per_image.csv", index=False)
+        comp.token_summary().to_csv(folder / "tokens_summary.csv", index=False)
+        comp.written += [folder / "tokens_per_image.csv", folder / "tokens_summary.csv"]
+    comp.written.append(plot(comp, folder / "thresholds_compare.png", title))
 
 
 def format_text(comp: Comparison) -> str:

@@ -2,7 +2,7 @@
 masked; merge; x += MLP(LN2(x)). The only place the merging algorithm meets a model."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -24,22 +24,50 @@ def attention_bias(state: TokenState, dtype: torch.dtype) -> torch.Tensor | None
     return bias.to(dtype)[:, None, None, :]
 
 
-def attention(parts: LayerParts, h: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multi-head self-attention through the model's own projections; returns (output, keys)."""
+@dataclass
+class Probe:
+    """What a post-encoder selection reads from a block: ``keys`` (B,T,C) averaged over heads and
+    ``importance`` (B,T), the attention each token receives: from the CLS query summed over heads
+    when the encoder has CLS (VisionZip), else the mean over heads and queries."""
+
+    has_cls: bool
+    keys: torch.Tensor | None = None
+    importance: torch.Tensor | None = None
+
+
+def received_attention(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None, scale: float,
+                       has_cls: bool) -> torch.Tensor:
+    """(B,T) attention received per key: CLS row summed over heads, or the mean over heads and queries."""
+    queries = q[:, :, :1] if has_cls else q
+    logits = (queries.float() @ k.float().transpose(-1, -2)) * scale
+    if bias is not None:
+        logits = logits + bias.float()
+    probs = logits.softmax(dim=-1)  # (B,H,Q,T)
+    return probs[:, :, 0].sum(dim=1) if has_cls else probs.mean(dim=(1, 2))
+
+
+def attention(parts: LayerParts, h: torch.Tensor, bias: torch.Tensor | None,
+              probe: Probe | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-head self-attention through the model's own projections; returns (output, keys).
+    With a ``probe``, also records the head-mean keys and the attention each token receives."""
     bsz, t, _ = h.shape
     shape = (bsz, t, parts.num_heads, parts.head_dim)
     q = parts.q(h).view(shape).transpose(1, 2)
     k = parts.k(h).view(shape).transpose(1, 2)
     v = parts.v(h).view(shape).transpose(1, 2)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=parts.scale)
+    if probe is not None:
+        probe.keys = k.mean(dim=1)
+        probe.importance = received_attention(q, k, bias, parts.scale, probe.has_cls)
     out = parts.o(out.transpose(1, 2).reshape(bsz, t, parts.num_heads * parts.head_dim))
     return out, k
 
 
-def run_block(parts: LayerParts, state: TokenState, layer: int, policy: Policy, protect_first: bool) -> TokenState:
+def run_block(parts: LayerParts, state: TokenState, layer: int, policy: Policy, protect_first: bool,
+              probe: Probe | None = None) -> TokenState:
     """Apply one block to the padded batch, merging after the attention residual."""
     x = state.x
-    attn, keys = attention(parts, parts.ln1(x), attention_bias(state, x.dtype))
+    attn, keys = attention(parts, parts.ln1(x), attention_bias(state, x.dtype), probe)
     if parts.ls1 is not None:
         attn = parts.ls1(attn)
     state = replace(state, x=x + attn)

@@ -15,7 +15,8 @@ from torch import nn
 from ..errors import ConfigError
 from .runner import VisionRunner
 
-SUPPORTED = "clip_vision_model, siglip_vision_model, dinov2, clip, siglip, llava"
+SUPPORTED = "clip_vision_model, siglip_vision_model, dinov2, clip, siglip, llava, llava_onevision"
+VLM_TYPES = ("llava", "llava_onevision")
 TOWER_TYPES = ("clip_vision_model", "siglip_vision_model", "dinov2")
 
 
@@ -42,6 +43,7 @@ def _classes(transformers) -> dict[str, type]:
         "siglip": transformers.SiglipVisionModel,
         "dinov2": transformers.Dinov2Model,
         "llava": transformers.LlavaForConditionalGeneration,
+        "llava_onevision": transformers.LlavaOnevisionForConditionalGeneration,
     }
 
 
@@ -115,7 +117,7 @@ def load_vision_model(path: str | Path, dtype: torch.dtype = torch.float32, devi
     cls = _classes(transformers).get(config.model_type)
     if cls is None:
         raise ConfigError(f"encoder {path}: model type {config.model_type!r} is not supported (supported: {SUPPORTED})")
-    if config.model_type == "llava" and Path(path).is_dir():
+    if config.model_type in VLM_TYPES and Path(path).is_dir():
         return load_llava_vision(path, config, dtype).to(device).eval()
     try:
         model = cls.from_pretrained(path, dtype=dtype)

@@ -89,8 +89,8 @@ class FamilyPreprocess:
 
 
 class ProcessorPreprocess:
-    """An encoder's own Hugging Face image processor (resize + centre crop, no AnyRes tiling),
-    as a picklable callable for DataLoader workers."""
+    """An encoder's own Hugging Face image processor (resize + centre crop; of an AnyRes
+    processor only the base crop), as a picklable callable for DataLoader workers."""
 
     def __init__(self, processor: Any, expected_size: int | None = None):
         self.processor = processor
@@ -98,9 +98,12 @@ class ProcessorPreprocess:
 
     def __call__(self, images: list[Image.Image]) -> torch.Tensor:
         pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
+        if pixels.dim() == 5 and getattr(self.processor, "image_grid_pinpoints", None):
+            pixels = pixels[:, 0]  # AnyRes (LLaVA-OneVision): calibrate on the base crop, as the paper does
         if pixels.dim() != 4:
             raise ConfigError(
-                f"image processor {type(self.processor).__name__} returned pixel_values of shape {tuple(pixels.shape)}; "
+                f"image processor {type(self.processor).__name__} returned pixel_values of shape "
+                f"{tuple(pixels.shape)}; "
                 "calibration needs one square crop per image (no AnyRes tiling)"
             )
         if self.expected_size is not None and tuple(pixels.shape[-2:]) != (self.expected_size, self.expected_size):
@@ -112,7 +115,8 @@ class ProcessorPreprocess:
 
     def describe(self) -> str:
         p = self.processor
-        return f"{type(p).__name__}(size={_plain(getattr(p, 'size', None))}, crop_size={_plain(getattr(p, 'crop_size', None))})"
+        size, crop = _plain(getattr(p, "size", None)), _plain(getattr(p, "crop_size", None))
+        return f"{type(p).__name__}(size={size}, crop_size={crop})"
 
 
 def _plain(size: Any) -> Any:

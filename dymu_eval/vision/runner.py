@@ -5,6 +5,7 @@ validity mask, compacted after each block, and give the same tokens as one-by-on
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -12,7 +13,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..merge import NoMerge, Policy, TokenState, r_for_level
-from .block import run_block
+from ..merge.select import SelectionInput, Selector
+from .block import Probe, run_block
 from .family import FamilyAdapter
 from .towers import encoder_key, resolve_tower
 
@@ -21,7 +23,10 @@ from .towers import encoder_key, resolve_tower
 class EncoderOutput:
     """tokens (B,T,D) padded; valid (B,T); sizes (B,T) patches per token;
     patch_to_token (B,N0): for every ORIGINAL token (CLS at 0 if present) the index of the token
-    holding it; counts (B, layers_run+1): valid tokens after the embedding and after each block."""
+    holding it, -1 for a patch a selection dropped; counts (B, layers_run+1): valid tokens after
+    the embedding and after each block (what each block ran with: a selection after the last
+    block shows in ``valid``, not here);
+    cls_row: the selection keeps the CLS row for the language model (VisionZip)."""
 
     tokens: torch.Tensor
     valid: torch.Tensor
@@ -29,10 +34,15 @@ class EncoderOutput:
     patch_to_token: torch.Tensor
     counts: torch.Tensor
     has_cls: bool
+    cls_row: bool = False
 
     def num_tokens(self, b: int) -> int:
         """Tokens image ``b`` ends with (CLS included when the encoder has one)."""
         return int(self.valid[b].sum())
+
+    def visual_counts(self) -> list[int]:
+        """Visual tokens each image ends with, CLS excluded: what a VLM hands its LLM."""
+        return [int(c) - int(self.has_cls) for c in self.counts[:, -1].tolist()]
 
     def unique(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(tokens_b (T_b,D), patch_to_token_b (N0,)) for image ``b``, padding removed."""
@@ -106,7 +116,7 @@ class VisionRunner:
 
     def r_for_level(self, level: str, image_size: int | None = None) -> int:
         """Merges per layer for low/mid/high on this encoder (see merge.levels)."""
-        return r_for_level(self.encoder_key, level, self.num_patches(image_size), self.default_layers_run, self.has_cls)
+        return r_for_level(self.encoder_key, level, self.num_patches(image_size), self.default_layers_run)
 
     # -- running ------------------------------------------------------------------------------
     def _check_layers(self, layers_run: int) -> None:
@@ -125,20 +135,38 @@ class VisionRunner:
                 f"{self.num_layers} layers and {layers_run} of them run; give one value per encoder layer"
             )
 
+    def check_selector(self, selector: Selector, image_size: int | None = None) -> None:
+        """ConfigError when ``selector``'s settings cannot apply to this encoder's images."""
+        size = image_size or self.image_size
+        selector.check(self.num_patches(size), self.adapter.grid(size, size), self.has_cls)
+
     @torch.no_grad()
     def __call__(
-        self, pixel_values: torch.Tensor, policy: Policy | None = None, layers_run: int | None = None
+        self, pixel_values: torch.Tensor, policy: Policy | None = None, layers_run: int | None = None,
+        selector: Selector | None = None,
     ) -> EncoderOutput:
+        """Run the blocks with ``policy`` merging; then ``selector`` (if any) picks the output tokens
+        from the last block's output, reading that block's attention when it needs to."""
         policy = NoMerge() if policy is None else policy
         layers_run = self.default_layers_run if layers_run is None else layers_run
         self._check(pixel_values, policy, layers_run)
+        if selector is not None and layers_run == 0:
+            raise ConfigError(f"{type(selector).__name__} selects from a block's output: layers_run must be >= 1")
         param = next(self.model.parameters())
         x = self.adapter.embed(pixel_values.to(device=param.device, dtype=param.dtype))
         state = TokenState.initial(x)
         counts = [state.counts]
+        probe = Probe(self.has_cls) if selector is not None and selector.needs_attention else None
         for i in range(layers_run):
-            state = run_block(self.adapter.layer(i), state, i, policy, self.has_cls)
+            last = i == layers_run - 1
+            state = run_block(self.adapter.layer(i), state, i, policy, self.has_cls, probe if last else None)
             counts.append(state.counts)
+        if selector is not None:
+            grid = self.adapter.grid(pixel_values.shape[-2], pixel_values.shape[-1])
+            ids = ([zlib.crc32(img.detach().float().cpu().numpy().tobytes()) for img in pixel_values]
+                   if selector.needs_image_ids else None)
+            keys, importance = (probe.keys, probe.importance) if probe is not None else (None, None)
+            state = selector(state, SelectionInput(self.has_cls, grid, keys, importance, ids))
         return EncoderOutput(
             tokens=state.x,
             valid=state.valid,
@@ -146,4 +174,5 @@ class VisionRunner:
             patch_to_token=state.patch_to_token,
             counts=torch.stack(counts, dim=1),
             has_cls=self.has_cls,
+            cls_row=bool(selector is not None and selector.cls_row and self.has_cls),
         )

@@ -1,2 +1,2 @@
 """One module per VLM family: builds the virtual layout from the processor's output and drives
-the vision and language sides (llava: LLaVA-1.5)."""
+the vision and language sides (llava: LLaVA-1.5; llava_onevision: LLaVA-OneVision)."""

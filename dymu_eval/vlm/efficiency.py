@@ -1,4 +1,4 @@
-"""Efficiency fields of each request, shared by every model family (DESIGN §9).
+"""Efficiency fields of each request, shared by every model family (docs/plugin.md, per-sample stats).
 
 A family module builds one :class:`RequestCounts` per request from what actually ran (encoder
 token counts, unique rows, virtual positions) and hands it here with the request's times; this

@@ -170,22 +170,34 @@ class LlavaPipeline:
     # -- vision -----------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> tuple[EncoderOutput, float]:
         """Run the tower with the reduction policy up to the layer LLaVA reads; (output, ms)."""
-        pixel_values = pixel_values.to(self.device, self.dtype)
+        # the runner casts to the tower's dtype: it sees the processor's fp32 pixels, so a selection
+        # seeded by the image (random) keeps the same tokens in every dtype
+        pixel_values = pixel_values.to(self.device)
         t0 = now(self.device)
-        out = self.runner(pixel_values, self.reduction.policy)
+        out = self.runner(pixel_values, self.reduction.policy, selector=self.reduction.selector)
         return out, (now(self.device) - t0) * 1000.0
 
     def _image_rows(self, enc: EncoderOutput, i: int, n_tokens: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(unique visual rows (U, D) before the projector, map (n_tokens,) image token -> row)."""
+        """(unique visual rows (U, D) before the projector, map (n_tokens,) image token -> row, -1
+        for a token the reduction dropped)."""
         tokens, p2t = enc.unique(i)
-        seq = p2t[1:] if (self.select == "default" and enc.has_cls) else p2t
+        drops_cls = self.select == "default" and enc.has_cls
+        seq = p2t[1:] if drops_cls else p2t
         if seq.numel() != n_tokens:
             raise ConfigError(
                 f"{name}: the processor expanded image {i} into {n_tokens} tokens but the vision tower gives "
                 f"{seq.numel()} features (select strategy {self.select}); the processor's patch_size / "
                 "vision_feature_select_strategy do not match the model config"
             )
-        used, remap = torch.unique(seq, sorted=True, return_inverse=True)
+        kept = seq >= 0
+        used, inverse = torch.unique(seq[kept], sorted=True, return_inverse=True)
+        remap = torch.full_like(seq, -1)
+        remap[kept] = inverse
+        if enc.cls_row and drops_cls and not self.reduction.vtu:
+            # VisionZip feeds the CLS row as its first dominant token, although LLaVA drops CLS. It
+            # holds no position of the unmodified sequence, so with VTU (a row per position) it is left out.
+            used = torch.cat([p2t[:1], used])
+            remap = torch.where(kept, remap + 1, remap)
         return tokens[used], remap
 
     # -- batch preparation ------------------------------------------------------------------
@@ -203,18 +215,21 @@ class LlavaPipeline:
         enc, enc_ms = (None, 0.0)
         if pix:
             enc, enc_ms = self.encode_images(torch.cat(pix, 0))
-        rows, maps, visual, stats, counts = [], [], [], [], []
+        rows, maps, visual, positions, stats, counts = [], [], [], [], [], []
         img = 0
         for req, input_ids, n_img in zip(requests, ids, n_imgs):
             enc_counts, enc_matched = image_counts(enc, self.reduction.policy, img, n_img)
-            r, m, v, before, img = self._sequence(req, input_ids, enc, img)
+            selected = ([enc.num_tokens(i) for i in range(img, img + n_img)]  # rows a selection kept per image
+                        if self.reduction.selector is not None and n_img else None)
+            r, m, v, p, before, img = self._sequence(req, input_ids, enc, img)
             n_vis = int(v.sum())
             counts.append(RequestCounts(text_rows=int(r.shape[0]) - n_vis, visual_rows=n_vis, visual_positions=before,
                                         vtu=self.reduction.vtu, encoder_counts=enc_counts,
-                                        encoder_matched=enc_matched))
+                                        encoder_matched=enc_matched, selected=selected))
             rows.append(r)
             maps.append(m)
             visual.append(v)
+            positions.append(p)
             stats.append({
                 "visual_tokens_before": before,
                 "visual_tokens_after": int(v.sum()),
@@ -223,8 +238,16 @@ class LlavaPipeline:
             })
         lengths = [r.shape[0] for r in rows]
         if self.reduction.vtu:
+            dropped = [req.name for req, m in zip(requests, maps) if bool((m < 0).any())]
+            if dropped:
+                raise ConfigError(f"{dropped[0]}: method={self.reduction.method} drops visual tokens, so some "
+                                  "positions have no row to stand for them; VTU cannot apply (use vtu=false)")
             layout = VirtualLayout.from_mappings(maps, lengths, device=self.device)
             masks = [input_ids == self.image_token_id for input_ids in ids]
+        elif self.reduction.original_positions:  # kept rows at their own positions, gaps where tokens went
+            layout = VirtualLayout.from_mappings([torch.arange(n) for n in lengths], lengths, positions=positions,
+                                                 device=self.device)
+            masks = visual
         else:  # the paper's "w/o VTU": the unique rows alone, at consecutive positions
             layout = VirtualLayout.consecutive(lengths, device=self.device)
             masks = visual
@@ -245,16 +268,21 @@ class LlavaPipeline:
         is_img = input_ids == self.image_token_id
         spans = iter(_image_spans(is_img, len(req.images), req.name))
         text_emb = self.embed(input_ids.to(self.device))
-        parts, mapping, flags, cursor, pos, before = [], [], [], 0, 0, 0
+        parts, mapping, flags, row_pos, cursor, pos, before = [], [], [], [], 0, 0, 0
         n = input_ids.numel()
         while pos < n:
             if is_img[pos]:
                 length = next(spans)
                 feats, remap = self._image_rows(enc, img, length, req.name)
+                remap = remap.cpu()
                 img += 1
                 parts.append(self.projector(feats).to(self.device, self.dtype))  # unique rows only
-                mapping.append(remap.cpu() + cursor)
+                mapping.append(torch.where(remap >= 0, remap + cursor, remap))
                 flags.append(torch.ones(feats.shape[0], dtype=torch.bool))
+                kept = remap >= 0  # a row's position: its first patch's (a row without patches: the span start)
+                first = torch.full((feats.shape[0],), pos, dtype=torch.long)
+                row_pos.append(first.scatter_reduce(0, remap[kept], pos + kept.nonzero()[:, 0], "amin",
+                                                    include_self=False))
                 cursor += feats.shape[0]
                 before += length
                 pos += length
@@ -265,9 +293,10 @@ class LlavaPipeline:
                 parts.append(text_emb[pos:end])
                 mapping.append(torch.arange(cursor, cursor + end - pos))
                 flags.append(torch.zeros(end - pos, dtype=torch.bool))
+                row_pos.append(torch.arange(pos, end))
                 cursor += end - pos
                 pos = end
-        return torch.cat(parts, 0), torch.cat(mapping), torch.cat(flags), before, img
+        return (torch.cat(parts, 0), torch.cat(mapping), torch.cat(flags), torch.cat(row_pos), before, img)
 
 
 def _image_spans(is_img: torch.Tensor, n_images: int, name: str) -> list[int]:

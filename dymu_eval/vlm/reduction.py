@@ -1,5 +1,6 @@
 """Turn the user's reduction settings into what the family modules run: a merge policy for the
-encoder (ToMe's top-r, DyMU's cached thresholds, or none), VTU on/off, and FastV settings.
+encoder (ToMe's top-r, DyMU's cached thresholds, or none), a fixed-budget selection after the
+encoder (random, pool, VisionZip), VTU on/off, and FastV settings.
 
 Shared by every model family; the family module supplies the vision runner and the name the
 checkpoint goes by (for the threshold cache).
@@ -13,16 +14,22 @@ from torch import nn
 
 from ..errors import ConfigError, ThresholdCacheError
 from ..merge import NoMerge, Policy, TopR, merges_per_layer
+from ..merge.select import GridPool, RandomKeep, Selector, VisionZip
 from ..vision import VisionRunner
 from ..vocabulary import BASELINE, CUSTOM_LEVEL, DEFAULT_MERGE_ORDER, LEVELS, check_fastv
 
 
 @dataclass
 class Reduction:
-    """What to do to the visual tokens: a merge policy in the encoder, VTU or not, FastV or not."""
+    """What to do to the visual tokens: a merge policy in the encoder, a selection after it, VTU
+    or not, FastV or not. ``original_positions``: without VTU, kept rows sit at the positions
+    their patches had in the unmodified sequence (gaps where tokens were dropped), instead of
+    consecutive positions."""
 
     method: str = BASELINE  # one of vocabulary.METHODS
     policy: Policy = field(default_factory=NoMerge)
+    selector: Selector | None = None
+    original_positions: bool = False
     vtu: bool = False
     fastv_k: int | None = None
     fastv_ratio: float | None = None
@@ -79,3 +86,24 @@ def fastv_reduction(k: int, ratio: float, decoder_layers: int | None = None) -> 
     the encoder is untouched."""
     check_fastv(k, ratio, decoder_layers)
     return Reduction("fastv", NoMerge(), vtu=False, fastv_k=int(k), fastv_ratio=float(ratio))
+
+
+def random_reduction(runner: VisionRunner, keep: float, seed: int) -> Reduction:
+    """Random pruning: ``keep`` patch tokens per image (count or fraction), seeded, at their original positions."""
+    selector = RandomKeep(keep, seed)
+    runner.check_selector(selector)
+    return Reduction("random", selector=selector, original_positions=True)
+
+
+def pool_reduction(runner: VisionRunner, factor: int, vtu: bool) -> Reduction:
+    """Spatial pooling of the patch grid by ``factor`` (with VTU, a pooled row stands for its patches)."""
+    selector = GridPool(factor)
+    runner.check_selector(selector)
+    return Reduction("pool", selector=selector, vtu=vtu)
+
+
+def visionzip_reduction(runner: VisionRunner, dominant: int, contextual: int, vtu: bool) -> Reduction:
+    """VisionZip: ``dominant`` + ``contextual`` tokens per image, chosen at the layer the VLM reads."""
+    selector = VisionZip(dominant, contextual)
+    runner.check_selector(selector)
+    return Reduction("visionzip", selector=selector, vtu=vtu)

@@ -6,7 +6,7 @@ so users never need to run this; it exists so the data can be audited and regene
 
 Images: the real photos that scikit-image, scikit-learn and matplotlib ship in their wheels,
 resized, plus scenes of coloured shapes on plain, busy and noisy backgrounds drawn by
-``dymu_eval.offline.synthetic`` (the generator the offline demo model is trained with, so
+``dymu_eval.offline.synthetic`` (the generator the demo's offline model is trained with, so
 the demo is asked about the same things it learnt).
 """
 from __future__ import annotations

@@ -175,3 +175,35 @@ def test_flops_command_reads_a_checkpoint_config(tmp_path, capsys):
     rows = json.loads(out.read_text())["table1"]
     assert rows[0]["n_virtual"] == 64 and rows[0]["mflops_exact"] == 64 * 64 * 16 * 4 / 1e6
     assert main(["flops", "--model", str(tmp_path / "f.json")]) == 2  # not a model config: a clear error
+
+
+def test_flops_command_on_a_onevision_shape(tmp_path, capsys):
+    """OneVision (SigLIP + Qwen2): every crop through the encoder and the projector, the stock positions in the LLM."""
+    ov = load_shape("llava-onevision-qwen2-7b")
+    out = tmp_path / "f.json"
+    assert main(["flops", "--model", "llava-onevision-qwen2-7b", "--crops", "10", "--virtual", "7290",
+                 "--json", str(out)]) == 0
+    assert "28 heads x 128" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["table1"][0]["n_virtual"] == 7290
+    base = data["stages"][0]
+    one_crop = encoder_flops(ov.vision, unmerged_counts(ov.vision, ov.layers_run), [False] * ov.layers_run).total
+    assert base["encoder_gflops"] * 1e9 == pytest.approx(10 * one_crop)
+    assert base["projector_gflops"] * 1e9 == pytest.approx(2 * 10 * 729 * ov.projector_macs_per_row)
+    assert main(["flops", "--model", "llava-onevision-qwen2-7b", "--crops", "0"]) == 2
+    assert "--crops 0" in capsys.readouterr().err
+
+
+def test_flops_command_reads_a_onevision_checkpoint_config(tmp_path, capsys):
+    from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
+
+    LlavaOnevisionConfig(vision_config=SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                                          num_attention_heads=2, image_size=48, patch_size=8),
+                         text_config=Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                                 num_attention_heads=4, num_key_value_heads=2, vocab_size=100),
+                         vision_feature_layer=-1).save_pretrained(tmp_path)
+    shape = load_shape(str(tmp_path))
+    assert (shape.vision.has_cls, shape.vision.patches, shape.layers_run) == (False, 36, 3)
+    assert shape.llm.gated_mlp and shape.llm.kv_width == 32 and shape.projector == (32, 64, 64)
+    assert main(["flops", "--model", str(tmp_path), "--unique", "9", "--crops", "2"]) == 0
+    assert "72 image positions" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Calibration implements DESIGN §3: batch top-k taus, their mean over batches and processes,
+"""Calibration: batch top-k taus, their mean over batches and processes (dymu_eval/calibrate.py),
 deterministic files, and bad images that stop the run or are skipped and reported."""
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -34,10 +35,10 @@ def _pixels(pre, source, indices):
     return pre([source.load(i) for i in indices])
 
 
-def _calibrate(runner, pre, source, r_per_layer, **kw):
-    kw.setdefault("stats_images", 0)
-    return calibrate(runner, source, r_per_layer, kw.pop("batch_size", B), preprocess=pre, progress=False,
-                     created="fixed", **kw)
+def _calibrate(runner, pre, source, r_per_layer, settings=None, **kw):
+    settings = settings or CalibrationSettings()
+    settings = replace(settings, **{"batch_size": B, "stats_images": 0, "progress": False, **kw})
+    return calibrate(runner, source, r_per_layer, settings, preprocess=pre, created="fixed")
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

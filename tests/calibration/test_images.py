@@ -12,13 +12,8 @@ import pytest
 from PIL import Image
 
 from dymu_eval.errors import ConfigError, InputImageError
-from dymu_eval.images import (
-    FolderImages,
-    HFDatasetImages,
-    ImageListImages,
-    OfflineImages,
-    load_image,
-)
+from dymu_eval.images import FolderImages, HFDatasetImages, ImageListImages, load_image
+from dymu_eval.offline.photos import OfflineImages
 
 
 def _noise(w=48, h=40, seed=0) -> np.ndarray:

@@ -21,7 +21,6 @@ from dymu_eval.thresholds import (
     fingerprints_match,
     load_record,
     save_record,
-    side_by_side,
 )
 
 PUBLISHED = "clip-vit-large-patch14-336__llava_instruct__constant__low"
@@ -237,13 +236,6 @@ def test_default_cache_uses_repo_then_user_dir(tmp_path, monkeypatch):
     assert cache.lookup("tiny-clip", "toy", level="low").source_path == path
 
 
-def test_side_by_side():
-    a, b = make_record(values=[0.9, 0.8, None]), make_record(dataset="other", values=[0.7, 0.6, 0.5])
-    table = side_by_side([a, b])
-    assert table["columns"] == [a.key, b.key]
-    assert table["rows"][2] == {"layer": 2, a.key: None, b.key: 0.5}
-
-
 def test_cli_list_and_show(tmp_path, capsys):
     save_record(make_record(), tmp_path / "tiny-clip__toy__constant__low.json")
     (tmp_path / "broken.json").write_text("[")
@@ -255,5 +247,5 @@ def test_cli_list_and_show(tmp_path, capsys):
     assert "0.900000" in out and "tiny-clip" in out and "merge_order=reference" in out
     assert main(["thresholds", "show", "nope", "--dir", str(tmp_path)]) == 2
     assert "Known keys: broken, tiny-clip__toy__constant__low" in capsys.readouterr().err
-    assert main(["thresholds", "show", PUBLISHED, "--json"]) == 0
+    assert main(["thresholds", "show", PUBLISHED, "--raw"]) == 0
     assert json.loads(capsys.readouterr().out)["key"] == PUBLISHED

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from dymu_eval.cli import main
+from dymu_eval.runs.demo import demo_runs
 
 pytestmark = pytest.mark.slow
 
@@ -16,8 +17,8 @@ def test_short_demo_writes_tables_plots_and_maps(tmp_path, capsys):
 
     tables = out / "tables"
     markdown = (tables / "results.md").read_text()
-    for label in ("baseline", "ToMe-low", "ToMe-mid", "ToMe-high", "FastV", "DyMU-low", "DyMU-mid", "DyMU-high",
-                  "DyMU-low w/o VTU"):
+    for label in ("baseline", "ToMe-low", "ToMe-mid", "ToMe-high", "FastV", "Random 25% s0", "Pool 2x2",
+                  "VisionZip 54+10", "DyMU-low", "DyMU-mid", "DyMU-high", "DyMU-low w/o VTU"):
         assert f"| {label}" in markdown, f"row {label} missing from the demo table"
     assert list(tables.glob("*.csv")) and (tables / "results.tex").is_file()
     assert list(tables.glob("*_score_vs_tokens.png")) and list(tables.glob("*_tokens_vs_complexity.png"))
@@ -41,7 +42,7 @@ def test_short_demo_writes_tables_plots_and_maps(tmp_path, capsys):
         assert f"| {label}" in scored, f"row {label} missing from the calibration-set table"
 
     run_dirs = sorted(log.parent for log in runs.rglob("lmms_eval.log"))
-    assert len(run_dirs) == 9 + 2
+    assert len(run_dirs) == len(demo_runs()) + 2
     for run_dir in run_dirs:
         assert list(run_dir.rglob("*_results.json")), f"{run_dir.name}: lmms-eval wrote no results"
         assert list((run_dir / "dymu_stats").glob("*.jsonl")), f"{run_dir.name}: no per-sample stats"

@@ -50,8 +50,8 @@ def test_this_environment_is_the_lock():
     """Run where `make install` built the environment: it must be exactly the lock."""
     if not (Path(sys.prefix) / ".installed").is_file() and os.environ.get("DYMU_EVAL_REQUIRE_ASSETS") != "1":
         pytest.skip("not the environment `make install` built (no .installed stamp)")
-    result = subprocess.run([sys.executable, "-m", "dymu_eval.envcheck", str(LOCK), "--assets", str(asset_wheels_dir())],
-                            check=False, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "dymu_eval.envcheck", str(LOCK),
+                             "--assets", str(asset_wheels_dir())], check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     check = subprocess.run([sys.executable, "-m", "pip", "check"], check=False, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr

@@ -51,15 +51,17 @@ def tiny_thresholds(tiny_llava, tmp_path_factory) -> Path:
     runner = VisionRunner.from_model(model)
     r = runner.r_for_level("low")
     record = calibrate(runner, FolderImages(TASKS / "dymu_offline" / "images", name="tiny_offline"),
-                       merges_per_layer(r, runner.num_layers), batch_size=8,
-                       preprocess=ProcessorPreprocess(processor.image_processor), encoder_name=str(tiny_llava),
-                       settings=CalibrationSettings(level="low", r=r), stats_images=0, progress=False)
+                       merges_per_layer(r, runner.num_layers),
+                       CalibrationSettings(batch_size=8, level="low", r=r, stats_images=0, progress=False),
+                       preprocess=ProcessorPreprocess(processor.image_processor), encoder_name=str(tiny_llava))
     return save_record(record, tmp_path_factory.mktemp("thr") / "tiny_low.json")
 
 
-def run_lmms(args: list[str], env: dict[str, str], launcher: list[str] | None = None, timeout: int = 300):
-    """Run lmms-eval from the venv; returns the CompletedProcess (lmms-eval exits 0 even on failure)."""
-    cmd = (launcher or [str(VENV_BIN / "lmms-eval")]) + args + ["--include_path", str(TASKS), "--verbosity", "INFO"]
+def run_lmms(args: list[str], env: dict[str, str], launcher: list[str] | None = None, timeout: int = 300,
+             include: Path = TASKS):
+    """Run lmms-eval from the venv; returns the CompletedProcess (lmms-eval exits 0 even on failure).
+    ``include``: the one task folder lmms-eval adds to its own (the bundled tasks by default)."""
+    cmd = (launcher or [str(VENV_BIN / "lmms-eval")]) + args + ["--include_path", str(include), "--verbosity", "INFO"]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=str(ROOT))
 
 
@@ -79,3 +81,22 @@ def read_stats(out: Path) -> list[dict]:
     for f in sorted(glob.glob(str(out / "dymu_stats" / "*.jsonl"))):
         rows += [json.loads(line) for line in open(f)]
     return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_onevision(tmp_path_factory) -> Path:
+    from tiny_onevision import build_tiny_onevision
+
+    return build_tiny_onevision(tmp_path_factory.mktemp("tiny_ov") / "tiny-onevision", TASKS)
+
+
+@pytest.fixture(scope="session")
+def tiny_videos(tmp_path_factory) -> dict[str, Path]:
+    """Local .mp4 files: a 12-frame clip, a 3-frame clip (shorter than asked) and a corrupt file."""
+    from tiny_onevision import write_video
+
+    folder = tmp_path_factory.mktemp("videos")
+    corrupt = folder / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    return {"long": write_video(folder / "long.mp4", 12, seed=1), "short": write_video(folder / "short.mp4", 3, seed=2),
+            "corrupt": corrupt}

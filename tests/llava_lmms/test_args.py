@@ -23,7 +23,7 @@ def test_unknown_argument_lists_every_valid_one():
 
 @pytest.mark.parametrize("kwargs, words", [
     ({"level": "ultra"}, ["level", "ultra", "low, mid, high, none"]),
-    ({"method": "pruning"}, ["method", "dymu, tome, fastv, none"]),
+    ({"method": "pruning"}, ["method", "dymu, tome, fastv, random, pool, visionzip, none"]),
     ({"level": "none", "r": 4}, ["r", "baseline"]),
     ({"method": "none", "level": "low"}, ["method=none", "level=low"]),
     ({"level": "low", "r": 8}, ["level", "r"]),
@@ -31,6 +31,18 @@ def test_unknown_argument_lists_every_valid_one():
     ({"vtu": "maybe"}, ["vtu", "true or false"]),
     ({"batch_size": "auto"}, ["batch_size", "integer"]),
     ({"schedule": "cosine"}, ["schedule", "constant, linear, reverse_linear"]),
+    ({"keep": 64}, ["keep", "method=dymu"]),
+    ({"method": "random", "keep": 0}, ["keep=0", "fraction"]),
+    ({"method": "random", "keep": "lots"}, ["keep='lots'"]),
+    ({"method": "random", "keep": 1.5}, ["keep=1.5", "whole number"]),
+    ({"method": "random", "vtu": True}, ["vtu", "method=random", "no VTU"]),
+    ({"method": "random", "pool_factor": 2}, ["pool_factor", "keep=", "seed="]),
+    ({"method": "random", "level": "low"}, ["level", "keep="]),
+    ({"method": "pool", "pool_factor": 0}, ["pool_factor", ">= 1"]),
+    ({"method": "pool", "r": 4}, ["r", "pool_factor="]),
+    ({"method": "visionzip", "contextual": 0}, ["contextual", ">= 1"]),
+    ({"method": "visionzip", "keep": 64}, ["keep", "dominant= and contextual="]),
+    ({"method": "visionzip", "fastv_ratio": 0.5}, ["fastv_ratio", "dominant= and contextual="]),
     ({"merge_order": "sorted"}, ["merge_order", "reference, position"]),
     ({"level": "none", "merge_order": "position"}, ["merge_order", "baseline"]),
 ])
@@ -69,3 +81,22 @@ def test_presets():
         base = parse_model_args({"pretrained": "x", "method": "none"}, model=model)
         assert (base.method, base.level) == ("none", "none")
     assert parse_model_args({"pretrained": "x", "level": "none"}).method == "none"
+
+
+def test_selection_presets_and_defaults():
+    rnd = parse_model_args({"pretrained": "x", "keep": "64"}, model="random_llava")
+    assert (rnd.method, rnd.keep, rnd.seed, rnd.vtu) == ("random", 64, 0, False)
+    assert parse_model_args({"pretrained": "x", "keep": 0.25, "seed": 3}, model="random_llava").keep == 0.25
+    assert parse_model_args({"pretrained": "x", "keep": "0.5"}, model="random_llava").keep == 0.5
+    assert parse_model_args({"pretrained": "x"}, model="random_llava").keep == 0.25
+    pool = parse_model_args({"pretrained": "x", "vtu": "true"}, model="pool_llava")
+    assert (pool.method, pool.pool_factor, pool.vtu, pool.keep) == ("pool", 2, True, None)
+    vz = parse_model_args({"pretrained": "x", "dominant": 108, "contextual": 20}, model="visionzip_llava")
+    assert (vz.method, vz.dominant, vz.contextual, vz.vtu) == ("visionzip", 108, 20, False)
+    assert (parse_model_args({"pretrained": "x"}, model="visionzip_llava").dominant,) == (54,)
+    # method= on the main model reaches them too; another preset refuses them
+    assert parse_model_args({"pretrained": "x", "method": "pool"}).method == "pool"
+    with pytest.raises(ConfigError, match="contradicts"):
+        parse_model_args({"pretrained": "x", "method": "random"}, model="visionzip_llava")
+    for model in ("random_llava", "pool_llava", "visionzip_llava"):
+        assert parse_model_args({"pretrained": "x", "method": "none"}, model=model).method == "none"

@@ -6,19 +6,27 @@ FlopCounterMode. Two things the counter would otherwise see differently, and how
   counter's registry, so its attention would count as 0; the test selects SDPA's math backend,
   which runs the same products as matmuls the counter does count.
 - Both sides count matmuls only (norms, softmax, gathers and elementwise work are not FLOPs to
-  either), so they agree to the FLOP here; 1% is the bound DESIGN §9 sets, leaving room for
+  either), so they agree to the FLOP here; the 1% bound leaves room for
   small matmuls outside the model (e.g. a RoPE implementation computing ``inv_freq @ positions``).
 """
 from __future__ import annotations
 
 import pytest
+from conftest import TASKS
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from dymu_eval.language import DecodeConfig
 from dymu_eval.vlm import llava
-from dymu_eval.vlm.reduction import Reduction, dymu_reduction, fastv_reduction, tome_reduction
-from conftest import TASKS
+from dymu_eval.vlm.reduction import (
+    Reduction,
+    dymu_reduction,
+    fastv_reduction,
+    pool_reduction,
+    random_reduction,
+    tome_reduction,
+    visionzip_reduction,
+)
 
 QUESTION = "What color is the shape in the image?"
 IMAGE = TASKS / "dymu_offline" / "images" / "photo_astronaut.jpg"
@@ -38,6 +46,9 @@ def _reductions(pipe, thresholds):
         "dymu": dymu_reduction(pipe.model, pipe.runner, [], str(thresholds), "low", None, "constant", True),
         "dymu w/o vtu": dymu_reduction(pipe.model, pipe.runner, [], str(thresholds), "low", None, "constant", False),
         "fastv": fastv_reduction(1, 0.75, len(pipe.decoder.layers)),
+        "random": random_reduction(pipe.runner, 16, 0),
+        "pool+vtu": pool_reduction(pipe.runner, 2, vtu=True),
+        "visionzip": visionzip_reduction(pipe.runner, 10, 4, vtu=False),
     }
 
 
@@ -51,7 +62,8 @@ def _counted(pipe, new_tokens: int) -> tuple[float, dict]:
     return float(counter.get_total_flops()), stats[0]
 
 
-@pytest.mark.parametrize("method", ["baseline", "tome", "tome+vtu", "dymu", "dymu w/o vtu", "fastv"])
+@pytest.mark.parametrize("method", ["baseline", "tome", "tome+vtu", "dymu", "dymu w/o vtu", "fastv", "random",
+                                    "pool+vtu", "visionzip"])
 def test_analytic_flops_match_the_counter(pipe, tiny_thresholds, method):
     pipe.reduction = _reductions(pipe, tiny_thresholds)[method]
     counted, row = _counted(pipe, new_tokens=4)
@@ -85,6 +97,13 @@ def test_stage_flops_move_with_the_token_counts(pipe, tiny_thresholds):
     assert rows["dymu"]["kv_cache_bytes"] < rows["dymu"]["kv_full_bytes"]
     assert base["peak_mem_bytes"] is None and "CUDA" in base["memory_note"]
     assert base["ttft_ms"] == pytest.approx(base["encoder_ms"] + base["prefill_ms"])
+    # selections after the encoder: the blocks run unreduced, the encoder output and the LLM get the budget
+    selections = (("random", 17, 16, 16), ("pool+vtu", 17, 16, 64), ("visionzip", 14, 14, 14))
+    for method, rows_out, llm, positions in selections:
+        r = rows[method]
+        assert r["encoder_flops"] >= base["encoder_flops"] and r["encoder_rows"] == rows_out
+        assert (r["llm_rows"], r["virtual_positions"]) == (llm, positions)
+        assert r["prefill_flops"] < base["prefill_flops"]
 
 
 @pytest.mark.parametrize("method", ["baseline", "dymu", "fastv"])

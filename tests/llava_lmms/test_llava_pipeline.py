@@ -4,12 +4,20 @@ import json
 
 import pytest
 import torch
+from conftest import TASKS
 
 from dymu_eval.errors import ConfigError
 from dymu_eval.language import DecodeConfig
 from dymu_eval.vlm import llava
-from dymu_eval.vlm.reduction import Reduction, dymu_reduction, fastv_reduction, tome_reduction
-from conftest import TASKS
+from dymu_eval.vlm.reduction import (
+    Reduction,
+    dymu_reduction,
+    fastv_reduction,
+    pool_reduction,
+    random_reduction,
+    tome_reduction,
+    visionzip_reduction,
+)
 
 ROWS = [json.loads(line) for line in (TASKS / "dymu_offline" / "gqa.jsonl").read_text().splitlines()]
 
@@ -159,3 +167,63 @@ def test_loglikelihood_equals_the_unmodified_model(pipe):
         ref = logits[n_ctx - 1:-1].gather(1, target[:, None]).sum()
         assert logp == pytest.approx(float(ref), abs=1e-4)
         assert greedy == bool((logits[n_ctx - 1:-1].argmax(-1) == target).all())
+
+
+@pytest.mark.parametrize("make", [
+    lambda runner: random_reduction(runner, 1.0, 0),  # every patch kept, at its own position
+    lambda runner: pool_reduction(runner, 1, vtu=False),  # 1x1 blocks
+    lambda runner: pool_reduction(runner, 1, vtu=True),
+    lambda runner: visionzip_reduction(runner, 64, 1, vtu=True),  # CLS + 63 dominant + 1 lone contextual
+], ids=["random_all", "pool_1", "pool_1_vtu", "visionzip_all_vtu"])
+def test_selections_that_keep_every_patch_are_the_unmodified_model(pipe, make):
+    from dymu_eval.language import prefill_logits
+
+    pipe.reduction = make(pipe.runner)
+    reqs = _requests(pipe, ROWS[4:6])
+    prep = pipe.prepare(reqs)
+    assert all(s["visual_tokens_after"] == 64 for s in prep.stats)
+    ours = prefill_logits(pipe.decoder, pipe.lm_head, prep.unique, prep.layout)
+    for b, req in enumerate(reqs):
+        x = pipe.processor(images=req.images, text=req.prompt, return_tensors="pt")
+        with torch.no_grad():
+            ref = pipe.model(**x).logits[0]
+        torch.testing.assert_close(ours[b][prep.layout.valid[b]], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_random_keeps_its_tokens_at_their_original_positions(pipe):
+    pipe.reduction = random_reduction(pipe.runner, 16, seed=2)
+    reqs = _requests(pipe, ROWS[:2])
+    prep = pipe.prepare(reqs)
+    enc, _ = pipe.encode_images(torch.cat([pipe._process(r)[1] for r in reqs]))
+    for b, ids in enumerate(prep.input_ids):
+        start = int((ids == pipe.image_token_id).nonzero()[0, 0])
+        kept = (enc.patch_to_token[b, 1:] >= 0).nonzero()[:, 0]
+        pos = prep.layout.positions[b][prep.layout.valid[b]]
+        image = prep.image_mask[b][prep.layout.valid[b]]
+        assert pos[image].tolist() == (start + kept).tolist()
+        assert pos[~image].tolist() == list(range(start)) + list(range(start + 64, ids.numel()))
+        assert prep.stats[b]["visual_tokens_after"] == 16 and prep.stats[b]["virtual_len"] == ids.numel() - 48
+
+
+@pytest.mark.parametrize("make, tokens", [
+    (lambda runner: random_reduction(runner, 0.25, 0), 16),
+    (lambda runner: pool_reduction(runner, 2, vtu=True), 16),
+    (lambda runner: pool_reduction(runner, 4, vtu=False), 4),
+    (lambda runner: visionzip_reduction(runner, 10, 4, vtu=False), 14),  # CLS + 9 patches + 4 contextual
+    (lambda runner: visionzip_reduction(runner, 10, 4, vtu=True), 13),  # the CLS row has no position with VTU
+], ids=["random", "pool_vtu", "pool", "visionzip", "visionzip_vtu"])
+def test_selections_give_the_predicted_count_and_batched_equals_single(pipe, make, tokens):
+    pipe.reduction = make(pipe.runner)
+    reqs = _requests(pipe, ROWS[:3])
+    outs, stats = llava.generate(pipe, reqs, _config(pipe))
+    assert [s["visual_tokens_after"] for s in stats] == [tokens] * 3
+    single = [llava.generate(pipe, [q], _config(pipe))[0][0] for q in reqs]
+    assert outs == single
+
+
+def test_vtu_is_refused_where_tokens_were_dropped(pipe):
+    red = random_reduction(pipe.runner, 16, 0)
+    red.vtu = True  # what parse_model_args refuses up front; the pipeline refuses it too
+    pipe.reduction = red
+    with pytest.raises(ConfigError, match="method=random drops visual tokens"):
+        pipe.prepare(_requests(pipe, ROWS[:1]))

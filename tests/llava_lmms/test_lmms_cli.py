@@ -5,7 +5,6 @@ lmms-eval exits 0 even when a run fails, so every check reads the output files.
 import socket
 
 import pytest
-
 from conftest import VENV_BIN, read_run, read_stats, run_lmms
 
 pytestmark = pytest.mark.slow

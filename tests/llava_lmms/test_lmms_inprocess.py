@@ -4,9 +4,9 @@ import json
 import shutil
 
 import pytest
+from conftest import TASKS
 
 from dymu_eval.errors import ConfigError, InputImageError, ThresholdCacheError
-from conftest import TASKS
 
 TASKS_3 = ["dymu_pope_offline", "dymu_mme_offline", "dymu_gqa_offline"]
 
@@ -102,6 +102,35 @@ def test_reductions_run_and_record_their_token_counts(evaluate, tiny_llava, tiny
             assert all(s[f] is not None for f in fields)
 
 
+def test_selection_baselines_run_and_record_the_counts_their_settings_predict(evaluate, tiny_llava, tmp_path):
+    """random / pool / visionzip through their lmms-eval model names (tiny LLaVA: 8x8 = 64 patches + CLS)."""
+    runs = {
+        "random_count": ("random_llava", "keep=16,seed=1", 16, None),
+        "random_fraction": ("random_llava", "keep=0.125", 8, None),
+        "pool": ("pool_llava", "pool_factor=2", 16, None),
+        "pool_vtu": ("pool_llava", "pool_factor=4,vtu=true", 4, 64),
+        "visionzip": ("visionzip_llava", "dominant=10,contextual=4", 14, None),  # CLS + 9 patches + 4 contextual
+        "visionzip_vtu": ("visionzip_llava", "dominant=10,contextual=4,vtu=true", 13, 64),  # CLS has no position
+        "method_arg": ("dymu_llava", "method=pool,pool_factor=2", 16, None),
+    }
+    for name, (model, extra, tokens, positions) in runs.items():
+        folder = tmp_path / name
+        out = evaluate(model, f"pretrained={tiny_llava},device_map=cpu,batch_size=2,stats_dir={folder},{extra}",
+                       limit=2)
+        assert set(out["results"]) >= set(TASKS_3)
+        rows = _stats(folder)
+        assert len(rows) == 6
+        for s in rows:
+            assert s["visual_tokens_before"] == 64 and s["visual_tokens_after"] == tokens, (name, s)
+            text = s["unique_len"] - tokens
+            assert s["virtual_len"] == (text + positions if positions else s["unique_len"]), (name, s)
+            assert s["method"] == ("pool" if model == "dymu_llava" else model.split("_")[0])
+        if model == "random_llava":
+            assert rows[0]["seed"] == (1 if name == "random_count" else 0) and rows[0]["vtu"] is False
+        if model == "visionzip_llava":
+            assert (rows[0]["dominant"], rows[0]["contextual"]) == (10, 4)
+
+
 def test_loglikelihood_through_lmms_eval(evaluate, tiny_llava, tmp_path):
     out = evaluate("dymu_llava", f"pretrained={tiny_llava},level=none,device_map=cpu,stats_dir={tmp_path}",
                    tasks=["dymu_test_loglik"], limit=2, force_simple=True)
@@ -142,6 +171,12 @@ def test_construction_refuses_bad_settings(tiny_llava, tmp_path, monkeypatch):
         _construct("dymu_llava", f"pretrained={tiny_llava},thresholds={tmp_path / 'missing.json'}")
     with pytest.raises(ConfigError, match="fastv_k=9"):
         _construct("fastv_llava", f"pretrained={tiny_llava},fastv_k=9,stats_dir={tmp_path}")
+    with pytest.raises(ConfigError, match="pool_factor=3 does not divide the 8x8 patch grid"):
+        _construct("pool_llava", f"pretrained={tiny_llava},pool_factor=3,stats_dir={tmp_path}")
+    with pytest.raises(ConfigError, match="keep=65 is more than the 64 visual tokens"):
+        _construct("random_llava", f"pretrained={tiny_llava},keep=65,stats_dir={tmp_path}")
+    with pytest.raises(ConfigError, match="dominant=60 \\+ contextual=10 is more than the 65 tokens"):
+        _construct("visionzip_llava", f"pretrained={tiny_llava},dominant=60,contextual=10,stats_dir={tmp_path}")
 
 
 def test_threshold_cache_key_is_found_by_checkpoint_name(tiny_llava, tiny_thresholds, tmp_path, monkeypatch):

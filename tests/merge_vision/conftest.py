@@ -19,7 +19,8 @@ from transformers import (
 IMAGE = 64
 PATCH = 8  # 8x8 = 64 patches
 LAYERS = 4  # test modules assume 4 blocks
-COMMON = {"hidden_size": 32, "num_hidden_layers": LAYERS, "num_attention_heads": 4, "image_size": IMAGE, "patch_size": PATCH}
+COMMON = {"hidden_size": 32, "num_hidden_layers": LAYERS, "num_attention_heads": 4, "image_size": IMAGE,
+          "patch_size": PATCH}
 
 FAMILIES = {
     "clip": (CLIPVisionConfig, CLIPVisionModel, {"intermediate_size": 64}),

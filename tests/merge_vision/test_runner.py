@@ -55,7 +55,8 @@ def test_proportional_attention_of_identical_tokens(tiny_models):
     keep = [i for i in range(9) if i != 6]
     sizes = torch.ones(1, 8)
     sizes[0, 3] = 2.0
-    merged = TokenState(x[:, keep], torch.ones(1, 8, dtype=torch.bool), sizes, torch.arange(8)[None], torch.zeros(1, 9, dtype=torch.long), trivial=False)
+    merged = TokenState(x[:, keep], torch.ones(1, 8, dtype=torch.bool), sizes, torch.arange(8)[None],
+                        torch.zeros(1, 9, dtype=torch.long), trivial=False)
     out_merged, _ = attention(parts, parts.ln1(merged.x), attention_bias(merged, x.dtype))
     torch.testing.assert_close(out_merged, out_full[:, keep], atol=1e-6, rtol=0)
     # Without the log-size bias the outputs differ: the test can tell.

@@ -40,7 +40,7 @@ def test_schedule_errors(args, kwargs):
 
 def test_known_levels():
     assert [r_for_level("clip-vit-l-14-336", lv, 576, 23) for lv in ("low", "mid", "high")] == [21, 16, 8]
-    assert [r_for_level("siglip-so400m-14-384", lv, 729, 26, False) for lv in ("low", "mid", "high")] == [24, 21, 15]
+    assert [r_for_level("siglip-so400m-14-384", lv, 729, 26) for lv in ("low", "mid", "high")] == [24, 21, 15]
 
 
 def test_unknown_encoder_rule_keeps_clips_token_fractions():

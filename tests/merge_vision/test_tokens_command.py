@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dymu_eval.cli import main
 from dymu_eval.calibrate import encoder_identity
+from dymu_eval.cli import main
 from dymu_eval.merge import BatchTopK, Threshold, merges_per_layer
 from dymu_eval.thresholds import ThresholdRecord, save_record
 from dymu_eval.vision import VisionRunner
@@ -91,7 +91,8 @@ def test_bad_inputs_name_the_culprit(tiny_dirs, image_dir, tmp_path, capsys):
     thr.write_text(json.dumps({"thresholds": [0.9, 0.9]}))
     assert _run("--encoder", tiny_dirs["clip"], "--images", image_dir, "--thresholds", thr, "--json", out) == 2
     assert f"{thr} is not a dymu-eval thresholds file" in capsys.readouterr().err
-    assert _run("--encoder", tiny_dirs["clip"], "--images", image_dir, "--thresholds", tmp_path / "nope.json", "--json", out) == 2
+    missing = tmp_path / "nope.json"
+    assert _run("--encoder", tiny_dirs["clip"], "--images", image_dir, "--thresholds", missing, "--json", out) == 2
     assert "not found" in capsys.readouterr().err
     assert _run("--encoder", tiny_dirs["clip"], "--images", image_dir, "--r", -1, "--json", out) == 2
     assert "--r must be >= 0" in capsys.readouterr().err

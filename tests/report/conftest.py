@@ -25,7 +25,8 @@ TASKS = "dymu_pope_offline,dymu_mme_offline,dymu_gqa_offline"
 
 
 def _tiny_llava_builder():
-    spec = importlib.util.spec_from_file_location("tiny_llava_for_report", ROOT / "tests" / "llava_lmms" / "tiny_llava.py")
+    spec = importlib.util.spec_from_file_location("tiny_llava_for_report",
+                                                  ROOT / "tests" / "llava_lmms" / "tiny_llava.py")
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(module)
@@ -62,6 +63,7 @@ def lmms_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     lmms_eval("tome_llava", f"{pre},r=4", TASKS, 4, root / "main", env)
     time.sleep(1.1)  # result files are named by the second they start
     lmms_eval("tome_llava", f"{pre},r=4", "dymu_pope_offline", 2, root / "main", env)
-    lmms_eval("dymu_llava", f"{pre},thresholds={thresholds}", "dymu_pope_offline,dymu_mme_offline", 4, root / "main", env)
+    lmms_eval("dymu_llava", f"{pre},thresholds={thresholds}", "dymu_pope_offline,dymu_mme_offline", 4,
+              root / "main", env)
     lmms_eval("dymu_llava", f"{pre},level=none", "dymu_mme_offline", 3, root / "failed", env)
     return {"root": root, "base": root / "base", "main": root / "main", "failed": root / "failed", "model": model}

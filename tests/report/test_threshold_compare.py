@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from dymu_eval.cli import main as cli_main
+from dymu_eval.commands.thresholds_compare import compare
 from dymu_eval.errors import ThresholdCacheError
-from dymu_eval.report.threshold_compare import compare
 from dymu_eval.thresholds import load_record
 
 
@@ -28,8 +28,8 @@ def _images(folder: Path, n: int, busy: float, seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def two_entries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
     import torch
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     root = tmp_path_factory.mktemp("tcompare")
     torch.manual_seed(0)
@@ -52,8 +52,8 @@ def two_entries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_compare_side_by_side_and_tokens(two_entries: dict[str, Path], tmp_path: Path) -> None:
     cache, enc = two_entries["cache"], two_entries["encoder"]
-    comp = compare("tiny_clip", ["llava_instruct", "pixmo_cap"], r=6, dirs=[str(cache)], images=str(two_entries["eval"]),
-                   model_path=str(enc), out=str(tmp_path / "cmp"), progress=False)
+    comp = compare("tiny_clip", ["llava_instruct", "pixmo_cap"], r=6, dirs=[str(cache)],
+                   images=str(two_entries["eval"]), encoder=str(enc), out=str(tmp_path / "cmp"), progress=False)
     for ds in ("llava_instruct", "pixmo_cap"):
         rec = load_record(cache / f"tiny_clip__{ds}__constant__r6.json")
         got = comp.thresholds[ds].tolist()
@@ -66,19 +66,20 @@ def test_compare_side_by_side_and_tokens(two_entries: dict[str, Path], tmp_path:
     assert (lo < hi).all()
     assert np.mean(comp.tokens["llava_instruct"]) < np.mean(comp.tokens["pixmo_cap"])
     files = sorted(p.name for p in (tmp_path / "cmp").iterdir())
-    assert files == ["thresholds_compare.png", "thresholds_side_by_side.csv", "tokens_per_image.csv", "tokens_summary.csv"]
+    assert files == ["thresholds_compare.png", "thresholds_side_by_side.csv", "tokens_per_image.csv",
+                     "tokens_summary.csv"]
     back = pd.read_csv(tmp_path / "cmp" / "tokens_per_image.csv")
     assert back["pixmo_cap"].tolist() == comp.tokens["pixmo_cap"]
 
 
 def test_compare_cli_and_missing_entry(two_entries: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
     cache = str(two_entries["cache"])
-    rc = cli_main(["thresholds", "compare", "--encoder", "tiny_clip", "--datasets", "llava_instruct,pixmo_cap",
+    rc = cli_main(["thresholds", "compare", "--encoder-name", "tiny_clip", "--datasets", "llava_instruct,pixmo_cap",
                    "--r", "6", "--dir", cache])
     assert rc == 0
     out = capsys.readouterr().out
     assert "llava_instruct" in out and "pixmo_cap" in out and len(out.splitlines()) == 1 + 3
     with pytest.raises(ThresholdCacheError, match="dymu-eval calibrate"):
         compare("tiny_clip", ["llava_instruct", "coco"], r=6, dirs=[cache])
-    assert cli_main(["thresholds", "compare", "--encoder", "tiny_clip", "--datasets", "llava_instruct",
+    assert cli_main(["thresholds", "compare", "--encoder-name", "tiny_clip", "--datasets", "llava_instruct",
                      "--r", "6", "--dir", cache]) == 2

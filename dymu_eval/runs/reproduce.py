@@ -1,0 +1,301 @@
+"""The DyMU paper's comparison matrices through the stock lmms-eval CLI.
+
+LLaVA-1.5 (family ``llava``, the default) runs, one lmms-eval output folder each: the unreduced
+baseline; ToMe at 21/16/8 merges per layer; DyMU low/mid/high; DyMU-low without VTU and ToMe
+(r=21) with VTU (Table 6); the linear and reverse-linear schedules at mid (Table 5); FastV at its
+paper setting (K=2, R=50%); DyMU-mid with Pixmo-Cap thresholds (Table 7). Then the baselines
+beside them (``--baselines``, all by default): random pruning at 192/128/64 tokens (seed 0), 2x2
+pooling of the patch grid (144 tokens) with and without VTU, and VisionZip at its published
+162+30, 108+20 and 54+10 settings (192/128/64 tokens).
+
+LLaVA-OneVision (family ``onevision``) runs Table 4's setting: the baseline, ToMe at 24/21/15
+merges per layer, DyMU low/mid/high and FastV, on the Table 4 benchmarks lmms-eval has plus the
+usual video protocol (32 frames per video), then the same baselines at the same fractions of
+each crop's and frame's 729 patches (random 243/162/81, 3x3 pooling, VisionZip 205+38, 137+25,
+68+13). Then ``dymu-eval tables``, which shows the paper's rows beside the measured ones.
+
+Before anything starts it checks, with short timeouts, that the model is a local folder or the
+hub is reachable, that lmms-eval's hub datasets can be read, and that every threshold entry
+exists (calibrating missing ones from images the user points to, or stopping with the
+``dymu-eval calibrate`` command that would make them).
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError, DymuError, RunError
+from ..vocabulary import (
+    DEFAULT_SCHEDULE,
+    DEFAULT_THRESHOLDS,
+    FASTV_K,
+    FASTV_RATIO,
+    LEVELS,
+    LLAVA_15,
+    MAX_FRAMES,
+    ONEVISION_7B,
+    POOL_FACTOR,
+    SELECTION_METHODS,
+    VISIONZIP_SETTINGS,
+)
+from .spec import RunSpec, lmms_eval_argv, results_done, run_logged
+
+# Table-2 image benchmarks lmms-eval scores without a paid judge (MMBench falls back to GPT,
+# MM-Vet and LLaVA-Bench-in-the-Wild are GPT-judged).
+DEFAULT_TASKS = "mme,gqa,pope,scienceqa_img,seedbench,textvqa_val"
+TOME_ENCODER = "clip-vit-l-14-336"  # LLaVA-1.5's encoder: ToMe's r per level from merge.levels (paper Table 2)
+RANDOM_KEEP = tuple(d + c for d, c in VISIONZIP_SETTINGS)  # 192/128/64: the budgets later papers compare at
+
+# LLaVA-OneVision (paper Table 4): its benchmarks lmms-eval has (MMBench-Video is not one), then
+# the usual video protocol of reducers on OneVision. egoschema_subset is the 500-question split
+# lmms-eval scores locally (the full set only writes a submission file).
+ONEVISION_TASKS = ("mmbench_en_dev,mme,seedbench,mathvista_testmini,videomme,"
+                   "mvbench,egoschema_subset,longvideobench_val_v,mlvu_dev")
+ONEVISION_TOME_ENCODER = "siglip-so400m-14-384"  # SigLIP SO400M in OneVision (paper Table 4)
+# The baselines on OneVision (the DyMU paper has none there): per crop and frame of 27x27 = 729
+# patches, the LLaVA-1.5 budgets' fractions of 576 (1/3, 2/9, 1/9), VisionZip split in the
+# dominant:contextual ratio of its LLaVA-1.5 settings, and 3x3 pooling (2 does not divide 27).
+ONEVISION_PATCHES = 27 * 27
+ONEVISION_KEEP = tuple(ONEVISION_PATCHES * k // 576 for k in RANDOM_KEEP)  # 243/162/81
+ONEVISION_VISIONZIP = tuple((round(k * d / (d + c)), k - round(k * d / (d + c)))
+                            for k, (d, c) in zip(ONEVISION_KEEP, VISIONZIP_SETTINGS))  # 205+38, 137+25, 68+13
+ONEVISION_POOL_FACTOR = 3
+# family -> (default checkpoint, default tasks)
+FAMILIES = {"llava": (LLAVA_15, DEFAULT_TASKS), "onevision": (ONEVISION_7B, ONEVISION_TASKS)}
+PIXMO = "pixmo_cap"
+# the calibration sets the matrix reads, and the option (make variable) that points at their images
+IMAGE_OPTIONS = {DEFAULT_THRESHOLDS: "CALIB_IMAGES", PIXMO: "PIXMO_IMAGES"}
+
+
+@dataclass
+class Settings:
+    """What `dymu-eval reproduce` was asked for."""
+
+    family: str = "llava"
+    pretrained: str = ""  # default: the family's checkpoint
+    tasks: str = ""  # default: the family's benchmarks
+    levels: tuple[str, ...] = LEVELS
+    baselines: tuple[str, ...] = SELECTION_METHODS  # the fixed-budget baselines run beside the paper's matrix
+    limit: str | None = None
+    out: Path = Path("runs/reproduce")
+    num_gpus: int = 1
+    images: dict[str, str] | None = None  # calibration dataset -> image folder
+    dry_run: bool = False
+    force: bool = False
+
+
+def _dymu(name: str, level: str, thresholds: str = DEFAULT_THRESHOLDS, schedule: str = DEFAULT_SCHEDULE,
+          **extra: str) -> RunSpec:
+    args = {"level": level, "thresholds": thresholds,
+            **({"schedule": schedule} if schedule != DEFAULT_SCHEDULE else {}), **extra}
+    return RunSpec(name, "dymu_llava", args, ((thresholds, level, schedule),))
+
+
+def _check_levels(levels: list[str] | tuple[str, ...]) -> None:
+    bad = [lv for lv in levels if lv not in LEVELS]
+    if bad or not levels:
+        raise ConfigError(f"levels must be a comma list of {', '.join(LEVELS)}; got {','.join(levels) or 'nothing'}")
+
+
+def baseline_runs(baselines: list[str] | tuple[str, ...], family: str = "llava") -> list[RunSpec]:
+    """Random pruning, grid pooling and VisionZip at the budgets the literature compares at
+    (LLaVA-1.5), or at the same fractions of a crop's tokens (LLaVA-OneVision, per crop and frame)."""
+    bad = [b for b in baselines if b not in SELECTION_METHODS]
+    if bad:
+        raise ConfigError(f"baselines must be a comma list of {', '.join(SELECTION_METHODS)} (or empty); "
+                          f"got {','.join(bad)}")
+    ov = family == "onevision"
+    prefix, suffix = ("ov_", "_onevision") if ov else ("", "")
+    frames = {"max_frames_num": str(MAX_FRAMES)} if ov else {}
+    keeps, factor = (ONEVISION_KEEP, ONEVISION_POOL_FACTOR) if ov else (RANDOM_KEEP, POOL_FACTOR)
+    runs = []
+    if "random" in baselines:
+        runs += [RunSpec(f"{prefix}random_k{k}", f"random_llava{suffix}", {"keep": str(k), "seed": "0", **frames})
+                 for k in keeps]
+    if "pool" in baselines:
+        for vtu in ({}, {"vtu": "true"}):
+            runs.append(RunSpec(f"{prefix}pool_f{factor}{'_vtu' if vtu else ''}", f"pool_llava{suffix}",
+                                {"pool_factor": str(factor), **vtu, **frames}))
+    if "visionzip" in baselines:
+        runs += [RunSpec(f"{prefix}visionzip_{d}_{c}", f"visionzip_llava{suffix}",
+                         {"dominant": str(d), "contextual": str(c), **frames})
+                 for d, c in (ONEVISION_VISIONZIP if ov else VISIONZIP_SETTINGS)]
+    return runs
+
+
+def _check_family(family: str) -> None:
+    if family not in FAMILIES:
+        raise ConfigError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}")
+
+
+def onevision_matrix(levels: list[str] | tuple[str, ...]) -> list[RunSpec]:
+    """The paper's LLaVA-OneVision runs (Table 4) restricted to ``levels``, at 32 frames per video."""
+    from ..merge.levels import KNOWN_LEVELS
+
+    _check_levels(levels)
+    tome_r = KNOWN_LEVELS[ONEVISION_TOME_ENCODER]
+    frames = {"max_frames_num": str(MAX_FRAMES)}
+    runs = [RunSpec("ov_baseline", "dymu_llava_onevision", {"level": "none", **frames})]
+    runs += [RunSpec(f"ov_tome_r{tome_r[lv]}", "tome_llava_onevision", {"r": str(tome_r[lv]), **frames})
+             for lv in levels]
+    runs += [RunSpec(f"ov_dymu_{lv}", "dymu_llava_onevision", {"level": lv, "thresholds": DEFAULT_THRESHOLDS, **frames},
+                     ((DEFAULT_THRESHOLDS, lv, DEFAULT_SCHEDULE),)) for lv in levels]
+    runs.append(RunSpec(f"ov_fastv_k{FASTV_K}_r{FASTV_RATIO:g}", "fastv_llava_onevision",
+                        {"fastv_k": str(FASTV_K), "fastv_ratio": f"{FASTV_RATIO:g}", **frames}))
+    return runs
+
+
+def matrix(levels: list[str] | tuple[str, ...], family: str = "llava",
+           baselines: list[str] | tuple[str, ...] | None = None) -> list[RunSpec]:
+    """The paper's runs for ``family`` (llava: LLaVA-1.5, onevision: LLaVA-OneVision) restricted to
+    ``levels`` (baseline and FastV always), then the ``baselines`` (all by default)."""
+    from ..merge.levels import KNOWN_LEVELS
+
+    _check_family(family)
+    baselines = SELECTION_METHODS if baselines is None else baselines
+    if family == "onevision":
+        return onevision_matrix(levels) + baseline_runs(baselines, family)
+    _check_levels(levels)
+    tome_r = KNOWN_LEVELS[TOME_ENCODER]
+    runs = [RunSpec("baseline", "dymu_llava", {"level": "none"})]
+    runs += [RunSpec(f"tome_r{tome_r[lv]}", "tome_llava", {"r": str(tome_r[lv])}) for lv in levels]
+    runs += [_dymu(f"dymu_{lv}", lv) for lv in levels]
+    if "low" in levels:
+        runs.append(_dymu("dymu_low_no_vtu", "low", vtu="false"))
+        runs.append(RunSpec(f"tome_r{tome_r['low']}_vtu", "tome_llava", {"r": str(tome_r["low"]), "vtu": "true"}))
+    if "mid" in levels:
+        runs += [_dymu(f"dymu_mid_{sched}", "mid", schedule=sched) for sched in ("linear", "reverse_linear")]
+        runs.append(_dymu("dymu_mid_pixmo_cap", "mid", thresholds=PIXMO))
+    runs.append(RunSpec(f"fastv_k{FASTV_K}_r{FASTV_RATIO:g}", "fastv_llava",
+                        {"fastv_k": str(FASTV_K), "fastv_ratio": f"{FASTV_RATIO:g}"}))
+    return runs + baseline_runs(baselines)
+
+
+def missing_thresholds(pretrained: str, runs: list[RunSpec]) -> dict[tuple[str, str, str], str]:
+    """Threshold entries the runs need that the cache lacks -> the cache's miss message."""
+    from ..thresholds import ThresholdCache
+
+    cache = ThresholdCache()
+    missing: dict[tuple[str, str, str], str] = {}
+    for need in sorted({n for r in runs for n in r.needs}):
+        dataset, level, schedule = need
+        try:
+            cache.lookup(pretrained, dataset, level=level, schedule=schedule)
+        except DymuError as exc:
+            missing[need] = str(exc)
+    return missing
+
+
+def _model_available(pretrained: str) -> tuple[bool, str]:
+    if os.path.isdir(pretrained):
+        ok = (Path(pretrained) / "config.json").is_file()
+        return ok, "" if ok else f"model folder {pretrained} has no config.json"
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError
+
+    try:
+        if isinstance(try_to_load_from_cache(pretrained, "config.json"), str):
+            return True, ""
+    except HFValidationError:
+        return False, f"{pretrained}: no such folder, and not a hub id"
+    from ..fetch.net import hub_reachable
+
+    ok, why = hub_reachable()
+    return ok, "" if ok else (f"{pretrained} is not a local folder nor in the Hugging Face cache, and the hub is "
+                              f"unreachable ({why}). Download it on a connected machine "
+                              f"(`huggingface-cli download {pretrained}`) or pass MODEL=/path/to/local/folder")
+
+
+def _token_file() -> Path:
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return Path(home) / "token"
+
+
+def preflight(pretrained: str, tasks: str) -> list[str]:
+    """What would make the runs fail early: no model, no hub for hub-hosted tasks, no token."""
+    problems = []
+    ok, why = _model_available(pretrained)
+    if not ok:
+        problems.append(why)
+    local_tasks = all(t.startswith("dymu_") for t in tasks.split(","))
+    offline = os.environ.get("HF_DATASETS_OFFLINE", "0").lower() in ("1", "true", "yes")
+    if not local_tasks and not offline:
+        from ..fetch.net import hub_reachable
+
+        hub_ok, why = hub_reachable()
+        if not hub_ok:
+            problems.append(f"tasks {tasks} load their data from the Hugging Face hub, which is unreachable ({why}); "
+                            f"use TASKS=dymu_offline for the bundled offline tasks")
+        elif not (os.environ.get("HF_TOKEN") or _token_file().is_file()):
+            problems.append("lmms-eval's built-in tasks load datasets with token=True, which fails without a "
+                            "Hugging Face token even for public sets: set HF_TOKEN or run `huggingface-cli login`")
+    return problems
+
+
+def _calibrations(s: Settings, runs: list[RunSpec]) -> tuple[list[list[str]], list[str]]:
+    """Calibration commands for the missing threshold entries, and why the rest cannot be made."""
+    from ..thresholds import calibrate_command
+
+    images = s.images or {}
+    calibrations, stops = [], []
+    for (dataset, level, schedule), message in missing_thresholds(s.pretrained, runs).items():
+        option = IMAGE_OPTIONS.get(dataset, "CALIB_IMAGES")
+        folder = images.get(dataset) or (f"<{dataset} images: {option}=DIR>" if s.dry_run else None)
+        if folder is None:
+            stops.append(f"{message}\n  or point `make reproduce` at the images with {option}=DIR")
+            continue
+        argv = calibrate_command(s.pretrained, dataset, level, None, schedule, images=["--images", folder])
+        calibrations.append([sys.executable, "-m", "dymu_eval.cli", *argv[1:]])
+    if stops:
+        stops = [f"{len(stops)} threshold entr{'y is' if len(stops) == 1 else 'ies are'} missing:\n" + "\n".join(stops)]
+    return calibrations, stops
+
+
+def reproduce(s: Settings) -> int:
+    """Calibrate what is missing, run every spec not yet done, then build the tables; the exit code."""
+    from ..paths import tasks_dir
+
+    if s.num_gpus < 1:
+        raise ConfigError(f"num_gpus must be at least 1, got {s.num_gpus}")
+    _check_family(s.family)
+    s.pretrained = s.pretrained or FAMILIES[s.family][0]
+    s.tasks = ",".join(t.strip() for t in (s.tasks or FAMILIES[s.family][1]).split(",") if t.strip())
+    if not s.tasks:
+        raise ConfigError("tasks is empty")
+    runs = matrix(s.levels, s.family, s.baselines)
+    calibrations, stops = _calibrations(s, runs)
+    commands = [lmms_eval_argv(r, s.pretrained, s.tasks, s.out, tasks_dir(), s.limit, s.num_gpus) for r in runs]
+    tables = [sys.executable, "-m", "dymu_eval.cli", "tables", *[str(r.folder(s.out)) for r in runs],
+              "--out", str(s.out / "tables")]
+    if s.dry_run:
+        print(f"# {len(calibrations)} calibration(s), {len(runs)} lmms-eval run(s), then the tables")
+        for cmd in calibrations + commands + [tables]:
+            print(shlex.join(cmd))
+        return 0
+    problems = preflight(s.pretrained, s.tasks) + stops
+    if problems:
+        raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
+    for cmd in calibrations:
+        print("+ " + shlex.join(cmd), flush=True)
+        if subprocess.call(cmd) != 0:
+            raise RunError(f"calibration failed: {shlex.join(cmd)}")
+    for spec, cmd in zip(runs, commands):
+        _run_one(spec, cmd, s)
+    print("+ " + shlex.join(tables), flush=True)
+    return subprocess.call(tables)
+
+
+def _run_one(spec: RunSpec, cmd: list[str], s: Settings) -> None:
+    run_dir = spec.folder(s.out)
+    if not s.force and results_done(run_dir, s.tasks):
+        print(f"= {spec.name}: results present, skipped (FORCE=1 reruns it)", flush=True)
+        return
+    print("+ " + shlex.join(cmd), flush=True)
+    rc = run_logged(cmd, run_dir / "lmms_eval.log")
+    if rc != 0 or not results_done(run_dir, s.tasks):
+        raise RunError(f"run {spec.name} failed (exit {rc}; lmms-eval exits 0 even on failure and then "
+                       f"writes no results file): see {run_dir / 'lmms_eval.log'}")

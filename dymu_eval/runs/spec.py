@@ -1,0 +1,70 @@
+"""One lmms-eval run: which plugin model, which model_args, and the command line that runs it."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One row of a comparison: a plugin model and its model_args (``pretrained`` is added at launch).
+
+    ``needs`` lists the threshold cache entries (dataset, level, schedule) the run reads.
+    """
+
+    name: str
+    model: str
+    args: dict[str, str] = field(default_factory=dict)
+    needs: tuple[tuple[str, str, str], ...] = ()
+
+    def model_args(self, pretrained: str | Path, **extra: str) -> str:
+        """lmms-eval's ``--model_args`` string for this run on ``pretrained``."""
+        items = {"pretrained": str(pretrained), **self.args, **extra}
+        return ",".join(f"{k}={v}" for k, v in items.items())
+
+    def folder(self, root: str | Path) -> Path:
+        """This run's ``--output_path`` under ``root`` (the name without spaces or slashes)."""
+        return Path(root) / self.name.replace(" ", "_").replace("/", "_")
+
+
+def lmms_eval_argv(spec: RunSpec, pretrained: str | Path, tasks: str, out_root: str | Path,
+                   include_path: str | Path, limit: int | str | None = None,
+                   num_processes: int | None = None) -> list[str]:
+    """The command line for one run: this environment's lmms-eval, or ``accelerate launch`` over
+    ``num_processes`` processes (``--include_path`` is required for the plugin's tasks)."""
+    launcher = ([sys.executable, "-m", "lmms_eval"] if num_processes is None
+                else ["accelerate", "launch", "--num_processes", str(num_processes), "-m", "lmms_eval"])
+    argv = launcher + ["--model", spec.model, "--model_args", spec.model_args(pretrained), "--tasks", tasks,
+                       "--include_path", str(include_path), "--batch_size", "1", "--log_samples",
+                       "--output_path", str(spec.folder(out_root))]
+    if limit not in (None, ""):
+        argv += ["--limit", str(limit)]
+    return argv
+
+
+def results_done(out_dir: Path, tasks: str) -> bool:
+    """A previous run of this spec already produced results for every task (resume)."""
+    for path in sorted(Path(out_dir).rglob("*_results.json"), reverse=True):
+        try:
+            done = set(json.loads(path.read_text()).get("results", {}))
+        except (OSError, ValueError):
+            continue
+        if set(tasks.split(",")) <= done:
+            return True
+    return False
+
+
+def run_logged(cmd: list[str], log: Path, echo: bool = True) -> int:
+    """Run ``cmd``, keeping its output in ``log`` (and echoing it unless ``echo`` is False); its exit code."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as fh:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if echo:
+                sys.stdout.write(line)
+            fh.write(line)
+        return proc.wait()

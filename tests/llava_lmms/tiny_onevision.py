@@ -1,0 +1,112 @@
+"""A tiny random LLaVA-OneVision (SigLIP tower + Qwen2 LM + WordLevel tokenizer) saved to a folder,
+and tiny local ``.mp4`` videos.
+
+Built from configs and saved with ``save_pretrained`` so the real loading code of the plugin
+and of lmms-eval's ``llava_hf`` runs on it. Crops are 48 px with 8 px patches (6x6 = 36 tokens
+per crop, pooled to 3x3 for video). The grid pinpoints go up to 3x3 crops and the config reads
+``anyres_max_4``, so a large square image triggers the bilinear downsample of the AnyRes canvas.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tiny_llava import _words
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import (
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    LlavaOnevisionImageProcessor,
+    LlavaOnevisionProcessor,
+    LlavaOnevisionVideoProcessor,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    SiglipVisionConfig,
+)
+
+CROP, PATCH = 48, 8
+PINPOINTS = [[CROP * a, CROP * b] for a in (1, 2, 3) for b in (1, 2, 3)]
+ASPECT = "anyres_max_4"
+# content as a string (simple models) or as a list of {"type": "image"|"video"|"text"} parts (chat models)
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}USER: "
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image>\n{% elif c['type'] == 'video' %}<video>\n"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %} {% else %}ASSISTANT: {% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{{ c['text'] }}{% endfor %}{% endif %}</s>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>", "<video>"]
+
+
+def build_tokenizer(tasks_dir: Path) -> PreTrainedTokenizerFast:
+    words = sorted(set(_words(tasks_dir)) | {"what", "happens", "in", "the", "video", "describe", "it"})
+    vocab = {t: i for i, t in enumerate(SPECIALS + words)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"}, padding_side="left",
+    )
+    fast.add_special_tokens({"additional_special_tokens": ["<image>", "<video>"]})
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_onevision(out: Path, tasks_dir: Path, *, vision_layers: int = 3, seed: int = 0) -> Path:
+    """Save a random tiny LLaVA-OneVision (model, processor, tokenizer) into ``out`` and return it."""
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(tasks_dir)
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=vision_layers,
+                                num_attention_heads=2, image_size=CROP, patch_size=PATCH, vision_use_head=False)
+    text = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=4096,
+                       bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=False,
+                       initializer_range=0.3, use_sliding_window=False)
+    config = LlavaOnevisionConfig(
+        vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"), vision_feature_layer=-1,
+        vision_feature_select_strategy="full", vision_aspect_ratio=ASPECT, image_grid_pinpoints=PINPOINTS,
+        initializer_range=0.3, tie_word_embeddings=False,
+    )
+    model = LlavaOnevisionForConditionalGeneration(config).eval()
+    with torch.no_grad():  # wide random weights, so that greedy answers differ from sample to sample
+        for name, p in model.named_parameters():
+            if "vision_tower" in name and p.dim() == 2:
+                p.normal_(0, 0.1)
+        model.model.image_newline.normal_(0, 1.0)
+    model.generation_config.eos_token_id = 2
+    model.generation_config.pad_token_id = 3
+    model.save_pretrained(out)
+    image_processor = LlavaOnevisionImageProcessor(size={"height": CROP, "width": CROP},
+                                                   image_grid_pinpoints=PINPOINTS)
+    video_processor = LlavaOnevisionVideoProcessor(size={"height": CROP, "width": CROP})
+    processor = LlavaOnevisionProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
+        num_image_tokens=(CROP // PATCH) ** 2, vision_feature_select_strategy="full", chat_template=CHAT_TEMPLATE,
+        vision_aspect_ratio=ASPECT,
+    )
+    processor.save_pretrained(out)
+    return out
+
+
+def write_video(path: Path, frames: int, size: tuple[int, int] = (64, 48), seed: int = 0) -> Path:
+    """A small ``.mp4`` (MPEG-4 Part 2, via PyAV) of moving coloured blocks with ``frames`` frames."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        base = rng.integers(0, 255, size=(h // 8, w // 8, 3), dtype=np.uint8)
+        for i in range(frames):
+            img = np.kron(np.roll(base, i, axis=1), np.ones((8, 8, 1), dtype=np.uint8))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
