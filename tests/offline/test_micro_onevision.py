@@ -85,3 +85,35 @@ def test_stock_model_answers_about_an_anyres_image_and_a_clip(built):
             out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
         answer = processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
         assert answer.split()[0].strip(".").lower() in {"yes", "no"}, (kind, answer)
+
+
+def test_family_module_without_reduction_is_the_stock_model(built):
+    """The OneVision family module drops the DINOv2 CLS like the "default" strategy: with no
+    reduction its logits equal the stock model's on an AnyRes image and on a clip."""
+    from dymu_eval.language import prefill_logits
+    from dymu_eval.vlm import llava_onevision as ov
+    from dymu_eval.vlm.reduction import Reduction, tome_reduction
+
+    _, model, processor = built
+    pipe = ov.OnevisionPipeline(model, processor)
+    pipe.reduction = Reduction()
+    image, _ = make_scene(5, size=336, background="busy")
+    frames, _ = shape_clip(5, "recolour", "noisy")
+    question = "Is there a red square?\nAnswer the question using a single word or phrase."
+    requests = []
+    for images, videos in (([image.crop((0, 0, 336, 250))], []), ([], [ov.Video(np.stack(frames[::4]))])):
+        text, _ = ov.simple_prompt(pipe.tokenizer, question, len(images), len(videos))
+        requests.append(ov.Request(text, images, videos, name="sample"))
+    for req in requests:
+        prep = pipe.prepare([req])
+        ours = prefill_logits(pipe.decoder, pipe.lm_head, prep.unique, prep.layout)[0]
+        _, inputs = pipe._process(req)
+        with torch.no_grad():
+            ref = model(**inputs).logits[0]
+        torch.testing.assert_close(ours[prep.layout.valid[0]], ref, atol=1e-5, rtol=1e-5)
+        assert prep.stats[0]["visual_rows"] == prep.stats[0]["visual_positions"]
+    # ToMe merges in the encoder, so fewer distinct rows reach the LLM
+    pipe.reduction = tome_reduction(pipe.runner, r=8, level=None, schedule="constant", vtu=True)
+    for req in requests:
+        stats = pipe.prepare([req]).stats[0]
+        assert stats["visual_rows"] < stats["visual_positions"]
