@@ -117,3 +117,13 @@ def test_family_module_without_reduction_is_the_stock_model(built):
     for req in requests:
         stats = pipe.prepare([req]).stats[0]
         assert stats["visual_rows"] < stats["visual_positions"]
+
+
+def test_a_strategy_that_does_not_fit_the_tower_is_refused(built, monkeypatch):
+    from dymu_eval.errors import ConfigError
+    from dymu_eval.vlm import llava_onevision as ov
+
+    _, model, processor = built
+    monkeypatch.setattr(model.config, "vision_feature_select_strategy", "full")
+    with pytest.raises(ConfigError, match="with a CLS token.*'default'"):
+        ov.OnevisionPipeline(model, processor)
