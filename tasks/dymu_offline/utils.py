@@ -1,8 +1,10 @@
-"""Prompt and image helpers for the offline tasks; scoring reuses lmms-eval's own functions.
+"""Prompt, image and video helpers for the offline tasks; scoring reuses lmms-eval's own functions.
 
-Images are files beside this module (``image_file`` in each JSON-lines row), so the tasks
-need no hub access. An image that cannot be read fails with an error naming the file and
-the sample, instead of a bare PIL traceback deep inside lmms-eval.
+Images and videos are files beside this module (``image_file`` / ``video`` in each JSON-lines
+row), so the tasks need no hub access. An image that cannot be read, or a video that is
+missing, fails with an error naming the file and the sample, instead of a bare traceback deep
+inside lmms-eval. Videos are handed to the model as absolute ``.mp4`` paths, which lmms-eval
+types as video (a ``.webm`` path would be typed as audio).
 """
 from __future__ import annotations
 
@@ -29,6 +31,15 @@ def _load(path: str, sample: str) -> Image.Image:
 def doc_to_visual(doc: dict) -> list[Image.Image]:
     """The sample's one image as RGB."""
     return [_load(os.path.join(_HERE, doc["image_file"]), str(doc.get("question_id", "?")))]
+
+
+def doc_to_video(doc: dict) -> list[str]:
+    """The sample's one video, as an absolute path (the model decodes and samples its frames)."""
+    path = os.path.join(_HERE, doc["video"])
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"video file {path} (sample {doc.get('question_id', '?')}) does not exist; "
+                                "rebuild it with: python tasks/_build/make_videos.py")
+    return [path]
 
 
 def doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str:

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from dymu_eval.cli import main
+from dymu_eval.runs.demo import demo_runs
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,21 @@ def test_short_demo_writes_tables_plots_and_maps(tmp_path, capsys):
     # DyMU's point: token counts follow image content, so the photos do not all keep the same count
     assert len({e["visual_tokens"] for e in counts["images"]}) > 1
 
-    for run_dir in runs.iterdir():
+    # thresholds from two calibration sets: side by side, tokens on the evaluation images, scores
+    compared = out / "thresholds_compare"
+    assert (compared / "thresholds_compare.png").is_file()
+    layers = (compared / "thresholds_side_by_side.csv").read_text().splitlines()
+    assert layers[0].startswith("layer,offline_photos,") and "offline_scenes" in layers[0] and len(layers) > 2
+    summary = (compared / "tokens_summary.csv").read_text()
+    assert "offline_photos" in summary and "offline_scenes" in summary
+    scored = (compared / "tables" / "results.md").read_text()
+    for label in ("baseline", "DyMU-mid (offline_mix)", "DyMU-mid (offline_photos)", "DyMU-mid (offline_scenes)"):
+        assert f"| {label}" in scored, f"row {label} missing from the calibration-set table"
+
+    run_dirs = sorted(log.parent for log in runs.rglob("lmms_eval.log"))
+    assert len(run_dirs) == len(demo_runs()) + 2
+    for run_dir in run_dirs:
         assert list(run_dir.rglob("*_results.json")), f"{run_dir.name}: lmms-eval wrote no results"
         assert list((run_dir / "dymu_stats").glob("*.jsonl")), f"{run_dir.name}: no per-sample stats"
-    assert "[demo] tables and plots" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "[demo] tables and plots" in printed and "Thresholds from two calibration sets" in printed

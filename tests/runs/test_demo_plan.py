@@ -16,6 +16,13 @@ def test_demo_runs_cover_the_comparison_table():
     assert all(r.args["thresholds"] == demo.CALIBRATION_DATASET for r in dymu)
 
 
+def test_calibration_set_runs_differ_only_in_their_thresholds():
+    runs = demo.compare_runs(["offline_photos", "offline_scenes"], "mid")
+    assert [r.name for r in runs] == ["DyMU-mid (offline_photos)", "DyMU-mid (offline_scenes)"]
+    assert [r.args["thresholds"] for r in runs] == ["offline_photos", "offline_scenes"]
+    assert all(r.args | {"thresholds": ""} == runs[0].args | {"thresholds": ""} for r in runs)
+
+
 def test_model_args_and_argv():
     run = demo.demo_runs("my_thresholds")[-1]
     args = dict(kv.split("=", 1) for kv in run.model_args(Path("/m/llava"), batch_size="1").split(","))
