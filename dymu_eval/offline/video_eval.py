@@ -69,7 +69,8 @@ def summary(records: list[dict]) -> dict:
     for r in records:
         for key in (f"kind={r['category']}", f"source={r['source']}", f"answer={r['answer']}"):
             groups[key].append(r)
-    return {**acc(records), "greedy_is_yes_or_no": round(float(np.mean([r["greedy_is_yes_or_no"] for r in records])), 4),
+    yes_or_no = float(np.mean([r["greedy_is_yes_or_no"] for r in records]))
+    return {**acc(records), "greedy_is_yes_or_no": round(yes_or_no, 4),
             "by": {k: acc(v) for k, v in sorted(groups.items())}}
 
 
