@@ -152,6 +152,18 @@ def correlation(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return pearson, spearman
 
 
+def _save_scatter(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+    """Labels, grid and legend of a complexity scatter, saved to ``path``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def tokens_vs_complexity(family: str, runs: list[MeasuredRun],
                          path: Path) -> tuple[Path | None, dict[str, tuple[float, float]]]:
     """Scatter of per-sample tokens vs JPEG bytes/pixel for every reducing run, correlations in the legend."""
@@ -175,12 +187,52 @@ def tokens_vs_complexity(family: str, runs: list[MeasuredRun],
     if not stats:
         plt.close(fig)
         return None, stats
-    ax.set_xlabel("image complexity (JPEG q=90 bytes per pixel)")
-    ax.set_ylabel("visual tokens given to the LLM")
-    ax.set_title(f"{family}: tokens vs image complexity")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_scatter(fig, ax, path, "image complexity (JPEG q=90 bytes per pixel)", "visual tokens given to the LLM",
+                  f"{family}: tokens vs image complexity")
+    return path, stats
+
+
+def tokens_per_frame_vs_complexity(stats_files: dict[str, list[Path]], task: str, docs_jsonl: Path,
+                                   videos_json: Path, path: Path) -> tuple[Path | None, dict[str, tuple[float, float]]]:
+    """Scatter of visual rows the LLM reads per video frame against clip complexity, one series per run.
+
+    ``stats_files``: run label -> its per-sample stats JSONL files, whose rows of ``task`` are
+    plotted; rows of ``docs_jsonl`` (that task's docs, in lmms-eval's ``doc_id`` order) name their
+    clip, whose complexity comes from ``videos_json`` (the video build's manifest). Correlations
+    go in the legend.
+    """
+    import json
+
+    from ..errors import RunError
+    from .runs import read_jsonl
+
+    docs = read_jsonl(docs_jsonl)
+    try:
+        complexity = {c["video"]: float(c["complexity"]) for c in json.loads(videos_json.read_text())["clips"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RunError(f"{videos_json}: no clip complexities ({exc})") from exc
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    stats: dict[str, tuple[float, float]] = {}
+    cmap = plt.get_cmap("tab10")
+    for i, (label, files) in enumerate(stats_files.items()):
+        pts = []
+        for row in (r for f in files for r in read_jsonl(f)):
+            rows, frames = row.get("visual_rows"), row.get("frames")
+            if (row.get("task") != task or not frames or rows is None or row.get("doc_id") is None
+                    or int(row["doc_id"]) >= len(docs)):
+                continue
+            clip = docs[int(row["doc_id"])].get("video")
+            if clip in complexity:
+                pts.append((complexity[clip], float(rows) / float(frames)))
+        if not pts:
+            continue
+        x, y = np.array(pts).T
+        stats[label] = correlation(x, y)
+        ax.scatter(x, y, s=12, alpha=0.7, color=cmap(i % 10),
+                   label=f"{label}: Pearson {_r(stats[label][0])}, Spearman {_r(stats[label][1])} (n={len(x)})")
+    if not stats:
+        plt.close(fig)
+        return None, stats
+    _save_scatter(fig, ax, path, "clip complexity (JPEG q=90 bytes per pixel)",
+                  "visual rows given to the LLM per frame", "LLaVA-OneVision: tokens per frame vs clip complexity")
     return path, stats

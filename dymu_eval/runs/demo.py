@@ -15,6 +15,9 @@ Steps, each skipped when its output already exists (``force`` redoes them):
    calibrate level mid on the photos alone and on the generated scenes alone, compare them
    with ``dymu-eval thresholds compare`` (per-layer thresholds, tokens on the evaluation
    images, a plot), and score DyMU-mid with each on the POPE-style task;
+6. the OneVision section (:mod:`dymu_eval.runs.demo_onevision`): the micro OneVision with its
+   own thresholds, baseline, ToMe, FastV and DyMU low/mid/high on an AnyRes image task and the
+   video task (a few samples each), tables, tokens per frame vs clip complexity, frame merge maps;
 and say where everything is.
 """
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 
 from ..errors import DymuError, RunError
 from ..vocabulary import DEFAULT_SCHEDULE, FASTV_K, FASTV_RATIO, LEVELS
+from .demo_onevision import onevision_section
 from .spec import RunSpec, lmms_eval_argv, results_done, run_logged
 
 DEMO_TASKS = ("dymu_pope_offline", "dymu_mme_offline", "dymu_gqa_offline")
@@ -119,21 +123,27 @@ def ensure_thresholds(model_dir: Path, images: Path, force: bool, dataset: str =
             raise RunError(f"calibration {dataset} for level {level} failed (exit {rc})")
 
 
-def merge_maps(model_dir: Path, out: Path) -> None:
-    """PNG overlays of what DyMU-low merged in a few photos, with their token counts."""
+def tokens_maps(model_dir: Path, picked: Path, out: Path, dataset: str = CALIBRATION_DATASET) -> None:
+    """``dymu-eval tokens --maps``: DyMU-low (thresholds of ``dataset``) merge maps and token counts of
+    the images in ``picked`` into ``out``; ``picked`` is removed afterwards."""
     from ..cli import main as cli
     from ..thresholds import ThresholdCache
 
-    picked = out / "_photos"
-    picked.mkdir(parents=True, exist_ok=True)
-    for name, path in merge_map_images().items():
-        shutil.copyfile(path, picked / f"{name}{path.suffix.lower()}")
-    record = ThresholdCache().lookup(str(model_dir), CALIBRATION_DATASET, level="low", schedule=DEFAULT_SCHEDULE)
+    record = ThresholdCache().lookup(str(model_dir), dataset, level="low", schedule=DEFAULT_SCHEDULE)
     rc = cli(["tokens", "--encoder", str(model_dir), "--images", str(picked), "--thresholds",
               str(record.source_path), "--json", str(out / "tokens.json"), "--maps", str(out)])
     shutil.rmtree(picked)
     if rc != 0:
-        raise RunError(f"merge maps failed (exit {rc})")
+        raise RunError(f"merge maps of {picked} failed (exit {rc})")
+
+
+def merge_maps(model_dir: Path, out: Path) -> None:
+    """PNG overlays of what DyMU-low merged in a few photos, with their token counts."""
+    picked = out / "_photos"
+    picked.mkdir(parents=True, exist_ok=True)
+    for name, path in merge_map_images().items():
+        shutil.copyfile(path, picked / f"{name}{path.suffix.lower()}")
+    tokens_maps(model_dir, picked, out)
 
 
 def run_specs(runs: list[RunSpec], model_dir: Path, runs_dir: Path, limit: int | None, force: bool,
@@ -192,7 +202,7 @@ def compare_calibration_sets(model_dir: Path, images: Path, out: Path, runs_dir:
 
 
 def demo(out: Path, runs_dir: Path, limit: int | None = None, force: bool = False) -> None:
-    """All four steps; prints where everything is and the tables."""
+    """All the steps; prints where everything is and the tables."""
     from ..paths import user_cache_dir
     from ..report.build import make_report
 
@@ -210,14 +220,19 @@ def demo(out: Path, runs_dir: Path, limit: int | None = None, force: bool = Fals
     by_name = {spec.name: path for spec, path in zip(specs, run_dirs)}
     compared = compare_calibration_sets(model_dir, images, out, runs_dir / "calibration_sets", limit, force,
                                         (by_name["baseline"], by_name[f"DyMU-{COMPARE_LEVEL}"]))
+    onevision = onevision_section(images, CALIBRATION_DATASET, out / "onevision", runs_dir / "onevision", limit, force)
     print(f"\n[demo] done in {(time.time() - started) / 60:.1f} min")
     print(f"[demo] lmms-eval outputs: {runs_dir}/<run>/")
     print(f"[demo] tables and plots:  {tables}/")
     print(f"[demo] merge maps:        {out / 'maps'}/")
     print(f"[demo] calibration sets:  {compared}/ (thresholds_compare.png, tables/)")
+    print(f"[demo] OneVision:         {onevision['tables']}/, {onevision['plot']}, merge maps {onevision['maps']}/")
     for path in sorted(tables.glob("*.md")):
         print(f"\n{path.read_text()}")
     print(f"\nThresholds from two calibration sets (level {COMPARE_LEVEL}), tokens on the task images:")
     print((compared / "tokens_summary.csv").read_text())
     for path in sorted((compared / "tables").glob("*.md")):
+        print(path.read_text())
+    print("\nLLaVA-OneVision (micro): AnyRes images and video")
+    for path in sorted(onevision["tables"].glob("*.md")):
         print(path.read_text())

@@ -7,6 +7,7 @@ import pytest
 
 from dymu_eval.cli import main
 from dymu_eval.runs.demo import demo_runs
+from dymu_eval.runs.demo_onevision import ONEVISION_TASKS, onevision_runs
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +42,21 @@ def test_short_demo_writes_tables_plots_and_maps(tmp_path, capsys):
     for label in ("baseline", "DyMU-mid (offline_mix)", "DyMU-mid (offline_photos)", "DyMU-mid (offline_scenes)"):
         assert f"| {label}" in scored, f"row {label} missing from the calibration-set table"
 
+    # the OneVision section: every method on an AnyRes image task and the video task
+    ov = out / "onevision"
+    ov_table = (ov / "tables" / "results.md").read_text()
+    for label in ("baseline", "ToMe-mid", "FastV", "DyMU-low", "DyMU-mid", "DyMU-high"):
+        assert f"| {label}" in ov_table, f"row {label} missing from the OneVision table"
+    assert all(f"{task}-acc" in ov_table for task in ONEVISION_TASKS)
+    assert (ov / "tokens_per_frame_vs_complexity.png").is_file()
+    frames = json.loads((ov / "maps" / "tokens.json").read_text())
+    assert len(frames["images"]) == len(list((ov / "maps").glob("*.png"))) == 3
+
     run_dirs = sorted(log.parent for log in runs.rglob("lmms_eval.log"))
-    assert len(run_dirs) == len(demo_runs()) + 2
+    assert len(run_dirs) == len(demo_runs()) + 2 + len(onevision_runs("offline_mix"))
     for run_dir in run_dirs:
         assert list(run_dir.rglob("*_results.json")), f"{run_dir.name}: lmms-eval wrote no results"
         assert list((run_dir / "dymu_stats").glob("*.jsonl")), f"{run_dir.name}: no per-sample stats"
     printed = capsys.readouterr().out
     assert "[demo] tables and plots" in printed and "Thresholds from two calibration sets" in printed
+    assert "[demo] OneVision:" in printed and "LLaVA-OneVision (micro)" in printed

@@ -1,6 +1,8 @@
 """What the demo runs: the comparison rows, their model_args, and the lmms-eval command lines."""
 from pathlib import Path
 
+import pytest
+
 from dymu_eval.runs import demo, lmms_eval_argv
 
 
@@ -38,3 +40,63 @@ def test_model_args_and_argv():
 def test_demo_images_exist():
     paths = demo.merge_map_images()
     assert paths and all(p.is_file() for p in paths.values())
+
+
+def test_onevision_runs_compare_every_method_on_the_same_frames():
+    from dymu_eval.runs import demo_onevision as ov
+
+    runs = ov.onevision_runs("my_thresholds")
+    assert [r.name for r in runs] == ["OV-baseline", "OV-ToMe-mid", "OV-FastV", "OV-DyMU-low", "OV-DyMU-mid",
+                                      "OV-DyMU-high"]
+    assert [r.model for r in runs] == ["dymu_llava_onevision", "tome_llava_onevision", "fastv_llava_onevision"] + \
+        ["dymu_llava_onevision"] * 3
+    assert all(r.args["max_frames_num"] == str(ov.MAX_FRAMES) == "8" for r in runs)
+    assert [r.args.get("level") for r in runs if r.args["method"] == "dymu"] == ["low", "mid", "high"]
+    assert all(r.args["thresholds"] == "my_thresholds" for r in runs if r.args["method"] == "dymu")
+    assert runs[0].args | {"max_frames_num": "8"} == {"method": "none", "level": "none", "max_frames_num": "8"}
+    # folders of their own, apart from the LLaVA runs of the same method
+    assert not {r.folder("/x").name for r in runs} & {r.folder("/x").name for r in demo.demo_runs()}
+    argv = lmms_eval_argv(runs[-1], Path("/m/ov"), ",".join(ov.ONEVISION_TASKS), Path("/out"), Path("/t"),
+                          limit=ov.section_limit(None))
+    assert argv[argv.index("--tasks") + 1] == "dymu_pope_offline,dymu_video_pope_offline"
+    assert argv[argv.index("--limit") + 1] == str(ov.ONEVISION_SAMPLES)
+    assert "max_frames_num=8" in argv[argv.index("--model_args") + 1]
+
+
+def test_onevision_sample_cap_and_user_limit():
+    from dymu_eval.runs.demo_onevision import ONEVISION_SAMPLES, section_limit
+
+    assert section_limit(None) == ONEVISION_SAMPLES
+    assert section_limit(2) == 2
+    assert section_limit(10_000) == ONEVISION_SAMPLES
+
+
+def test_onevision_tasks_exist_and_name_their_clips():
+    import json
+
+    from dymu_eval.paths import tasks_dir
+    from dymu_eval.runs.demo_onevision import ONEVISION_TASKS, VIDEO_DOCS, VIDEO_TASK
+
+    folder = tasks_dir() / "dymu_offline"
+    assert all((folder / f"{t}.yaml").is_file() for t in ONEVISION_TASKS) and VIDEO_TASK in ONEVISION_TASKS
+    assert f"test: {VIDEO_DOCS}" in (folder / f"{VIDEO_TASK}.yaml").read_text()
+    known = {c["video"] for c in json.loads((folder / "videos.json").read_text())["clips"]}
+    assert {json.loads(line)["video"] for line in (folder / VIDEO_DOCS).read_text().splitlines()} <= known
+
+
+def test_map_frames_span_the_complexity_range(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from dymu_eval.paths import tasks_dir
+    from dymu_eval.runs.demo_onevision import map_frames
+
+    manifest = tasks_dir() / "dymu_offline" / "videos.json"
+    complexity = sorted(c["complexity"] for c in json.loads(manifest.read_text())["clips"])
+    saved = sorted(map_frames(manifest, tmp_path, 3).glob("*.png"))
+    assert len(saved) == 3
+    picked = sorted(float(p.stem.rsplit("_c", 1)[1]) for p in saved)
+    assert picked[0] == pytest.approx(complexity[0], abs=0.005)
+    assert picked[-1] == pytest.approx(complexity[-1], abs=0.005)
+    assert all(Image.open(p).size[0] > 0 for p in saved)
