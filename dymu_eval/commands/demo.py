@@ -1,4 +1,4 @@
-"""`dymu-eval demo` (what ``make demo`` runs): the whole pipeline offline on the micro LLaVA.
+"""`dymu-eval demo` (what ``make demo`` runs): the whole pipeline offline on the micro LLaVA and OneVision.
 The steps are described in :mod:`dymu_eval.runs.demo`."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ..errors import ConfigError
 def register(sub: argparse._SubParsersAction) -> None:
     from ..runs import demo
 
-    p = sub.add_parser("demo", help="the whole pipeline offline on the micro LLaVA (what `make demo` runs)",
+    p = sub.add_parser("demo", help="the whole pipeline offline on the micro LLaVA and OneVision (`make demo`)",
                        description=demo.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="results/demo", help="tables, plots and merge maps (default results/demo)")
     p.add_argument("--runs", default="runs/demo", help="lmms-eval output folders (default runs/demo)")

@@ -1,4 +1,4 @@
-"""The demo (`dymu-eval demo`, ``make demo``): the whole pipeline offline on the micro LLaVA.
+"""The demo (`dymu-eval demo`, ``make demo``): the whole pipeline offline on the micro LLaVA and OneVision.
 
 Steps, each skipped when its output already exists (``force`` redoes them):
 
