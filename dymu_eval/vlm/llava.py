@@ -20,6 +20,7 @@ from ..accounting.timing import BatchMemory, now
 from ..errors import ConfigError, InputImageError
 from ..language.layout import VirtualLayout
 from ..vision import EncoderOutput, VisionRunner
+from .checkpoint import load_checkpoint
 from .efficiency import Accounting, image_counts
 from .reduction import Reduction
 
@@ -73,32 +74,12 @@ def jpeg_bytes_per_pixel(images: Sequence[Image.Image], quality: int = 90) -> fl
 
 
 # ------------------------------------------------------------------------------------- loading
-def _dtype(name: str, device_map: str) -> torch.dtype | str:
-    if name == "auto":
-        return torch.float32 if device_map == "cpu" else "auto"
-    return getattr(torch, name)
-
-
 def load_llava(pretrained: str, device_map: str, dtype: str = "auto", attn_implementation: str | None = None):
     """(model, processor) of a LLaVA-1.5 checkpoint; ConfigError for other architectures."""
-    from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
+    from transformers import LlavaForConditionalGeneration
 
-    try:
-        config = AutoConfig.from_pretrained(pretrained)
-    except OSError as exc:
-        raise ConfigError(f"pretrained={pretrained}: cannot read a model config ({exc})") from exc
-    if getattr(config, "model_type", None) != "llava":
-        raise ConfigError(
-            f"pretrained={pretrained} is a {getattr(config, 'model_type', '?')} model; dymu_llava needs a "
-            "LlavaForConditionalGeneration checkpoint (LLaVA-1.5, e.g. llava-hf/llava-1.5-7b-hf)"
-        )
-    kwargs: dict[str, Any] = {"dtype": _dtype(dtype, device_map), "device_map": device_map}
-    if attn_implementation:
-        kwargs["attn_implementation"] = attn_implementation
-    model = LlavaForConditionalGeneration.from_pretrained(pretrained, **kwargs).eval()
-    processor = AutoProcessor.from_pretrained(pretrained)
-    processor.tokenizer.padding_side = "left"
-    return model, processor
+    return load_checkpoint(pretrained, LlavaForConditionalGeneration, "llava", "dymu_llava",
+                           "LLaVA-1.5, e.g. llava-hf/llava-1.5-7b-hf", device_map, dtype, attn_implementation)
 
 
 # ------------------------------------------------------------------------------------- prompts

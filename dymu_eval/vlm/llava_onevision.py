@@ -50,9 +50,9 @@ from ..errors import ConfigError, InputImageError
 from ..language.layout import VirtualLayout
 from ..merge import NoMerge
 from ..vision import EncoderOutput, VisionRunner
+from .checkpoint import load_checkpoint
 from .efficiency import Accounting, image_counts
 from .llava import IMAGE_TOKEN, Prepared, jpeg_bytes_per_pixel
-from .llava import _dtype as _load_dtype
 from .llava import simple_prompt as _templated
 from .reduction import Reduction
 
@@ -86,28 +86,11 @@ class Request:
 # ------------------------------------------------------------------------------------- loading
 def load_onevision(pretrained: str, device_map: str, dtype: str = "auto", attn_implementation: str | None = None):
     """(model, processor) of a LLaVA-OneVision checkpoint; ConfigError for other architectures."""
-    from transformers import (
-        AutoConfig,
-        AutoProcessor,
-        LlavaOnevisionForConditionalGeneration,
-    )
+    from transformers import LlavaOnevisionForConditionalGeneration
 
-    try:
-        config = AutoConfig.from_pretrained(pretrained)
-    except OSError as exc:
-        raise ConfigError(f"pretrained={pretrained}: cannot read a model config ({exc})") from exc
-    if getattr(config, "model_type", None) != "llava_onevision":
-        raise ConfigError(
-            f"pretrained={pretrained} is a {getattr(config, 'model_type', '?')} model; dymu_llava_onevision needs a "
-            "LlavaOnevisionForConditionalGeneration checkpoint (e.g. llava-hf/llava-onevision-qwen2-7b-ov-hf)"
-        )
-    kwargs: dict[str, Any] = {"dtype": _load_dtype(dtype, device_map), "device_map": device_map}
-    if attn_implementation:
-        kwargs["attn_implementation"] = attn_implementation
-    model = LlavaOnevisionForConditionalGeneration.from_pretrained(pretrained, **kwargs).eval()
-    processor = AutoProcessor.from_pretrained(pretrained)
-    processor.tokenizer.padding_side = "left"
-    return model, processor
+    return load_checkpoint(pretrained, LlavaOnevisionForConditionalGeneration, "llava_onevision",
+                           "dymu_llava_onevision", "e.g. llava-hf/llava-onevision-qwen2-7b-ov-hf", device_map, dtype,
+                           attn_implementation)
 
 
 def frame_indices(total: int, max_frames_num: int) -> np.ndarray:
