@@ -109,8 +109,9 @@ def test_analytic_flops_match_the_counter(pipe, requests, layout, media, method)
         assert padding > 0
     else:  # merging nothing or a fixed r per layer, every crop keeps the same count: no padding
         assert _encoder_padding_flops(pipe, req) == 0
+    # Exact, padding included: the padded share depends on how unevenly the crops merged (a few % here),
+    # so no percentage bound is asserted for DyMU.
     assert row["total_flops"] + padding == counted, (method, media, layout, row["total_flops"], counted)
-    assert row["total_flops"] == pytest.approx(counted, rel=0.01)
 
 
 @pytest.mark.parametrize("method", ["baseline", "dymu"])
