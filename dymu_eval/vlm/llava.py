@@ -105,6 +105,23 @@ def chat_prompt(processor, messages: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------------------------- pipeline
+def pack_batch(rows: list[torch.Tensor], masks: list[torch.Tensor], lengths: list[int], layout: VirtualLayout,
+               ids: list[torch.Tensor], stats: list[dict], counts: list, memory, dtype: torch.dtype,
+               device: torch.device) -> Prepared:
+    """Left-pad every request's unique rows and image mask into batch tensors (what the loop runs);
+    both families end ``prepare`` here."""
+    nu, nv = max(lengths), layout.virtual_len
+    unique = torch.zeros(len(rows), nu, rows[0].shape[-1], dtype=dtype, device=device)
+    image_mask = torch.zeros(len(rows), nv, dtype=torch.bool, device=device)
+    for b, (r, m) in enumerate(zip(rows, masks)):
+        unique[b, nu - r.shape[0]:] = r
+        image_mask[b, nv - m.numel():] = m.to(device)
+    for b, s in enumerate(stats):
+        s["unique_len"] = lengths[b]
+        s["virtual_len"] = layout.virtual_lengths[b]
+    return Prepared(unique, layout, image_mask, ids, stats, counts, memory)
+
+
 class LlavaPipeline:
     """Runs batches of requests through a LLaVA-1.5 model with a given reduction."""
 
@@ -232,16 +249,7 @@ class LlavaPipeline:
         else:  # the paper's "w/o VTU": the unique rows alone, at consecutive positions
             layout = VirtualLayout.consecutive(lengths, device=self.device)
             masks = visual
-        nu, nv = max(lengths), layout.virtual_len
-        unique = torch.zeros(len(rows), nu, rows[0].shape[-1], dtype=self.dtype, device=self.device)
-        image_mask = torch.zeros(len(rows), nv, dtype=torch.bool, device=self.device)
-        for b, (r, m) in enumerate(zip(rows, masks)):
-            unique[b, nu - r.shape[0]:] = r
-            image_mask[b, nv - m.numel():] = m.to(self.device)
-        for b, s in enumerate(stats):
-            s["unique_len"] = lengths[b]
-            s["virtual_len"] = layout.virtual_lengths[b]
-        return Prepared(unique, layout, image_mask, ids, stats, counts, memory)
+        return pack_batch(rows, masks, lengths, layout, ids, stats, counts, memory, self.dtype, self.device)
 
     def _sequence(self, req: Request, input_ids: torch.Tensor, enc: EncoderOutput | None, img: int):
         """Unique rows (U, D), map virtual -> row (L,), visual flag per row (U,), image tokens

@@ -52,7 +52,7 @@ from ..merge import NoMerge
 from ..vision import EncoderOutput, VisionRunner
 from .checkpoint import load_checkpoint
 from .efficiency import Accounting, image_counts
-from .llava import IMAGE_TOKEN, Prepared, jpeg_bytes_per_pixel
+from .llava import IMAGE_TOKEN, Prepared, jpeg_bytes_per_pixel, pack_batch
 from .llava import simple_prompt as _templated
 from .reduction import Reduction
 
@@ -454,16 +454,7 @@ class OnevisionPipeline:
         else:  # the paper's "w/o VTU": the unique rows alone, at consecutive positions
             layout = VirtualLayout.consecutive(lengths, device=self.device)
             masks = visual
-        nu, nv = max(lengths), layout.virtual_len
-        unique = torch.zeros(len(rows), nu, rows[0].shape[-1], dtype=self.dtype, device=self.device)
-        image_mask = torch.zeros(len(rows), nv, dtype=torch.bool, device=self.device)
-        for b, (r, m) in enumerate(zip(rows, masks)):
-            unique[b, nu - r.shape[0]:] = r
-            image_mask[b, nv - m.numel():] = m.to(self.device)
-        for b, s in enumerate(stats):
-            s["unique_len"] = lengths[b]
-            s["virtual_len"] = layout.virtual_lengths[b]
-        return Prepared(unique, layout, image_mask, ids, stats, counts, memory)
+        return pack_batch(rows, masks, lengths, layout, ids, stats, counts, memory, self.dtype, self.device)
 
     def _merged_rows(self, enc: EncoderOutput) -> tuple[list[int], torch.Tensor]:
         """(offset of each crop/frame's merged rows, all merged rows through the projector)."""

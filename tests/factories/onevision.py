@@ -79,3 +79,22 @@ def build_tiny_onevision(out: Path, tasks_dir: Path, *, vision_layers: int = 3, 
     )
     processor.save_pretrained(out)
     return out
+
+
+QUESTION = "what is the color of the object ? answer using a single word ."
+
+
+def onevision_pipeline(folder: Path):
+    """The family pipeline over a saved tiny OneVision, on CPU."""
+    from dymu_eval.vlm import llava_onevision as ov
+
+    model, processor = ov.load_onevision(str(folder), "cpu")
+    return ov.OnevisionPipeline(model, processor)
+
+
+def onevision_request(pipe, images=(), videos=(), name: str = "sample", question: str = QUESTION):
+    """A simple-path request (lmms-eval's ``llava_hf`` prompt) with these images and videos."""
+    from dymu_eval.vlm import llava_onevision as ov
+
+    text, _ = ov.simple_prompt(pipe.tokenizer, question, len(images), len(videos))
+    return ov.Request(text, list(images), list(videos), name=name)

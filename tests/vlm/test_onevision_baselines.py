@@ -16,29 +16,23 @@ from dymu_eval.vlm.reduction import (
     visionzip_reduction,
 )
 from tests.factories.media import random_image
+from tests.factories.onevision import onevision_pipeline, onevision_request
 
-QUESTION = "what is the color of the object ? answer using a single word ."
 SIDE, N = 6, 36  # the tiny tower: 48 px crops, 8 px patches; video frames pooled 6 -> 3 per side
 
 
 @pytest.fixture(scope="module")
 def pipe(tiny_onevision):
-    model, processor = ov.load_onevision(str(tiny_onevision), "cpu")
-    return ov.OnevisionPipeline(model, processor)
-
-
-def _request(pipe, images=(), videos=(), name="sample"):
-    text, _ = ov.simple_prompt(pipe.tokenizer, QUESTION, len(images), len(videos))
-    return ov.Request(text, list(images), list(videos), name=name)
+    return onevision_pipeline(tiny_onevision)
 
 
 @pytest.fixture(scope="module")
 def requests(pipe, tiny_videos):
     return {
-        "big": _request(pipe, [random_image(140, 150, 0)]),  # 3x3 crops, canvas downsampled (mixed positions)
-        "wide": _request(pipe, [random_image(60, 200, 1)]),  # 1x3 crops, unpadded, no downsample
-        "two": _request(pipe, [random_image(50, 60, 3), random_image(100, 30, 4)]),
-        "video": _request(pipe, videos=[ov.load_video(str(tiny_videos["long"]), 6)]),
+        "big": onevision_request(pipe, [random_image(140, 150, 0)]),  # 3x3 crops, canvas downsampled (mixed positions)
+        "wide": onevision_request(pipe, [random_image(60, 200, 1)]),  # 1x3 crops, unpadded, no downsample
+        "two": onevision_request(pipe, [random_image(50, 60, 3), random_image(100, 30, 4)]),
+        "video": onevision_request(pipe, videos=[ov.load_video(str(tiny_videos["long"]), 6)]),
     }
 
 

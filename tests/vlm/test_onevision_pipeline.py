@@ -12,30 +12,24 @@ from dymu_eval.vlm import llava_onevision as ov
 from dymu_eval.vlm.reduction import Reduction, fastv_reduction, tome_reduction
 from tests.factories import TASKS
 from tests.factories.media import random_image
-
-QUESTION = "what is the color of the object ? answer using a single word ."
+from tests.factories.onevision import QUESTION, onevision_pipeline, onevision_request
 
 
 @pytest.fixture(scope="module")
 def pipe(tiny_onevision):
-    model, processor = ov.load_onevision(str(tiny_onevision), "cpu")
-    return ov.OnevisionPipeline(model, processor)
-
-
-def _request(pipe, images=(), videos=(), name="sample"):
-    text, _ = ov.simple_prompt(pipe.tokenizer, QUESTION, len(images), len(videos))
-    return ov.Request(text, list(images), list(videos), name=name)
+    return onevision_pipeline(tiny_onevision)
 
 
 @pytest.fixture(scope="module")
 def requests(pipe, tiny_videos):
     video = ov.load_video(str(tiny_videos["long"]), 6)
     return {
-        "big": _request(pipe, [random_image(140, 150, 0)]),  # 3x3 crops: the canvas is downsampled (anyres_max_4)
-        "wide": _request(pipe, [random_image(60, 200, 1)]),
-        "tall": _request(pipe, [random_image(130, 40, 2)]),
-        "two": _request(pipe, [random_image(50, 60, 3), random_image(100, 30, 4)]),
-        "video": _request(pipe, videos=[video]),
+        # 3x3 crops: the canvas is downsampled (anyres_max_4)
+        "big": onevision_request(pipe, [random_image(140, 150, 0)]),
+        "wide": onevision_request(pipe, [random_image(60, 200, 1)]),
+        "tall": onevision_request(pipe, [random_image(130, 40, 2)]),
+        "two": onevision_request(pipe, [random_image(50, 60, 3), random_image(100, 30, 4)]),
+        "video": onevision_request(pipe, videos=[video]),
     }
 
 
@@ -161,7 +155,7 @@ def test_short_video_repeats_frames_like_llava_hf(tiny_videos, pipe):
     assert video.frames.shape[0] == 8 and video.distinct_frames == 3
     assert ov.frame_indices(3, 8).tolist() == np.linspace(0, 2, 8, dtype=int).tolist()
     pipe.reduction = Reduction()
-    prep = pipe.prepare([_request(pipe, videos=[video])])
+    prep = pipe.prepare([onevision_request(pipe, videos=[video])])
     assert prep.stats[0]["frames"] == 8 and prep.stats[0]["distinct_frames"] == 3
 
 
