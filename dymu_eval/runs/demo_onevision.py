@@ -6,8 +6,8 @@ Steps, each skipped when its output already exists (``force`` redoes them):
 2. calibrate DToMe thresholds for its encoder at low/mid/high on the demo's calibration images
    (a cache entry of its own, keyed by the OneVision folder);
 3. run the stock lmms-eval CLI for the baseline, ToMe-mid, FastV and DyMU low/mid/high on one
-   offline AnyRes image task and the offline video POPE task, at most ``ONEVISION_SAMPLES``
-   samples per task and ``MAX_FRAMES`` frames per clip, so the section stays short on a laptop;
+   offline AnyRes image task and the offline video POPE task (every sample, or the user's
+   ``--limit``), with ``MAX_FRAMES`` frames per clip;
 4. write the comparison tables, a plot of visual rows per frame against clip complexity and
    merge maps of a few frames from clips of low, middle and high complexity.
 """
@@ -21,7 +21,6 @@ from .spec import RunSpec
 ONEVISION_TASKS = ("dymu_pope_offline", "dymu_video_pope_offline")
 VIDEO_TASK = "dymu_video_pope_offline"
 VIDEO_DOCS = "video_pope.jsonl"  # the video task's docs, in doc_id order
-ONEVISION_SAMPLES = 16  # per task; the user's --limit caps it further
 MAX_FRAMES = 8
 TOME_LEVEL = "mid"
 MAP_CLIPS = 3  # merge maps: the middle frame of the least, the median and the most complex clip
@@ -37,11 +36,6 @@ def onevision_runs(thresholds: str) -> list[RunSpec]:
     runs += [RunSpec(f"OV-DyMU-{lv}", "dymu_llava_onevision",
                      {"method": "dymu", "level": lv, "thresholds": thresholds, **frames}) for lv in LEVELS]
     return runs
-
-
-def section_limit(limit: int | None) -> int:
-    """Samples per task in this section: ``ONEVISION_SAMPLES``, or the user's smaller ``--limit``."""
-    return ONEVISION_SAMPLES if limit is None else min(limit, ONEVISION_SAMPLES)
 
 
 def map_frames(videos_json: Path, out: Path, n: int = MAP_CLIPS) -> Path:
@@ -87,7 +81,7 @@ def onevision_section(images: Path, dataset: str, out: Path, runs_dir: Path, lim
     print(f"[demo] OneVision model: {model_dir}")
     ensure_thresholds(model_dir, images, force, dataset=dataset)
     specs = onevision_runs(dataset)
-    run_dirs = run_specs(specs, model_dir, runs_dir, section_limit(limit), force, ONEVISION_TASKS, "micro-onevision")
+    run_dirs = run_specs(specs, model_dir, runs_dir, limit, force, ONEVISION_TASKS, "micro-onevision")
     tables = out / "tables"
     make_report(run_dirs, tables)
     task_data = tasks_dir() / "dymu_offline"

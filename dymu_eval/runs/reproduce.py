@@ -291,11 +291,12 @@ def reproduce(s: Settings) -> int:
 
 def _run_one(spec: RunSpec, cmd: list[str], s: Settings) -> None:
     run_dir = spec.folder(s.out)
-    if not s.force and results_done(run_dir, s.tasks):
+    model_args = spec.model_args(s.pretrained)
+    if not s.force and results_done(run_dir, s.tasks, model_args, s.limit):
         print(f"= {spec.name}: results present, skipped (FORCE=1 reruns it)", flush=True)
         return
     print("+ " + shlex.join(cmd), flush=True)
     rc = run_logged(cmd, run_dir / "lmms_eval.log")
-    if rc != 0 or not results_done(run_dir, s.tasks):
+    if rc != 0 or not results_done(run_dir, s.tasks, model_args, s.limit):
         raise RunError(f"run {spec.name} failed (exit {rc}; lmms-eval exits 0 even on failure and then "
                        f"writes no results file): see {run_dir / 'lmms_eval.log'}")

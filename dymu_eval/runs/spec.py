@@ -45,16 +45,31 @@ def lmms_eval_argv(spec: RunSpec, pretrained: str | Path, tasks: str, out_root: 
     return argv
 
 
-def results_done(out_dir: Path, tasks: str) -> bool:
-    """A previous run of this spec already produced results for every task (resume)."""
+def results_done(out_dir: Path, tasks: str, model_args: str | None = None,
+                 limit: int | float | str | None = None) -> bool:
+    """A previous run already produced results for every task with these ``model_args`` (when
+    given) and this ``--limit`` (resume). Results of another limit or other settings are stale:
+    a full run never reuses the output of a ``LIMIT=2`` look."""
     for path in sorted(Path(out_dir).rglob("*_results.json"), reverse=True):
         try:
-            done = set(json.loads(path.read_text()).get("results", {}))
+            report = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if set(tasks.split(",")) <= done:
+        config = report.get("config") or {}
+        if not set(tasks.split(",")) <= set(report.get("results", {})):
+            continue
+        if model_args is not None and config.get("model_args") != model_args:
+            continue
+        if _limit_value(config.get("limit")) == _limit_value(limit):
             return True
     return False
+
+
+def _limit_value(limit: int | float | str | None) -> float | None:
+    """lmms-eval's ``--limit`` as it records it: None for every sample, else a float."""
+    if limit in (None, "") or float(limit) < 0:
+        return None
+    return float(limit)
 
 
 def run_logged(cmd: list[str], log: Path, echo: bool = True) -> int:

@@ -89,6 +89,21 @@ def test_bad_model_args_message_reaches_the_cli_user(tiny_llava, lmms_env, tmp_p
     assert not list(out.rglob("*_results.json"))
 
 
+def test_resume_reuses_a_run_only_with_its_own_settings_and_limit(dymu_run, tiny_llava):
+    """What the demo and ``reproduce`` skip: lmms-eval's own results file must match the tasks,
+    the model_args and the --limit, so a full run never reuses a LIMIT=2 look."""
+    from dymu_eval.runs import results_done
+
+    out, _ = dymu_run
+    args = f"pretrained={tiny_llava},level=none,device_map=cpu"
+    assert results_done(out, "dymu_offline", args, 4)
+    assert results_done(out, "dymu_pope_offline,dymu_mme_offline", args, "4")
+    assert not results_done(out, "dymu_offline", args, None)  # the full run is not done
+    assert not results_done(out, "dymu_offline", args, 2)
+    assert not results_done(out, "dymu_offline", args.replace("level=none", "level=low"), 4)
+    assert not results_done(out, "dymu_offline,dymu_video_pope_offline", args, 4)
+
+
 def test_stock_results_json_carries_the_efficiency_averages(dymu_run):
     """lmms-eval's own *_results.json holds averages of the per-request stats in its throughput block."""
     import statistics

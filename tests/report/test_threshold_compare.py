@@ -64,6 +64,9 @@ def test_compare_side_by_side_and_tokens(two_entries: dict[str, Path], tmp_path:
                      "tokens_summary.csv"]
     back = pd.read_csv(tmp_path / "cmp" / "tokens_per_image.csv")
     assert back["pixmo_cap"].tolist() == comp.tokens["pixmo_cap"]
+    # images named relative to the evaluation folder, so a committed table reads the same anywhere
+    assert back["image"].tolist() == sorted(p.relative_to(two_entries["eval"]).as_posix()
+                                            for p in two_entries["eval"].rglob("*.png"))
 
 
 def test_compare_cli_and_missing_entry(two_entries: dict[str, Path], capsys: pytest.CaptureFixture) -> None:

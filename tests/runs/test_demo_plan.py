@@ -57,18 +57,10 @@ def test_onevision_runs_compare_every_method_on_the_same_frames():
     # folders of their own, apart from the LLaVA runs of the same method
     assert not {r.folder("/x").name for r in runs} & {r.folder("/x").name for r in demo.demo_runs()}
     argv = lmms_eval_argv(runs[-1], Path("/m/ov"), ",".join(ov.ONEVISION_TASKS), Path("/out"), Path("/t"),
-                          limit=ov.section_limit(None))
+                          limit=None)
     assert argv[argv.index("--tasks") + 1] == "dymu_pope_offline,dymu_video_pope_offline"
-    assert argv[argv.index("--limit") + 1] == str(ov.ONEVISION_SAMPLES)
+    assert "--limit" not in argv  # the full tasks: the video baseline is 76.4% on all 72 questions
     assert "max_frames_num=8" in argv[argv.index("--model_args") + 1]
-
-
-def test_onevision_sample_cap_and_user_limit():
-    from dymu_eval.runs.demo_onevision import ONEVISION_SAMPLES, section_limit
-
-    assert section_limit(None) == ONEVISION_SAMPLES
-    assert section_limit(2) == 2
-    assert section_limit(10_000) == ONEVISION_SAMPLES
 
 
 def test_onevision_tasks_exist_and_name_their_clips():
