@@ -25,6 +25,7 @@ from ..vocabulary import (
     MERGE_ORDERS,
     SCHEDULES,
 )
+from .options import add_runtime_options, resolve_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,10 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="images for the token statistics under the found thresholds (0: none; default 1000)")
     p.add_argument("--workers", type=int, default=0, help="image decoding worker processes (default 0)")
     p.add_argument("--dtype", choices=DTYPES, help="default float32 on CPU, bfloat16 on GPU")
-    p.add_argument("--device", help="default: cuda:<local rank> when a GPU is present, else cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-image-pixels", type=int, help="decompression-bomb limit (default about 89 megapixels)")
-    p.add_argument("--no-progress", action="store_true")
+    add_runtime_options(p)
     p.set_defaults(func=run)
 
 
@@ -130,8 +130,7 @@ def run(args: argparse.Namespace) -> int:
     created_group = _maybe_init_distributed()
     try:
         rank = int(os.environ.get("RANK", "0"))
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        device = args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        device = resolve_device(args.device)
         dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
         name = args.encoder_name or encoder_display_name(args.encoder)
         cache = ThresholdCache()

@@ -6,6 +6,7 @@ import sys
 
 from ..errors import ConfigError
 from ..vocabulary import DEFAULT_SCHEDULE, LEVELS, SCHEDULES
+from .options import add_runtime_options, resolve_device
 
 
 def register(tsub: argparse._SubParsersAction) -> None:
@@ -26,9 +27,8 @@ def register(tsub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", help="evaluation image folder: count tokens under each set of thresholds")
     p.add_argument("--num-images", type=int, help="use the first N evaluation images")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="folder for CSV tables and the plot")
-    p.add_argument("--no-progress", action="store_true")
+    add_runtime_options(p)
     p.set_defaults(func=run)
 
 
@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     comp = compare(name, datasets, level=args.level, r=args.r, schedule=args.schedule, dirs=args.dir,
                    images=args.images, encoder=args.encoder, num_images=args.num_images,
-                   batch_size=args.batch_size, device=args.device, out=args.out, progress=not args.no_progress)
+                   batch_size=args.batch_size, device=resolve_device(args.device), out=args.out,
+                   progress=not args.no_progress)
     print(format_text(comp))
     for path in comp.written:
         print(f"wrote {path}", file=sys.stderr)

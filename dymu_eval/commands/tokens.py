@@ -17,6 +17,7 @@ from ..vocabulary import (
     MERGE_ORDERS,
     SCHEDULES,
 )
+from .options import add_runtime_options, resolve_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--image-size", type=int, help="input size in pixels (default: the encoder's)")
     p.add_argument("--layers-run", type=int, help="blocks to run (default: what a LLaVA reads, else all)")
-    p.add_argument("--device", default="cpu")
+    add_runtime_options(p)
     p.set_defaults(func=run)
 
 
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size <= 0:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
     source = _image_source(args.images)
-    runner = load_runner(args.encoder, device=args.device, layers_run=args.layers_run)
+    runner = load_runner(args.encoder, device=resolve_device(args.device), layers_run=args.layers_run)
     policy, info = build_policy(args, runner)
     size = args.image_size or runner.image_size
     transform = ImageTransform.for_encoder(runner.family, size, args.encoder)
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     per_image: list[dict[str, Any]] = []
     indices = list(range(len(source)))
     batches = [indices[i : i + args.batch_size] for i in range(0, len(indices), args.batch_size)]
-    for batch in tqdm(batches, desc="tokens", unit="batch"):
+    for batch in tqdm(batches, desc="tokens", unit="batch", disable=args.no_progress):
         images = [source.load(i) for i in batch]
         pixels, crops = transform(images)
         out = runner(pixels, policy)
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         for j, i in enumerate(batch):
             total = out.num_tokens(j)
             entry = {
-                "image": source.label(i),
+                "image": source.keys[i],  # relative to images_folder
                 "width": images[j].width,
                 "height": images[j].height,
                 "tokens_per_layer": out.counts[j].tolist(),
@@ -130,11 +131,13 @@ def run(args: argparse.Namespace) -> int:
             if maps_dir:
                 name = source.keys[i].replace("/", "__").rsplit(".", 1)[0] + ".png"
                 merge_map(crops[j], out.patch_groups(j), grid).save(maps_dir / name)
-                entry["map"] = str(maps_dir / name)
+                entry["map"] = name  # in maps_folder
             per_image.append(entry)
     visual = [e["visual_tokens"] for e in per_image]
     result = {
         "encoder": str(args.encoder),
+        "images_folder": str(args.images),
+        "maps_folder": str(maps_dir) if maps_dir else None,
         "family": runner.family,
         "encoder_key": runner.encoder_key,
         "num_layers": runner.num_layers,

@@ -42,7 +42,10 @@ def test_tome_counts_and_maps(tiny_dirs, image_dir, tmp_path):
     assert _run("--encoder", tiny_dirs["clip"], "--images", image_dir, "--r", 5, "--json", out, "--maps", maps) == 0
     data = json.loads(out.read_text())
     assert data["method"] == "tome" and data["r_per_layer"] == [5] * LAYERS
-    assert [e["image"].rsplit("/", 1)[-1] for e in data["images"]] == ["flat.png", "noise.jpg", "ramp.png"]
+    # names relative to the folders recorded once, so the JSON reads the same on any machine
+    assert [e["image"] for e in data["images"]] == ["flat.png", "noise.jpg", "sub/ramp.png"]
+    assert [e["map"] for e in data["images"]] == ["flat.png", "noise.png", "sub__ramp.png"]
+    assert data["images_folder"] == str(image_dir) and data["maps_folder"] == str(maps)
     for e in data["images"]:
         assert e["tokens_per_layer"] == [65, 60, 55, 50, 45]
         assert e["final_tokens"] == 45 and e["visual_tokens"] == 44
