@@ -84,20 +84,26 @@ def score_vs_tokens(table: FamilyTable, path: Path, x: str = "tokens_mean",
     return path
 
 
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
 def _draw_lines(ax: plt.Axes, df: pd.DataFrame, bench: str, dashed: bool, x: str = "tokens_mean") -> None:
+    """A line per series; a method's colour is shared, so each of its series (w/o VTU, another
+    calibration set, a schedule) gets its own marker, the same in every panel, and w/o VTU is dotted."""
     if bench not in df.columns:
         return
-    data = df.assign(series=df.apply(_series_name, axis=1)).dropna(subset=[x, bench])
+    names = df.apply(_series_name, axis=1)
+    marker: dict[str, str] = {}
+    for method in df["method"].unique():  # markers from the whole table, before a benchmark drops rows
+        for i, name in enumerate(dict.fromkeys(names[df["method"] == method])):
+            marker[name] = _MARKERS[i % len(_MARKERS)]
+    data = df.assign(series=names).dropna(subset=[x, bench])
     for name, part in data.groupby("series", sort=False):
         part = part.sort_values(x)
-        method = part["method"].iloc[0]
-        color = _COLORS.get(method, None)
-        style = dict(linestyle="--" if dashed else "-", marker="o", color=color,
-                     markerfacecolor="none" if dashed else color)
-        if name.endswith("w/o VTU") or "+VTU" in name or "(" in name or "linear" in name:
-            style["marker"] = "s"
-        label = f"{name} (reported)" if dashed else name
-        ax.plot(part[x], part[bench], label=label, **style)
+        color = _COLORS.get(part["method"].iloc[0], None)
+        line = "--" if dashed else (":" if "w/o VTU" in name else "-")
+        ax.plot(part[x], part[bench], label=f"{name} (reported)" if dashed else name, linestyle=line,
+                marker=marker[name], color=color, markerfacecolor="none" if dashed else color)
 
 
 def score_vs_tflops(table: FamilyTable, path: Path) -> Path | None:
