@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from PIL import Image
 
 from ..accounting import RequestCounts
-from ..accounting.timing import BatchMemory, now
+from ..accounting.timing import now
 from ..errors import ConfigError, InputImageError
 from ..language.layout import VirtualLayout
-from ..vision import EncoderOutput, VisionRunner
+from ..vision import EncoderOutput
 from .checkpoint import load_checkpoint
-from .efficiency import Accounting, image_counts
+from .efficiency import image_counts
+from .pipeline import PipelineBase, Prepared, pack_batch
 from .reduction import Reduction
 
 IMAGE_TOKEN = "<image>"
@@ -45,19 +46,6 @@ class Request:
     prompt: str
     images: list[Image.Image]
     name: str = "request"  # used in error messages (task/doc id)
-
-
-@dataclass
-class Prepared:
-    """A batch turned into unique rows and the layout of the unmodified sequences."""
-
-    unique: torch.Tensor  # (B, Nu, D) left padded
-    layout: VirtualLayout
-    image_mask: torch.Tensor  # (B, Nv) bool, virtual entries that are image tokens
-    input_ids: list[torch.Tensor]  # per request, the unmodified token ids (1-D)
-    stats: list[dict[str, Any]]
-    counts: list[RequestCounts]  # what each request ran with, for the efficiency accounting
-    memory: BatchMemory  # peak GPU memory since the batch started
 
 
 def jpeg_bytes_per_pixel(images: Sequence[Image.Image], quality: int = 90) -> float | None:
@@ -105,48 +93,17 @@ def chat_prompt(processor, messages: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------------------------- pipeline
-def pack_batch(rows: list[torch.Tensor], masks: list[torch.Tensor], lengths: list[int], layout: VirtualLayout,
-               ids: list[torch.Tensor], stats: list[dict], counts: list, memory, dtype: torch.dtype,
-               device: torch.device) -> Prepared:
-    """Left-pad every request's unique rows and image mask into batch tensors (what the loop runs);
-    both families end ``prepare`` here."""
-    nu, nv = max(lengths), layout.virtual_len
-    unique = torch.zeros(len(rows), nu, rows[0].shape[-1], dtype=dtype, device=device)
-    image_mask = torch.zeros(len(rows), nv, dtype=torch.bool, device=device)
-    for b, (r, m) in enumerate(zip(rows, masks)):
-        unique[b, nu - r.shape[0]:] = r
-        image_mask[b, nv - m.numel():] = m.to(device)
-    for b, s in enumerate(stats):
-        s["unique_len"] = lengths[b]
-        s["virtual_len"] = layout.virtual_lengths[b]
-    return Prepared(unique, layout, image_mask, ids, stats, counts, memory)
-
-
-class LlavaPipeline:
+class LlavaPipeline(PipelineBase):
     """Runs batches of requests through a LLaVA-1.5 model with a given reduction."""
 
     def __init__(self, model, processor, reduction: Reduction | None = None):
-        self.model = model
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.reduction = reduction or Reduction()
         cfg = model.config
         self.image_token_id = int(cfg.image_token_id if getattr(cfg, "image_token_id", None) is not None
                                   else cfg.image_token_index)
         self.select = getattr(cfg, "vision_feature_select_strategy", "default")
         if self.select not in ("default", "full"):
             raise ConfigError(f"vision_feature_select_strategy={self.select!r} is not supported (default or full)")
-        self.runner = VisionRunner.from_model(model)  # reads vision_feature_layer (ConfigError for lists)
-        inner = model.model
-        self.projector = inner.multi_modal_projector
-        self.embed = model.get_input_embeddings()
-        self.decoder = inner.language_model
-        self.lm_head = model.lm_head
-        self.device = self.embed.weight.device
-        self.dtype = self.embed.weight.dtype
-        eos = self.tokenizer.eos_token_id
-        self.eos_ids = [int(eos)] if eos is not None else []
-        self.accounting = Accounting(model.config, self.decoder.config, self.device, self.dtype)
+        super().__init__(model, processor, reduction)  # the tower reads vision_feature_layer (ConfigError for lists)
 
     # -- processor --------------------------------------------------------------------------
     def _process(self, req: Request, text: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -166,15 +123,6 @@ class LlavaPipeline:
         return out["input_ids"][0], out.get("pixel_values")
 
     # -- vision -----------------------------------------------------------------------------
-    def encode_images(self, pixel_values: torch.Tensor) -> tuple[EncoderOutput, float]:
-        """Run the tower with the reduction policy up to the layer LLaVA reads; (output, ms)."""
-        # the runner casts to the tower's dtype: it sees the processor's fp32 pixels, so a selection
-        # seeded by the image (random) keeps the same tokens in every dtype
-        pixel_values = pixel_values.to(self.device)
-        t0 = now(self.device)
-        out = self.runner(pixel_values, self.reduction.policy, selector=self.reduction.selector)
-        return out, (now(self.device) - t0) * 1000.0
-
     def _image_rows(self, enc: EncoderOutput, i: int, n_tokens: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(unique visual rows (U, D) before the projector, map (n_tokens,) image token -> row, -1
         for a token the reduction dropped)."""
@@ -212,7 +160,7 @@ class LlavaPipeline:
                 pix.append(pv)
         enc, enc_ms = (None, 0.0)
         if pix:
-            enc, enc_ms = self.encode_images(torch.cat(pix, 0))
+            enc, enc_ms = self.encode(torch.cat(pix, 0))
         rows, maps, visual, positions, stats, counts = [], [], [], [], [], []
         img = 0
         for req, input_ids, n_img in zip(requests, ids, n_imgs):

@@ -45,15 +45,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..accounting import RequestCounts
-from ..accounting.timing import now
 from ..errors import ConfigError, InputImageError
 from ..language.layout import VirtualLayout
 from ..merge import NoMerge
-from ..vision import EncoderOutput, VisionRunner
+from ..vision import EncoderOutput
 from .checkpoint import load_checkpoint
-from .efficiency import Accounting, image_counts
-from .llava import IMAGE_TOKEN, Prepared, jpeg_bytes_per_pixel, pack_batch
+from .efficiency import image_counts
+from .llava import IMAGE_TOKEN, jpeg_bytes_per_pixel
 from .llava import simple_prompt as _templated
+from .pipeline import PipelineBase, Prepared, pack_batch
 from .reduction import Reduction
 
 VIDEO_TOKEN = "<video>"
@@ -227,14 +227,10 @@ def _cat(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, 
 
 
 # ------------------------------------------------------------------------------------- pipeline
-class OnevisionPipeline:
+class OnevisionPipeline(PipelineBase):
     """Runs batches of requests through a LLaVA-OneVision model with a given reduction."""
 
     def __init__(self, model, processor, reduction: Reduction | None = None):
-        self.model = model
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.reduction = reduction or Reduction()
         cfg = model.config
         if getattr(cfg, "model_type", None) != "llava_onevision":
             raise ConfigError(f"{type(model).__name__} is not a LLaVA-OneVision model")
@@ -247,7 +243,7 @@ class OnevisionPipeline:
         self.max_crops = int(self.aspect[len("anyres_max_"):])
         self.crop_size = cfg.vision_config.image_size
         self.side = cfg.vision_config.image_size // cfg.vision_config.patch_size  # 27 at 384 px / 14
-        self.runner = VisionRunner.from_model(model)
+        super().__init__(model, processor, reduction)
         # SigLIP has no CLS ("full"); a tower with one (the offline micro OneVision's DINOv2) drops it
         # after the encoder ("default"), so the patch grid is the same either way
         strategy = getattr(cfg, "vision_feature_select_strategy", "full")
@@ -256,17 +252,7 @@ class OnevisionPipeline:
                               f"tower {'with' if self.runner.has_cls else 'without'} a CLS token (use "
                               f"{'default' if self.runner.has_cls else 'full'!r})")
         self.cls = int(self.runner.has_cls)  # rows before the patches in every crop's merged tokens
-        inner = model.model
-        self.projector = inner.multi_modal_projector
-        self.image_newline = inner.image_newline
-        self.embed = model.get_input_embeddings()
-        self.decoder = inner.language_model
-        self.lm_head = model.lm_head
-        self.device = self.embed.weight.device
-        self.dtype = self.embed.weight.dtype
-        eos = self.tokenizer.eos_token_id
-        self.eos_ids = [int(eos)] if eos is not None else []
-        self.accounting = Accounting(model.config, self.decoder.config, self.device, self.dtype)
+        self.image_newline = model.model.image_newline
         self.multi_image = "anyres"  # how a request's several images reach the processor (see _process)
         self.layout = "stock"  # stock: the unmodified model's sequence; official: the DyMU code's (see media)
 
@@ -382,15 +368,6 @@ class OnevisionPipeline:
         return [Segment(f * n + torch.arange(n).view(s, s), pooled) for f in range(frames)] + [Segment(None)]
 
     # -- vision -----------------------------------------------------------------------------
-    def encode(self, pixel_values: torch.Tensor) -> tuple[EncoderOutput, float]:
-        """Every crop and frame of the batch through the reduced tower at once; (output, ms)."""
-        # the runner casts to the tower's dtype: a selection seeded by the pixels (random) sees the
-        # processor's fp32 values, so it keeps the same patches in every dtype
-        pixel_values = pixel_values.to(self.device)
-        t0 = now(self.device)  # synchronized: queued work (the copy above) is not the encoder's time
-        out = self.runner(pixel_values, self.reduction.policy, selector=self.reduction.selector)
-        return out, (now(self.device) - t0) * 1000.0
-
     def shares_rows(self, enc: EncoderOutput | None) -> bool:
         """Identical mixes (and every newline) share one row only when the encoder merges or a
         selection made a row of several patches (pool, VisionZip); otherwise every position keeps

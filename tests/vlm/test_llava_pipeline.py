@@ -194,7 +194,7 @@ def test_random_keeps_its_tokens_at_their_original_positions(pipe):
     pipe.reduction = random_reduction(pipe.runner, 16, seed=2)
     reqs = _requests(pipe, ROWS[:2])
     prep = pipe.prepare(reqs)
-    enc, _ = pipe.encode_images(torch.cat([pipe._process(r)[1] for r in reqs]))
+    enc, _ = pipe.encode(torch.cat([pipe._process(r)[1] for r in reqs]))
     for b, ids in enumerate(prep.input_ids):
         start = int((ids == pipe.image_token_id).nonzero()[0, 0])
         kept = (enc.patch_to_token[b, 1:] >= 0).nonzero()[:, 0]
