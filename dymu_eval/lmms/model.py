@@ -224,14 +224,16 @@ class DymuLlava(lmms):
         return lmms_utils.Collator([r.args for r in requests], lambda x: (-len(self.tokenizer.encode(x[0])), x[0]),
                                    grouping=True)
 
-    def _chunk_requests(self, chunk) -> tuple[list[llava.Request], list[tuple[str, int]], dict]:
-        reqs, metas = [], []
-        for ctx, _, dtv, doc_id, task, split in chunk:
-            images = self._visuals(dtv, task, split, doc_id)
-            text, _ = llava.simple_prompt(self.tokenizer, ctx, len(images))
-            reqs.append(llava.Request(text, images, name=f"{task} doc {doc_id}"))
-            metas.append((task, doc_id))
-        return reqs, metas, chunk[0][1]
+    def _request(self, context: str, dtv, doc_id: int, task: str, split: str,
+                 continuation: str | None = None) -> tuple[llava.Request, str | None]:
+        """One simple-path doc as this family's request (and the full text with ``continuation``)."""
+        images = self._visuals(dtv, task, split, doc_id)
+        text, full = llava.simple_prompt(self.tokenizer, context, len(images), continuation)
+        return llava.Request(text, images, name=f"{task} doc {doc_id}"), full
+
+    def _chunk_requests(self, chunk) -> tuple[list, list[tuple[str, int]], dict]:
+        reqs = [self._request(ctx, dtv, doc_id, task, split)[0] for ctx, _, dtv, doc_id, task, split in chunk]
+        return reqs, [(task, doc_id) for *_, doc_id, task, _ in chunk], chunk[0][1]
 
     def loglikelihood(self, requests: list[Instance]) -> list:
         """Per request ``(-log p(continuation | context), greedy)``, wrapped for lmms-eval 0.7.3.
@@ -254,9 +256,8 @@ class DymuLlava(lmms):
         for context, doc_to_target, doc_to_visual, doc_id, task, split in chunk:
             doc = self._doc(task, split, doc_id)
             continuation = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(doc)
-            images = self._visuals(doc_to_visual, task, split, doc_id)
-            ctx, full = llava.simple_prompt(self.tokenizer, context, len(images), continuation)
-            reqs.append(llava.Request(ctx, images, name=f"{task} doc {doc_id}"))
+            req, full = self._request(context, doc_to_visual, doc_id, task, split, continuation)
+            reqs.append(req)
             fulls.append(full)
             metas.append((task, doc_id))
         scores, stats = llava.loglikelihood(self.pipe, reqs, fulls)
@@ -267,8 +268,9 @@ class DymuLlava(lmms):
         raise NotImplementedError(f"{self.MODEL_ID} does not implement multi-round generation")
 
 
-class DymuLlavaChat(DymuLlava):
-    """Chat variant: prompts come from the processor's chat template over lmms-eval messages."""
+class ChatRequests:
+    """The chat path of either family: prompts from the processor's chat template over lmms-eval
+    messages; the family turns each doc's messages into its request (``_chat_request``)."""
 
     is_simple = False
 
@@ -277,23 +279,32 @@ class DymuLlavaChat(DymuLlava):
         return lmms_utils.Collator([r.args for r in requests], lambda x: (x[3], x[3]), group_fn=lambda x: x[2],
                                    grouping=True)
 
-    def _chunk_requests(self, chunk) -> tuple[list[llava.Request], list[tuple[str, int]], dict]:
+    def _chunk_requests(self, chunk) -> tuple[list, list[tuple[str, int]], dict]:
         from lmms_eval.protocol import ChatMessages
 
         reqs, metas = [], []
         for _, dtm, _, doc_id, task, split in chunk:
             messages = ChatMessages(messages=dtm(self._doc(task, split, doc_id)))
-            images, videos, audios = messages.extract_media()
-            if videos or audios:
-                raise ConfigError(f"{task} doc {doc_id}: video and audio inputs are not supported")
-            images = self._images(images, task, doc_id)
-            text = llava.chat_prompt(self.pipe.processor, messages.model_dump()["messages"])
-            reqs.append(llava.Request(text, images, name=f"{task} doc {doc_id}"))
+            reqs.append(self._chat_request(messages, task, doc_id))
             metas.append((task, doc_id))
         return reqs, metas, chunk[0][2]
 
+    def _chat_prompt(self, messages) -> str:
+        return llava.chat_prompt(self.pipe.processor, messages.model_dump()["messages"])
+
     def loglikelihood(self, requests):
         raise NotImplementedError(f"{self.MODEL_ID} (chat) has no loglikelihood; use --force_simple")
+
+
+class DymuLlavaChat(ChatRequests, DymuLlava):
+    """Chat variant of the LLaVA-1.5 models (images only)."""
+
+    def _chat_request(self, messages, task: str, doc_id: int) -> llava.Request:
+        images, videos, audios = messages.extract_media()
+        if videos or audios:
+            raise ConfigError(f"{task} doc {doc_id}: video and audio inputs are not supported")
+        images = self._images(images, task, doc_id)
+        return llava.Request(self._chat_prompt(messages), images, name=f"{task} doc {doc_id}")
 
 
 class TomeLlava(DymuLlava):
@@ -375,47 +386,16 @@ class DymuLlavaOnevision(DymuLlava):
         text, full = llava_onevision.simple_prompt(self.tokenizer, context, len(images), len(videos), continuation)
         return llava_onevision.Request(text, images, videos, name=f"{task} doc {doc_id}"), full
 
-    def _chunk_requests(self, chunk):
-        reqs = [self._request(ctx, dtv, doc_id, task, split)[0] for ctx, _, dtv, doc_id, task, split in chunk]
-        return reqs, [(task, doc_id) for *_, doc_id, task, _ in chunk], chunk[0][1]
 
-    def _loglikelihood_chunk(self, chunk) -> list[GenerationResult]:
-        reqs, fulls, metas = [], [], []
-        for context, doc_to_target, doc_to_visual, doc_id, task, split in chunk:
-            doc = self._doc(task, split, doc_id)
-            continuation = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(doc)
-            req, full = self._request(context, doc_to_visual, doc_id, task, split, continuation)
-            reqs.append(req)
-            fulls.append(full)
-            metas.append((task, doc_id))
-        scores, stats = llava.loglikelihood(self.pipe, reqs, fulls)
-        self._record(metas, stats, "loglikelihood")
-        return [GenerationResult((-logp, greedy)) for logp, greedy in scores]
+class DymuLlavaOnevisionChat(ChatRequests, DymuLlavaOnevision):
+    """Chat variant of the OneVision models (images, several images, video)."""
 
-
-class DymuLlavaOnevisionChat(DymuLlavaOnevision):
-    """Chat variant: prompts from the processor's chat template over lmms-eval messages."""
-
-    is_simple = False
-    _collator = DymuLlavaChat._collator
-
-    def _chunk_requests(self, chunk):
-        from lmms_eval.protocol import ChatMessages
-
-        reqs, metas = [], []
-        for _, dtm, _, doc_id, task, split in chunk:
-            messages = ChatMessages(messages=dtm(self._doc(task, split, doc_id)))
-            images, videos, audios = messages.extract_media()
-            if audios:
-                raise ConfigError(f"{task} doc {doc_id}: audio inputs are not supported")
-            images, videos = self._media(list(images) + list(videos), task, doc_id)
-            text = llava.chat_prompt(self.pipe.processor, messages.model_dump()["messages"])
-            reqs.append(llava_onevision.Request(text, images, videos, name=f"{task} doc {doc_id}"))
-            metas.append((task, doc_id))
-        return reqs, metas, chunk[0][2]
-
-    def loglikelihood(self, requests):
-        raise NotImplementedError(f"{self.MODEL_ID} (chat) has no loglikelihood; use --force_simple")
+    def _chat_request(self, messages, task: str, doc_id: int) -> llava_onevision.Request:
+        images, videos, audios = messages.extract_media()
+        if audios:
+            raise ConfigError(f"{task} doc {doc_id}: audio inputs are not supported")
+        images, videos = self._media(list(images) + list(videos), task, doc_id)
+        return llava_onevision.Request(self._chat_prompt(messages), images, videos, name=f"{task} doc {doc_id}")
 
 
 class TomeLlavaOnevision(DymuLlavaOnevision):
