@@ -63,10 +63,14 @@ def test_unreduced_batch_equals_unmodified_model(pipe):
 
 
 def test_unreduced_prefill_logits_equal_unmodified_model(pipe):
+    pipe.reduction = Reduction()
+    _assert_logits_equal_unmodified(pipe, _requests(pipe, ROWS[4:7]))
+
+
+def _assert_logits_equal_unmodified(pipe, reqs):
+    """Prefill logits of the pipeline (valid positions) equal the unmodified model's, fp32 atol 1e-5."""
     from dymu_eval.language import prefill_logits
 
-    pipe.reduction = Reduction()
-    reqs = _requests(pipe, ROWS[4:7])
     prep = pipe.prepare(reqs)
     ours = prefill_logits(pipe.decoder, pipe.lm_head, prep.unique, prep.layout)
     for b, req in enumerate(reqs):
@@ -74,6 +78,7 @@ def test_unreduced_prefill_logits_equal_unmodified_model(pipe):
         with torch.no_grad():
             ref = pipe.model(**x).logits[0]
         torch.testing.assert_close(ours[b][prep.layout.valid[b]], ref, atol=1e-5, rtol=1e-5)
+    return prep
 
 
 def test_tome_gives_exactly_the_predicted_count_and_batched_equals_single(pipe):
@@ -176,18 +181,9 @@ def test_loglikelihood_equals_the_unmodified_model(pipe):
     lambda runner: visionzip_reduction(runner, 64, 1, vtu=True),  # CLS + 63 dominant + 1 lone contextual
 ], ids=["random_all", "pool_1", "pool_1_vtu", "visionzip_all_vtu"])
 def test_selections_that_keep_every_patch_are_the_unmodified_model(pipe, make):
-    from dymu_eval.language import prefill_logits
-
     pipe.reduction = make(pipe.runner)
-    reqs = _requests(pipe, ROWS[4:6])
-    prep = pipe.prepare(reqs)
+    prep = _assert_logits_equal_unmodified(pipe, _requests(pipe, ROWS[4:6]))
     assert all(s["visual_tokens_after"] == 64 for s in prep.stats)
-    ours = prefill_logits(pipe.decoder, pipe.lm_head, prep.unique, prep.layout)
-    for b, req in enumerate(reqs):
-        x = pipe.processor(images=req.images, text=req.prompt, return_tensors="pt")
-        with torch.no_grad():
-            ref = pipe.model(**x).logits[0]
-        torch.testing.assert_close(ours[b][prep.layout.valid[b]], ref, atol=1e-5, rtol=1e-5)
 
 
 def test_random_keeps_its_tokens_at_their_original_positions(pipe):
