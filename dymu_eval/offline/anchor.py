@@ -95,7 +95,7 @@ def fit_projector(projector: torch.nn.Module, feats: torch.Tensor, targets: torc
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 @torch.no_grad()
