@@ -167,7 +167,7 @@ def run_specs(runs: list[RunSpec], model_dir: Path, runs_dir: Path, limit: int |
               f"--model_args {spec.model_args(f'<{section}>')}", flush=True)
         t0 = time.time()
         rc = run_logged(lmms_eval_argv(spec, model_dir, tasks, runs_dir, tasks_dir(), limit), run_dir / "lmms_eval.log",
-                        echo=False)
+                        echo=False, progress=sys.stdout.isatty())  # a redrawn bar only on a terminal
         if rc != 0 or not results_done(run_dir, tasks, spec.model_args(model_dir), limit):
             failed.append(spec.name)
             print(f"[demo] {spec.name} FAILED; see {run_dir / 'lmms_eval.log'}", file=sys.stderr)

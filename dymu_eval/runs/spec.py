@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -72,14 +73,33 @@ def _limit_value(limit: int | float | str | None) -> float | None:
     return float(limit)
 
 
-def run_logged(cmd: list[str], log: Path, echo: bool = True) -> int:
-    """Run ``cmd``, keeping its output in ``log`` (and echoing it unless ``echo`` is False); its exit code."""
+# the plugin model's own bar in lmms-eval's output, e.g. "dymu_llava generate:  40%|####  | 8/20 [...]"
+_MODEL_BAR = re.compile(r"^\S+ (generate|loglikelihood): +\d+%\|")
+
+
+def progress_line(line: str) -> str | None:
+    """``line`` when it is a refresh of the model's progress bar (what to show while a run lasts), else None."""
+    line = line.strip()
+    return line if _MODEL_BAR.match(line) else None
+
+
+def run_logged(cmd: list[str], log: Path, echo: bool = True, progress: bool = False) -> int:
+    """Run ``cmd``, keeping its output in ``log``; its exit code. ``echo`` shows all of the output;
+    otherwise ``progress`` shows only the model's progress bar, redrawn on one line."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    shown = 0  # width of the bar on screen
     with open(log, "w", encoding="utf-8") as fh:
+        # text mode reads tqdm's carriage-return refreshes as lines of their own
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
         for line in proc.stdout:
+            fh.write(line)
             if echo:
                 sys.stdout.write(line)
-            fh.write(line)
+            elif progress and (bar := progress_line(line)):
+                sys.stdout.write(f"\r    {bar.ljust(shown)}")  # padded over a longer previous bar
+                sys.stdout.flush()
+                shown = max(shown, len(bar))
+        if shown:
+            sys.stdout.write("\n")
         return proc.wait()

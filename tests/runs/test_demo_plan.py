@@ -92,3 +92,26 @@ def test_map_frames_span_the_complexity_range(tmp_path):
     assert picked[0] == pytest.approx(complexity[0], abs=0.005)
     assert picked[-1] == pytest.approx(complexity[-1], abs=0.005)
     assert all(Image.open(p).size[0] > 0 for p in saved)
+
+
+def test_only_the_models_own_bar_is_shown_while_a_run_lasts(tmp_path, capsys):
+    """lmms-eval's output as text mode reads it (each tqdm refresh a line): the plugin model's bar is
+    picked out, everything else only reaches the log."""
+    import sys
+
+    from dymu_eval.runs.spec import progress_line, run_logged
+
+    bars = ["dymu_llava_onevision generate:  50%|█████     | 16/32 [00:20<00:20,  1.28s/it]",
+            "fastv_llava loglikelihood: 100%|██████████| 4/4 [00:01<00:00,  3.10it/s]"]
+    others = ["Postprocessing: 100%|██████████| 16/16 [00:00<00:00, 3573.99it/s]",
+              "Loading weights:   0%|          | 0/500 [00:00<?, ?it/s]",
+              "2026-12-01 18:40:23 | INFO | Building contexts for dymu_video_pope_offline on rank 0...",
+              "model generate output: yes"]
+    assert [progress_line(x) for x in bars] == bars
+    assert [progress_line(x) for x in others] == [None] * len(others)
+    script = "import sys\nfor x in sys.argv[1:]: sys.stderr.write(x + chr(13))\nprint('done')"
+    log = tmp_path / "run.log"
+    rc = run_logged([sys.executable, "-c", script, *others, *bars], log, echo=False, progress=True)
+    assert rc == 0 and log.read_text().splitlines() == [*others, *bars, "done"]
+    shown = capsys.readouterr().out
+    assert shown == f"\r    {bars[0]}\r    {bars[1].ljust(len(bars[0]))}\n"
