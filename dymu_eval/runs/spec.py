@@ -74,13 +74,14 @@ def _limit_value(limit: int | float | str | None) -> float | None:
 
 
 # the plugin model's own bar in lmms-eval's output, e.g. "dymu_llava generate:  40%|####  | 8/20 [...]"
-_MODEL_BAR = re.compile(r"^\S+ (generate|loglikelihood): +\d+%\|")
+_MODEL_BAR = re.compile(r"^\S+ (?:generate|loglikelihood): +\d+%\|[^|]*\| *\d+/\d+ \[[^\]]*\]")
 
 
 def progress_line(line: str) -> str | None:
-    """``line`` when it is a refresh of the model's progress bar (what to show while a run lasts), else None."""
-    line = line.strip()
-    return line if _MODEL_BAR.match(line) else None
+    """The model's progress bar when ``line`` starts with a refresh of it (what to show while a run
+    lasts), else None. A log message written right after a refresh shares its line; it is cut off."""
+    bar = _MODEL_BAR.match(line.strip())
+    return bar.group(0) if bar else None
 
 
 def run_logged(cmd: list[str], log: Path, echo: bool = True, progress: bool = False) -> int:

@@ -108,6 +108,8 @@ def test_only_the_models_own_bar_is_shown_while_a_run_lasts(tmp_path, capsys):
               "2026-12-01 18:40:23 | INFO | Building contexts for dymu_video_pope_offline on rank 0...",
               "model generate output: yes"]
     assert [progress_line(x) for x in bars] == bars
+    # a log message written right after a refresh (no newline in between) is not shown
+    assert progress_line(bars[0] + "2026-12-01 19:48:57 | INFO | Metric summary - Total elapsed") == bars[0]
     assert [progress_line(x) for x in others] == [None] * len(others)
     script = "import sys\nfor x in sys.argv[1:]: sys.stderr.write(x + chr(13))\nprint('done')"
     log = tmp_path / "run.log"
