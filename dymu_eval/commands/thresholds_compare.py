@@ -67,7 +67,7 @@ def _count(encoder: str, records: list, datasets: list[str], images: str, num_im
         rec.validate_for(runner.model)
     policies = {ds: rec.policy(runner.default_layers_run) for ds, rec in zip(datasets, records)}
     counts = count_tokens(runner, source, policies, preprocess_for(encoder, runner), batch_size, progress)
-    return counts, [source.keys[i] for i in range(len(source))]  # relative to --images: the same on any machine
+    return counts, list(source.keys)  # relative to --images: the same on any machine
 
 
 def run(args: argparse.Namespace) -> int:

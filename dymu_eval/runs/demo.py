@@ -156,7 +156,8 @@ def run_specs(runs: list[RunSpec], model_dir: Path, runs_dir: Path, limit: int |
     for i, spec in enumerate(runs, 1):
         run_dir = spec.folder(runs_dir)
         run_dirs.append(run_dir)
-        if not force and results_done(run_dir, tasks, spec.model_args(model_dir), limit):
+        model_args = spec.model_args(model_dir)
+        if not force and results_done(run_dir, tasks, model_args, limit):
             print(f"[demo] {section} ({i}/{len(runs)}) {spec.name}: results exist, skipped (--force reruns)")
             continue
         if run_dir.exists():
@@ -168,7 +169,7 @@ def run_specs(runs: list[RunSpec], model_dir: Path, runs_dir: Path, limit: int |
         t0 = time.time()
         rc = run_logged(lmms_eval_argv(spec, model_dir, tasks, runs_dir, tasks_dir(), limit), run_dir / "lmms_eval.log",
                         echo=False, progress=sys.stdout.isatty())  # a redrawn bar only on a terminal
-        if rc != 0 or not results_done(run_dir, tasks, spec.model_args(model_dir), limit):
+        if rc != 0 or not results_done(run_dir, tasks, model_args, limit):
             failed.append(spec.name)
             print(f"[demo] {spec.name} FAILED; see {run_dir / 'lmms_eval.log'}", file=sys.stderr)
         else:
