@@ -20,6 +20,25 @@ def test_bad_encoder_path_says_no_folder_and_no_hub_id(tmp_path, capsys):
     assert err.startswith("dymu-eval tokens: error: ") and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("device, says", [("gpu0", "not a torch device"), ("cuda:0", "no CUDA device is available")])
+@pytest.mark.parametrize("command", ["tokens", "calibrate", "thresholds compare"])
+def test_a_bad_device_is_named_before_anything_runs(tmp_path, capsys, monkeypatch, command, device, says):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "img" / "a.png")
+    args = {"tokens": ["tokens", "--encoder", "enc", "--images", str(tmp_path / "img"), "--json", "o.json"],
+            "calibrate": ["calibrate", "--encoder", "enc", "--dataset", "d", "--images", str(tmp_path / "img"),
+                          "--batch-size", "1", "--out", str(tmp_path / "t.json")],
+            "thresholds compare": ["thresholds", "compare", "--encoder", "enc", "--datasets", "a,b",
+                                   "--images", str(tmp_path / "img")]}[command]
+    rc = main([*args, "--device", device])
+    err = capsys.readouterr().err
+    assert rc != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"--device {device}: {says}" in err
+
+
 def test_missing_data_folder_is_an_install_error(monkeypatch, tmp_path):
     monkeypatch.setattr(paths, "_PACKAGE_ROOT", tmp_path / "pkg")
     monkeypatch.setattr(paths, "_SHARE", tmp_path / "share")
