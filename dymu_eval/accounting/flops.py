@@ -50,6 +50,18 @@ class StageFlops:
 
 
 @dataclass(frozen=True)
+class CutCount:
+    """What remained after one cut of an LLM-side pruner: from decoder layer ``layer`` on, ``rows``
+    distinct visual rows and ``entries`` visual entries attended; ``ranking``: the cut ranked with the
+    last query's attention at layer ``layer - 1`` (one query over that layer's keys, FastV's score)."""
+
+    layer: int
+    rows: int
+    entries: int
+    ranking: bool = False
+
+
+@dataclass(frozen=True)
 class LayerRun:
     """One decoder layer of a prefill: ``rows`` through projections and MLP, ``queries`` x ``keys`` entries attended."""
 
@@ -106,14 +118,13 @@ def layer_flops(shape: TransformerShape, run: LayerRun) -> StageFlops:
 
 
 def prefill_flops(shape: TransformerShape, layers: Sequence[LayerRun], head_rows: int = 1,
-                  ranking_keys: int = 0) -> StageFlops:
-    """Every decoder layer, the LM head on ``head_rows`` rows, and FastV's ranking (one query over
-    ``ranking_keys`` keys, 0 without FastV)."""
+                  cuts: Sequence[CutCount] = ()) -> StageFlops:
+    """Every decoder layer, the LM head on ``head_rows`` rows, and the cuts' ranking (``ranking_flops``)."""
     total = StageFlops()
     for run in layers:
         total = total + layer_flops(shape, run)
     total.linear += FLOPS_PER_MAC * head_rows * shape.hidden * shape.vocab
-    total.other += FLOPS_PER_MAC * ranking_keys * shape.q_width
+    total.other += ranking_flops(shape, layers, cuts)
     return total
 
 
@@ -127,20 +138,25 @@ def decode_flops(shape: TransformerShape, cache_entries: Sequence[int], steps: i
 
 
 def prefill_plan(layers: int, text: int, visual_rows: int, visual_positions: int, vtu: bool,
-                 fastv_k: int | None = None, kept_visual: int | None = None) -> list[LayerRun]:
-    """The usual layer runs: ``text`` rows plus ``visual_rows`` unique visual rows; attention over
-    ``visual_positions`` visual entries with VTU, over the rows themselves without; after FastV's
-    layer K, the ``kept_visual`` visual entries (and rows) only."""
-    rows = text + visual_rows
-    attended = text + (visual_positions if vtu else visual_rows)
+                 cuts: Sequence[CutCount] = ()) -> list[LayerRun]:
+    """The layer runs: ``text`` rows plus ``visual_rows`` unique visual rows; attention over
+    ``visual_positions`` visual entries with VTU, over the rows themselves without; from each cut's
+    layer on, its rows and entries."""
+    run = LayerRun(text + visual_rows, text + (visual_positions if vtu else visual_rows),
+                   text + (visual_positions if vtu else visual_rows))
+    at = {c.layer: c for c in cuts}
     plan = []
     for i in range(layers):
-        if fastv_k is not None and i >= fastv_k:
-            kept = visual_rows if kept_visual is None else kept_visual
-            plan.append(LayerRun(text + kept, text + kept, text + kept))
-        else:
-            plan.append(LayerRun(rows, attended, attended))
+        if i in at:
+            cut = at[i]
+            run = LayerRun(text + cut.rows, text + cut.entries, text + cut.entries)
+        plan.append(run)
     return plan
+
+
+def ranking_flops(shape: TransformerShape, plan: Sequence[LayerRun], cuts: Sequence[CutCount]) -> float:
+    """The cuts' last-query ranking: one query over the keys of the layer before each cut."""
+    return sum(FLOPS_PER_MAC * plan[c.layer - 1].keys * shape.q_width for c in cuts if c.ranking)
 
 
 # ----------------------------------------------------------------------------------------- token views

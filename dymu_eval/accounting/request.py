@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .flops import (
+    CutCount,
     PerStage,
     StageFlops,
     decode_flops,
@@ -47,8 +48,7 @@ class RequestCounts:
     encoder_matched: list[list[bool]] = field(default_factory=list)
     new_tokens: int = 0
     head_rows: int = 1  # rows through the LM head at prefill
-    fastv_k: int | None = None
-    kept_visual: int | None = None
+    cuts: list[CutCount] = field(default_factory=list)  # an LLM-side pruner's cuts, in layer order
     selected: list[int] | None = None  # rows per image a selection kept after the encoder (random, pool, VisionZip)
     projector_rows: int | None = None  # rows through the projector when not the visual rows (OneVision: merged rows)
 
@@ -58,10 +58,8 @@ def stage_flops(shape: VlmShape, c: RequestCounts) -> tuple[PerStage, list]:
     enc = StageFlops()
     for counts, matched in zip(c.encoder_counts, c.encoder_matched):
         enc = enc + encoder_flops(shape.vision, counts, matched)
-    plan = prefill_plan(shape.llm.layers, c.text_rows, c.visual_rows, c.visual_positions, c.vtu, c.fastv_k,
-                        c.kept_visual)
-    ranking = plan[c.fastv_k - 1].keys if c.fastv_k is not None else 0
-    pre = prefill_flops(shape.llm, plan, c.head_rows, ranking)
+    plan = prefill_plan(shape.llm.layers, c.text_rows, c.visual_rows, c.visual_positions, c.vtu, c.cuts)
+    pre = prefill_flops(shape.llm, plan, c.head_rows, c.cuts)
     dec = decode_flops(shape.llm, [run.keys for run in plan], max(c.new_tokens - 1, 0))
     paper = sum(paper_qk_macs(shape.llm.heads, shape.llm.head_dim, run) for run in plan)
     proj_rows = c.visual_rows if c.projector_rows is None else c.projector_rows

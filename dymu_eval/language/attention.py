@@ -26,12 +26,17 @@ ATTENTION_NAME = "dymu"
 
 
 def virtual_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                      segment: Segment, scaling: float | None = None,
-                      record: ForwardState | None = None) -> torch.Tensor:
+                      segment: Segment, scaling: float | None = None) -> torch.Tensor:
     """Attention over the virtual sequence, before the re-merge: (B, H, Nq_virtual, Dh).
 
     ``query`` (B, H, n_q_rows, Dh) and ``key``/``value`` (B, Hkv, n_kv_rows, Dh) are un-rotated rows.
     """
+    return _attend(query, key, value, segment, scaling)[0]
+
+
+def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, segment: Segment,
+            scaling: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(output, rotated virtual queries, rotated virtual keys)."""
     q = segment.q.expand_rotated(query)
     k = segment.kv.expand_rotated(key)
     v = segment.kv.expand(value)
@@ -39,9 +44,20 @@ def virtual_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
     gqa = q.shape[1] != k.shape[1]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scaling,
                                          enable_gqa=gqa)
-    if record is not None:
-        record.recorded = _last_query_attention(q, k, segment, scaling)
-    return out
+    return out, q, k
+
+
+def _record(q: torch.Tensor, k: torch.Tensor, segment: Segment, scaling: float | None,
+            needs: frozenset[str]) -> dict[str, torch.Tensor]:
+    """What a pruner's cut asked this layer to record (``language.pruning.NEEDS``)."""
+    recorded: dict[str, torch.Tensor] = {}
+    if "last_query_attention" in needs:
+        recorded["last_query_attention"] = _last_query_attention(q, k, segment, scaling)
+    if "keys" in needs:
+        recorded["keys"] = k
+    if "queries" in needs:
+        recorded["queries"] = q
+    return recorded
 
 
 def _last_query_attention(q: torch.Tensor, k: torch.Tensor, segment: Segment, scaling: float | None) -> torch.Tensor:
@@ -66,8 +82,10 @@ def dymu_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tens
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
     segment = dymu_state.segment(module.layer_idx)
-    record = dymu_state if dymu_state.record_layer == module.layer_idx else None
-    out = virtual_attention(module, query, key, value, segment, scaling, record)
+    out, q, k = _attend(query, key, value, segment, scaling)
+    needs = dymu_state.record.get(module.layer_idx)
+    if needs:
+        dymu_state.recorded[module.layer_idx] = _record(q, k, segment, scaling, needs)
     return segment.q.remerge(out), None
 
 

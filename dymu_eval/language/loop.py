@@ -1,8 +1,8 @@
 """The prefill/decode loop over a Hugging Face base text decoder, driven by a virtual layout.
 
 HF ``generate`` assumes one hidden row per position; with VTU a row stands for several
-positions, so this module runs the decoder layers itself: prefill over the unique rows (with
-FastV's reduction after layer K if asked), then one new row per sample per step. Only unique
+positions, so this module runs the decoder layers itself: prefill over the unique rows (with a
+pruner's cuts, ``language.pruning``, if asked), then one new row per sample per step. Only unique
 rows enter the KV cache (a standard DynamicCache), so its size follows the unique length.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ from transformers import DynamicCache
 from ..errors import ConfigError
 from .attention import use_dymu_attention
 from .families import DecoderInfo, describe_decoder
-from .fastv import FastV, drop_entries, mask_entries, select_kept
 from .layout import VirtualLayout, mix_rows
+from .pruning import CutView, Pruning, Stage, drop_entries, mask_entries, renumber_contiguous, visual_rows
 from .sampling import DecodeConfig, choose_next, find_stop
 from .state import ForwardState, Segment, Side, identity_rope, rotary_at
 
@@ -44,8 +44,9 @@ class GenerationOutput:
     timings: list[Timing]
     unique_lengths: list[int]  # rows the decoder processed per sample
     virtual_lengths: list[int]  # length of the unmodified sequence per sample
-    kept_image_tokens: list[int] | None  # after FastV's reduction, else None
+    kept_image_tokens: list[int] | None  # image entries after the last cut of a pruner, else None
     scores: list[torch.Tensor] | None = None  # (B, V) logits of each step, when asked for
+    stages: list[Stage] | None = None  # a pruner's cuts: what remained after each
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Prefill:
     """Result of a prefill: normed final rows, the layout of the last layers, and its map to the input layout."""
 
     hidden: torch.Tensor  # (B, Nu_final, D) after the final norm
-    layout: VirtualLayout  # layout of the last layers (shorter after a FastV drop)
+    layout: VirtualLayout  # layout of the last layers (shorter after a pruner's drop)
     origin: torch.Tensor  # (B, Nv_final) index of each entry in the input layout
     state: ForwardState
     kept_image_tokens: list[int] | None
@@ -90,40 +91,66 @@ def _run_layer(layer: nn.Module, info: DecoderInfo, h: torch.Tensor, pe, cache, 
     return out[0] if isinstance(out, tuple) else out
 
 
-def prefill(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout, fastv: FastV | None = None,
+def prefill(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout, pruning: Pruning | None = None,
             cache: DynamicCache | None = None) -> Prefill:
-    """Run every decoder layer over the unique rows; ``cache`` (optional) receives unique rows only."""
+    """Run every decoder layer over the unique rows; ``cache`` (optional) receives unique rows only.
+    ``pruning`` cuts image entries at its pruner's layers (its ``stages`` are filled in)."""
     with torch.no_grad(), use_dymu_attention(decoder):
-        return _prefill(decoder, unique_embeds, layout, fastv, cache)
+        return _prefill(decoder, unique_embeds, layout, pruning, cache)
 
 
-def _prefill(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout, fastv: FastV | None,
+def _prefill(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout, pruning: Pruning | None,
              cache: DynamicCache | None) -> Prefill:
     info = _check_inputs(decoder, unique_embeds, layout)
     layout = layout.to(unique_embeds.device)
-    if fastv is not None:
-        fastv.check(layout, info.num_layers)
+    cuts = []
+    if pruning is not None:
+        pruning.check(layout, info.num_layers)
+        cuts = pruning.pruner.cuts()
+        pruning.stages = []
     h = unique_embeds
     pe = identity_rope(h, info.head_dim)
     side = Side.from_layout(layout, decoder.rotary_emb, h)
     state = ForwardState([Segment(range(info.num_layers), side, side)],
-                         record_layer=fastv.k - 1 if fastv is not None else None)
+                         record={c.layer - 1: frozenset(c.needs) for c in cuts if c.needs})
     origin = torch.arange(layout.virtual_len, device=h.device).expand(layout.batch_size, -1)
-    final, kept = layout, None
+    image = pruning.image_mask.to(h.device) if pruning is not None else None
+    at = {c.layer: (i, c) for i, c in enumerate(cuts)}
     for i, layer in enumerate(decoder.layers):
-        if fastv is not None and i == fastv.k:
-            keep = select_kept(state.recorded, fastv, layout.valid)
-            kept = (keep & fastv.image_mask.to(keep.device)).sum(1).tolist()
-            if fastv.mode == "drop":
-                final, rows, origin = drop_entries(layout, keep)
-                h = torch.gather(h, 1, rows.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
-            else:
-                final = mask_entries(layout, keep)
-            side = Side.from_layout(final, decoder.rotary_emb, h)
-            state.segments = [Segment(range(i), state.segments[0].q, state.segments[0].kv),
-                              Segment(range(i, info.num_layers), side, side)]
+        if i in at:
+            layout, image, h, origin = _cut(decoder, pruning, *at[i], layout, image, h, origin, state)
+            side = Side.from_layout(layout, decoder.rotary_emb, h)
+            last = state.segments[-1]
+            state.segments[-1] = Segment(range(last.layers.start, i), last.q, last.kv)
+            state.segments.append(Segment(range(i, info.num_layers), side, side))
         h = _run_layer(layer, info, h, pe, cache, state)
-    return Prefill(decoder.norm(h), final, origin, state, kept)
+    state.record, state.recorded = {}, {}
+    kept = pruning.kept_image_tokens if pruning is not None else None
+    return Prefill(decoder.norm(h), layout, origin, state, kept)
+
+
+def _cut(decoder: nn.Module, pruning: Pruning, index: int, cut, layout: VirtualLayout, image: torch.Tensor,
+         h: torch.Tensor, origin: torch.Tensor, state: ForwardState):
+    """One cut: the pruner chooses, then the other image entries are dropped (or masked)."""
+    view = CutView(cut, index, layout, image, h, state.recorded.pop(cut.layer - 1, {}), decoder)
+    chosen = pruning.pruner.select(view)
+    if not isinstance(chosen, torch.Tensor) or chosen.dtype != torch.bool or chosen.shape != layout.valid.shape:
+        raise ConfigError(f"{type(pruning.pruner).__name__}.select must return a bool tensor of shape "
+                          f"{tuple(layout.valid.shape)}, got {getattr(chosen, 'dtype', type(chosen).__name__)} "
+                          f"{tuple(getattr(chosen, 'shape', ()))}")
+    keep = layout.valid & (chosen | ~image)
+    if pruning.mode == "drop":
+        layout, rows, new_origin = drop_entries(layout, keep)
+        h = torch.gather(h, 1, rows.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+        image = torch.gather(image, 1, new_origin) & layout.valid
+        origin = torch.gather(origin, 1, new_origin)
+    else:
+        layout = mask_entries(layout, keep)
+    if cut.positions == "contiguous":
+        layout = renumber_contiguous(layout)
+    kept = image & layout.valid
+    pruning.stages.append(Stage(cut.layer, kept.sum(1).tolist(), visual_rows(layout, image)))
+    return layout, image, h, origin
 
 
 def _virtual_logits(lm_head: nn.Module, run: Prefill, entries: torch.Tensor) -> torch.Tensor:
@@ -135,14 +162,14 @@ def _virtual_logits(lm_head: nn.Module, run: Prefill, entries: torch.Tensor) -> 
 
 
 def prefill_logits(decoder: nn.Module, lm_head: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout,
-                   fastv: FastV | None = None) -> torch.Tensor:
-    """Logits (B, Nv, V) at every virtual entry of ``layout``; entries FastV dropped are NaN."""
+                   pruning: Pruning | None = None) -> torch.Tensor:
+    """Logits (B, Nv, V) at every virtual entry of ``layout``; entries a pruner dropped are NaN."""
     with torch.no_grad(), use_dymu_attention(decoder):
-        run = prefill(decoder, unique_embeds, layout, fastv)
+        run = prefill(decoder, unique_embeds, layout, pruning)
         nv_final = run.layout.virtual_len
         entries = torch.arange(nv_final, device=run.hidden.device).expand(layout.batch_size, -1)
         logits = _virtual_logits(lm_head, run, entries)
-        if fastv is None or fastv.mode == "mask":
+        if pruning is None or pruning.mode == "mask":
             return logits
         out = logits.new_full((layout.batch_size, layout.virtual_len, logits.shape[-1]), float("nan"))
         for b in range(layout.batch_size):
@@ -162,14 +189,33 @@ def _next_positions(layout: VirtualLayout) -> torch.Tensor:
     return torch.where(layout.valid, layout.positions, -1).amax(1) + 1
 
 
-def _decode_state(state: ForwardState, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> ForwardState:
-    """Every segment's key side grows by one entry; the query side is the new row alone."""
-    q = Side.single(positions, cos, sin)
-    return ForwardState([Segment(s.layers, q, s.kv.append(positions, cos, sin)) for s in state.segments])
+def _segment_positions(state: ForwardState) -> tuple[list[torch.Tensor], list[int]]:
+    """The distinct next positions (B,) over segments, and which one each segment continues from
+    (a contiguous cut renumbers the layers after it; otherwise every segment shares one)."""
+    distinct, slot = [], []
+    for seg in state.segments:
+        nxt = torch.where(seg.kv.valid, seg.kv.positions, -1).amax(1) + 1
+        same = next((i for i, p in enumerate(distinct) if torch.equal(p, nxt)), None)
+        if same is None:
+            distinct.append(nxt)
+            same = len(distinct) - 1
+        slot.append(same)
+    return distinct, slot
+
+
+def _decode_state(decoder: nn.Module, state: ForwardState, positions: list[torch.Tensor], slot: list[int],
+                  like: torch.Tensor) -> ForwardState:
+    """Every segment's key side grows by one entry at its next position; the query side is the new row alone."""
+    rotations = [rotary_at(decoder.rotary_emb, like, pos[:, None]) for pos in positions]
+    segments = []
+    for seg, i in zip(state.segments, slot):
+        (cos, sin), pos = rotations[i], positions[i]
+        segments.append(Segment(seg.layers, Side.single(pos, cos, sin), seg.kv.append(pos, cos, sin)))
+    return ForwardState(segments)
 
 
 def generate(decoder: nn.Module, lm_head: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout,
-             config: DecodeConfig, fastv: FastV | None = None, progress: bool = False,
+             config: DecodeConfig, pruning: Pruning | None = None, progress: bool = False,
              return_scores: bool = False) -> GenerationOutput:
     """Greedy or sampled generation for a left-padded batch described by ``layout``."""
     config.check()
@@ -187,12 +233,11 @@ def generate(decoder: nn.Module, lm_head: nn.Module, unique_embeds: torch.Tensor
     with torch.no_grad(), use_dymu_attention(decoder):
         start = _now(device)
         cache = DynamicCache(config=decoder.config)
-        run = prefill(decoder, unique_embeds, layout, fastv, cache)
+        run = prefill(decoder, unique_embeds, layout, pruning, cache)
         last = torch.full((b_size, 1), run.layout.virtual_len - 1, dtype=torch.long, device=device)
         logits = _virtual_logits(lm_head, run, last)[:, 0]
-        positions = _next_positions(layout)
         state = run.state
-        state.record_layer = None
+        positions, slot = _segment_positions(state)
         mid = _now(device)
         pe = identity_rope(unique_embeds, info.head_dim)
         steps = tqdm(range(config.max_new_tokens), desc="decode", disable=not progress, leave=False)
@@ -217,12 +262,11 @@ def generate(decoder: nn.Module, lm_head: nn.Module, unique_embeds: torch.Tensor
             if bool(done.all()) or step == config.max_new_tokens - 1:
                 break
             h = decoder.embed_tokens(ids[:, None])
-            cos, sin = rotary_at(decoder.rotary_emb, h, positions[:, None])
-            state = _decode_state(state, positions, cos, sin)
+            state = _decode_state(decoder, state, positions, slot, h)
             for layer in decoder.layers:
                 h = _run_layer(layer, info, h, pe, cache, state)
             logits = lm_head(decoder.norm(h)[:, -1])
-            positions = positions + 1
+            positions = [p + 1 for p in positions]
         end = _now(device)
     texts = None
     if config.tokenizer is not None:
@@ -233,7 +277,8 @@ def generate(decoder: nn.Module, lm_head: nn.Module, unique_embeds: torch.Tensor
             texts.append(text if cut < 0 else text[:cut])
     prefill_ms, decode_ms = (mid - start) * 1e3, (end - mid) * 1e3
     return GenerationOutput(seqs, texts, reasons, [Timing(prefill_ms, decode_ms, len(s)) for s in seqs],
-                            layout.unique_lengths, layout.virtual_lengths, run.kept_image_tokens, scores)
+                            layout.unique_lengths, layout.virtual_lengths, run.kept_image_tokens, scores,
+                            pruning.stages if pruning is not None else None)
 
 
 def append_tokens(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout,
@@ -264,18 +309,19 @@ def append_tokens(decoder: nn.Module, unique_embeds: torch.Tensor, layout: Virtu
 
 
 def loglikelihood(decoder: nn.Module, lm_head: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout,
-                  continuations: Sequence[Sequence[int]], fastv: FastV | None = None) -> list[tuple[float, bool]]:
-    """Per sample: (sum of log-probs of the continuation tokens after the context, whether greedy picks them all)."""
+                  continuations: Sequence[Sequence[int]], pruning: Pruning | None = None) -> list[tuple[float, bool]]:
+    """Per sample: (sum of log-probs of the continuation tokens after the context, whether greedy picks them all).
+    With ``pruning``, its ``stages`` are filled in."""
     _check_inputs(decoder, unique_embeds, layout)
     _require_left_padded(layout, "loglikelihood")
     layout = layout.to(unique_embeds.device)
     nv = layout.virtual_len
     with torch.no_grad(), use_dymu_attention(decoder):
         rows, grown = append_tokens(decoder, unique_embeds, layout, continuations)
-        if fastv is not None:
-            pad = torch.zeros(layout.batch_size, grown.virtual_len - nv, dtype=torch.bool, device=rows.device)
-            fastv = FastV(fastv.k, fastv.ratio, torch.cat([fastv.image_mask.to(rows.device), pad], 1), fastv.mode)
-        run = prefill(decoder, rows, grown, fastv)
+        grown_pruning = pruning.extended(grown.virtual_len - nv) if pruning is not None else None
+        run = prefill(decoder, rows, grown, grown_pruning)
+        if pruning is not None:
+            pruning.stages = grown_pruning.stages
         lc = max(len(c) for c in continuations)
         entries = torch.zeros(layout.batch_size, lc, dtype=torch.long, device=rows.device)
         for b, cont in enumerate(continuations):
@@ -285,7 +331,7 @@ def loglikelihood(decoder: nn.Module, lm_head: nn.Module, unique_embeds: torch.T
             where[run.origin[b, v]] = v.nonzero()[:, 0]
             found = where[nv - 1: nv - 1 + len(cont)]
             if bool((found < 0).any()):
-                raise ConfigError(f"loglikelihood, sample {b}: the last context entry was dropped by FastV")
+                raise ConfigError(f"loglikelihood, sample {b}: the last context entry was dropped by the pruner")
             entries[b, : len(cont)] = found
         all_logits = _virtual_logits(lm_head, run, entries).float()
         results = []

@@ -2,8 +2,8 @@
 
 A *side* describes how rows handed to the attention function (queries: the rows being run;
 keys/values: the rows in the cache) expand to virtual entries, with RoPE cos/sin at their
-virtual positions. A *segment* is a run of decoder layers sharing one layout: FastV's
-dropping makes layers >= K use a shorter layout than layers < K.
+virtual positions. A *segment* is a run of decoder layers sharing one layout: each cut of a
+pruner (``language.pruning``) makes the layers from it on use a shorter layout.
 """
 from __future__ import annotations
 
@@ -166,8 +166,8 @@ class ForwardState:
     """Everything one forward pass (prefill or one decoding step) hands the attention function."""
 
     segments: list[Segment]
-    record_layer: int | None = None
-    recorded: torch.Tensor | None = None  # (B, Nk) last query's attention, mean over heads
+    record: dict[int, frozenset[str]] = field(default_factory=dict)  # layer -> what to record (pruning.NEEDS)
+    recorded: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     def segment(self, layer_idx: int) -> Segment:
         for seg in self.segments:

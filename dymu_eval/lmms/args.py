@@ -5,73 +5,29 @@ True, "4" -> 4, "0.5" -> 0.5) and adds ``batch_size`` (a string from the CLI), `
 ``max_batch_size``. Everything is validated here so that a typo or a contradiction fails at
 construction with a message that lists the valid arguments, instead of an hour into a run.
 
-Which reduction arguments a method accepts, and their defaults, come from
-``dymu_eval.vocabulary.METHOD_SPECS``; this module only types them (``_PARSERS``) and applies
-the rules that span arguments (level vs r, the FastV bounds).
+The method's arguments come from its spec in ``dymu_eval.methods`` (defaults, parsers, rules
+that span arguments), the family's from its ``FamilySpec``; this module only adds the arguments
+every model shares and decides which method runs.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from ..errors import ConfigError
-from ..vocabulary import (
-    AUTO_DTYPE,
-    BASELINE,
-    CUSTOM_LEVEL,
-    DEFAULT_LEVEL,
-    DEFAULT_MERGE_ORDER,
-    DEFAULT_SCHEDULE,
-    DEFAULT_THRESHOLDS,
-    DTYPES,
-    LAYOUTS,
-    LEVEL_CHOICES,
-    LLAVA_15,
-    MAX_FRAMES,
-    MERGE_ORDERS,
-    METHOD_SPECS,
-    METHODS,
-    MODEL_DEFAULTS,
-    MULTI_IMAGE_MODES,
-    ONEVISION_7B,
-    REDUCTION_ARGS,
-    SCHEDULES,
-    SELECTION_METHODS,
-    check_fastv,
-    check_keep,
-    default_method,
-)
+from ..methods import FAMILIES, METHODS
+from ..methods import parse as p
+from ..methods.settings import method_arg_help, method_arg_names, resolve_method_args
+from ..vocabulary import AUTO_DTYPE, BASELINE, CUSTOM_LEVEL, DTYPES
+from .names import model_preset
 
 MODEL_DTYPES = (AUTO_DTYPE, *DTYPES)
 
-# name -> one-line help (the error message for an unknown argument prints this table)
-VALID_ARGS: dict[str, str] = {
-    "pretrained": f"checkpoint: hub id or local directory (default {LLAVA_15}; {ONEVISION_7B} for the "
-                  "_onevision models)",
-    "method": f"{' | '.join(METHODS)} (default: the model's own, e.g. dymu for dymu_llava, "
-              "visionzip for visionzip_llava)",
-    "level": f"{' | '.join(LEVEL_CHOICES)} (none = the unreduced baseline; default low for dymu)",
-    "thresholds": "DyMU thresholds: cache key (calibration dataset name) or a JSON file "
-                  f"(default {DEFAULT_THRESHOLDS})",
-    "schedule": f"{' | '.join(SCHEDULES)}: merges per layer over depth (default {DEFAULT_SCHEDULE})",
-    "merge_order": f"{' | '.join(MERGE_ORDERS)}: token order after each encoder merge, the official code's "
-                   f"(default {DEFAULT_MERGE_ORDER}) or original position; dymu uses thresholds calibrated in it",
-    "r": "merges per encoder layer: ToMe's r; for dymu it selects the threshold entry calibrated with this r",
-    "vtu": "true | false: virtual token unmerging in the LLM (default true for dymu; false for tome, pool, "
-           "visionzip; random keeps original positions instead)",
-    "fastv_k": "FastV: decoder layer after which image tokens are pruned "
-               f"(default {METHOD_SPECS['fastv'].args['fastv_k']})",
-    "fastv_ratio": "FastV: fraction of image tokens dropped, 0 <= R < 1 "
-                   f"(default {METHOD_SPECS['fastv'].args['fastv_ratio']})",
-    "keep": "random: visual tokens kept per image, a count (64) or a fraction in (0, 1] "
-            f"(default {METHOD_SPECS['random'].args['keep']})",
-    "seed": "random: seed of the subsets; the same seed keeps the same tokens of an image (default 0)",
-    "pool_factor": "pool: average-pool the patch grid by this integer factor, 2 -> 2x2 patches per token "
-                   f"(default {METHOD_SPECS['pool'].args['pool_factor']})",
-    "dominant": "visionzip: dominant tokens per image, the CLS token included where there is one "
-                f"(default {METHOD_SPECS['visionzip'].args['dominant']})",
-    "contextual": "visionzip: contextual (merged) tokens per image "
-                  f"(default {METHOD_SPECS['visionzip'].args['contextual']})",
+# the arguments every model takes: name -> one-line help
+COMMON_ARGS: dict[str, str] = {
+    "pretrained": "checkpoint: hub id or local directory (default: the model name's family checkpoint); "
+                  "--model dymu_llava serves every family, chosen by the checkpoint's model_type",
+    "method": "the reduction method (default: the model's own, e.g. dymu for dymu_llava)",
     "device_map": "cpu | cuda | cuda:N | auto (default cuda:<local rank> when a GPU is present, else cpu)",
     "dtype": f"{' | '.join(MODEL_DTYPES)} (default auto: the checkpoint's dtype on GPU, float32 on CPU)",
     "attn_implementation": "passed to from_pretrained (eager | sdpa ...); reduced runs use dymu-eval's own attention",
@@ -79,136 +35,68 @@ VALID_ARGS: dict[str, str] = {
     "max_batch_size": "accepted for lmms-eval compatibility, unused",
     "device": "accepted for lmms-eval compatibility: used as device_map when device_map is not given",
     "stats_dir": "where the per-sample stats JSONL goes (default <--output_path>/dymu_stats)",
-    "max_frames_num": "LLaVA-OneVision: frames sampled uniformly per video, as lmms-eval's llava_hf "
-                      f"(default {MAX_FRAMES})",
-    "layout": "LLaVA-OneVision: stock (the unmodified model's sequence, default) | official (the DyMU code's: "
-              "crops flattened, no unpadding, newlines or video pooling; its own rows in the tables)",
-    "multi_image": "LLaVA-OneVision, several images in a request: anyres (each its own AnyRes crops, as "
-                   "lmms-eval's llava_hf; default) | single (one crop and one newline each, transformers' "
-                   "multi-image mode)",
 }
-ONEVISION_ARGS = ("max_frames_num", "layout", "multi_image")
+
+
+def valid_args() -> dict[str, str]:
+    """Every model_arg with its help: the common ones, each registered method's and family's."""
+    out = dict(COMMON_ARGS)
+    out["method"] = f"{' | '.join(METHODS)} ({COMMON_ARGS['method']})"
+    out.update(method_arg_help())
+    for name in FAMILIES:
+        for arg, spec in FAMILIES[name].args.items():
+            out.setdefault(arg, f"[{name}] {spec.help}")
+    return out
 
 
 @dataclass(frozen=True)
 class ModelArgs:
-    """The resolved settings of one model instance (what ran, for stats and tables)."""
+    """The resolved settings of one model instance (what ran, for stats and tables). The method's
+    own arguments are in ``method_args`` (also readable as attributes: ``args.fastv_k``)."""
 
     pretrained: str
     method: str
     level: str
-    thresholds: str | None
-    schedule: str
-    r: int | None
-    vtu: bool
-    fastv_k: int | None
-    fastv_ratio: float | None
-    keep: float | None  # an int is a count, a float in (0, 1] a fraction
-    seed: int | None
-    pool_factor: int | None
-    dominant: int | None
-    contextual: int | None
+    family: str
     device_map: str | None
     dtype: str
     attn_implementation: str | None
     batch_size: int
     stats_dir: str | None
-    merge_order: str | None = None  # ToMe / DyMU: vocabulary.MERGE_ORDERS
-    max_frames_num: int | None = None  # LLaVA-OneVision only
-    layout: str | None = None  # LLaVA-OneVision only
-    multi_image: str | None = None  # LLaVA-OneVision only
+    method_args: dict[str, Any] = field(default_factory=dict)
+    family_args: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        for where in ("method_args", "family_args"):
+            values = self.__dict__.get(where, {})
+            if name in values:
+                return values[name]
+        if name in method_arg_names() or any(name in FAMILIES[f].args for f in FAMILIES):
+            return None  # another method's (or family's) argument: not set for this run
+        raise AttributeError(name)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _valid_list() -> str:
-    return "\n".join(f"  {k}: {v}" for k, v in VALID_ARGS.items())
-
-
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-        return value.lower() in ("true", "1", "yes")
-    raise ConfigError(f"model_arg {name}={value!r} must be true or false")
-
-
-def _int(name: str, value: Any, minimum: int = 0) -> int:
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError
-        out = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"model_arg {name}={value!r} must be an integer >= {minimum}") from None
-    if out < minimum:
-        raise ConfigError(f"model_arg {name}={value!r} must be an integer >= {minimum}")
-    return out
-
-
-def _float(name: str, value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"model_arg {name}={value!r} must be a number") from None
-
-
-def _keep(name: str, value: Any) -> float:
-    """A count (``64``) or a fraction (``0.25``); lmms-eval already turned digits into numbers."""
-    if isinstance(value, str):
-        try:
-            value = float(value) if any(c in value for c in ".eE") else int(value)
-        except ValueError:
-            raise ConfigError(f"model_arg {name}={value!r} must be a token count or a fraction in (0, 1]") from None
-    try:
-        return check_keep(value)
-    except ConfigError as exc:
-        raise ConfigError(f"model_arg {exc}") from None
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    text = str(value).lower()
-    if text not in choices:
-        raise ConfigError(f"unknown {name}={value!r}; choose one of: {', '.join(choices)}")
-    return text
-
-
-# how each reduction argument is typed (every name in vocabulary.REDUCTION_ARGS)
-_PARSERS: dict[str, Callable[[str, Any], Any]] = {
-    "level": lambda n, v: _choice(n, v, LEVEL_CHOICES),
-    "r": _int,
-    "thresholds": lambda n, v: str(v),
-    "schedule": lambda n, v: _choice(n, v, SCHEDULES),
-    "merge_order": lambda n, v: _choice(n, v, MERGE_ORDERS),
-    "vtu": _bool,
-    "fastv_k": _int,
-    "fastv_ratio": _float,
-    "keep": _keep,
-    "seed": _int,
-    "pool_factor": lambda n, v: _int(n, v, minimum=1),
-    "dominant": lambda n, v: _int(n, v, minimum=1),
-    "contextual": lambda n, v: _int(n, v, minimum=1),
-}
-
-
 def _given(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The model_args actually set (lmms-eval passes unset ones as None or "")."""
-    unknown = sorted(set(kwargs) - set(VALID_ARGS))
+    valid = valid_args()
+    unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise ConfigError(f"unknown model_args {', '.join(unknown)}; valid model_args are:\n{_valid_list()}")
+        listing = "\n".join(f"  {k}: {v}" for k, v in valid.items())
+        raise ConfigError(f"unknown model_args {', '.join(unknown)}; valid model_args are:\n{listing}")
     return {k: v for k, v in kwargs.items() if v is not None and v != ""}
 
 
 def _method(given: dict[str, Any], preset: str) -> str:
     """The method to run: ``method=`` or the model's own, ``none`` whenever either side asks for the baseline."""
-    method = _choice("method", given.get("method", preset), METHODS)
+    method = p.choice(tuple(METHODS))("method", given.get("method", preset))
     if "method" in given and preset != "dymu" and method not in (preset, BASELINE):
         raise ConfigError(
             f"method={method} contradicts this model (a {preset} preset); use --model dymu_llava with method={method}"
         )
-    level = _choice("level", given["level"], LEVEL_CHOICES) if "level" in given else None
+    level = str(given["level"]).lower() if "level" in given else None
     if method == BASELINE and level not in (None, BASELINE):
         raise ConfigError(f"method=none (the unreduced baseline) contradicts level={level}")
     if level == BASELINE and "method" in given and method != BASELINE:
@@ -216,76 +104,44 @@ def _method(given: dict[str, Any], preset: str) -> str:
     return BASELINE if level == BASELINE else method
 
 
-def _reduction_values(given: dict[str, Any], method: str) -> dict[str, Any]:
-    """The method's own arguments, typed, with its defaults; refuses another method's arguments."""
-    spec = METHOD_SPECS[method]
-    foreign = [n for n in REDUCTION_ARGS if n in given and n not in spec.args]
+def _family_values(given: dict[str, Any], family: str) -> dict[str, Any]:
+    """The family's own arguments, typed; another family's are refused."""
+    spec = FAMILIES[family]
+    foreign = sorted({a for f in FAMILIES for a in FAMILIES[f].args} - set(spec.args) & set(given))
     if foreign:
-        raise ConfigError(f"model_args {', '.join(foreign)} do not apply to {spec.forbidden_why}")
-    values = {name: given.get(name, default) for name, default in spec.args.items()}
-    return {name: None if v is None else _PARSERS[name](name, v) for name, v in values.items()}
+        owners = [f for f in FAMILIES if set(foreign) & set(FAMILIES[f].args)]
+        raise ConfigError(f"model_args {', '.join(foreign)} apply to the {', '.join(owners)} family only, "
+                          f"and this checkpoint is a {family} model")
+    return {name: arg.parse(name, given.get(name, arg.default)) for name, arg in spec.args.items()}
 
 
-def _merge_amount(given: dict[str, Any], method: str, values: dict[str, Any]) -> None:
-    """ToMe and DyMU take a level or r (DyMU defaults to level low); r alone records level custom."""
-    if "r" in given and "level" in given:
-        why = " (r selects thresholds calibrated with that r)" if method == "dymu" else ""
-        raise ConfigError(f"give either level= or r= for method={method}, not both{why}")
-    if "r" in given:
-        values["level"] = CUSTOM_LEVEL
-    elif values["level"] is None and method == "dymu":
-        values["level"] = DEFAULT_LEVEL
-    elif values["level"] is None:
-        raise ConfigError(f"method={method} needs r= (merges per layer) or level=low|mid|high")
+def _level(method: str, values: dict[str, Any]) -> str:
+    spec = METHODS[method]
+    if spec.level_args:
+        return values.get("level") or CUSTOM_LEVEL
+    return BASELINE if method == BASELINE else CUSTOM_LEVEL
 
 
-def _onevision_values(given: dict[str, Any], model: str) -> tuple[int | None, str | None, str | None]:
-    """(max_frames_num, layout, multi_image) of a LLaVA-OneVision model; refused on the others."""
-    if MODEL_DEFAULTS.get(model, {}).get("family") == "onevision":
-        return (_int("max_frames_num", given.get("max_frames_num", MAX_FRAMES), minimum=1),
-                _choice("layout", given.get("layout", LAYOUTS[0]), LAYOUTS),
-                _choice("multi_image", given.get("multi_image", MULTI_IMAGE_MODES[0]), MULTI_IMAGE_MODES))
-    bad = [k for k in ONEVISION_ARGS if k in given]
-    if bad:
-        raise ConfigError(f"model_args {', '.join(bad)} apply to LLaVA-OneVision only "
-                          "(--model dymu_llava_onevision or its peers: tome_, fastv_, random_, pool_, "
-                          "visionzip_llava_onevision)")
-    return None, None, None
-
-
-def parse_model_args(kwargs: dict[str, Any], model: str = "dymu_llava") -> ModelArgs:
-    """Check and resolve raw model_args for the lmms-eval model ``model`` (its defaults: vocabulary.MODEL_DEFAULTS)."""
+def parse_model_args(kwargs: dict[str, Any], model: str = "dymu_llava", family: str | None = None) -> ModelArgs:
+    """Check and resolve raw model_args for the lmms-eval model ``model``; ``family`` is the
+    checkpoint's (default: the model name's)."""
     given = _given(kwargs)
-    max_frames, layout, multi_image = _onevision_values(given, model)
-    method = _method(given, default_method(model))
-    values = _reduction_values(given, method)
-    if method in ("dymu", "tome"):
-        _merge_amount(given, method, values)
-    if method == "fastv":
-        check_fastv(values["fastv_k"], values["fastv_ratio"])
+    preset_method, preset_family = model_preset(model)
+    family = family or preset_family
+    family_values = _family_values(given, family)
+    method = _method(given, preset_method)
+    values = resolve_method_args(method, {k: v for k, v in given.items() if k in method_arg_names()})
     device_map = given.get("device_map") or given.get("device")
     return ModelArgs(
-        pretrained=str(given.get("pretrained", MODEL_DEFAULTS.get(model, {}).get("pretrained", LLAVA_15))),
+        pretrained=str(given.get("pretrained", FAMILIES[family].default_checkpoint)),
         method=method,
-        level=values.get("level") or (CUSTOM_LEVEL if method in SELECTION_METHODS else BASELINE),
-        thresholds=values.get("thresholds"),
-        schedule=values.get("schedule") or DEFAULT_SCHEDULE,
-        r=values.get("r"),
-        vtu=bool(values.get("vtu", False)),
-        fastv_k=values.get("fastv_k"),
-        fastv_ratio=values.get("fastv_ratio"),
-        keep=values.get("keep"),
-        seed=values.get("seed"),
-        pool_factor=values.get("pool_factor"),
-        dominant=values.get("dominant"),
-        contextual=values.get("contextual"),
+        level=_level(method, values),
+        family=family,
         device_map=str(device_map) if device_map else None,
-        dtype=_choice("dtype", given.get("dtype", AUTO_DTYPE), MODEL_DTYPES),
+        dtype=p.choice(MODEL_DTYPES)("dtype", given.get("dtype", AUTO_DTYPE)),
         attn_implementation=given.get("attn_implementation"),
-        batch_size=_int("batch_size", given.get("batch_size", 1), minimum=1),
+        batch_size=p.integer("batch_size", given.get("batch_size", 1), minimum=1),
         stats_dir=given.get("stats_dir"),
-        merge_order=values.get("merge_order"),
-        max_frames_num=max_frames,
-        layout=layout,
-        multi_image=multi_image,
+        method_args={k: v for k, v in values.items() if k != "level"},
+        family_args=family_values,
     )

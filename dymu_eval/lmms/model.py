@@ -1,11 +1,15 @@
-"""lmms-eval model classes: ``dymu_llava`` (simple and chat), ``tome_llava``, ``fastv_llava``,
-``random_llava``, ``pool_llava``, ``visionzip_llava``, and the LLaVA-OneVision peers
-``dymu_llava_onevision``, ``tome_llava_onevision``, ``fastv_llava_onevision``, ``random_llava_onevision``,
-``pool_llava_onevision``, ``visionzip_llava_onevision``.
+"""lmms-eval model classes: one simple and one chat adapter, specialised per model name.
 
-Thin adapters: they parse model_args, load the LLaVA family module with the asked reduction,
-turn lmms-eval requests into prompts and images, and write one stats row per request. All
-model logic lives in ``dymu_eval.vlm``; this is the only package that imports lmms_eval.
+Model names come from the registries (``lmms.names``): ``dymu_llava`` and every
+``<method>_<family suffix>`` name (``tome_llava``, ``fastv_llava_onevision``, ...). Names of the
+``llava`` suffix serve any registered family, chosen by the checkpoint's ``model_type`` (as
+lmms-eval's ``llava_hf`` does with its model map); the others fix their family. The classes are
+made on first access (``TomeLlava``, ``TomeLlavaChat``, ...), so a method or family registered by
+an outside package gets its names too.
+
+Thin adapters: they parse model_args, load the family's pipeline with the method's reduction, turn
+lmms-eval requests into the family's requests and write one stats row per request. All model logic
+lives in ``dymu_eval.vlm``; this is the only package that imports lmms_eval.
 """
 from __future__ import annotations
 
@@ -23,18 +27,10 @@ from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..language import DecodeConfig
-from ..vlm import llava, llava_onevision
-from ..vlm.reduction import (
-    Reduction,
-    dymu_reduction,
-    fastv_reduction,
-    pool_reduction,
-    random_reduction,
-    tome_reduction,
-    visionzip_reduction,
-)
-from ..vocabulary import BASELINE, CUSTOM_LEVEL
+from ..methods import FAMILIES
+from ..vlm.reduction import build_reduction
 from .args import ModelArgs, parse_model_args
+from .names import GENERIC_FAMILY, class_name, model_of_class, model_preset
 from .stats import StatsWriter, new_run_stamp, stats_dir, throughput_metrics
 
 
@@ -55,25 +51,23 @@ def _device_map(args: ModelArgs, accelerator: Accelerator) -> str:
     return wanted
 
 
-def _reduction(args: ModelArgs, pipe: llava.LlavaPipeline, call: str) -> Reduction:
-    """The asked reduction for ``pipe``; ``call`` is how its family calls the encoder (merge.Threshold)."""
-    pipe_model, runner = pipe.model, pipe.runner
-    if args.method == BASELINE:
-        return Reduction()
-    if args.method == "tome":
-        level = None if args.level == CUSTOM_LEVEL else args.level
-        return tome_reduction(runner, args.r, level, args.schedule, args.vtu, args.merge_order)
-    if args.method == "fastv":
-        return fastv_reduction(args.fastv_k, args.fastv_ratio, len(pipe.decoder.layers))
-    if args.method == "random":
-        return random_reduction(runner, args.keep, args.seed)
-    if args.method == "pool":
-        return pool_reduction(runner, args.pool_factor, args.vtu)
-    if args.method == "visionzip":
-        return visionzip_reduction(runner, args.dominant, args.contextual, args.vtu)
-    names = [args.pretrained, runner.encoder_key]
-    return dymu_reduction(pipe_model, runner, names, args.thresholds, args.level, args.r, args.schedule, args.vtu,
-                          merge_order=args.merge_order, call=call)
+def checkpoint_family(pretrained: str, model: str) -> str:
+    """The family serving ``pretrained``: by its config's model_type for the ``llava`` names, else the
+    name's own family (whose loader refuses another architecture with its own message)."""
+    _, family = model_preset(model)
+    if family != GENERIC_FAMILY:
+        return family
+    from transformers import AutoConfig
+
+    try:
+        model_type = getattr(AutoConfig.from_pretrained(pretrained), "model_type", None)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"pretrained={pretrained}: cannot read a model config ({exc})") from exc
+    for name in FAMILIES:
+        if model_type in FAMILIES[name].model_types:
+            return name
+    served = ", ".join(t for f in FAMILIES for t in FAMILIES[f].model_types)
+    raise ConfigError(f"pretrained={pretrained} is a {model_type or '?'} model; {model} serves {served} checkpoints")
 
 
 def _decode_config(gen_kwargs: dict[str, Any], tokenizer, eos_ids: list[int]) -> DecodeConfig:
@@ -102,21 +96,26 @@ def _decode_config(gen_kwargs: dict[str, Any], tokenizer, eos_ids: list[int]) ->
     )
 
 
-class DymuLlava(lmms):
-    """LLaVA-1.5 with DyMU / ToMe / FastV / random / pool / VisionZip / no reduction (simple API:
-    generate_until, loglikelihood)."""
+class DymuModel(lmms):
+    """A VLM of a registered family with a registered reduction method (simple API: generate_until,
+    loglikelihood). ``MODEL_ID`` is the lmms-eval name the class was made for."""
 
     is_simple = True
-    MODEL_ID = "dymu_llava"  # its default model_args: vocabulary.MODEL_DEFAULTS
-    ENCODER_CALL = llava.ENCODER_CALL
+    MODEL_ID = "dymu_llava"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
-        self.args = parse_model_args(kwargs, self.MODEL_ID)
+        _, preset_family = model_preset(self.MODEL_ID)
+        pretrained = kwargs.get("pretrained") or FAMILIES[preset_family].default_checkpoint
+        family = checkpoint_family(str(pretrained), self.MODEL_ID)
+        self.args = parse_model_args(kwargs, self.MODEL_ID, family)
+        self.family = FAMILIES[family]
         accelerator = Accelerator()
         device_map = _device_map(self.args, accelerator)
-        self.pipe = self._load_pipe(device_map)
-        self.pipe.reduction = _reduction(self.args, self.pipe, self.ENCODER_CALL)
+        self.pipe = self.family.function("load_pipeline")(self.args.pretrained, device_map, self.args.dtype,
+                                                          self.args.attn_implementation, self.args.family_args)
+        values = {**self.args.method_args, "level": self.args.level}
+        self.pipe.reduction = build_reduction(self.args.method, values, self.pipe.build_context())
         self.accelerator = accelerator
         # lmms-eval shards by the launcher's RANK/WORLD_SIZE (an Accelerator on CPU may not see them)
         self._rank = int(os.environ.get("RANK", accelerator.process_index))
@@ -128,24 +127,14 @@ class DymuLlava(lmms):
             logger.warning(f"dymu-eval: no --output_path or stats_dir=, per-sample stats go to {folder}")
         red = self.pipe.reduction
         self.stats = StatsWriter(folder, new_run_stamp(), self._rank, {
-            "model": self.MODEL_ID, "method": self.args.method, "level": self.args.level, "r": self.args.r,
-            "thresholds": red.thresholds_key or self.args.thresholds, "schedule": self.args.schedule,
-            "merge_order": self.args.merge_order,
-            "vtu": red.vtu, "fastv_k": red.fastv_k, "fastv_ratio": red.fastv_ratio, "keep": self.args.keep,
-            "seed": self.args.seed, "pool_factor": self.args.pool_factor, "dominant": self.args.dominant,
-            "contextual": self.args.contextual, "pretrained": self.args.pretrained,
-            **self._family_constants(),
+            "model": self.MODEL_ID, "family": family, "method": self.args.method, "level": self.args.level,
+            **self.args.method_args, "vtu": red.vtu,
+            **({"thresholds": red.thresholds_key} if red.thresholds_key else {}),
+            "pretrained": self.args.pretrained, **self.args.family_args,
         })
         if self._rank == 0:
-            logger.info(f"dymu-eval: {self.MODEL_ID} {self.args.to_dict()}; per-sample stats -> {self.stats.path}")
-
-    def _load_pipe(self, device_map: str):
-        model, processor = llava.load_llava(self.args.pretrained, device_map, self.args.dtype,
-                                            self.args.attn_implementation)
-        return llava.LlavaPipeline(model, processor)
-
-    def _family_constants(self) -> dict[str, Any]:
-        return {}
+            logger.info(f"dymu-eval: {self.MODEL_ID} ({family}) {self.args.to_dict()}; per-sample stats -> "
+                        f"{self.stats.path}")
 
     # -- properties lmms-eval reads ---------------------------------------------------------
     @property
@@ -172,22 +161,6 @@ class DymuLlava(lmms):
     def _doc(self, task: str, split: str, doc_id: int):
         return self.task_dict[task][split][doc_id]
 
-    def _visuals(self, doc_to_visual, task: str, split: str, doc_id: int) -> list:
-        visuals = doc_to_visual(self._doc(task, split, doc_id)) if doc_to_visual is not None else []
-        return self._images(visuals, task, doc_id)
-
-    @staticmethod
-    def _images(visuals, task: str, doc_id: int) -> list:
-        from PIL import Image
-
-        out = []
-        for v in visuals or []:
-            if not isinstance(v, Image.Image):
-                raise ConfigError(f"{task} doc {doc_id}: only images are supported, got {type(v).__name__} "
-                                  "(video and audio inputs are not)")
-            out.append(v.convert("RGB"))
-        return out
-
     def _record(self, metas: list[tuple[str, int]], stats: list[dict], request: str) -> None:
         """One stats row per request, and its averages into lmms-eval's results (the throughput block)."""
         self.stats.write([{**s, "task": t, "doc_id": d, "request": request} for (t, d), s in zip(metas, stats)])
@@ -210,7 +183,7 @@ class DymuLlava(lmms):
             for chunk in collator.get_batched(n=self.batch_size, batch_fn=None):
                 reqs, metas, gen_kwargs = self._chunk_requests(chunk)
                 config = _decode_config(gen_kwargs, self.tokenizer, self._eos())
-                outs, stats = llava.generate(self.pipe, reqs, config)
+                outs, stats = self.pipe.generate(reqs, config)
                 self._record(metas, stats, "generate_until")
                 results += [GenerationResult(text, TokenCounts(input_tokens=s["unique_len"],
                                                                output_tokens=s["new_tokens"]))
@@ -224,12 +197,11 @@ class DymuLlava(lmms):
         return lmms_utils.Collator([r.args for r in requests], lambda x: (-len(self.tokenizer.encode(x[0])), x[0]),
                                    grouping=True)
 
-    def _request(self, context: str, dtv, doc_id: int, task: str, split: str,
-                 continuation: str | None = None) -> tuple[llava.Request, str | None]:
+    def _request(self, context: str, dtv, doc_id: int, task: str, split: str, continuation: str | None = None):
         """One simple-path doc as this family's request (and the full text with ``continuation``)."""
-        images = self._visuals(dtv, task, split, doc_id)
-        text, full = llava.simple_prompt(self.tokenizer, context, len(images), continuation)
-        return llava.Request(text, images, name=f"{task} doc {doc_id}"), full
+        visuals = dtv(self._doc(task, split, doc_id)) if dtv is not None else []
+        return self.family.function("simple_request")(self.pipe, context, visuals, f"{task} doc {doc_id}",
+                                                      continuation, self.args.family_args)
 
     def _chunk_requests(self, chunk) -> tuple[list, list[tuple[str, int]], dict]:
         reqs = [self._request(ctx, dtv, doc_id, task, split)[0] for ctx, _, dtv, doc_id, task, split in chunk]
@@ -260,7 +232,7 @@ class DymuLlava(lmms):
             reqs.append(req)
             fulls.append(full)
             metas.append((task, doc_id))
-        scores, stats = llava.loglikelihood(self.pipe, reqs, fulls)
+        scores, stats = self.pipe.loglikelihood(reqs, fulls)
         self._record(metas, stats, "loglikelihood")
         return [GenerationResult((-logp, greedy)) for logp, greedy in scores]
 
@@ -268,9 +240,8 @@ class DymuLlava(lmms):
         raise NotImplementedError(f"{self.MODEL_ID} does not implement multi-round generation")
 
 
-class ChatRequests:
-    """The chat path of either family: prompts from the processor's chat template over lmms-eval
-    messages; the family turns each doc's messages into its request (``_chat_request``)."""
+class DymuModelChat(DymuModel):
+    """The chat path of any family: the family turns each doc's lmms-eval messages into its request."""
 
     is_simple = False
 
@@ -285,154 +256,30 @@ class ChatRequests:
         reqs, metas = [], []
         for _, dtm, _, doc_id, task, split in chunk:
             messages = ChatMessages(messages=dtm(self._doc(task, split, doc_id)))
-            reqs.append(self._chat_request(messages, task, doc_id))
+            reqs.append(self.family.function("chat_request")(self.pipe, messages, f"{task} doc {doc_id}",
+                                                             self.args.family_args))
             metas.append((task, doc_id))
         return reqs, metas, chunk[0][2]
-
-    def _chat_prompt(self, messages) -> str:
-        return llava.chat_prompt(self.pipe.processor, messages.model_dump()["messages"])
 
     def loglikelihood(self, requests):
         raise NotImplementedError(f"{self.MODEL_ID} (chat) has no loglikelihood; use --force_simple")
 
 
-class DymuLlavaChat(ChatRequests, DymuLlava):
-    """Chat variant of the LLaVA-1.5 models (images only)."""
-
-    def _chat_request(self, messages, task: str, doc_id: int) -> llava.Request:
-        images, videos, audios = messages.extract_media()
-        if videos or audios:
-            raise ConfigError(f"{task} doc {doc_id}: video and audio inputs are not supported")
-        images = self._images(images, task, doc_id)
-        return llava.Request(self._chat_prompt(messages), images, name=f"{task} doc {doc_id}")
-
-
-class TomeLlava(DymuLlava):
-    MODEL_ID = "tome_llava"
+def model_class(model: str, chat: bool) -> type:
+    """The adapter class of an lmms-eval model name (made once, kept in this module)."""
+    name = class_name(model, chat)
+    cls = globals().get(name)
+    if cls is None:
+        base = DymuModelChat if chat else DymuModel
+        cls = type(name, (base,), {"MODEL_ID": model, "__module__": __name__,
+                                   "__doc__": f"lmms-eval model {model} ({'chat' if chat else 'simple'})."})
+        globals()[name] = cls
+    return cls
 
 
-class TomeLlavaChat(DymuLlavaChat):
-    MODEL_ID = "tome_llava"
-
-
-class FastvLlava(DymuLlava):
-    MODEL_ID = "fastv_llava"
-
-
-class FastvLlavaChat(DymuLlavaChat):
-    MODEL_ID = "fastv_llava"
-
-
-class RandomLlava(DymuLlava):
-    MODEL_ID = "random_llava"
-
-
-class RandomLlavaChat(DymuLlavaChat):
-    MODEL_ID = "random_llava"
-
-
-class PoolLlava(DymuLlava):
-    MODEL_ID = "pool_llava"
-
-
-class PoolLlavaChat(DymuLlavaChat):
-    MODEL_ID = "pool_llava"
-
-
-class VisionzipLlava(DymuLlava):
-    MODEL_ID = "visionzip_llava"
-
-
-class VisionzipLlavaChat(DymuLlavaChat):
-    MODEL_ID = "visionzip_llava"
-
-
-# ------------------------------------------------------------------------------------- LLaVA-OneVision
-class DymuLlavaOnevision(DymuLlava):
-    """LLaVA-OneVision (AnyRes images, several images, video) with DyMU / ToMe / FastV / no reduction."""
-
-    MODEL_ID = "dymu_llava_onevision"
-    ENCODER_CALL = llava_onevision.ENCODER_CALL
-
-    def _load_pipe(self, device_map: str):
-        model, processor = llava_onevision.load_onevision(self.args.pretrained, device_map, self.args.dtype,
-                                                          self.args.attn_implementation)
-        pipe = llava_onevision.OnevisionPipeline(model, processor)
-        pipe.layout, pipe.multi_image = self.args.layout, self.args.multi_image
-        return pipe
-
-    def _family_constants(self) -> dict[str, Any]:
-        return {"max_frames_num": self.args.max_frames_num, "layout": self.args.layout,
-                "multi_image": self.args.multi_image}
-
-    def _media(self, visuals, task: str, doc_id: int) -> tuple[list, list]:
-        """Images (PIL) and videos (paths, sampled like llava_hf) of one doc."""
-        from PIL import Image
-
-        images, videos = [], []
-        for v in visuals or []:
-            if isinstance(v, Image.Image):
-                images.append(v.convert("RGB"))
-            elif isinstance(v, str):
-                videos.append(llava_onevision.load_video(v, self.args.max_frames_num, name=f"{task} doc {doc_id}"))
-            else:
-                raise ConfigError(f"{task} doc {doc_id}: unsupported visual {type(v).__name__} "
-                                  "(images and video file paths are supported)")
-        return images, videos
-
-    def _request(self, context: str, dtv, doc_id: int, task: str, split: str, continuation: str | None = None):
-        visuals = dtv(self._doc(task, split, doc_id)) if dtv is not None else []
-        images, videos = self._media(visuals, task, doc_id)
-        text, full = llava_onevision.simple_prompt(self.tokenizer, context, len(images), len(videos), continuation)
-        return llava_onevision.Request(text, images, videos, name=f"{task} doc {doc_id}"), full
-
-
-class DymuLlavaOnevisionChat(ChatRequests, DymuLlavaOnevision):
-    """Chat variant of the OneVision models (images, several images, video)."""
-
-    def _chat_request(self, messages, task: str, doc_id: int) -> llava_onevision.Request:
-        images, videos, audios = messages.extract_media()
-        if audios:
-            raise ConfigError(f"{task} doc {doc_id}: audio inputs are not supported")
-        images, videos = self._media(list(images) + list(videos), task, doc_id)
-        return llava_onevision.Request(self._chat_prompt(messages), images, videos, name=f"{task} doc {doc_id}")
-
-
-class TomeLlavaOnevision(DymuLlavaOnevision):
-    MODEL_ID = "tome_llava_onevision"
-
-
-class TomeLlavaOnevisionChat(DymuLlavaOnevisionChat):
-    MODEL_ID = "tome_llava_onevision"
-
-
-class FastvLlavaOnevision(DymuLlavaOnevision):
-    MODEL_ID = "fastv_llava_onevision"
-
-
-class FastvLlavaOnevisionChat(DymuLlavaOnevisionChat):
-    MODEL_ID = "fastv_llava_onevision"
-
-
-class RandomLlavaOnevision(DymuLlavaOnevision):
-    MODEL_ID = "random_llava_onevision"
-
-
-class RandomLlavaOnevisionChat(DymuLlavaOnevisionChat):
-    MODEL_ID = "random_llava_onevision"
-
-
-class PoolLlavaOnevision(DymuLlavaOnevision):
-    MODEL_ID = "pool_llava_onevision"
-
-
-class PoolLlavaOnevisionChat(DymuLlavaOnevisionChat):
-    MODEL_ID = "pool_llava_onevision"
-
-
-class VisionzipLlavaOnevision(DymuLlavaOnevision):
-    MODEL_ID = "visionzip_llava_onevision"
-
-
-class VisionzipLlavaOnevisionChat(DymuLlavaOnevisionChat):
-    MODEL_ID = "visionzip_llava_onevision"
+def __getattr__(name: str) -> type:
+    """``TomeLlava``, ``FastvLlavaOnevisionChat``, ...: the class lmms-eval's manifest names."""
+    found = model_of_class(name)
+    if found is None:
+        raise AttributeError(f"module {__name__} has no attribute {name}")
+    return model_class(*found)

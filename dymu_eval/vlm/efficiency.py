@@ -2,7 +2,7 @@
 
 A family module builds one :class:`RequestCounts` per request from what actually ran (encoder
 token counts, unique rows, virtual positions) and hands it here with the request's times; this
-module adds FastV's kept entries, the FLOPs per stage, KV bytes, latency, memory and the
+module adds the FLOPs per stage, KV bytes, latency, memory and the
 warm-up flag. A new family or method only supplies counts.
 """
 from __future__ import annotations
@@ -16,7 +16,6 @@ from ..accounting.timing import BatchMemory, attention_backend, latency_fields
 from ..merge import Policy
 from ..vision import EncoderOutput
 from ..vision.runner import run_counts
-from .reduction import Reduction
 
 
 def image_counts(enc: EncoderOutput, policy: Policy, first: int, n: int) -> tuple[list[list[int]], list[list[bool]]]:
@@ -40,12 +39,10 @@ class Accounting:
     def start_batch(self) -> BatchMemory:
         return BatchMemory(self.device)
 
-    def fields(self, counts: RequestCounts, reduction: Reduction, memory: BatchMemory, encoder_ms: float,
-               prefill_ms: float, decode_ms: float, new_tokens: int, kept: int | None = None) -> dict[str, Any]:
+    def fields(self, counts: RequestCounts, memory: BatchMemory, encoder_ms: float,
+               prefill_ms: float, decode_ms: float, new_tokens: int) -> dict[str, Any]:
         """Token views, FLOPs per stage, KV bytes, latency and memory fields of one request."""
         counts.new_tokens = new_tokens
-        if reduction.fastv_k is not None:
-            counts.fastv_k, counts.kept_visual = reduction.fastv_k, kept
         return {
             **efficiency_fields(self.shape, counts, self.dtype_bytes),
             **latency_fields(encoder_ms, prefill_ms, decode_ms, new_tokens),

@@ -16,10 +16,11 @@ import torch
 from PIL import Image
 
 from ..accounting import RequestCounts
-from ..accounting.timing import now
 from ..errors import ConfigError, InputImageError
 from ..language.layout import VirtualLayout
+from ..methods import FAMILIES, FamilySpec
 from ..vision import EncoderOutput
+from ..vocabulary import LLAVA_15
 from .checkpoint import load_checkpoint
 from .efficiency import image_counts
 from .pipeline import PipelineBase, Prepared, pack_batch
@@ -95,6 +96,8 @@ def chat_prompt(processor, messages: list[dict]) -> str:
 # ------------------------------------------------------------------------------------- pipeline
 class LlavaPipeline(PipelineBase):
     """Runs batches of requests through a LLaVA-1.5 model with a given reduction."""
+
+    ENCODER_CALL = ENCODER_CALL
 
     def __init__(self, model, processor, reduction: Reduction | None = None):
         cfg = model.config
@@ -254,72 +257,45 @@ def _image_spans(is_img: torch.Tensor, n_images: int, name: str) -> list[int]:
     return spans
 
 
-# ------------------------------------------------------------------------------------- running
-def _fastv(reduction: Reduction, prepared: Prepared):
-    from ..language import FastV
-
-    if reduction.fastv_k is None:
-        return None
-    return FastV(reduction.fastv_k, reduction.fastv_ratio or 0.0, prepared.image_mask)
+# ------------------------------------------------------------------------------------- the family
+def load_pipeline(pretrained: str, device_map: str, dtype: str, attn_implementation: str | None,
+                  family_args: dict) -> LlavaPipeline:
+    model, processor = load_llava(pretrained, device_map, dtype, attn_implementation)
+    return LlavaPipeline(model, processor)
 
 
-def generate(pipe: LlavaPipeline, requests: Sequence[Request], config) -> tuple[list[str], list[dict]]:
-    """Texts and per-request stats for a batch; ``config`` is a language.DecodeConfig."""
-    from ..language import generate as run_generate
-
-    prepared = pipe.prepare(requests)
-    out = run_generate(pipe.decoder, pipe.lm_head, prepared.unique, prepared.layout, config,
-                       fastv=_fastv(pipe.reduction, prepared))
-    stats = []
-    for b, s in enumerate(prepared.stats):
-        t = out.timings[b]
-        kept = None if out.kept_image_tokens is None else int(out.kept_image_tokens[b])
-        row = {**s, "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms, "new_tokens": t.new_tokens,
-               **pipe.accounting.fields(prepared.counts[b], pipe.reduction, prepared.memory, s["encoder_ms"],
-                                        t.prefill_ms, t.decode_ms, t.new_tokens, kept)}
-        if kept is not None:
-            row["visual_tokens_after"] = kept
-        stats.append(row)
-    pipe.accounting.batch_done()
-    return list(out.texts), stats
+def request_images(visuals, name: str) -> list[Image.Image]:
+    """The images of one doc (RGB); anything else is refused, naming the doc."""
+    out = []
+    for v in visuals or []:
+        if not isinstance(v, Image.Image):
+            raise ConfigError(f"{name}: only images are supported, got {type(v).__name__} "
+                              "(video and audio inputs are not)")
+        out.append(v.convert("RGB"))
+    return out
 
 
-def loglikelihood(pipe: LlavaPipeline, requests: Sequence[Request],
-                  fulls: Sequence[str]) -> tuple[list[tuple[float, bool]], list[dict]]:
-    """(sum log-prob of the continuation, greedy?) per request: ``fulls[i]`` is the request's
-    prompt followed by the continuation, both templated; the continuation is the token tail
-    past the prompt (as lmms-eval's llava_hf splits it)."""
-    from ..language import loglikelihood as run_loglikelihood
-
-    prepared = pipe.prepare(requests)
-    conts = []
-    for req, ctx_ids, full in zip(requests, prepared.input_ids, fulls):
-        full_ids, _ = pipe._process(req, full)
-        tail = full_ids[ctx_ids.numel():].tolist()
-        if not tail:
-            raise ConfigError(f"{req.name}: the continuation adds no tokens after the context")
-        conts.append(tail)
-    t0 = now(pipe.device)
-    scores = run_loglikelihood(pipe.decoder, pipe.lm_head, prepared.unique, prepared.layout, conts,
-                               fastv=_fastv(pipe.reduction, prepared))
-    ms = (now(pipe.device) - t0) * 1000.0 / max(1, len(requests))
-    stats = []
-    for s, counts, cont in zip(prepared.stats, prepared.counts, conts):
-        # the continuation is prefilled too, and the LM head runs on each of its positions
-        counts.text_rows += len(cont)
-        counts.head_rows = len(cont)
-        # FastV's kept count is not returned by loglikelihood: its rows are accounted at the ratio's keep
-        stats.append({**s, "prefill_ms": ms, "decode_ms": 0.0, "new_tokens": 0,
-                      **pipe.accounting.fields(counts, pipe.reduction, prepared.memory, s["encoder_ms"], ms, 0.0, 0,
-                                               _kept(pipe.reduction, s))})
-    pipe.accounting.batch_done()
-    return scores, stats
+def simple_request(pipe: LlavaPipeline, context: str, visuals, name: str, continuation: str | None,
+                   family_args: dict) -> tuple[Request, str | None]:
+    """lmms-eval's simple path: one doc as a request (and the full text with ``continuation``)."""
+    images = request_images(visuals, name)
+    text, full = simple_prompt(pipe.tokenizer, context, len(images), continuation)
+    return Request(text, images, name=name), full
 
 
-def _kept(reduction: Reduction, stats: dict) -> int | None:
-    """Image entries FastV keeps (its rounding rule) when it runs, else None."""
-    if reduction.fastv_k is None:
-        return None
-    from ..language import FastV
+def chat_request(pipe: LlavaPipeline, messages, name: str, family_args: dict) -> Request:
+    """lmms-eval's chat path: the processor's chat template over the doc's messages (images only)."""
+    images, videos, audios = messages.extract_media()
+    if videos or audios:
+        raise ConfigError(f"{name}: video and audio inputs are not supported")
+    return Request(chat_prompt(pipe.processor, messages.model_dump()["messages"]), request_images(images, name),
+                   name=name)
 
-    return FastV(reduction.fastv_k, reduction.fastv_ratio or 0.0, torch.zeros(0)).n_keep(stats["visual_tokens_after"])
+
+FAMILIES.register("llava", FamilySpec(
+    model_types=("llava",),
+    suffix="llava",
+    default_checkpoint=LLAVA_15,
+    module=__name__,
+    description="LLaVA-1.5 (LlavaForConditionalGeneration)",
+))

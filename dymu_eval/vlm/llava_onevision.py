@@ -48,7 +48,9 @@ from ..accounting import RequestCounts
 from ..errors import ConfigError, InputImageError
 from ..language.layout import VirtualLayout
 from ..merge import NoMerge
+from ..methods import FAMILIES, Arg, FamilySpec, parse
 from ..vision import EncoderOutput
+from ..vocabulary import LAYOUTS, MAX_FRAMES, MULTI_IMAGE_MODES, ONEVISION_7B
 from .checkpoint import load_checkpoint
 from .efficiency import image_counts
 from .llava import IMAGE_TOKEN, jpeg_bytes_per_pixel
@@ -229,6 +231,8 @@ def _cat(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, 
 # ------------------------------------------------------------------------------------- pipeline
 class OnevisionPipeline(PipelineBase):
     """Runs batches of requests through a LLaVA-OneVision model with a given reduction."""
+
+    ENCODER_CALL = ENCODER_CALL
 
     def __init__(self, model, processor, reduction: Reduction | None = None):
         cfg = model.config
@@ -560,3 +564,63 @@ def _canonical(src: torch.Tensor, wt: torch.Tensor) -> tuple[torch.Tensor, torch
     single = keep.sum(1) == 1
     w[single, 0] = 1.0
     return s, w
+
+
+# ------------------------------------------------------------------------------------- the family
+def load_pipeline(pretrained: str, device_map: str, dtype: str, attn_implementation: str | None,
+                  family_args: dict) -> OnevisionPipeline:
+    model, processor = load_onevision(pretrained, device_map, dtype, attn_implementation)
+    pipe = OnevisionPipeline(model, processor)
+    pipe.layout, pipe.multi_image = family_args["layout"], family_args["multi_image"]
+    return pipe
+
+
+def request_media(visuals, name: str, max_frames_num: int) -> tuple[list[Image.Image], list[Video]]:
+    """Images (PIL, RGB) and videos (paths, sampled like llava_hf) of one doc."""
+    images, videos = [], []
+    for v in visuals or []:
+        if isinstance(v, Image.Image):
+            images.append(v.convert("RGB"))
+        elif isinstance(v, str):
+            videos.append(load_video(v, max_frames_num, name=name))
+        else:
+            raise ConfigError(f"{name}: unsupported visual {type(v).__name__} "
+                              "(images and video file paths are supported)")
+    return images, videos
+
+
+def simple_request(pipe: OnevisionPipeline, context: str, visuals, name: str, continuation: str | None,
+                   family_args: dict) -> tuple[Request, str | None]:
+    images, videos = request_media(visuals, name, family_args["max_frames_num"])
+    text, full = simple_prompt(pipe.tokenizer, context, len(images), len(videos), continuation)
+    return Request(text, images, videos, name=name), full
+
+
+def chat_request(pipe: OnevisionPipeline, messages, name: str, family_args: dict) -> Request:
+    from .llava import chat_prompt
+
+    images, videos, audios = messages.extract_media()
+    if audios:
+        raise ConfigError(f"{name}: audio inputs are not supported")
+    images, videos = request_media(list(images) + list(videos), name, family_args["max_frames_num"])
+    return Request(chat_prompt(pipe.processor, messages.model_dump()["messages"]), images, videos, name=name)
+
+
+FAMILIES.register("llava_onevision", FamilySpec(
+    model_types=("llava_onevision",),
+    suffix="llava_onevision",
+    default_checkpoint=ONEVISION_7B,
+    module=__name__,
+    args={
+        "max_frames_num": Arg(MAX_FRAMES, parse.positive_int,
+                              f"frames sampled uniformly per video, as lmms-eval's llava_hf (default {MAX_FRAMES})"),
+        "layout": Arg(LAYOUTS[0], parse.choice(LAYOUTS),
+                      "stock (the unmodified model's sequence, default) | official (the DyMU code's: crops "
+                      "flattened, no unpadding, newlines or video pooling; its own rows in the tables)"),
+        "multi_image": Arg(MULTI_IMAGE_MODES[0], parse.choice(MULTI_IMAGE_MODES),
+                           "several images in a request: anyres (each its own AnyRes crops, as lmms-eval's "
+                           "llava_hf; default) | single (one crop and one newline each, transformers' "
+                           "multi-image mode)"),
+    },
+    description="LLaVA-OneVision (LlavaOnevisionForConditionalGeneration): AnyRes images, several images, video",
+))

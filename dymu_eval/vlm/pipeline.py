@@ -6,17 +6,21 @@ The families differ in how pixels become unique rows and positions (``llava``,
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..accounting import RequestCounts
+from ..accounting import CutCount, RequestCounts
 from ..accounting.timing import BatchMemory, now
+from ..errors import ConfigError
 from ..language.layout import VirtualLayout
+from ..language.pruning import Pruning, Stage
+from ..methods import FEATURES
 from ..vision import EncoderOutput, VisionRunner
 from .efficiency import Accounting
-from .reduction import Reduction
+from .reduction import BuildContext, Reduction
 
 
 @dataclass
@@ -51,8 +55,13 @@ def pack_batch(rows: list[torch.Tensor], masks: list[torch.Tensor], lengths: lis
 
 class PipelineBase:
     """The handles every family reads: tokenizer, reduced tower, projector, embeddings, decoder,
-    LM head, device and dtype, EOS ids and the FLOP accounting. A family validates its config
-    first (so a wrong model fails with the family's own message), then calls this."""
+    LM head, device and dtype, EOS ids and the FLOP accounting; and what every family runs the same
+    way once ``prepare`` (the family's own) has built the batch: generate, loglikelihood and the
+    per-request stats. A family validates its config first (so a wrong model fails with the
+    family's own message), then calls this."""
+
+    ENCODER_CALL = "per_image"  # how the family's reference calls the encoder (merge.Threshold)
+    FEATURES: frozenset[str] = frozenset(FEATURES)  # what the family offers methods (methods.FEATURES)
 
     def __init__(self, model, processor, reduction: Reduction | None = None):
         self.model = model
@@ -79,3 +88,85 @@ class PipelineBase:
         t0 = now(self.device)  # synchronized: queued work (the copy above) is not the encoder's time
         out = self.runner(pixel_values, self.reduction.policy, selector=self.reduction.selector)
         return out, (now(self.device) - t0) * 1000.0
+
+    def prepare(self, requests: Sequence[Any]) -> Prepared:
+        raise NotImplementedError
+
+    def process_ids(self, request: Any, text: str) -> torch.Tensor:
+        """The token ids the unmodified model gets for ``text`` with ``request``'s media (1-D)."""
+        return self._process(request, text)[0]
+
+    def build_context(self) -> BuildContext:
+        """What a method's builder reads (methods.MethodSpec.build)."""
+        names = [n for n in (getattr(self.model, "name_or_path", ""), self.runner.encoder_key) if n]
+        return BuildContext(self.model, self.runner, names, self.ENCODER_CALL, len(self.decoder.layers),
+                            self.FEATURES)
+
+    def _pruning(self, prepared: Prepared) -> Pruning | None:
+        pruner = self.reduction.pruner
+        return None if pruner is None else Pruning(pruner, prepared.image_mask)
+
+    def _cut_counts(self, stages: list[Stage] | None, b: int) -> list[CutCount]:
+        if not stages:
+            return []
+        cuts = self.reduction.pruner.cuts()
+        return [CutCount(s.layer, s.rows[b], s.entries[b], "last_query_attention" in c.needs)
+                for s, c in zip(stages, cuts)]
+
+    def _stage_fields(self, cuts: list[CutCount]) -> dict[str, Any]:
+        """Per-request stats of a pruner's cuts: rows and entries after each, and the position rule."""
+        if not cuts:
+            return {}
+        rule = self.reduction.pruner.cuts()[0].positions
+        return {"visual_tokens_after": cuts[-1].entries, "position_rule": rule,
+                "stages": [{"layer": c.layer, "rows": c.rows, "entries": c.entries} for c in cuts]}
+
+    def generate(self, requests: Sequence[Any], config) -> tuple[list[str], list[dict]]:
+        """Texts and per-request stats for a batch; ``config`` is a language.DecodeConfig."""
+        from ..language import generate as run_generate
+
+        prepared = self.prepare(requests)
+        pruning = self._pruning(prepared)
+        out = run_generate(self.decoder, self.lm_head, prepared.unique, prepared.layout, config, pruning=pruning)
+        stats = []
+        for b, s in enumerate(prepared.stats):
+            t = out.timings[b]
+            counts = prepared.counts[b]
+            counts.cuts = self._cut_counts(out.stages, b)
+            stats.append({**s, "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms, "new_tokens": t.new_tokens,
+                          **self.accounting.fields(counts, prepared.memory, s["encoder_ms"], t.prefill_ms,
+                                                   t.decode_ms, t.new_tokens),
+                          **self._stage_fields(counts.cuts)})
+        self.accounting.batch_done()
+        return list(out.texts), stats
+
+    def loglikelihood(self, requests: Sequence[Any], fulls: Sequence[str]) -> tuple[list[tuple[float, bool]],
+                                                                                  list[dict]]:
+        """(sum log-prob of the continuation, greedy?) per request: ``fulls[i]`` is the request's
+        prompt followed by the continuation, both templated; the continuation is the token tail
+        past the prompt (as lmms-eval's llava_hf splits it)."""
+        from ..language import loglikelihood as run_loglikelihood
+
+        prepared = self.prepare(requests)
+        conts = []
+        for req, ctx_ids, full in zip(requests, prepared.input_ids, fulls):
+            tail = self.process_ids(req, full)[ctx_ids.numel():].tolist()
+            if not tail:
+                raise ConfigError(f"{req.name}: the continuation adds no tokens after the context")
+            conts.append(tail)
+        pruning = self._pruning(prepared)
+        t0 = now(self.device)
+        scores = run_loglikelihood(self.decoder, self.lm_head, prepared.unique, prepared.layout, conts,
+                                   pruning=pruning)
+        ms = (now(self.device) - t0) * 1000.0 / max(1, len(requests))
+        stats = []
+        for b, (s, counts, cont) in enumerate(zip(prepared.stats, prepared.counts, conts)):
+            # the continuation is prefilled too, and the LM head runs on each of its positions
+            counts.text_rows += len(cont)
+            counts.head_rows = len(cont)
+            counts.cuts = self._cut_counts(pruning.stages if pruning is not None else None, b)
+            stats.append({**s, "prefill_ms": ms, "decode_ms": 0.0, "new_tokens": 0,
+                          **self.accounting.fields(counts, prepared.memory, s["encoder_ms"], ms, 0.0, 0),
+                          **self._stage_fields(counts.cuts)})
+        self.accounting.batch_done()
+        return scores, stats

@@ -1,0 +1,189 @@
+"""The pruning hook inside the LLM: a pruner cuts visual entries at decoder layers of its choosing.
+
+A :class:`Pruner` declares its cuts (the first decoder layer that runs on the reduced rows, what it
+must see there, and how positions continue) and chooses, at each cut, which image entries of the
+current layout stay. The loop (``language.loop``) runs any number of cuts: before layer L it hands
+the pruner a :class:`CutView` (the layout, the image mask, the hidden rows entering layer L, and
+what layer L-1's attention recorded for it), then really drops the other entries, or only masks
+them (``mode="mask"``, the reference the drop must equal). FastV is one cut with the last query's
+attention and original positions; PyramidDrop is several cuts with contiguous positions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import ConfigError
+from .layout import VirtualLayout
+
+__all__ = ["NEEDS", "POSITION_RULES", "Cut", "CutView", "Pruner", "Pruning", "Stage", "drop_entries",
+           "mask_entries", "renumber_contiguous"]
+
+# What layer L-1's attention can record for a cut at layer L (virtual entries of that layer):
+#   last_query_attention (B, Nk): softmax attention of each sample's last query, mean over heads;
+#   keys (B, Hkv, Nk, Dh) and queries (B, H, Nq, Dh): rotated at their positions.
+NEEDS = ("last_query_attention", "keys", "queries")
+# original: kept entries keep their positions (gaps where entries went; FastV, DART);
+# contiguous: the kept entries are renumbered 0, 1, ... in order (PyramidDrop).
+POSITION_RULES = ("original", "contiguous")
+
+
+@dataclass(frozen=True)
+class Cut:
+    """``layer``: the first decoder layer that runs on the reduced rows; ``needs``: what layer - 1
+    records for the choice (``NEEDS``); ``positions``: how positions continue (``POSITION_RULES``)."""
+
+    layer: int
+    needs: frozenset[str] = frozenset()
+    positions: str = "original"
+
+
+@dataclass
+class CutView:
+    """What a pruner sees at a cut. ``layout`` and ``image_mask`` (B, Nv) describe the current
+    entries; ``hidden`` (B, Nu, D) the rows entering ``cut.layer``; ``recorded`` what ``cut.layer - 1``
+    recorded (keys of ``NEEDS``); ``decoder`` the text decoder (its layers, norm and rotary)."""
+
+    cut: Cut
+    index: int  # which of the pruner's cuts this is
+    layout: VirtualLayout
+    image_mask: torch.Tensor
+    hidden: torch.Tensor
+    recorded: dict[str, torch.Tensor]
+    decoder: torch.nn.Module
+
+    @property
+    def candidates(self) -> torch.Tensor:
+        """(B, Nv) bool: the image entries still in play."""
+        return self.image_mask & self.layout.valid
+
+
+class Pruner:
+    """Base class of LLM-side pruners: ``cuts`` and ``select``; ``check`` refuses settings the
+    decoder cannot run (say what is wrong in a ConfigError naming the model_arg)."""
+
+    def cuts(self) -> list[Cut]:
+        raise NotImplementedError
+
+    def select(self, view: CutView) -> torch.Tensor:
+        """(B, Nv) bool over the current entries: True keeps an entry. Only image entries are
+        read; every other valid entry stays whatever is returned."""
+        raise NotImplementedError
+
+    def check(self, num_layers: int) -> None:
+        """Refuse cuts the decoder cannot run: each layer in 1..num_layers-1, increasing."""
+        layers = [c.layer for c in self.cuts()]
+        if not layers or layers != sorted(set(layers)) or layers[0] < 1 or layers[-1] >= num_layers:
+            raise ConfigError(f"{type(self).__name__}: cut layers {layers} must increase within 1..{num_layers - 1} "
+                              f"for this {num_layers}-layer decoder")
+        for cut in self.cuts():
+            bad = set(cut.needs) - set(NEEDS)
+            if bad or cut.positions not in POSITION_RULES:
+                raise ConfigError(f"{type(self).__name__}: a cut needs {sorted(bad)} (known: {', '.join(NEEDS)}) "
+                                  f"or positions {cut.positions!r} (known: {', '.join(POSITION_RULES)})")
+
+
+@dataclass
+class Stage:
+    """After one cut: the first layer on the reduced rows, and per sample the image entries (virtual
+    positions) and distinct visual rows that remain."""
+
+    layer: int
+    entries: list[int]
+    rows: list[int]
+
+
+@dataclass
+class Pruning:
+    """A pruner applied to one batch: the image entries of its layout (``image_mask`` (B, Nv)), drop
+    or mask, and, once a prefill ran, the stages it produced."""
+
+    pruner: Pruner
+    image_mask: torch.Tensor
+    mode: str = "drop"
+    stages: list[Stage] = field(default_factory=list)
+
+    def check(self, layout: VirtualLayout, num_layers: int) -> None:
+        self.pruner.check(num_layers)
+        if self.mode not in ("drop", "mask"):
+            raise ConfigError(f"pruning mode {self.mode!r}: use 'drop' or 'mask'")
+        if self.image_mask.dtype != torch.bool or tuple(self.image_mask.shape) != tuple(layout.valid.shape):
+            raise ConfigError(f"image_mask must be a bool tensor of shape {tuple(layout.valid.shape)} (the "
+                              f"virtual layout), got {self.image_mask.dtype} {tuple(self.image_mask.shape)}")
+
+    def extended(self, extra: int) -> Pruning:
+        """The same pruning over a layout grown by ``extra`` text entries (a loglikelihood continuation)."""
+        pad = torch.zeros(self.image_mask.shape[0], extra, dtype=torch.bool, device=self.image_mask.device)
+        return Pruning(self.pruner, torch.cat([self.image_mask, pad], 1), self.mode)
+
+    @property
+    def kept_image_tokens(self) -> list[int] | None:
+        return self.stages[-1].entries if self.stages else None
+
+
+def renumber_contiguous(layout: VirtualLayout) -> VirtualLayout:
+    """The layout with its valid entries at consecutive positions from each sample's first one."""
+    valid = layout.valid
+    rank = valid.long().cumsum(1) - 1
+    first = torch.where(valid, layout.positions, torch.iinfo(torch.long).max).amin(1, keepdim=True)
+    first = torch.where(valid.any(1, keepdim=True), first, 0)
+    positions = torch.where(valid, first + rank, layout.positions)
+    return VirtualLayout(layout.index, layout.weight, positions, valid, layout.unique_valid)
+
+
+def mask_entries(layout: VirtualLayout, keep: torch.Tensor) -> VirtualLayout:
+    """The same layout with the dropped entries marked invalid (the mask variant of a cut)."""
+    return VirtualLayout(layout.index, layout.weight, layout.positions, layout.valid & keep, layout.unique_valid)
+
+
+def drop_entries(layout: VirtualLayout, keep: torch.Tensor) -> tuple[VirtualLayout, torch.Tensor, torch.Tensor]:
+    """Remove dropped entries and the unique rows no kept entry uses.
+
+    Returns (new layout, row_index (B, Nu') into the old unique rows to gather hidden states,
+    origin (B, Nv') old virtual index of each new entry; padding entries point at 0).
+    """
+    b_size, _, k = layout.index.shape
+    dev = layout.index.device
+    per_rows, per_entries = [], []
+    for b in range(b_size):
+        entries = (layout.valid[b] & keep[b]).nonzero()[:, 0]
+        used = layout.weight[b, entries] != 0
+        rows = torch.unique(layout.index[b, entries][used])  # sorted: original row order is kept
+        per_rows.append(rows)
+        per_entries.append(entries)
+    nu = max(r.numel() for r in per_rows)
+    nv = max(e.numel() for e in per_entries)
+    index = torch.zeros(b_size, nv, k, dtype=torch.long, device=dev)
+    weight = torch.zeros(b_size, nv, k, dtype=layout.weight.dtype, device=dev)
+    pos = torch.zeros(b_size, nv, dtype=torch.long, device=dev)
+    valid = torch.zeros(b_size, nv, dtype=torch.bool, device=dev)
+    unique_valid = torch.zeros(b_size, nu, dtype=torch.bool, device=dev)
+    row_index = torch.zeros(b_size, nu, dtype=torch.long, device=dev)
+    origin = torch.zeros(b_size, nv, dtype=torch.long, device=dev)
+    for b in range(b_size):
+        rows, entries = per_rows[b], per_entries[b]
+        pad_u, pad_v = nu - rows.numel(), nv - entries.numel()
+        remap = torch.zeros(layout.unique_len, dtype=torch.long, device=dev)
+        remap[rows] = torch.arange(rows.numel(), device=dev) + pad_u
+        w = layout.weight[b, entries]
+        index[b, pad_v:] = torch.where(w != 0, remap[layout.index[b, entries]], pad_u)
+        index[b, :pad_v] = pad_u
+        weight[b, pad_v:] = w
+        pos[b, pad_v:] = layout.positions[b, entries]
+        valid[b, pad_v:] = True
+        unique_valid[b, pad_u:] = True
+        row_index[b, pad_u:] = rows
+        row_index[b, :pad_u] = rows[0]
+        origin[b, pad_v:] = entries
+    return VirtualLayout(index, weight, pos, valid, unique_valid), row_index, origin
+
+
+def visual_rows(layout: VirtualLayout, image_mask: torch.Tensor) -> list[int]:
+    """Per sample, the distinct rows the valid image entries use."""
+    out = []
+    for b in range(layout.batch_size):
+        entries = layout.valid[b] & image_mask[b]
+        used = layout.weight[b][entries] != 0
+        out.append(int(torch.unique(layout.index[b][entries][used]).numel()))
+    return out

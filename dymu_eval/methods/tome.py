@@ -1,0 +1,37 @@
+"""ToMe (Bolya et al., ICLR'23): r merges per encoder layer by bipartite matching (``merge.TopR``);
+the paper's ToMe rows run without VTU (Table 6 adds it)."""
+from __future__ import annotations
+
+from typing import Any
+
+from .merging import check_amount, level_of, level_or_r, merge_args
+from .registry import METHODS, MethodSpec
+
+
+def build(context: Any, values: dict[str, Any]):
+    from ..merge import TopR, merges_per_layer
+    from ..vlm.reduction import Reduction
+
+    r = values["r"]
+    if r is None:
+        r = context.runner.r_for_level(level_of(values))
+    per_layer = merges_per_layer(int(r), context.runner.num_layers, values["schedule"])
+    return Reduction("tome", TopR(per_layer, merge_order=values["merge_order"]), vtu=values["vtu"],
+                     r_per_layer=per_layer)
+
+
+def _display(amount: str) -> str:
+    return f" r={amount[1:]}" if amount.startswith("r") and amount[1:].isdigit() else (f"-{amount}" if amount else "")
+
+
+METHODS.register("tome", MethodSpec(
+    label="ToMe",
+    summary="method=tome (level= or r= sets the merges per layer)",
+    build=build,
+    args=merge_args(False, "merges per encoder layer (ToMe's r)"),
+    check=check_amount("tome", None),
+    amount=level_or_r,
+    display=_display,
+    needs=frozenset({"merge"}),
+    level_args=("level", "r"),
+))

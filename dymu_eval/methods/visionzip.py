@@ -1,0 +1,34 @@
+"""VisionZip (Yang et al., CVPR'25): dominant tokens by the attention they receive plus contextual
+tokens merged from the rest, at the layer the VLM reads (``merge.select.VisionZip``)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..vocabulary import VISIONZIP_CONTEXTUAL, VISIONZIP_DOMINANT
+from . import parse
+from .registry import METHODS, Arg, MethodSpec
+
+
+def build(context: Any, values: dict[str, Any]):
+    from ..merge.select import VisionZip
+    from ..vlm.reduction import Reduction
+
+    selector = VisionZip(values["dominant"], values["contextual"])
+    context.runner.check_selector(selector)
+    return Reduction("visionzip", selector=selector, vtu=values["vtu"])
+
+
+METHODS.register("visionzip", MethodSpec(
+    label="VisionZip",
+    summary="method=visionzip (its budget is dominant= and contextual=)",
+    build=build,
+    args={"dominant": Arg(VISIONZIP_DOMINANT, parse.positive_int,
+                          "visionzip: dominant tokens per image, the CLS token included where there is one "
+                          f"(default {VISIONZIP_DOMINANT})"),
+          "contextual": Arg(VISIONZIP_CONTEXTUAL, parse.positive_int,
+                            f"visionzip: contextual (merged) tokens per image (default {VISIONZIP_CONTEXTUAL})"),
+          "vtu": Arg(False, parse.boolean, "true | false: merged rows stand for their patches under VTU "
+                                           "(default false)")},
+    amount=lambda v: f"{parse.number_text(v['dominant'])}+{parse.number_text(v['contextual'])}",
+    needs=frozenset({"select"}),
+))
