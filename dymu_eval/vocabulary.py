@@ -1,33 +1,19 @@
-"""The names dymu-eval speaks in, defined once: reduction methods, levels, schedules, dtypes, the
-lmms-eval model names with their default model_args, and the FastV bounds.
+"""The names dymu-eval speaks in, defined once: levels, schedules, merge orders, dtypes, default
+checkpoints and calibration data, and the defaults and bounds of the built-in methods' settings.
 
-Torch-free on purpose, so that every layer may import it: ``lmms/`` validates model_args with it,
-``merge/``, ``language/`` and ``vlm/`` check their inputs against it, ``report/`` labels runs with
-it and the CLI offers its names as ``choices``.
-
-Adding a method (say ``divprune``) adds lines here in three places:
-
-1. its name to ``METHODS``;
-2. a :class:`MethodSpec` in ``METHOD_SPECS``: the method-specific model_args it accepts with their
-   defaults, and how tables name it;
-3. (if it has an lmms-eval model of its own) a line in ``MODEL_DEFAULTS``.
-
-``lmms/args.py`` then accepts and types its model_args; the algorithm itself goes in
-``vlm/reduction.py`` (the policy it builds) and ``lmms/model.py`` (which builder a method uses).
-A new model family adds its lmms-eval model names to ``MODEL_DEFAULTS`` with its default checkpoint.
+Torch-free on purpose, so that every layer may import it. Methods and model families themselves are
+registered, not listed here: see ``dymu_eval.methods`` (docs/adding-a-method.md).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
 
 # --- reduction methods -------------------------------------------------------------------------
 BASELINE = "none"  # the method (and the level) that reduces nothing
-METHODS = ("dymu", "tome", "fastv", "random", "pool", "visionzip", BASELINE)
-SELECTION_METHODS = ("random", "pool", "visionzip")  # fixed budgets chosen from the encoder's output
+SELECTION_METHODS = ("random", "pool", "visionzip")  # the fixed-budget baselines `reproduce` runs beside the paper's
 
 # --- levels and schedules ----------------------------------------------------------------------
 LEVELS = ("low", "mid", "high")  # the paper's reduction levels, least reduction first
@@ -68,66 +54,6 @@ POOL_FACTOR = 2  # pool: 2x2 patches per token (LLaVA-1.5: 576 -> 144)
 # VisionZip's LLaVA-1.5 settings, dominant + contextual tokens (the CLS token counts as dominant):
 VISIONZIP_SETTINGS = ((162, 30), (108, 20), (54, 10))  # 192 / 128 / 64 tokens
 VISIONZIP_DOMINANT, VISIONZIP_CONTEXTUAL = VISIONZIP_SETTINGS[-1]  # the README's example, 64 tokens
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """One reduction method: the method-specific model_args it accepts (name -> default, None for
-    no default) and its name in tables."""
-
-    label: str
-    args: dict[str, Any] = field(default_factory=dict)
-    forbidden_why: str = ""  # how a refusal of another method's argument explains itself
-
-
-METHOD_SPECS: dict[str, MethodSpec] = {
-    BASELINE: MethodSpec("baseline", {"level": None}, "the unreduced baseline (level=none)"),
-    "random": MethodSpec("Random", {"keep": RANDOM_KEEP, "seed": 0},
-                         "method=random (its budget is keep=, its subset seed=; kept tokens stay at their "
-                         "original positions, so there is no VTU)"),
-    "pool": MethodSpec("Pool", {"pool_factor": POOL_FACTOR, "vtu": False}, "method=pool (its budget is pool_factor=)"),
-    "fastv": MethodSpec("FastV", {"fastv_k": FASTV_K, "fastv_ratio": FASTV_RATIO},
-                        "method=fastv (it prunes in the LLM, nothing is merged; set fastv_ratio= for the amount)"),
-    "visionzip": MethodSpec("VisionZip", {"dominant": VISIONZIP_DOMINANT, "contextual": VISIONZIP_CONTEXTUAL,
-                                          "vtu": False},
-                            "method=visionzip (its budget is dominant= and contextual=)"),
-    "tome": MethodSpec("ToMe", {"level": None, "r": None, "schedule": DEFAULT_SCHEDULE,
-                                "merge_order": DEFAULT_MERGE_ORDER, "vtu": False},
-                       "method=tome (thresholds are for dymu, fastv_* for fastv)"),
-    "dymu": MethodSpec("DyMU", {"level": None, "r": None, "thresholds": DEFAULT_THRESHOLDS,
-                                "schedule": DEFAULT_SCHEDULE, "merge_order": DEFAULT_MERGE_ORDER, "vtu": True},
-                       "method=dymu (use method=fastv)"),
-}
-# table order: the order methods sort in (baseline first)
-METHOD_ORDER = {spec.label: i for i, spec in enumerate(METHOD_SPECS.values())}
-REDUCTION_ARGS = tuple(dict.fromkeys(name for spec in METHOD_SPECS.values() for name in spec.args))
-
-# lmms-eval model name -> the model_args it defaults to (what ``method=`` and ``pretrained=`` mean when absent)
-MODEL_DEFAULTS: dict[str, dict[str, str]] = {
-    "dymu_llava": {"method": "dymu", "pretrained": LLAVA_15},
-    "tome_llava": {"method": "tome", "pretrained": LLAVA_15},
-    "fastv_llava": {"method": "fastv", "pretrained": LLAVA_15},
-    "random_llava": {"method": "random", "pretrained": LLAVA_15},
-    "pool_llava": {"method": "pool", "pretrained": LLAVA_15},
-    "visionzip_llava": {"method": "visionzip", "pretrained": LLAVA_15},
-    "dymu_llava_onevision": {"method": "dymu", "pretrained": ONEVISION_7B, "family": "onevision"},
-    "tome_llava_onevision": {"method": "tome", "pretrained": ONEVISION_7B, "family": "onevision"},
-    "fastv_llava_onevision": {"method": "fastv", "pretrained": ONEVISION_7B, "family": "onevision"},
-    "random_llava_onevision": {"method": "random", "pretrained": ONEVISION_7B, "family": "onevision"},
-    "pool_llava_onevision": {"method": "pool", "pretrained": ONEVISION_7B, "family": "onevision"},
-    "visionzip_llava_onevision": {"method": "visionzip", "pretrained": ONEVISION_7B, "family": "onevision"},
-}
-
-
-def default_method(model: str) -> str:
-    """The method an lmms-eval model name runs when model_args do not say (the baseline for other models)."""
-    return MODEL_DEFAULTS.get(model, {}).get("method", BASELINE)
-
-
-def method_label(method: str) -> str:
-    """A method's name in tables (``dymu`` -> ``DyMU``); unknown names pass through."""
-    spec = METHOD_SPECS.get(method)
-    return spec.label if spec else method
 
 
 def check_level(level: str, choices: tuple[str, ...] = LEVELS) -> str:

@@ -1,34 +1,39 @@
-"""One vocabulary: the model_args parser and the report read the same table, without torch."""
+"""One vocabulary: the model_args parser and the report read the same registry, without torch."""
 import subprocess
 import sys
 
 import pytest
 
 from dymu_eval.errors import ConfigError
-from dymu_eval.lmms.args import VALID_ARGS, parse_model_args
+from dymu_eval.lmms.args import parse_model_args, valid_args
+from dymu_eval.lmms.names import model_names
+from dymu_eval.methods import METHODS
+from dymu_eval.methods.settings import method_arg_names
 from dymu_eval.report.labels import describe, finalize
-from dymu_eval.vocabulary import METHOD_SPECS, MODEL_DEFAULTS, REDUCTION_ARGS, check_fastv
+from dymu_eval.vocabulary import check_fastv
 
 
 def test_vocabulary_imports_no_torch():
-    code = "import sys, dymu_eval.vocabulary, dymu_eval.report.labels; print('torch' in sys.modules)"
+    code = ("import sys, dymu_eval.vocabulary, dymu_eval.report.labels, dymu_eval.methods;"
+            "from dymu_eval.methods import METHODS; [METHODS[m] for m in METHODS]; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
 
 def test_every_reduction_argument_is_documented_and_typed():
-    assert set(REDUCTION_ARGS) <= set(VALID_ARGS)
+    assert set(method_arg_names()) <= set(valid_args())
 
 
-@pytest.mark.parametrize("model", sorted(MODEL_DEFAULTS))
+@pytest.mark.parametrize("model", sorted(model_names()))
 def test_parser_and_report_agree_on_each_models_defaults(model):
-    given = {"pretrained": "x", "r": 4} if MODEL_DEFAULTS[model]["method"] == "tome" else {"pretrained": "x"}
+    method, family = model_names()[model]
+    given = {"pretrained": "x", "r": 4} if method == "tome" else {"pretrained": "x"}
     args = parse_model_args(given, model=model)
-    spec = METHOD_SPECS[args.method]
-    assert args.method == MODEL_DEFAULTS[model]["method"]
-    for name, default in spec.args.items():
-        if default is not None and name != "level":
-            assert getattr(args, name) == default
+    spec = METHODS[args.method]
+    assert (args.method, args.family) == (method, family)
+    for name, arg in spec.args.items():
+        if arg.default is not None and name != "level":
+            assert getattr(args, name) == arg.parse(name, arg.default)
     cfg = finalize(model, "fam", describe(model, {k: v for k, v in given.items() if k != "pretrained"}))
     assert cfg.method == spec.label
     if "vtu" in spec.args:

@@ -7,15 +7,21 @@ from .families import SUPPORTED_ROPE_TYPES, DecoderInfo, describe_decoder, split
 from .fastv import FastV
 from .layout import VirtualLayout
 from .loop import GenerationOutput, Timing, generate, loglikelihood, prefill, prefill_logits
+from .pruning import Cut, CutView, Pruner, Pruning, Stage
 from .sampling import DecodeConfig
 
 __all__ = [
     "ATTENTION_NAME",
+    "Cut",
+    "CutView",
     "SUPPORTED_ROPE_TYPES",
     "DecodeConfig",
     "DecoderInfo",
     "FastV",
     "GenerationOutput",
+    "Pruner",
+    "Pruning",
+    "Stage",
     "Timing",
     "VirtualLayout",
     "describe_decoder",

@@ -66,6 +66,11 @@ class ModelArgs:
     method_args: dict[str, Any] = field(default_factory=dict)
     family_args: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def vtu(self) -> bool:
+        """VTU on or off (methods without the switch run without it)."""
+        return bool(self.method_args.get("vtu", False))
+
     def __getattr__(self, name: str) -> Any:
         for where in ("method_args", "family_args"):
             values = self.__dict__.get(where, {})
@@ -91,7 +96,8 @@ def _given(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def _method(given: dict[str, Any], preset: str) -> str:
     """The method to run: ``method=`` or the model's own, ``none`` whenever either side asks for the baseline."""
-    method = p.choice(tuple(METHODS))("method", given.get("method", preset))
+    names = tuple(m for m in METHODS if m != BASELINE) + (BASELINE,)  # the baseline last, as the help reads
+    method = p.choice(names)("method", given.get("method", preset))
     if "method" in given and preset != "dymu" and method not in (preset, BASELINE):
         raise ConfigError(
             f"method={method} contradicts this model (a {preset} preset); use --model dymu_llava with method={method}"

@@ -3,33 +3,41 @@
 The same normaliser reads the results JSON's ``config.model_args`` (strings) and the
 plugin's per-sample stats rows (typed values): both use the model_args key names
 (docs/plugin.md), so one function serves both and a run's two descriptions can be compared.
-Defaults (which method a model name runs, VTU on or off) come from ``dymu_eval.vocabulary``,
-the table the plugin itself resolves model_args with.
+Methods, their defaults (VTU on or off, ...), how they name their amount and in which order
+tables list them come from the method registry (``dymu_eval.methods``), which the plugin itself
+resolves model_args with; nothing here names a method.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
-from ..vocabulary import (
-    BASELINE,
-    DEFAULT_MERGE_ORDER,
-    DEFAULT_SCHEDULE,
-    DEFAULT_THRESHOLDS,
-    LEVELS,
-    MERGE_ORDERS,
-    METHOD_ORDER,
-    METHOD_SPECS,
-    MODEL_DEFAULTS,
-    SELECTION_METHODS,
-    default_method,
-    method_label,
-)
+from ..methods import METHODS, MethodSpec
+from ..vocabulary import BASELINE, DEFAULT_MERGE_ORDER, DEFAULT_SCHEDULE, DEFAULT_THRESHOLDS, LEVELS, MERGE_ORDERS
 
 _METHOD_ALIASES = {"baseline": BASELINE, "dtome": "dymu"}  # other spellings (`dymu-eval tokens` JSON)
-_BY_LABEL = {spec.label: spec for spec in METHOD_SPECS.values()}
 _LEVEL_ORDER = {level: i for i, level in enumerate(LEVELS)}
+
+
+def _by_label(label: str) -> MethodSpec | None:
+    return next((METHODS[m] for m in METHODS if METHODS[m].label == label), None)
+
+
+def method_label(method: str) -> str:
+    """A method's name in tables (``dymu`` -> ``DyMU``); unknown names pass through."""
+    return METHODS[method].label if method in METHODS else method
+
+
+def default_method(model: str) -> str:
+    """The method an lmms-eval model name runs by default: ``<method>_<family>`` (the longest
+    registered method name it starts with); the baseline for other models (``llava_hf``)."""
+    found = [m for m in METHODS if METHODS[m].model_name and model.startswith(m + "_")]
+    return max(found, key=len) if found else BASELINE
+
+
+def _plugin_model(model: str) -> bool:
+    return default_method(model) != BASELINE
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -40,9 +48,8 @@ class RunConfig:
 
     model: str  # lmms-eval model name, e.g. dymu_llava or llava_hf
     family: str  # the checkpoint's name, e.g. llava-1.5-7b-hf: one table per family
-    method: str  # baseline | DyMU | ToMe | FastV | Random | Pool | VisionZip | other
-    level: str = ""  # low|mid|high, r<merges per layer>, K<k> R<ratio> (FastV), k<count>|<pct>% s<seed>
-    # (Random), f<factor> (Pool), <dominant>+<contextual> (VisionZip)
+    method: str  # a registered method's label (DyMU, ToMe, ...), baseline, or another model's name
+    level: str = ""  # the method's amount, as its spec writes it (low|mid|high, r21, K2 R0.5, 54+10, ...)
     threshold_data: str = ""
     schedule: str = ""
     vtu: str = ""  # yes | no | ""
@@ -53,40 +60,25 @@ class RunConfig:
         return tuple(getattr(self, f.name) for f in fields(self))
 
     def label(self, show_model: bool = True) -> str:
-        """Short human label in the paper's wording, e.g. ``DyMU-low w/o VTU``."""
-        m = self.method
-        if m == "DyMU":
-            text = f"DyMU-{self.level}" if self.level else "DyMU"
-            if self.vtu == "no":
-                text += " w/o VTU"
-            if self.schedule and self.schedule != DEFAULT_SCHEDULE:
-                text += f" {self.schedule}"
-            if self.threshold_data and self.threshold_data != DEFAULT_THRESHOLDS:
-                text += f" ({self.threshold_data})"
-            if self.merge_order not in ("", DEFAULT_MERGE_ORDER):
-                text += f" {self.merge_order} order"
-        elif m == "ToMe":
-            text = f"ToMe {self.level.replace('r', 'r=', 1)}" if self.level.startswith("r") else "ToMe"
-            if self.level and not self.level.startswith("r"):
-                text += f"-{self.level}"
-            if self.vtu == "yes":
-                text += " +VTU"
-            if self.schedule and self.schedule != DEFAULT_SCHEDULE:
-                text += f" {self.schedule}"
-            if self.merge_order not in ("", DEFAULT_MERGE_ORDER):
-                text += f" {self.merge_order} order"
-        elif m == "FastV":
-            text = f"FastV {self.level}".strip()
-        elif m in ("Random", "Pool", "VisionZip"):
-            amount = self.level
-            if m == "Pool" and amount.startswith("f"):
-                amount = f"{amount[1:]}x{amount[1:]}"
-            text = f"{m} {amount}".strip() + (" +VTU" if self.vtu == "yes" else "")
-        else:
-            text = m
+        """Short human label in the paper's wording, e.g. ``DyMU-low w/o VTU``: the method, its
+        amount, then whatever differs from the method's defaults."""
+        spec = _by_label(self.method)
+        text = self.method
+        if self.level:
+            display = spec.display if spec is not None and spec.display is not None else _display
+            text += display(self.level)
+        default_vtu = _default_vtu(self.method)
+        if self.vtu and default_vtu and self.vtu != default_vtu:
+            text += " w/o VTU" if self.vtu == "no" else " +VTU"
+        if self.schedule and self.schedule != DEFAULT_SCHEDULE:
+            text += f" {self.schedule}"
+        if self.threshold_data and self.threshold_data != DEFAULT_THRESHOLDS:
+            text += f" ({self.threshold_data})"
+        if self.merge_order not in ("", DEFAULT_MERGE_ORDER):
+            text += f" {self.merge_order} order"
         if self.layout:
             text += f" [{self.layout} layout]"
-        if show_model and self.model not in MODEL_DEFAULTS:
+        if show_model and not _plugin_model(self.model):
             text += f" [{self.model}]"
         return text
 
@@ -98,14 +90,26 @@ class RunConfig:
             lvl_key = (1, -int(lvl[1:]))
         else:
             lvl_key = (2, lvl)
-        return (self.family, METHOD_ORDER.get(self.method, 9), self.model, self.vtu != _default_vtu(self.method),
+        return (self.family, _method_order(self.method), self.model, self.vtu != _default_vtu(self.method),
                 self.schedule not in ("", DEFAULT_SCHEDULE), self.schedule, self.threshold_data, lvl_key)
+
+
+def _display(amount: str) -> str:
+    """How a label writes an amount: ``-low`` for a level, `` <amount>`` otherwise."""
+    return f"-{amount}" if amount in _LEVEL_ORDER else f" {amount}"
+
+
+def _method_order(label: str) -> int:
+    """Registration order (the baseline first); other models last."""
+    labels = [METHODS[m].label for m in METHODS]
+    return labels.index(label) if label in labels else len(labels)
 
 
 def _default_vtu(method_label_: str) -> str:
     """"yes"/"no" for methods with a VTU switch (its default), "" for the others."""
-    args = _BY_LABEL[method_label_].args if method_label_ in _BY_LABEL else {}
-    return ("yes" if args["vtu"] else "no") if "vtu" in args else ""
+    spec = _by_label(method_label_)
+    default = spec.vtu_default if spec is not None else None
+    return "" if default is None else ("yes" if default else "no")
 
 
 def parse_model_args(model_args: object) -> dict[str, str]:
@@ -139,16 +143,6 @@ def _bool(value: object) -> str | None:
     return text
 
 
-def _number(value: object) -> str | None:
-    if value is None or value == "":
-        return None
-    try:
-        num = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return str(int(num)) if num.is_integer() else f"{num:g}"
-
-
 def _dataset_name(value: object) -> str | None:
     """The calibration dataset behind a ``thresholds`` value: a dataset key, a cache record key
     (``encoder__dataset__schedule__amount``) or a thresholds JSON file (its ``dataset.name``)."""
@@ -175,71 +169,46 @@ def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
     raw_method = values.get("method")
     if raw_method not in (None, ""):
         key = _METHOD_ALIASES.get(str(raw_method).lower(), str(raw_method).lower())
-        method = method_label(key) if key in METHOD_SPECS else str(raw_method)
+        name = key if key in METHODS else None
+        method = method_label(key) if name else str(raw_method)
     else:
-        method = method_label(default_method(model))
-    if level == BASELINE and method in ("DyMU", "ToMe"):
-        method = method_label(BASELINE)
-    r = _number(values.get("r"))
-
+        name = default_method(model)
+        method = method_label(name)
+    if level == BASELINE and name is not None and "level" in METHODS[name].args:
+        name, method = BASELINE, method_label(BASELINE)
     layout = values.get("layout")
     out: dict[str, str | None] = {"method": method, "level": None, "threshold_data": None,
                                   "schedule": None, "vtu": None, "merge_order": None,
                                   "layout": None if layout in (None, "", "stock") else str(layout).lower()}
-    if method == "DyMU":
-        out["level"] = level if level in _LEVEL_ORDER else (f"r{r}" if r else level)
-        out["threshold_data"] = _dataset_name(values.get("thresholds"))
-    elif method == "ToMe":
-        out["level"] = f"r{r}" if r else level
-    elif method == "FastV":
-        k, ratio = _number(values.get("fastv_k")), _number(values.get("fastv_ratio"))
-        out["level"] = f"K{k} R{ratio}" if k is not None and ratio is not None else None
-    elif method in _SELECTION_LABELS:
-        out["level"] = _selection_level(method, values)
-    if method in ("DyMU", "ToMe"):
+    spec = METHODS[name] if name is not None else None
+    if spec is None:
+        return out
+    given = {k: values.get(k) for k in spec.args if values.get(k) not in (None, "")}
+    if spec.amount is not None and (given or not spec.level_args):
+        filled = {k: str(given.get(k, arg.default)) if given.get(k, arg.default) is not None else ""
+                  for k, arg in spec.args.items()}
+        out["level"] = spec.amount(filled) or None
+    if spec.threshold_arg:
+        out["threshold_data"] = _dataset_name(values.get(spec.threshold_arg))
+    if "schedule" in spec.args:
         sched = values.get("schedule")
         out["schedule"] = None if sched in (None, "") else str(sched).lower().replace("-", "_")
+    if "merge_order" in spec.args:
         order = values.get("merge_order")
         out["merge_order"] = None if order in (None, "") else str(order).lower()
-    if _default_vtu(method):
+    if spec.vtu_default is not None:
         out["vtu"] = _bool(values.get("vtu"))
     return out
-
-
-_SELECTION_LABELS = {method_label(m): m for m in SELECTION_METHODS}
-
-
-def _selection_level(method: str, values: dict[str, object]) -> str:
-    """The budget of a fixed-budget baseline: ``k64 s0`` or ``25% s0`` (Random), ``f2`` (Pool),
-    ``54+10`` (VisionZip); unset values take the plugin's defaults."""
-    spec = METHOD_SPECS[_SELECTION_LABELS[method]].args
-
-    def value(name: str) -> str:
-        raw = values.get(name)
-        return str(spec[name] if raw in (None, "") else raw).strip()
-
-    if method == "Pool":
-        return f"f{_number(value('pool_factor'))}"
-    if method == "VisionZip":
-        return f"{_number(value('dominant'))}+{_number(value('contextual'))}"
-    keep = value("keep")
-    try:
-        number = float(keep)
-    except ValueError:
-        amount = keep
-    else:  # a fraction is written with a point (lmms-eval and the parser keep 1.0 apart from 1)
-        fraction = any(c in keep for c in ".eE") and number <= 1
-        amount = f"{number * 100:g}%" if fraction else f"k{int(number)}"
-    return f"{amount} s{_number(value('seed'))}"
 
 
 def finalize(model: str, family: str, fields_: dict[str, str | None]) -> RunConfig:
     """Fill the defaults the plugin applies (vocabulary.METHOD_SPECS: schedule, VTU)."""
     method = fields_.get("method") or method_label(BASELINE)
-    spec_args = _BY_LABEL[method].args if method in _BY_LABEL else {}
-    schedule = fields_.get("schedule") or spec_args.get("schedule") or ""
+    spec = _by_label(method)
+    args = spec.args if spec is not None else {}
+    schedule = fields_.get("schedule") or (args["schedule"].default if "schedule" in args else "")
     vtu = fields_.get("vtu") or _default_vtu(method)
-    merge_order = fields_.get("merge_order") or spec_args.get("merge_order") or ""
+    merge_order = fields_.get("merge_order") or (args["merge_order"].default if "merge_order" in args else "")
     return RunConfig(model=model, family=family, method=method, level=fields_.get("level") or "",
                      threshold_data=fields_.get("threshold_data") or "", schedule=schedule, vtu=vtu,
                      merge_order=merge_order, layout=fields_.get("layout") or "")
@@ -248,7 +217,3 @@ def finalize(model: str, family: str, fields_: dict[str, str | None]) -> RunConf
 def agrees(from_args: dict[str, str | None], from_stats: dict[str, str | None]) -> bool:
     """True when every field the model_args set explicitly matches what the stats recorded."""
     return all(v is None or from_stats.get(k) in (None, v) for k, v in from_args.items())
-
-
-def with_family(cfg: RunConfig, family: str) -> RunConfig:
-    return replace(cfg, family=family)

@@ -45,7 +45,7 @@ class BuildContext:
     runner: VisionRunner
     names: list[str]
     encoder_call: str
-    decoder_layers: int
+    decoder_layers: int | None  # None: not known (a pruner's cuts are then checked when it runs)
     features: frozenset[str] = frozenset()
 
 
@@ -58,7 +58,7 @@ def build_reduction(method: str, values: dict[str, Any], context: BuildContext) 
     reduction = spec.builder()(context, values)
     if not isinstance(reduction, Reduction):
         raise ConfigError(f"method={method}: its builder returned {type(reduction).__name__}, not a Reduction")
-    if reduction.pruner is not None:
+    if reduction.pruner is not None and context.decoder_layers is not None:
         reduction.pruner.check(context.decoder_layers)
     reduction.method = method
     return reduction

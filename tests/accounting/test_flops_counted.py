@@ -17,8 +17,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dymu_eval.language import DecodeConfig
 from dymu_eval.vlm import llava
-from dymu_eval.vlm.reduction import (
-    Reduction,
+from dymu_eval.vlm.reduction import Reduction
+from tests.factories import TASKS
+from tests.factories.reductions import (
     dymu_reduction,
     fastv_reduction,
     pool_reduction,
@@ -26,7 +27,6 @@ from dymu_eval.vlm.reduction import (
     tome_reduction,
     visionzip_reduction,
 )
-from tests.factories import TASKS
 
 QUESTION = "What color is the shape in the image?"
 IMAGE = TASKS / "dymu_offline" / "images" / "photo_astronaut.jpg"
@@ -58,7 +58,7 @@ def _counted(pipe, new_tokens: int) -> tuple[float, dict]:
     config = DecodeConfig(max_new_tokens=new_tokens, eos_token_ids=[], tokenizer=pipe.tokenizer)
     counter = FlopCounterMode(display=False)
     with sdpa_kernel(SDPBackend.MATH), counter:
-        _, stats = llava.generate(pipe, [llava.Request(text, [img])], config)
+        _, stats = pipe.generate([llava.Request(text, [img])], config)
     return float(counter.get_total_flops()), stats[0]
 
 
@@ -114,7 +114,7 @@ def test_loglikelihood_flops_match_the_counter(pipe, tiny_thresholds, method):
     ctx, full = llava.simple_prompt(pipe.tokenizer, QUESTION, 1, "the shape is red")
     counter = FlopCounterMode(display=False)
     with sdpa_kernel(SDPBackend.MATH), counter:
-        _, stats = llava.loglikelihood(pipe, [llava.Request(ctx, [img])], [full])
+        _, stats = pipe.loglikelihood([llava.Request(ctx, [img])], [full])
     assert stats[0]["decode_flops"] == 0
     assert stats[0]["total_flops"] == pytest.approx(float(counter.get_total_flops()), rel=0.01)
 
@@ -130,7 +130,7 @@ def test_kv_cache_bytes_equal_the_real_cache(pipe, tiny_thresholds, method):
     img = llava.Image.open(IMAGE).convert("RGB")
     text, _ = llava.simple_prompt(pipe.tokenizer, QUESTION, 1)
     req = llava.Request(text, [img])
-    _, stats = llava.generate(pipe, [req], DecodeConfig(max_new_tokens=1, eos_token_ids=[], tokenizer=pipe.tokenizer))
+    _, stats = pipe.generate([req], DecodeConfig(max_new_tokens=1, eos_token_ids=[], tokenizer=pipe.tokenizer))
     prepared = pipe.prepare([req])
     cache = DynamicCache(config=pipe.decoder.config)
     prefill(pipe.decoder, prepared.unique, prepared.layout, llava._fastv(pipe.reduction, prepared), cache)

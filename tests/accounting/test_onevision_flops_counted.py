@@ -26,10 +26,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from dymu_eval.accounting import encoder_flops
 from dymu_eval.language import DecodeConfig
 from dymu_eval.merge import Threshold
-from dymu_eval.vlm import llava
 from dymu_eval.vlm import llava_onevision as ov
-from dymu_eval.vlm.reduction import Reduction, fastv_reduction, tome_reduction
+from dymu_eval.vlm.reduction import Reduction
 from tests.factories.media import random_image
+from tests.factories.reductions import fastv_reduction, tome_reduction
 
 QUESTION = "what is the color of the object ?"
 NEW_TOKENS = 3
@@ -69,7 +69,7 @@ def _counted(pipe, req) -> tuple[float, dict]:
     counter = FlopCounterMode(display=False)
     config = DecodeConfig(max_new_tokens=NEW_TOKENS, eos_token_ids=[], tokenizer=pipe.tokenizer)
     with sdpa_kernel(SDPBackend.MATH), counter:
-        _, stats = llava.generate(pipe, [req], config)
+        _, stats = pipe.generate([req], config)
     return float(counter.get_total_flops()), stats[0]
 
 
@@ -130,7 +130,7 @@ def test_loglikelihood_flops_match_the_counter(pipe, requests, method):
     ctx, full = ov.simple_prompt(pipe.tokenizer, QUESTION, 1, 0, "red")
     counter = FlopCounterMode(display=False)
     with sdpa_kernel(SDPBackend.MATH), counter:
-        _, stats = llava.loglikelihood(pipe, [ov.Request(ctx, req.images)], [full])
+        _, stats = pipe.loglikelihood([ov.Request(ctx, req.images)], [full])
     assert stats[0]["decode_flops"] == 0
     assert stats[0]["total_flops"] == float(counter.get_total_flops())
 

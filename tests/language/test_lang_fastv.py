@@ -6,9 +6,14 @@ import torch
 from transformers import DynamicCache
 
 from dymu_eval.errors import ConfigError
-from dymu_eval.language import DecodeConfig, FastV, VirtualLayout, generate, loglikelihood, prefill, prefill_logits
+from dymu_eval.language import DecodeConfig, FastV, Pruning, VirtualLayout, generate, loglikelihood, prefill, prefill_logits
 from dymu_eval.language.attention import use_dymu_attention
 from tests.language.lang_helpers import parts, random_layout, unique_rows
+
+
+def fastv(k, ratio, image_mask, mode="drop"):
+    """FastV's one cut over a batch whose image entries are ``image_mask``."""
+    return Pruning(FastV(k, ratio), image_mask, mode)
 
 
 def image_span(layout, start, stop):
@@ -24,11 +29,11 @@ def test_ratio_zero_equals_baseline(model):
     dec, head = parts(model)
     layout = random_layout([8, 6], [20, 15], seed=11)
     rows = unique_rows(model, layout)
-    fv = FastV(k=2, ratio=0.0, image_mask=image_span(layout, 2, 12))
+    fv = fastv(k=2, ratio=0.0, image_mask=image_span(layout, 2, 12))
     got, want = prefill_logits(dec, head, rows, layout, fv), prefill_logits(dec, head, rows, layout)
     torch.testing.assert_close(got[layout.valid], want[layout.valid], atol=1e-5, rtol=1e-5)
     cfg = DecodeConfig(max_new_tokens=5)
-    with_fv = generate(dec, head, rows, layout, cfg, fastv=fv)
+    with_fv = generate(dec, head, rows, layout, cfg, pruning=fv)
     assert with_fv.sequences == generate(dec, head, rows, layout, cfg).sequences
     assert with_fv.kept_image_tokens == [10, 10]
 
@@ -42,21 +47,21 @@ def test_drop_equals_mask(model, vtu):
         layout = VirtualLayout.identity([22, 18])
     rows = unique_rows(model, layout, seed=3)
     image = image_span(layout, 3, 15)
-    drop = FastV(k=2, ratio=0.75, image_mask=image, mode="drop")
-    mask = FastV(k=2, ratio=0.75, image_mask=image, mode="mask")
+    drop = fastv(k=2, ratio=0.75, image_mask=image, mode="drop")
+    mask = fastv(k=2, ratio=0.75, image_mask=image, mode="mask")
     got, want = prefill_logits(dec, head, rows, layout, drop), prefill_logits(dec, head, rows, layout, mask)
     kept = ~torch.isnan(got[..., 0])
     assert int((~kept & layout.valid).sum()) == 2 * 9  # 12 image entries, 3 kept per sample
     torch.testing.assert_close(got[kept], want[kept], atol=1e-5, rtol=1e-5)
     cfg = DecodeConfig(max_new_tokens=6)
-    out_drop = generate(dec, head, rows, layout, cfg, fastv=drop, return_scores=True)
-    out_mask = generate(dec, head, rows, layout, cfg, fastv=mask, return_scores=True)
+    out_drop = generate(dec, head, rows, layout, cfg, pruning=drop, return_scores=True)
+    out_mask = generate(dec, head, rows, layout, cfg, pruning=mask, return_scores=True)
     assert out_drop.sequences == out_mask.sequences
     assert out_drop.kept_image_tokens == out_mask.kept_image_tokens == [3, 3]
     for a, b in zip(out_drop.scores, out_mask.scores):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    ll_drop = loglikelihood(dec, head, rows, layout, [[5, 6], [7]], fastv=drop)
-    ll_mask = loglikelihood(dec, head, rows, layout, [[5, 6], [7]], fastv=mask)
+    ll_drop = loglikelihood(dec, head, rows, layout, [[5, 6], [7]], pruning=drop)
+    ll_mask = loglikelihood(dec, head, rows, layout, [[5, 6], [7]], pruning=mask)
     assert [g for _, g in ll_drop] == [g for _, g in ll_mask]
     assert [lp for lp, _ in ll_drop] == pytest.approx([lp for lp, _ in ll_mask], abs=1e-4)
 
@@ -64,7 +69,7 @@ def test_drop_equals_mask(model, vtu):
 def test_drop_really_removes_rows_from_later_layers(llama):
     dec, _ = parts(llama)
     layout = VirtualLayout.identity([30])
-    fv = FastV(k=2, ratio=0.5, image_mask=image_span(layout, 4, 24))
+    fv = fastv(k=2, ratio=0.5, image_mask=image_span(layout, 4, 24))
     cache = DynamicCache(config=dec.config)
     with torch.no_grad(), use_dymu_attention(dec):
         run = prefill(dec, unique_rows(llama, layout), layout, fv, cache)
@@ -89,7 +94,7 @@ def test_ranking_is_last_token_attention_of_layer_k_minus_1(llama, tmp_path):
     score = att[0, :, -1].mean(0)[2:22]
     want = set((torch.topk(score, 5).indices + 2).tolist())
     with torch.no_grad(), use_dymu_attention(dec):
-        run = prefill(dec, rows, layout, FastV(k=2, ratio=0.75, image_mask=image))
+        run = prefill(dec, rows, layout, fastv(k=2, ratio=0.75, image_mask=image))
     kept = set(run.origin[0].tolist()) & set(range(2, 22))
     assert kept == want
 
@@ -106,7 +111,7 @@ def test_bad_fastv_arguments(llama, kwargs, match):
     layout = VirtualLayout.identity([10])
     args = {"k": 2, "ratio": 0.5, "image_mask": image_span(layout, 1, 6), **kwargs}
     with pytest.raises(ConfigError, match=match):
-        prefill_logits(dec, head, unique_rows(llama, layout), layout, FastV(**args))
+        prefill_logits(dec, head, unique_rows(llama, layout), layout, fastv(**args))
 
 
 def test_bad_image_mask_shape(llama):
@@ -114,4 +119,4 @@ def test_bad_image_mask_shape(llama):
     layout = VirtualLayout.identity([10])
     with pytest.raises(ConfigError, match="image_mask"):
         prefill_logits(dec, head, unique_rows(llama, layout), layout,
-                       FastV(k=1, ratio=0.5, image_mask=torch.ones(1, 9, dtype=torch.bool)))
+                       fastv(k=1, ratio=0.5, image_mask=torch.ones(1, 9, dtype=torch.bool)))

@@ -2,7 +2,7 @@
 import pytest
 
 from dymu_eval.errors import ConfigError
-from dymu_eval.lmms.args import VALID_ARGS, parse_model_args
+from dymu_eval.lmms.args import parse_model_args, valid_args
 
 
 def test_lmms_eval_style_values_are_accepted():
@@ -17,7 +17,7 @@ def test_unknown_argument_lists_every_valid_one():
     with pytest.raises(ConfigError) as e:
         parse_model_args({"pretrained": "x", "levle": "low"})
     assert "levle" in str(e.value)
-    for name in VALID_ARGS:
+    for name in valid_args():
         assert name in str(e.value)
 
 

@@ -92,7 +92,8 @@ def test_family_module_without_reduction_is_the_stock_model(built):
     reduction its logits equal the stock model's on an AnyRes image and on a clip."""
     from dymu_eval.language import prefill_logits
     from dymu_eval.vlm import llava_onevision as ov
-    from dymu_eval.vlm.reduction import Reduction, tome_reduction
+    from dymu_eval.vlm.reduction import Reduction
+    from tests.factories.reductions import tome_reduction
 
     _, model, processor = built
     pipe = ov.OnevisionPipeline(model, processor)

@@ -8,8 +8,9 @@ import torch
 from dymu_eval.errors import ConfigError
 from dymu_eval.language import DecodeConfig
 from dymu_eval.vlm import llava
-from dymu_eval.vlm.reduction import (
-    Reduction,
+from dymu_eval.vlm.reduction import Reduction
+from tests.factories import TASKS
+from tests.factories.reductions import (
     dymu_reduction,
     fastv_reduction,
     pool_reduction,
@@ -17,7 +18,6 @@ from dymu_eval.vlm.reduction import (
     tome_reduction,
     visionzip_reduction,
 )
-from tests.factories import TASKS
 
 ROWS = [json.loads(line) for line in (TASKS / "dymu_offline" / "gqa.jsonl").read_text().splitlines()]
 
@@ -53,7 +53,7 @@ def test_unreduced_batch_equals_unmodified_model(pipe):
     pipe.reduction = Reduction()
     reqs = _requests(pipe, ROWS[:4])
     assert len({len(pipe.tokenizer(r.prompt)["input_ids"]) for r in reqs}) > 1, "want different prompt lengths"
-    outs, stats = llava.generate(pipe, reqs, _config(pipe))
+    outs, stats = pipe.generate(reqs, _config(pipe))
     assert outs == [_hf_generate(pipe, r) for r in reqs]
     assert len(set(outs)) > 1, "the tiny model should answer differently per sample"
     for s in stats:
@@ -85,25 +85,25 @@ def test_tome_gives_exactly_the_predicted_count_and_batched_equals_single(pipe):
     r = 5
     pipe.reduction = tome_reduction(pipe.runner, r, None, "constant", vtu=True)
     reqs = _requests(pipe, ROWS[:3])
-    outs, stats = llava.generate(pipe, reqs, _config(pipe))
+    outs, stats = pipe.generate(reqs, _config(pipe))
     layers = pipe.runner.default_layers_run
     for s in stats:  # r merges in each of the layers LLaVA runs (well under the per-layer cap)
         assert s["visual_tokens_after"] == 64 - r * layers
         assert s["unique_len"] == s["virtual_len"] - r * layers
-    single = [llava.generate(pipe, [q], _config(pipe))[0][0] for q in reqs]
+    single = [pipe.generate([q], _config(pipe))[0][0] for q in reqs]
     assert outs == single
 
 
 def test_dymu_thresholds_reduce_tokens_per_image(pipe, tiny_thresholds):
     pipe.reduction = dymu_reduction(pipe.model, pipe.runner, [], str(tiny_thresholds), "low", None, "constant", True)
     reqs = _requests(pipe, ROWS[:6])
-    outs, stats = llava.generate(pipe, reqs, _config(pipe, 3))
+    outs, stats = pipe.generate(reqs, _config(pipe, 3))
     for s in stats:
         assert s["visual_tokens_after"] < s["visual_tokens_before"] == 64
         assert s["unique_len"] < s["virtual_len"]
     assert len({s["visual_tokens_after"] for s in stats}) > 1, "thresholds give each image its own count"
     # a batch mixing sequences of different unique lengths answers as each request alone
-    single = [llava.generate(pipe, [q], _config(pipe, 3)) for q in reqs]
+    single = [pipe.generate([q], _config(pipe, 3)) for q in reqs]
     assert outs == [o[0][0] for o in single]
     assert [s["visual_tokens_after"] for s in stats] == [o[1][0]["visual_tokens_after"] for o in single]
 
@@ -121,7 +121,7 @@ def test_dymu_refuses_thresholds_of_another_merge_order(pipe, tiny_thresholds):
 def test_without_vtu_the_sequence_is_the_unique_rows(pipe):
     pipe.reduction = tome_reduction(pipe.runner, 5, None, "constant", vtu=False)
     reqs = _requests(pipe, ROWS[:2])
-    outs, stats = llava.generate(pipe, reqs, _config(pipe))
+    outs, stats = pipe.generate(reqs, _config(pipe))
     assert all(isinstance(o, str) for o in outs)
     for s in stats:
         assert s["virtual_len"] == s["unique_len"] and s["visual_tokens_after"] == 49
@@ -130,11 +130,11 @@ def test_without_vtu_the_sequence_is_the_unique_rows(pipe):
 def test_fastv_keeps_the_predicted_number_and_ratio_zero_is_the_baseline(pipe):
     reqs = _requests(pipe, ROWS[:2])
     pipe.reduction = Reduction()
-    base, _ = llava.generate(pipe, reqs, _config(pipe))
+    base, _ = pipe.generate(reqs, _config(pipe))
     pipe.reduction = fastv_reduction(1, 0.0)
-    assert llava.generate(pipe, reqs, _config(pipe))[0] == base
+    assert pipe.generate(reqs, _config(pipe))[0] == base
     pipe.reduction = fastv_reduction(1, 0.75)
-    outs, stats = llava.generate(pipe, reqs, _config(pipe))
+    outs, stats = pipe.generate(reqs, _config(pipe))
     assert [s["visual_tokens_after"] for s in stats] == [16, 16]
     assert all(s["unique_len"] == s["virtual_len"] for s in stats)
 
@@ -142,11 +142,11 @@ def test_fastv_keeps_the_predicted_number_and_ratio_zero_is_the_baseline(pipe):
 def test_several_images_in_one_request_match_the_unmodified_model(pipe):
     pipe.reduction = Reduction()
     reqs = _requests(pipe, ROWS[:2], n_images=2)
-    outs, stats = llava.generate(pipe, reqs, _config(pipe))
+    outs, stats = pipe.generate(reqs, _config(pipe))
     assert outs == [_hf_generate(pipe, r) for r in reqs]
     assert [s["visual_tokens_before"] for s in stats] == [128, 128]
     pipe.reduction = tome_reduction(pipe.runner, 5, None, "constant", vtu=True)
-    _, stats = llava.generate(pipe, reqs, _config(pipe))
+    _, stats = pipe.generate(reqs, _config(pipe))
     assert [s["visual_tokens_after"] for s in stats] == [98, 98]
 
 
@@ -162,7 +162,7 @@ def test_loglikelihood_equals_the_unmodified_model(pipe):
     pipe.reduction = Reduction()
     reqs = _requests(pipe, ROWS[:2])
     ctxs, fulls = zip(*(llava.simple_prompt(pipe.tokenizer, r["question"], 1, r["answer"]) for r in ROWS[:2]))
-    scores, stats = llava.loglikelihood(pipe, reqs, list(fulls))
+    scores, stats = pipe.loglikelihood(reqs, list(fulls))
     for (logp, greedy), req, ctx, full in zip(scores, reqs, ctxs, fulls):
         n_ctx = pipe.processor(images=req.images, text=ctx, return_tensors="pt")["input_ids"].shape[1]
         x = pipe.processor(images=req.images, text=full, return_tensors="pt")
@@ -211,9 +211,9 @@ def test_random_keeps_its_tokens_at_their_original_positions(pipe):
 def test_selections_give_the_predicted_count_and_batched_equals_single(pipe, make, tokens):
     pipe.reduction = make(pipe.runner)
     reqs = _requests(pipe, ROWS[:3])
-    outs, stats = llava.generate(pipe, reqs, _config(pipe))
+    outs, stats = pipe.generate(reqs, _config(pipe))
     assert [s["visual_tokens_after"] for s in stats] == [tokens] * 3
-    single = [llava.generate(pipe, [q], _config(pipe))[0][0] for q in reqs]
+    single = [pipe.generate([q], _config(pipe))[0][0] for q in reqs]
     assert outs == single
 
 

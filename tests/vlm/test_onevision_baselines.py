@@ -10,13 +10,9 @@ from dymu_eval.language import prefill_logits
 from dymu_eval.merge import NoMerge
 from dymu_eval.merge.select import GridPool, RandomKeep, pool_groups
 from dymu_eval.vlm import llava_onevision as ov
-from dymu_eval.vlm.reduction import (
-    pool_reduction,
-    random_reduction,
-    visionzip_reduction,
-)
 from tests.factories.media import random_image
 from tests.factories.onevision import onevision_pipeline, onevision_request
+from tests.factories.reductions import pool_reduction, random_reduction, visionzip_reduction
 
 SIDE, N = 6, 36  # the tiny tower: 48 px crops, 8 px patches; video frames pooled 6 -> 3 per side
 
@@ -182,13 +178,12 @@ def test_projector_flops_and_rows_follow_the_selected_rows(pipe, requests, metho
     from torch.utils.flop_counter import FlopCounterMode
 
     from dymu_eval.language import DecodeConfig
-    from dymu_eval.vlm import llava
 
     pipe.reduction = {"random": lambda: random_reduction(pipe.runner, 5, 0),
                       "pool": lambda: pool_reduction(pipe.runner, 2, False),
                       "visionzip": lambda: visionzip_reduction(pipe.runner, 4, 2, False)}[method]()
     config = DecodeConfig(max_new_tokens=2, eos_token_ids=pipe.eos_ids, tokenizer=pipe.tokenizer)
-    _, stats = llava.generate(pipe, [requests["big"], requests["video"]], config)
+    _, stats = pipe.generate([requests["big"], requests["video"]], config)
     for s in stats:
         n = s["crops"] + s["frames"]
         rows = {"random": 5, "pool": 9, "visionzip": 6}[method] * n

@@ -7,12 +7,12 @@ import torch
 
 from dymu_eval.errors import ConfigError, InputImageError
 from dymu_eval.language import DecodeConfig, prefill_logits
-from dymu_eval.vlm import llava
 from dymu_eval.vlm import llava_onevision as ov
-from dymu_eval.vlm.reduction import Reduction, fastv_reduction, tome_reduction
+from dymu_eval.vlm.reduction import Reduction
 from tests.factories import TASKS
 from tests.factories.media import random_image
 from tests.factories.onevision import QUESTION, onevision_pipeline, onevision_request
+from tests.factories.reductions import fastv_reduction, tome_reduction
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_unreduced_logits_equal_the_unmodified_model(pipe, requests, multi_image
 def test_unreduced_greedy_answers_equal_hf_generate(pipe, requests):
     pipe.reduction = Reduction()
     reqs = [requests[k] for k in ("big", "two", "video", "tall")]
-    outs, _ = llava.generate(pipe, reqs, _config(pipe))  # batched
+    outs, _ = pipe.generate(reqs, _config(pipe))  # batched
     for req, text in zip(reqs, outs):
         _, inputs = pipe._process(req)
         with torch.no_grad():
@@ -128,8 +128,8 @@ def test_reductions_batched_equal_one_by_one_with_fewer_rows(pipe, requests, met
 
         pipe.reduction = Reduction("dymu", Threshold([-1.0] * pipe.runner.num_layers, call=ov.ENCODER_CALL), vtu=True)
     reqs = [requests["big"], requests["two"], requests["video"]]
-    outs, stats = llava.generate(pipe, reqs, _config(pipe))
-    single = [llava.generate(pipe, [r], _config(pipe)) for r in reqs]
+    outs, stats = pipe.generate(reqs, _config(pipe))
+    single = [pipe.generate([r], _config(pipe)) for r in reqs]
     assert outs == [o[0][0] for o in single]
     for s, (_, one) in zip(stats, single):
         assert s["visual_tokens_after"] == one[0]["visual_tokens_after"]
@@ -185,7 +185,7 @@ def test_calibrated_thresholds_on_base_crops_drive_dymu(pipe, requests, tiny_one
     from dymu_eval.thresholds import save_record
     from dymu_eval.vision.loading import load_runner
     from dymu_eval.vision.preprocess import ProcessorPreprocess
-    from dymu_eval.vlm.reduction import dymu_reduction
+    from tests.factories.reductions import dymu_reduction
 
     runner = load_runner(tiny_onevision)
     assert runner.default_layers_run == runner.num_layers == 3 and not runner.has_cls  # layer -1, no CLS
@@ -200,7 +200,7 @@ def test_calibrated_thresholds_on_base_crops_drive_dymu(pipe, requests, tiny_one
     pipe.reduction = dymu_reduction(pipe.model, pipe.runner, [str(tiny_onevision)], str(path), "low", None,
                                     "constant", vtu=True, call=ov.ENCODER_CALL)
     reqs = [requests["big"], requests["video"]]
-    _, stats = llava.generate(pipe, reqs, _config(pipe))
+    _, stats = pipe.generate(reqs, _config(pipe))
     image, video = stats
     assert image["visual_rows"] < image["visual_positions"] and image["unique_len"] < image["virtual_len"]
     assert video["visual_rows"] <= video["visual_positions"]  # pooled cells share a row only when whole cells merge
@@ -217,7 +217,7 @@ def test_loglikelihood_equals_the_unmodified_model(pipe, requests):
         reqs.append(ov.Request(ctx, req.images, req.videos, name=key))
         fulls.append(full)
         ctxs.append(ctx)
-    scores, _ = llava.loglikelihood(pipe, reqs, fulls)
+    scores, _ = pipe.loglikelihood(reqs, fulls)
     for (logp, greedy), req, ctx, full in zip(scores, reqs, ctxs, fulls):
         n_ctx = pipe._process(req, ctx)[0].numel()
         ids, inputs = pipe._process(req, full)
@@ -278,7 +278,7 @@ def test_projector_flops_count_the_merged_rows_it_runs_on(pipe, requests):
     from torch.utils.flop_counter import FlopCounterMode
 
     pipe.reduction = tome_reduction(pipe.runner, 4, None, "constant", vtu=True)
-    _, stats = llava.generate(pipe, [requests["big"], requests["video"]], _config(pipe, 2))
+    _, stats = pipe.generate([requests["big"], requests["video"]], _config(pipe, 2))
     for s in stats:
         rows = sum(s["encoder_tokens"])
         with FlopCounterMode(display=False) as counter, torch.no_grad():
