@@ -115,9 +115,9 @@ def _family_values(given: dict[str, Any], family: str) -> dict[str, Any]:
     spec = FAMILIES[family]
     foreign = sorted({a for f in FAMILIES for a in FAMILIES[f].args} - set(spec.args) & set(given))
     if foreign:
-        owners = [f for f in FAMILIES if set(foreign) & set(FAMILIES[f].args)]
-        raise ConfigError(f"model_args {', '.join(foreign)} apply to the {', '.join(owners)} family only, "
-                          f"and this checkpoint is a {family} model")
+        owners = [FAMILIES[f].title or f for f in FAMILIES if set(foreign) & set(FAMILIES[f].args)]
+        raise ConfigError(f"model_args {', '.join(foreign)} apply to {', '.join(owners)} only, "
+                          f"and this checkpoint is a {spec.title or family} model")
     return {name: arg.parse(name, given.get(name, arg.default)) for name, arg in spec.args.items()}
 
 

@@ -94,7 +94,7 @@ class FamilySpec:
     module: str
     args: Mapping[str, Arg] = field(default_factory=dict)
     features: frozenset[str] = frozenset(FEATURES)
-    description: str = ""
+    title: str = ""  # its name in messages (LLaVA-OneVision)
 
     def function(self, name: str) -> Callable[..., Any]:
         """One of the module's functions (imported on first use)."""

@@ -297,5 +297,5 @@ FAMILIES.register("llava", FamilySpec(
     suffix="llava",
     default_checkpoint=LLAVA_15,
     module=__name__,
-    description="LLaVA-1.5 (LlavaForConditionalGeneration)",
+    title="LLaVA-1.5",
 ))

@@ -622,5 +622,5 @@ FAMILIES.register("llava_onevision", FamilySpec(
                            "llava_hf; default) | single (one crop and one newline each, transformers' "
                            "multi-image mode)"),
     },
-    description="LLaVA-OneVision (LlavaOnevisionForConditionalGeneration): AnyRes images, several images, video",
+    title="LLaVA-OneVision",
 ))

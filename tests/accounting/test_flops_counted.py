@@ -133,7 +133,7 @@ def test_kv_cache_bytes_equal_the_real_cache(pipe, tiny_thresholds, method):
     _, stats = pipe.generate([req], DecodeConfig(max_new_tokens=1, eos_token_ids=[], tokenizer=pipe.tokenizer))
     prepared = pipe.prepare([req])
     cache = DynamicCache(config=pipe.decoder.config)
-    prefill(pipe.decoder, prepared.unique, prepared.layout, llava._fastv(pipe.reduction, prepared), cache)
+    prefill(pipe.decoder, prepared.unique, prepared.layout, pipe._pruning(prepared), cache)
     held = sum(layer.keys.numel() * layer.keys.element_size() + layer.values.numel() * layer.values.element_size()
                for layer in cache.layers)
     assert stats[0]["kv_cache_bytes"] == held
