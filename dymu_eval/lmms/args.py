@@ -2,8 +2,10 @@
 
 lmms-eval hands model_args over as keyword arguments after its own light parsing ("true" ->
 True, "4" -> 4, "0.5" -> 0.5) and adds ``batch_size`` (a string from the CLI), ``device`` and
-``max_batch_size``. Everything is validated here so that a typo or a contradiction fails at
-construction with a message that lists the valid arguments, instead of an hour into a run.
+``max_batch_size``. The model class tells these apart from model_args (``flags``: the ones
+lmms-eval added from its own options), so a bad value names the option the user typed.
+Everything is validated here so that a typo or a contradiction fails at construction with a
+message that lists the valid arguments, instead of an hour into a run.
 
 Which reduction arguments a method accepts, and their defaults, come from
 ``dymu_eval.vocabulary.METHOD_SPECS``; this module only types them (``_PARSERS``) and applies
@@ -75,7 +77,10 @@ VALID_ARGS: dict[str, str] = {
     "device_map": "cpu | cuda | cuda:N | auto (default cuda:<local rank> when a GPU is present, else cpu)",
     "dtype": f"{' | '.join(MODEL_DTYPES)} (default auto: the checkpoint's dtype on GPU, float32 on CPU)",
     "attn_implementation": "passed to from_pretrained (eager | sdpa ...); reduced runs use dymu-eval's own attention",
-    "batch_size": "requests per forward pass (int; requests of different lengths are padded)",
+    "ignore_fingerprint": "dymu: true uses thresholds calibrated on other weights than these (the weight "
+                          "fingerprint check is skipped with a warning; default false)",
+    "batch_size": "requests per forward pass: give it as lmms-eval's --batch_size (the lmms-eval CLI always "
+                  "passes its own; as a model_arg only through the Python API without batch_size=)",
     "max_batch_size": "accepted for lmms-eval compatibility, unused",
     "device": "accepted for lmms-eval compatibility: used as device_map when device_map is not given",
     "stats_dir": "where the per-sample stats JSONL goes (default <--output_path>/dymu_stats)",
@@ -117,6 +122,7 @@ class ModelArgs:
     max_frames_num: int | None = None  # LLaVA-OneVision only
     layout: str | None = None  # LLaVA-OneVision only
     multi_image: str | None = None  # LLaVA-OneVision only
+    ignore_fingerprint: bool = False  # dymu: thresholds of other weights are used (with a warning)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -253,8 +259,28 @@ def _onevision_values(given: dict[str, Any], model: str) -> tuple[int | None, st
     return None, None, None
 
 
-def parse_model_args(kwargs: dict[str, Any], model: str = "dymu_llava") -> ModelArgs:
-    """Check and resolve raw model_args for the lmms-eval model ``model`` (its defaults: vocabulary.MODEL_DEFAULTS)."""
+def _batch_size(given: dict[str, Any], flags: tuple[str, ...]) -> int:
+    """Requests per forward pass; a bad value names lmms-eval's --batch_size when it came from there."""
+    try:
+        return _int("batch_size", given.get("batch_size", 1), minimum=1)
+    except ConfigError:
+        if "batch_size" not in flags:
+            raise
+        raise ConfigError(f"--batch_size {given['batch_size']}: dymu-eval models need an integer >= 1 "
+                          "(not auto)") from None
+
+
+def _ignore_fingerprint(given: dict[str, Any], method: str) -> bool:
+    if "ignore_fingerprint" not in given:
+        return False
+    if method != "dymu":
+        raise ConfigError(f"model_arg ignore_fingerprint applies to method=dymu (its thresholds), not method={method}")
+    return _bool("ignore_fingerprint", given["ignore_fingerprint"])
+
+
+def parse_model_args(kwargs: dict[str, Any], model: str = "dymu_llava", flags: tuple[str, ...] = ()) -> ModelArgs:
+    """Check and resolve raw model_args for the lmms-eval model ``model`` (its defaults: vocabulary.MODEL_DEFAULTS).
+    ``flags`` names the kwargs lmms-eval added from its own options (--batch_size, --device), for messages."""
     given = _given(kwargs)
     max_frames, layout, multi_image = _onevision_values(given, model)
     method = _method(given, default_method(model))
@@ -282,10 +308,11 @@ def parse_model_args(kwargs: dict[str, Any], model: str = "dymu_llava") -> Model
         device_map=str(device_map) if device_map else None,
         dtype=_choice("dtype", given.get("dtype", AUTO_DTYPE), MODEL_DTYPES),
         attn_implementation=given.get("attn_implementation"),
-        batch_size=_int("batch_size", given.get("batch_size", 1), minimum=1),
+        batch_size=_batch_size(given, flags),
         stats_dir=given.get("stats_dir"),
         merge_order=values.get("merge_order"),
         max_frames_num=max_frames,
         layout=layout,
         multi_image=multi_image,
+        ignore_fingerprint=_ignore_fingerprint(given, method),
     )

@@ -51,16 +51,20 @@ def tome_reduction(runner: VisionRunner, r: int | None, level: str | None, sched
 
 def dymu_reduction(model: nn.Module, runner: VisionRunner, names: list[str], thresholds: str, level: str | None,
                    r: int | None, schedule: str, vtu: bool, *, merge_order: str = DEFAULT_MERGE_ORDER,
-                   call: str = "per_image") -> Reduction:
+                   call: str = "per_image", ignore_fingerprint: bool = False) -> Reduction:
     """DyMU: per-layer thresholds from the cache (a dataset key) or from a file, checked against the
     weights and against ``merge_order`` (thresholds run only in the order they were calibrated
     under). ``call`` is how the family calls its encoder (merge.Threshold: ``per_image`` for
-    LLaVA-1.5, ``batched`` for a family that encodes all crops of a request in one call)."""
+    LLaVA-1.5, ``batched`` for a family that encodes all crops of a request in one call).
+    ``ignore_fingerprint`` accepts thresholds calibrated on other weights (ThresholdRecord.validate_for warns)."""
     from ..thresholds import ThresholdCache
 
     cache = ThresholdCache()
     level = None if level in (None, CUSTOM_LEVEL) else level
     if thresholds.endswith(".json") or os.sep in thresholds or os.path.isfile(thresholds):
+        if os.path.isdir(thresholds):
+            raise ThresholdCacheError(f"thresholds={thresholds}: is a folder; give a thresholds .json file or a "
+                                      "cache key")
         if not os.path.isfile(thresholds):
             raise ThresholdCacheError(f"thresholds={thresholds}: no such file")
         record = cache.lookup(None, None, path=thresholds)
@@ -74,7 +78,7 @@ def dymu_reduction(model: nn.Module, runner: VisionRunner, names: list[str], thr
                 first_miss = first_miss or exc
         if record is None:
             raise first_miss
-    record.validate_for(model)
+    record.validate_for(model, ignore_fingerprint=ignore_fingerprint)
     if level is not None and record.level not in (None, level):
         raise ConfigError(f"thresholds file {thresholds} is for level {record.level}, but level={level} was asked")
     return Reduction("dymu", record.policy(runner.default_layers_run, call=call, merge_order=merge_order), vtu=vtu,
