@@ -7,6 +7,7 @@ import torch
 
 from dymu_eval.errors import ConfigError, ThresholdCacheError
 from dymu_eval.lmms.args import parse_model_args
+from tests.test_errors_cli import foreign_thresholds_file
 
 
 def _construct(name, args, flags):
@@ -64,24 +65,7 @@ def test_ignore_fingerprint_is_a_dymu_model_arg():
 
 @pytest.fixture
 def foreign_thresholds(tiny_llava, tmp_path):
-    """A thresholds file that fits the tiny LLaVA's tower in every way but the weight fingerprint."""
-    from dataclasses import replace
-
-    from dymu_eval.calibrate import encoder_identity
-    from dymu_eval.thresholds import ThresholdRecord, save_record
-    from dymu_eval.vision.loading import load_runner
-
-    runner = load_runner(tiny_llava)
-    identity = encoder_identity(runner, "tiny")
-    fingerprint = identity.fingerprint.rsplit(",", 1)[0] + ",9.9e+00"  # one sampled weight value differs
-    layers = runner.num_layers
-    record = ThresholdRecord(
-        encoder=replace(identity, fingerprint=fingerprint),
-        dataset={"name": "toy", "kind": "folder", "source": "/x", "num_images": 4, "fingerprint": "sha256:0"},
-        calibration={"level": "low", "r": 2, "r_per_layer": [2] * layers, "schedule": "constant"},
-        thresholds=[0.5] * layers,
-    )
-    return save_record(record, tmp_path / "foreign.json")
+    return foreign_thresholds_file(tiny_llava, tmp_path / "foreign.json")
 
 
 def test_the_fingerprint_override_works_as_the_message_says(tiny_llava, foreign_thresholds, tmp_path, caplog):
@@ -95,3 +79,11 @@ def test_the_fingerprint_override_works_as_the_message_says(tiny_llava, foreign_
     assert model.args.ignore_fingerprint and model.pipe.reduction.method == "dymu"
     assert f"thresholds {foreign_thresholds} were calibrated on other weights" in caplog.text
     assert "used anyway" in caplog.text
+
+
+def test_thresholds_naming_a_folder_says_so(tiny_llava, tmp_path):
+    (tmp_path / "hand").mkdir()
+    with pytest.raises(ThresholdCacheError) as e:
+        _construct("dymu_llava", f"pretrained={tiny_llava},thresholds={tmp_path / 'hand'},stats_dir={tmp_path}",
+                   {"batch_size": "1", "device": "cpu"})
+    assert str(e.value) == f"thresholds={tmp_path / 'hand'}: is a folder; give a thresholds .json file or a cache key"

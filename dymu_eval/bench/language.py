@@ -11,12 +11,11 @@ per-token decode time.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
-from . import add_timing_options
+from ..commands.options import write_json
+from . import add_timing_options, check_timing_options
 from ._timing import device_sync, interleaved
 
 SMOLLM2_SHAPE = {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
@@ -108,13 +107,14 @@ def _cache_bytes(cache) -> int:
 def _check(args: argparse.Namespace) -> None:
     from ..errors import ConfigError
 
-    for name in ("repeats", "image_tokens", "unique_image", "new_tokens", "fastv_k"):
+    for name in ("image_tokens", "unique_image", "new_tokens", "fastv_k"):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive")
     if not 0 < args.unique_image <= args.image_tokens:
         raise ConfigError("--unique-image must be in 1..--image-tokens")
     if not 0 < args.fastv_keep <= 1:
         raise ConfigError("--fastv-keep must be in (0, 1]")
+    check_timing_options(args)
 
 
 def _prefills(dec, head, full, rows, layout, image, args) -> dict:
@@ -250,11 +250,11 @@ def _report(args, label: str, times: dict, per_token: dict, caches: dict, flop_r
           f"VTU/HF {tok_vtu / tok_hf:.3f}, VTU/loop full {tok_vtu / tok_full:.3f} "
           "(FLOP ratio 1.000: VTU decodes over the full virtual length)")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({
+        write_json(args.json_out, {
             "model": label, "device": args.device, "threads": torch.get_num_threads(), "repeats": args.repeats,
             "virtual_tokens": n_virtual, "unique_rows": n_unique, "prefill": results,
             "kv_cache_bytes": {"full": full_cache, "vtu": vtu_cache, "ratio": vtu_cache / full_cache,
                                "unique_over_virtual": ratio_rows},
             "decode_ms_per_token": {"hf_full": 1000 * tok_hf, "loop_full": 1000 * tok_full, "vtu": 1000 * tok_vtu,
                                     "ratio_vs_hf": tok_vtu / tok_hf, "ratio_vs_loop": tok_vtu / tok_full},
-        }, indent=2) + "\n")
+        })
