@@ -138,11 +138,13 @@ def _iterate(source: ImageSource, batches: list[list[int]], preprocess: Preproce
 
 
 def _check_bad(bad: list[tuple[str, str]], skip_bad: bool, skipped: dict[str, str]) -> None:
+    """Stop at the first bad image, or (``skip_bad``) note each under its label, the reason without
+    the label the image error already starts with."""
     for label, reason in bad:
         if not skip_bad:
             raise InputImageError(f"{reason} (skip_bad=True, or --skip-bad, skips bad images and lists them "
                                   "at the end)")
-        skipped.setdefault(label, reason)
+        skipped.setdefault(label, reason.removeprefix(f"{label}: "))
 
 
 # -- calibration ------------------------------------------------------------------------------
@@ -192,13 +194,14 @@ def calibrate(runner, images: ImageSource, r_per_layer: Sequence[int], settings:
     steps = _whole_steps(len(source), s.batch_size, procs.world)
     preprocess = preprocess or FamilyPreprocess(runner.family, runner.image_size)
     torch.manual_seed(s.seed)
-    skipped: dict[str, str] = {}
+    skipped: dict[str, str] = {}  # in the calibration batches
+    skipped_in_stats: dict[str, str] = {}
     found = _find_thresholds(runner, source, r_per_layer, steps, preprocess, procs, s, skipped)
     token_stats = None
     if s.stats_images > 0:
         policy = Threshold(*dtome_settings(found.thresholds, r_per_layer), merge_order=s.merge_order, call=s.call)
         token_stats = _token_stats(runner, source, policy, preprocess, procs, min(s.stats_images, len(source)),
-                                   s, skipped)
+                                   s, skipped_in_stats)
         token_stats["call"] = s.call
     calibration = {
         "batch_size": s.batch_size, "processes": procs.world,
@@ -207,7 +210,7 @@ def calibrate(runner, images: ImageSource, r_per_layer: Sequence[int], settings:
         "schedule": s.schedule, "merge_order": s.merge_order, "preprocess": _describe(preprocess),
         "batches": found.batches,
         "images_used": found.images_used, "images_dropped": len(source) - steps * s.batch_size * procs.world,
-        "skipped": [{"image": label, "reason": reason} for label, reason in _merge_skipped(procs.gather(skipped))],
+        "skipped": _skipped_entries(procs.gather(skipped), procs.gather(skipped_in_stats)),
         "notes": source.notes,
     }
     return ThresholdRecord(
@@ -271,7 +274,9 @@ def _find_thresholds(runner, source: ImageSource, r_per_layer: list[int], steps:
         bar.set_postfix(tau=f"{(total / max(used_steps, 1)).mean().item():.4f}", skipped=len(skipped))
     bar.close()
     if used_steps == 0:
-        raise InputImageError("no calibration image could be decoded; see the skipped images above")
+        label, reason = next(iter(skipped.items()))
+        raise InputImageError(f"no calibration image could be decoded ({len(skipped)} skipped, the first "
+                              f"{label}: {reason})")
     mean = (total / used_steps).tolist()
     thresholds: list[float | None] = [None] * runner.num_layers
     for i in range(layers_run):
@@ -285,12 +290,21 @@ def _describe(preprocess: Preprocess) -> str:
     return describe() if callable(describe) else type(preprocess).__name__
 
 
-def _merge_skipped(per_rank: list[dict[str, str]]) -> list[tuple[str, str]]:
+def _merge_skipped(per_rank: list[dict[str, str]]) -> dict[str, str]:
     merged: dict[str, str] = {}
     for part in per_rank:
         for label, reason in part.items():
             merged.setdefault(label, reason)
-    return sorted(merged.items())
+    return merged
+
+
+def _skipped_entries(in_batches: list[dict[str, str]], in_stats: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The record's ``skipped`` list (every process's): each bad image once, with where it was met,
+    ``calibration`` (its batch ran short) or ``token statistics`` (only there, e.g. a trailing image
+    that calibration had dropped already)."""
+    stages = {label: (reason, "token statistics") for label, reason in _merge_skipped(in_stats).items()}
+    stages.update({label: (reason, "calibration") for label, reason in _merge_skipped(in_batches).items()})
+    return [{"image": label, "reason": reason, "stage": stage} for label, (reason, stage) in sorted(stages.items())]
 
 
 def _token_stats(runner, source: ImageSource, policy: Threshold, preprocess: Preprocess, procs: Processes,

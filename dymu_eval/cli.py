@@ -28,13 +28,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The shell's status for a command ended by SIGINT (128 + 2).
+INTERRUPTED = 130
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one sub-command: a DymuError is one line and status 2, Ctrl-C one line and status 130."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except DymuError as exc:
         print(f"dymu-eval {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"dymu-eval {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

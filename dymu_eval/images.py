@@ -223,14 +223,17 @@ class ImageSource:
         return self.keys[index]
 
     def head(self, count: int | None) -> "ImageSource":
-        """The first ``count`` images (all when None), same loader and identity."""
-        if count is None or count >= len(self.keys):
+        """The first ``count`` images (all when None, or when there are fewer: a note says so), same
+        loader and identity."""
+        if count is None or count == len(self.keys):
             return self
         if count <= 0:
             raise ConfigError(f"num_images must be positive, got {count}")
         clone = copy.copy(self)
         clone.keys = self.keys[:count]
-        clone.notes = self.notes + [f"first {count} of {len(self.keys)} images used"]
+        used = (f"first {count} of {len(self.keys)} images used" if count < len(self.keys)
+                else f"{count} images asked for, but {self.location} has {len(self.keys)}: all {len(self.keys)} used")
+        clone.notes = self.notes + [used]
         return clone
 
     def fingerprint(self) -> str:

@@ -30,6 +30,7 @@ refuse to replace an existing file unless asked.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -42,6 +43,8 @@ from typing import Any, Sequence
 from . import __version__
 from .errors import ConfigError, ThresholdCacheError
 from .vocabulary import DEFAULT_MERGE_ORDER, DEFAULT_SCHEDULE
+
+_log = logging.getLogger(__name__)
 
 FORMAT = "dymu-eval-thresholds"
 FORMAT_VERSION = 1
@@ -201,17 +204,22 @@ class ThresholdRecord:
                     f"thresholds {where} are for {enc.name} with {name}={expected} but this vision model has "
                     f"{name}={value}; calibrate thresholds for this encoder with `dymu-eval calibrate`"
                 )
-        if enc.fingerprint is None or ignore_fingerprint:
+        if enc.fingerprint is None:
             return
         now = encoder_fingerprint(adapter.model)
-        if not fingerprints_match(enc.fingerprint, now):
-            raise ThresholdCacheError(
-                f"thresholds {where} were calibrated on other weights than this vision model "
-                f"(file: {enc.name}, fingerprint {enc.fingerprint[:24]}...; model: {now[:24]}...). Calibrate for "
-                f"these weights with `{self._calibrate_hint()}`"
-                ", or, if the weights are known to be equivalent, override the check "
-                "(ignore_fingerprint=True / --ignore-fingerprint)"
-            )
+        if fingerprints_match(enc.fingerprint, now):
+            return
+        if ignore_fingerprint:
+            _log.warning("thresholds %s were calibrated on other weights than this vision model (file: %s); "
+                         "used anyway because the fingerprint check is off (ignore_fingerprint)", where, enc.name)
+            return
+        raise ThresholdCacheError(
+            f"thresholds {where} were calibrated on other weights than this vision model "
+            f"(file: {enc.name}, fingerprint {enc.fingerprint[:24]}...; model: {now[:24]}...). Calibrate for "
+            f"these weights with `{self._calibrate_hint()}`"
+            ", or, if the weights are known to be equivalent, turn the check off: --ignore-fingerprint "
+            "(dymu-eval tokens, thresholds compare) or the model_arg ignore_fingerprint=true (lmms-eval)"
+        )
 
 
 def dtome_settings(thresholds: Sequence[float | None], r_per_layer: Sequence[int]) -> tuple[list[float], list[int]]:
@@ -327,6 +335,8 @@ def load_record(path: str | os.PathLike) -> ThresholdRecord:
     """Read and validate one thresholds file; every problem is a ThresholdCacheError naming it."""
     path = Path(path)
     hint = "fix or delete the file, or recreate it with `dymu-eval calibrate ... --overwrite`"
+    if path.is_dir():
+        raise ThresholdCacheError(f"thresholds file {path} is a folder; give a thresholds .json file")
     if not path.is_file():
         raise ThresholdCacheError(f"thresholds file {path} not found")
     try:
@@ -383,15 +393,25 @@ def load_record(path: str | os.PathLike) -> ThresholdRecord:
     )
 
 
+def _umask() -> int:
+    """This process's umask (reading it means setting it; it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_record(record: ThresholdRecord, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write ``record`` atomically; refuse to replace an existing file unless ``overwrite``."""
     path = Path(path)
+    if path.is_dir():
+        raise ThresholdCacheError(f"{path} is a folder; give the thresholds file's name (e.g. {path / 'name.json'})")
     if path.exists() and not overwrite:
         raise ThresholdCacheError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     text = record.dumps()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from a shared cache's other users
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()

@@ -18,10 +18,22 @@ BENCHMARKS = ("encoder", "language")
 def add_timing_options(p: argparse.ArgumentParser, repeats: int = 7) -> None:
     """Options every benchmark shares: interleaved repeats, warm-up, threads, device, JSON output."""
     p.add_argument("--repeats", type=int, default=repeats)
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs of every variant first (default 1)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--json", dest="json_out", help="also write the numbers to this JSON file")
+
+
+def check_timing_options(args: argparse.Namespace) -> None:
+    """The shared options checked before anything loads (one line naming the flag); ``args.device``
+    becomes the checked device."""
+    from ..commands.options import check_at_least, check_output_file, resolve_device
+
+    check_at_least("--repeats", args.repeats, 1)
+    check_at_least("--warmup", args.warmup, 0)
+    check_at_least("--threads", args.threads, 1)
+    check_output_file("--json", args.json_out)
+    args.device = resolve_device(args.device)
 
 
 def available() -> dict[str, ModuleType]:

@@ -8,12 +8,11 @@ found with BatchTopK on the same photos). Default: real DINOv2-S/14 weights, 336
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-from pathlib import Path
 
+from ..commands.options import write_json
 from ..vocabulary import DEFAULT_LEVEL, LEVELS
-from . import add_timing_options
+from . import add_timing_options, check_timing_options
 from ._timing import device_sync, interleaved
 
 
@@ -49,9 +48,10 @@ def run(args: argparse.Namespace) -> int:
     from ..vision.preprocess import ImageTransform
     from ..vision.runner import run_counts
 
-    for name in ("batch_size", "image_size", "repeats"):
+    for name in ("batch_size", "image_size"):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+    check_timing_options(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.encoder:
@@ -116,10 +116,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{k:28s} {1000 * med:10.1f} {1000 * min(times[k]):9.1f} {med / base:7.3f} {flop_ratio[k]:10.3f} "
               f"{tokens[k]:11.1f}")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({
+        write_json(args.json_out, {
             "encoder": runner.encoder_key, "batch_size": args.batch_size, "image_size": args.image_size,
             "device": args.device, "threads": torch.get_num_threads(), "repeats": args.repeats,
             "level": args.level, "r_per_layer": r_per_layer, "photos": names, "results": rows,
             "encoder_gflops_unmerged": full_flops / 1e9,
-        }, indent=2) + "\n")
+        })
     return 0

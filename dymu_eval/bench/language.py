@@ -11,12 +11,11 @@ per-token decode time.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
-from . import add_timing_options
+from ..commands.options import write_json
+from . import add_timing_options, check_timing_options
 from ._timing import device_sync, interleaved
 
 SMOLLM2_SHAPE = {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
@@ -86,17 +85,17 @@ def _request(model, tok, args):
 
 def _flop_ratios(config, keys: list[str], n_text: int, args, n_unique_image: int) -> dict[str, float]:
     """Analytic prefill FLOPs of each variant over the full sequence's (same order as ``keys``)."""
-    from ..accounting import TransformerShape, prefill_flops, prefill_plan
+    from ..accounting import CutCount, TransformerShape, prefill_flops, prefill_plan
 
     shape = TransformerShape.from_config(config)
     n_img, kept = args.image_tokens, round(args.image_tokens * args.fastv_keep)
-    plans = [prefill_plan(shape.layers, n_text, n_img, n_img, True),
-             prefill_plan(shape.layers, n_text, n_img, n_img, True),
-             prefill_plan(shape.layers, n_text, n_unique_image, n_img, True),
-             prefill_plan(shape.layers, n_text, n_unique_image, n_img, False),
-             prefill_plan(shape.layers, n_text, n_img, n_img, False, args.fastv_k, kept)]
-    ranking = [0, 0, 0, 0, n_text + n_img]
-    flops = [prefill_flops(shape, p, 1, r).total for p, r in zip(plans, ranking)]
+    fastv = [CutCount(args.fastv_k, kept, kept, True)]
+    runs = [(prefill_plan(shape.layers, n_text, n_img, n_img, True), ()),
+            (prefill_plan(shape.layers, n_text, n_img, n_img, True), ()),
+            (prefill_plan(shape.layers, n_text, n_unique_image, n_img, True), ()),
+            (prefill_plan(shape.layers, n_text, n_unique_image, n_img, False), ()),
+            (prefill_plan(shape.layers, n_text, n_img, n_img, False, fastv), fastv)]
+    flops = [prefill_flops(shape, plan, 1, cuts).total for plan, cuts in runs]
     return {k: f / flops[0] for k, f in zip(keys, flops)}
 
 
@@ -108,13 +107,14 @@ def _cache_bytes(cache) -> int:
 def _check(args: argparse.Namespace) -> None:
     from ..errors import ConfigError
 
-    for name in ("repeats", "image_tokens", "unique_image", "new_tokens", "fastv_k"):
+    for name in ("image_tokens", "unique_image", "new_tokens", "fastv_k"):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive")
     if not 0 < args.unique_image <= args.image_tokens:
         raise ConfigError("--unique-image must be in 1..--image-tokens")
     if not 0 < args.fastv_keep <= 1:
         raise ConfigError("--fastv-keep must be in (0, 1]")
+    check_timing_options(args)
 
 
 def _prefills(dec, head, full, rows, layout, image, args) -> dict:
@@ -122,7 +122,7 @@ def _prefills(dec, head, full, rows, layout, image, args) -> dict:
     The loop variants return their KV cache."""
     from transformers import DynamicCache
 
-    from ..language import FastV, VirtualLayout, prefill
+    from ..language import FastV, Pruning, VirtualLayout, prefill
     from ..language.attention import use_dymu_attention
 
     identity = VirtualLayout.identity([full.shape[1]])
@@ -147,7 +147,7 @@ def _prefills(dec, head, full, rows, layout, image, args) -> dict:
         f"VTU, {args.unique_image} unique image rows": loop_prefill(rows, layout),
         "w/o VTU (unique rows only)": loop_prefill(rows, consecutive),
         f"FastV K={args.fastv_k}, keep {args.fastv_keep:.0%}": loop_prefill(
-            full, identity, FastV(args.fastv_k, 1.0 - args.fastv_keep, image)),
+            full, identity, Pruning(FastV(args.fastv_k, 1.0 - args.fastv_keep), image)),
     }
 
 
@@ -250,11 +250,11 @@ def _report(args, label: str, times: dict, per_token: dict, caches: dict, flop_r
           f"VTU/HF {tok_vtu / tok_hf:.3f}, VTU/loop full {tok_vtu / tok_full:.3f} "
           "(FLOP ratio 1.000: VTU decodes over the full virtual length)")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({
+        write_json(args.json_out, {
             "model": label, "device": args.device, "threads": torch.get_num_threads(), "repeats": args.repeats,
             "virtual_tokens": n_virtual, "unique_rows": n_unique, "prefill": results,
             "kv_cache_bytes": {"full": full_cache, "vtu": vtu_cache, "ratio": vtu_cache / full_cache,
                                "unique_over_virtual": ratio_rows},
             "decode_ms_per_token": {"hf_full": 1000 * tok_hf, "loop_full": 1000 * tok_full, "vtu": 1000 * tok_vtu,
                                     "ratio_vs_hf": tok_vtu / tok_hf, "ratio_vs_loop": tok_vtu / tok_full},
-        }, indent=2) + "\n")
+        })

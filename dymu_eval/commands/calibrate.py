@@ -25,7 +25,13 @@ from ..vocabulary import (
     MERGE_ORDERS,
     SCHEDULES,
 )
-from .options import add_runtime_options, resolve_device
+from .options import (
+    add_runtime_options,
+    check_at_least,
+    check_output_file,
+    encoder_call_for,
+    resolve_device,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,11 +62,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--merge-order", default=DEFAULT_MERGE_ORDER, choices=MERGE_ORDERS,
                    help="token order after each merge: the official code's (default) or original position; "
                         "recorded in the file, and DToMe always runs these thresholds in it")
-    p.add_argument("--encoder-call", default=ENCODER_CALLS[0], choices=ENCODER_CALLS,
-                   help="how the VLM calls the encoder, for the token statistics: one image per call "
-                        "(LLaVA-1.5, default) or all crops of a request at once (LLaVA-OneVision)")
+    p.add_argument("--encoder-call", choices=ENCODER_CALLS,
+                   help="how the VLM calls the encoder, for the token statistics (recorded with them): one image "
+                        "per call (LLaVA-1.5) or all crops of a request at once (LLaVA-OneVision); default: the "
+                        "checkpoint's family (a bare vision model: per_image)")
     p.add_argument("--batch-size", type=int, required=True, help="images per batch per process")
-    p.add_argument("--num-images", type=int, help="use the first N images of the source")
+    p.add_argument("--num-images", type=int, help="use the first N images of the source (all when it has fewer; "
+                   "the report says so)")
     p.add_argument("--out", help="output file (default: <user cache>/thresholds/<key>.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--skip-bad", action="store_true",
@@ -111,6 +119,48 @@ def _maybe_init_distributed() -> bool:
     return True
 
 
+def check_numbers(args: argparse.Namespace) -> None:
+    """Every count the options give, before anything loads (one line naming the flag)."""
+    for flag, value, minimum in (("--r", args.r, 0), ("--batch-size", args.batch_size, 1),
+                                 ("--num-images", args.num_images, 1), ("--stats-images", args.stats_images, 0),
+                                 ("--workers", args.workers, 0), ("--max-image-pixels", args.max_image_pixels, 1)):
+        check_at_least(flag, value, minimum)
+
+
+def check_merges(amount: str, r_per_layer: list[int], runner, schedule: str) -> None:
+    """ConfigError naming ``amount`` (``--r N``, ``--level L``) when the schedule merges more tokens in a
+    layer than half of those left there (the most one bipartite matching can merge): past that every
+    threshold would be 0 and every image would end as a token or two."""
+    patches, protected = runner.num_patches(), int(runner.has_cls)
+    layer = _first_overfull_layer(r_per_layer[:runner.default_layers_run], patches, protected)
+    if layer is None:
+        return
+    largest = 0
+    while _first_overfull_layer(_schedule_of(largest + 1, runner, schedule), patches, protected) is None:
+        largest += 1
+    raise ConfigError(
+        f"{amount}: the {schedule} schedule merges {r_per_layer[layer]} tokens in layer {layer}, more than a "
+        f"bipartite matching can merge among the tokens left there ({patches} patches at {runner.image_size} px); "
+        f"the largest --r this encoder allows is {largest}"
+    )
+
+
+def _schedule_of(r: int, runner, schedule: str) -> list[int]:
+    from ..merge import merges_per_layer
+
+    return merges_per_layer(r, runner.num_layers, schedule)[:runner.default_layers_run]
+
+
+def _first_overfull_layer(r_per_layer: list[int], patches: int, protected: int) -> int | None:
+    """The first layer whose merges exceed half of the tokens left (protected tokens never merge)."""
+    n = patches + protected
+    for i, r in enumerate(r_per_layer):
+        if r > (n - protected) // 2:
+            return i
+        n -= r
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -120,10 +170,9 @@ def run(args: argparse.Namespace) -> int:
     from ..vision.loading import load_runner
     from ..vision.preprocess import preprocess_for
 
+    check_numbers(args)
     if args.max_image_pixels is not None:
         os.environ["DYMU_EVAL_MAX_IMAGE_PIXELS"] = str(args.max_image_pixels)
-    if args.r is not None and args.r < 0:
-        raise ConfigError(f"--r must be >= 0, got {args.r}")
     level = args.level if args.r is None else None
     if args.r is None and level is None:
         level = DEFAULT_LEVEL
@@ -136,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
         cache = ThresholdCache()
         key = record_key(name, args.dataset, args.schedule, level, args.r, args.merge_order)
         out = Path(args.out) if args.out else cache.write_dir / f"{key}.json"
+        check_output_file("--out" if args.out else "the cache file", out)
         if out.exists() and not args.overwrite:
             raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
         source = _image_source(args)
@@ -144,10 +194,13 @@ def run(args: argparse.Namespace) -> int:
         preprocess = preprocess_for(args.encoder, runner)
         r = args.r if args.r is not None else runner.r_for_level(level)
         r_per_layer = merges_per_layer(r, runner.num_layers, args.schedule)
+        check_merges(f"--r {r}" if args.r is not None else f"--level {level} (r={r})", r_per_layer, runner,
+                     args.schedule)
         settings = CalibrationSettings(
             batch_size=args.batch_size, num_images=args.num_images, schedule=args.schedule, level=level, r=r,
             seed=args.seed, skip_bad=args.skip_bad, stats_images=args.stats_images, workers=args.workers,
-            progress=not args.no_progress, merge_order=args.merge_order, call=args.encoder_call,
+            progress=not args.no_progress, merge_order=args.merge_order,
+            call=args.encoder_call or encoder_call_for(args.encoder),
         )
         record = calibrate(runner, source, r_per_layer, settings, preprocess=preprocess, encoder_name=name)
         if rank == 0:
@@ -163,10 +216,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _report(record, path: Path, source) -> None:
     cal = record.calibration
+    short = cal["batches"] * cal["batch_size"] - cal["images_used"]  # bad images skipped inside the batches
+    in_batches = f" ({short} bad image(s) skipped in them)" if short else ""
     print(f"wrote {path}")
     print(f"  key {record.key} (merge order {record.merge_order}); {cal['images_used']} images in {cal['batches']} "
-          f"batches of {cal['batch_size']} on {cal['processes']} process(es); {cal['images_dropped']} trailing images "
-          "dropped (partial batch)")
+          f"batches of {cal['batch_size']}{in_batches} on {cal['processes']} process(es); {cal['images_dropped']} "
+          "trailing images dropped (partial batch)")
     shown = ", ".join("-" if t is None else f"{t:.4f}" for t in record.thresholds)
     print(f"  thresholds per layer: {shown}")
     stats = record.token_stats
@@ -178,4 +233,5 @@ def _report(record, path: Path, source) -> None:
     if cal["skipped"]:
         print(f"  skipped {len(cal['skipped'])} bad image(s):", file=sys.stderr)
         for item in cal["skipped"]:
-            print(f"    {item['image']}: {item['reason']}", file=sys.stderr)
+            where = " (token statistics only)" if item.get("stage") == "token statistics" else ""
+            print(f"    {item['image']}{where}: {item['reason']}", file=sys.stderr)

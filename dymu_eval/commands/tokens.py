@@ -3,7 +3,6 @@ and (with --maps) a PNG per image showing which patches merged."""
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,15 @@ from ..vocabulary import (
     MERGE_ORDERS,
     SCHEDULES,
 )
-from .options import add_runtime_options, resolve_device
+from .options import (
+    add_runtime_options,
+    check_at_least,
+    check_output_file,
+    check_output_folder,
+    encoder_call_for,
+    resolve_device,
+    write_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,14 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     how = p.add_mutually_exclusive_group()
     how.add_argument("--level", choices=LEVELS, help="reduction level (merges per layer for this encoder)")
     how.add_argument("--r", type=int, help="merges per layer")
-    p.add_argument("--thresholds", help="JSON file with a 'thresholds' list (one per encoder layer): DToMe")
+    p.add_argument("--thresholds", help="DToMe with a dymu-eval thresholds file (written by `dymu-eval calibrate`; "
+                   "see `dymu-eval thresholds list` for the cache), instead of --level/--r")
+    p.add_argument("--ignore-fingerprint", action="store_true",
+                   help="use --thresholds even if they were calibrated on other weights (logs a warning)")
     p.add_argument("--schedule", default=DEFAULT_SCHEDULE, choices=SCHEDULES)
     p.add_argument("--merge-order", choices=MERGE_ORDERS,
                    help="token order after each merge (default: reference for ToMe; for DToMe the order the "
                         "thresholds were calibrated under, which must match when given)")
-    p.add_argument("--encoder-call", default=ENCODER_CALLS[0], choices=ENCODER_CALLS,
-                   help="DToMe: follow the reference's one-image-per-call path (LLaVA-1.5, default) or its "
-                        "all-crops-in-one-call path (LLaVA-OneVision)")
+    p.add_argument("--encoder-call", choices=ENCODER_CALLS,
+                   help="DToMe: follow the reference's one-image-per-call path (LLaVA-1.5) or its "
+                        "all-crops-in-one-call path (LLaVA-OneVision); default: the checkpoint's family "
+                        "(a bare vision model: per_image)")
     p.add_argument("--json", required=True, dest="json_out", help="output JSON file")
     p.add_argument("--maps", help="folder for PNG merge maps, one per image")
     p.add_argument("--batch-size", type=int, default=8)
@@ -50,30 +61,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad numbers, contradictions and unwritable outputs before anything loads."""
+    if args.thresholds and (args.level or args.r is not None):
+        given = f"--level {args.level}" if args.level else f"--r {args.r}"
+        raise ConfigError(f"{given} and --thresholds contradict each other: --thresholds runs DToMe with the file's "
+                          "thresholds, --level/--r run ToMe; give one")
+    if args.ignore_fingerprint and not args.thresholds:
+        raise ConfigError("--ignore-fingerprint applies to --thresholds only")
+    check_at_least("--r", args.r, 0)
+    check_at_least("--batch-size", args.batch_size, 1)
+    check_at_least("--image-size", args.image_size, 1)
+    check_at_least("--layers-run", args.layers_run, 1)
+    check_output_file("--json", args.json_out)
+    check_output_folder("--maps", args.maps)
+
+
+def check_runner(args: argparse.Namespace, runner) -> None:
+    """The options that depend on the encoder: an image size of at least one patch, a layer count it has."""
+    patch = runner.adapter.patch_size
+    if args.image_size is not None and args.image_size < patch:
+        raise ConfigError(f"--image-size {args.image_size}: smaller than one {patch}-pixel patch of this encoder")
+    if args.layers_run is not None and args.layers_run > runner.num_layers:
+        raise ConfigError(f"--layers-run {args.layers_run}: this encoder has {runner.num_layers} blocks")
+
+
 def build_policy(args: argparse.Namespace, runner) -> tuple[Any, dict[str, Any]]:
     """The merging policy the options ask for, and a description for the JSON."""
     from ..merge import NoMerge, TopR, merges_per_layer
 
     size = args.image_size or runner.image_size
-    r = None
-    if args.level:
-        r = runner.r_for_level(args.level, size)
-    elif args.r is not None:
-        if args.r < 0:
-            raise ConfigError(f"--r must be >= 0, got {args.r}")
-        r = args.r
+    r = runner.r_for_level(args.level, size) if args.level else args.r
     r_per_layer = merges_per_layer(r, runner.num_layers, args.schedule) if r is not None else None
     info: dict[str, Any] = {"level": args.level, "r": r, "schedule": args.schedule, "r_per_layer": r_per_layer}
     if args.thresholds:
         from ..thresholds import load_record
 
         record = load_record(args.thresholds)
-        record.validate_for(runner.model)
-        policy = record.policy(runner.default_layers_run, call=args.encoder_call, merge_order=args.merge_order)
+        record.validate_for(runner.model, ignore_fingerprint=args.ignore_fingerprint)
+        call = args.encoder_call or encoder_call_for(args.encoder)
+        policy = record.policy(runner.default_layers_run, call=call, merge_order=args.merge_order)
         info.update(
             method="dtome",
             merge_order=policy.merge_order,
-            encoder_call=args.encoder_call,
+            encoder_call=call,
             thresholds_file=str(args.thresholds),
             thresholds=record.thresholds,
             r_per_layer=record.r_per_layer,
@@ -91,24 +122,31 @@ def _image_source(folder: str):
     return FolderImages(folder)
 
 
+def _load_runner(args: argparse.Namespace):
+    """The encoder's runner, running ``--layers-run`` blocks when given (checked against the encoder)."""
+    from ..vision.loading import load_runner
+
+    runner = load_runner(args.encoder, device=resolve_device(args.device))
+    check_runner(args, runner)
+    if args.layers_run is not None:
+        runner.default_layers_run = args.layers_run
+    return runner
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..vision.loading import load_runner
     from ..vision.maps import merge_map
     from ..vision.preprocess import ImageTransform
 
-    if args.batch_size <= 0:
-        raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
+    check_args(args)
     source = _image_source(args.images)
-    runner = load_runner(args.encoder, device=resolve_device(args.device), layers_run=args.layers_run)
+    runner = _load_runner(args)
     policy, info = build_policy(args, runner)
     size = args.image_size or runner.image_size
     transform = ImageTransform.for_encoder(runner.family, size, args.encoder)
     grid = runner.adapter.grid(size, size)
     maps_dir = Path(args.maps) if args.maps else None
-    if maps_dir:
-        maps_dir.mkdir(parents=True, exist_ok=True)
     per_image: list[dict[str, Any]] = []
     indices = list(range(len(source)))
     batches = [indices[i : i + args.batch_size] for i in range(0, len(indices), args.batch_size)]
@@ -130,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
             }
             if maps_dir:
                 name = source.keys[i].replace("/", "__").rsplit(".", 1)[0] + ".png"
+                maps_dir.mkdir(parents=True, exist_ok=True)  # made with its first map: a failed run leaves no empty one
                 merge_map(crops[j], out.patch_groups(j), grid).save(maps_dir / name)
                 entry["map"] = name  # in maps_folder
             per_image.append(entry)
@@ -154,9 +193,7 @@ def run(args: argparse.Namespace) -> int:
         },
         "images": per_image,
     }
-    out_path = Path(args.json_out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    out_path = write_json(args.json_out, result)
     s = result["summary"]
     print(
         f"{s['images']} images, visual tokens {s['mean_visual_tokens']:.1f} ± {s['std_visual_tokens']:.1f} "

@@ -3,7 +3,10 @@
 Each file is streamed into a temporary file in the target folder, checked (length against
 Content-Length, sha256 against the expected hash) and only then moved into place with
 ``os.replace``, so a partial or mismatched file is never left under its final name.
-Existing files whose hash verifies are skipped, which makes a re-run resume.
+Existing files whose hash verifies are skipped, which makes a re-run resume. Every file,
+the temporary ones included, stays directly inside the output folder: a name that is not a
+plain file name, or that resolves elsewhere (a symlink), is refused before any work. Items
+without a hash are fetched unchecked and their outcomes say ``verified: false``.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ class Outcome:
     sha256: str | None
     path: str
     status: str  # downloaded | cached | failed
+    verified: bool = False  # the file's sha256 was checked against the list (never for items without one)
     attempts: int = 0
     bytes: int = 0
     error: str | None = None
@@ -100,22 +104,23 @@ def _fetch_once(item: Item, target: Path, timeout: float, max_seconds: float) ->
 
 def fetch_one(item: Item, out_dir: Path, timeout: float = 15.0, retries: int = 3, backoff: float = 0.5,
               max_seconds: float = 120.0) -> Outcome:
-    """Fetch one item with retries (exponential backoff); never raises, the outcome says what happened."""
-    target = out_dir / item.name
+    """Fetch one item with retries (exponential backoff). A failed download does not raise (the
+    outcome says what happened); only a name that would lie outside ``out_dir`` does."""
+    target = target_path(out_dir, item.name)
     outcome = Outcome(item.url, item.sha256, str(target), "failed")
     if target.exists():
-        if item.sha256 and sha256_file(target) == item.sha256.lower():
+        if not item.sha256:  # nothing to check it against: kept, and reported as unverified
             outcome.status, outcome.bytes = "cached", target.stat().st_size
             return outcome
-        if not item.sha256:
-            outcome.status, outcome.bytes = "cached", target.stat().st_size
+        if sha256_file(target) == item.sha256.lower():
+            outcome.status, outcome.verified, outcome.bytes = "cached", True, target.stat().st_size
             return outcome
         target.unlink()  # a mismatched file under the final name is never kept
     for attempt in range(1, retries + 2):
         outcome.attempts = attempt
         try:
             outcome.bytes = _fetch_once(item, target, timeout, max_seconds)
-            outcome.status, outcome.error = "downloaded", None
+            outcome.status, outcome.verified, outcome.error = "downloaded", bool(item.sha256), None
             return outcome
         except _Permanent as exc:
             outcome.error = str(exc)
@@ -127,14 +132,39 @@ def fetch_one(item: Item, out_dir: Path, timeout: float = 15.0, retries: int = 3
     return outcome
 
 
+def target_path(out_dir: Path, name: str) -> Path:
+    """``out_dir / name``, refused unless it is a plain file name that resolves directly inside ``out_dir``."""
+    target = out_dir / name
+    if name in ("", ".", "..") or Path(name).name != name or target.resolve().parent != out_dir.resolve():
+        raise ConfigError(f"fetch list: file name {name!r} would lie outside the output folder {out_dir}")
+    return target
+
+
+def check_out_dir(out_dir: Path, flag: str = "--out") -> None:
+    """Refuse an output folder that exists as something else, before any work."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{flag} {out_dir}: is a file, not a folder")
+
+
+def prepare_out_dir(out_dir: Path, flag: str = "--out") -> None:
+    """Create the output folder, or say in one line why it cannot be one."""
+    check_out_dir(out_dir, flag)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{flag} {out_dir}: cannot create the folder ({exc.strerror or exc})") from exc
+
+
 def fetch_all(items: list[Item], out_dir: Path, workers: int = 8, progress: bool = True,
               **kwargs: float) -> list[Outcome]:
     """Fetch every item with a thread pool; outcomes are returned in the order of ``items``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     names = [i.name for i in items]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ConfigError(f"fetch list names the same file more than once: {', '.join(repeated[:5])}")
+    for name in names:
+        target_path(out_dir, name)
+    prepare_out_dir(out_dir)
     results: dict[int, Outcome] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {pool.submit(fetch_one, item, out_dir, **kwargs): i for i, item in enumerate(items)}
@@ -147,5 +177,8 @@ def fetch_all(items: list[Item], out_dir: Path, workers: int = 8, progress: bool
 
 
 def summarise(outcomes: list[Outcome], source: str) -> dict:
+    """Counts per status, plus ``unverified``: files present (downloaded or kept) whose hash was never checked."""
     counts = {s: sum(o.status == s for o in outcomes) for s in ("downloaded", "cached", "failed")}
-    return {"source": source, "requested": len(outcomes), **counts, "items": [asdict(o) for o in outcomes]}
+    unverified = sum(o.status != "failed" and not o.verified for o in outcomes)
+    return {"source": source, "requested": len(outcomes), **counts, "unverified": unverified,
+            "items": [asdict(o) for o in outcomes]}

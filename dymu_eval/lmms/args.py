@@ -31,7 +31,8 @@ COMMON_ARGS: dict[str, str] = {
     "device_map": "cpu | cuda | cuda:N | auto (default cuda:<local rank> when a GPU is present, else cpu)",
     "dtype": f"{' | '.join(MODEL_DTYPES)} (default auto: the checkpoint's dtype on GPU, float32 on CPU)",
     "attn_implementation": "passed to from_pretrained (eager | sdpa ...); reduced runs use dymu-eval's own attention",
-    "batch_size": "requests per forward pass (int; requests of different lengths are padded)",
+    "batch_size": "requests per forward pass: give it as lmms-eval's --batch_size (the lmms-eval CLI always "
+                  "passes its own; as a model_arg only through the Python API without batch_size=)",
     "max_batch_size": "accepted for lmms-eval compatibility, unused",
     "device": "accepted for lmms-eval compatibility: used as device_map when device_map is not given",
     "stats_dir": "where the per-sample stats JSONL goes (default <--output_path>/dymu_stats)",
@@ -128,8 +129,21 @@ def _level(method: str, values: dict[str, Any]) -> str:
     return BASELINE if method == BASELINE else CUSTOM_LEVEL
 
 
-def parse_model_args(kwargs: dict[str, Any], model: str = "dymu_llava", family: str | None = None) -> ModelArgs:
-    """Check and resolve raw model_args for the lmms-eval model ``model``; ``family`` is the
+def _batch_size(given: dict[str, Any], flags: tuple[str, ...]) -> int:
+    """Requests per forward pass; a bad value names lmms-eval's --batch_size when it came from there."""
+    try:
+        return p.integer("batch_size", given.get("batch_size", 1), minimum=1)
+    except ConfigError:
+        if "batch_size" not in flags:
+            raise
+        raise ConfigError(f"--batch_size {given['batch_size']}: dymu-eval models need an integer >= 1 "
+                          "(not auto)") from None
+
+
+def parse_model_args(kwargs: dict[str, Any], model: str = "dymu_llava", flags: tuple[str, ...] = (),
+                     family: str | None = None) -> ModelArgs:
+    """Check and resolve raw model_args for the lmms-eval model ``model``; ``flags`` names the kwargs
+    lmms-eval added from its own options (--batch_size, --device), for messages; ``family`` is the
     checkpoint's (default: the model name's)."""
     given = _given(kwargs)
     preset_method, preset_family = model_preset(model)
@@ -146,7 +160,7 @@ def parse_model_args(kwargs: dict[str, Any], model: str = "dymu_llava", family: 
         device_map=str(device_map) if device_map else None,
         dtype=p.choice(MODEL_DTYPES)("dtype", given.get("dtype", AUTO_DTYPE)),
         attn_implementation=given.get("attn_implementation"),
-        batch_size=p.integer("batch_size", given.get("batch_size", 1), minimum=1),
+        batch_size=_batch_size(given, flags),
         stats_dir=given.get("stats_dir"),
         method_args={k: v for k, v in values.items() if k != "level"},
         family_args=family_values,

@@ -34,8 +34,21 @@ from .names import GENERIC_FAMILY, class_name, model_of_class, model_preset
 from .stats import StatsWriter, new_run_stamp, stats_dir, throughput_metrics
 
 
-def _device_map(args: ModelArgs, accelerator: Accelerator) -> str:
-    """One full model per process: cuda:<local rank> on GPUs, cpu otherwise."""
+# The kwarg under which create_from_arg_string hands the names of the kwargs lmms-eval added from
+# its own options (--batch_size, --device, --max_batch_size) to the constructor.
+LMMS_FLAGS = "_lmms_eval_flags"
+
+
+def _device_option(kwargs: dict[str, Any], flags: tuple[str, ...]) -> str:
+    """How the user asked for the device, for messages: ``device_map=``, lmms-eval's ``--device``, or ``device=``."""
+    if not kwargs.get("device_map") and kwargs.get("device"):
+        return "--device " if "device" in flags else "device="
+    return "device_map="
+
+
+def _device_map(args: ModelArgs, accelerator: Accelerator, option: str = "device_map=") -> str:
+    """One full model per process: cuda:<local rank> on GPUs, cpu otherwise. ``option`` is how the
+    user gave the device (``_device_option``), named in the message when no GPU is there."""
     wanted = args.device_map
     local = int(os.environ.get("LOCAL_RANK", accelerator.local_process_index))
     if wanted is None:
@@ -47,7 +60,7 @@ def _device_map(args: ModelArgs, accelerator: Accelerator) -> str:
         if wanted == "cuda":
             return f"cuda:{local}"
     if wanted.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device_map={wanted} but no CUDA device is available; use device_map=cpu")
+        raise ConfigError(f"{option}{wanted} but no CUDA device is available; use {option}cpu")
     return wanted
 
 
@@ -103,15 +116,31 @@ class DymuModel(lmms):
     is_simple = True
     MODEL_ID = "dymu_llava"
 
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> DymuModel:
+        """lmms-eval's own construction (``--model_args`` plus its --batch_size, --device and
+        --max_batch_size), keeping the two apart: a model_arg that lmms-eval also passes is refused
+        in one line (its default would crash as "got multiple values"), and the constructor learns
+        which values came from lmms-eval's options, so their messages name those options."""
+        args = lmms_utils.simple_parse_args_string(arg_string)
+        flags = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        clash = sorted(set(args) & set(flags))
+        if clash:
+            name = clash[0]
+            raise ConfigError(f"model_arg {name}={args[name]}: lmms-eval passes its own --{name}; "
+                              f"use --{name} instead of {name}= in --model_args")
+        return cls(**args, **flags, **{LMMS_FLAGS: tuple(flags)})
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
+        flags = tuple(kwargs.pop(LMMS_FLAGS, ()))
         _, preset_family = model_preset(self.MODEL_ID)
         pretrained = kwargs.get("pretrained") or FAMILIES[preset_family].default_checkpoint
         family = checkpoint_family(str(pretrained), self.MODEL_ID)
-        self.args = parse_model_args(kwargs, self.MODEL_ID, family)
+        self.args = parse_model_args(kwargs, self.MODEL_ID, flags, family)
         self.family = FAMILIES[family]
         accelerator = Accelerator()
-        device_map = _device_map(self.args, accelerator)
+        device_map = _device_map(self.args, accelerator, _device_option(kwargs, flags))
         self.pipe = self.family.function("load_pipeline")(self.args.pretrained, device_map, self.args.dtype,
                                                           self.args.attn_implementation, self.args.family_args)
         values = {**self.args.method_args, "level": self.args.level}

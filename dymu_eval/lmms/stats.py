@@ -4,6 +4,11 @@ Location: ``<--output_path>/dymu_stats/<run_stamp>_rank<k>.jsonl`` (the ``stats_
 overrides the folder). lmms-eval does not tell a model where its outputs go, so the folder
 comes from the command line the process was started with (``--output_path``); without it
 (e.g. the Python API) the files go to ``./dymu_stats`` and a warning says so.
+
+Each row also records the run's ``--model_args`` as typed, which lmms-eval copies into its
+results file (``config.model_args``), so ``dymu-eval tables`` pairs a stats file with its
+results by content, not by file times. Rows are appended one whole line per write, so a
+killed run leaves at most a cut-off last line, never a broken line in the middle.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ FIELDS = (
     "task", "doc_id", "request", "model", "method", "level", "r", "thresholds", "schedule", "merge_order", "vtu",
     "fastv_k", "fastv_ratio", "keep", "seed", "pool_factor", "dominant", "contextual", "pretrained",
     "visual_tokens_before", "visual_tokens_after", "unique_len", "virtual_len",
-    "encoder_ms", "prefill_ms", "decode_ms", "new_tokens", "image_bytes_per_pixel", "run_stamp", "rank",
+    "encoder_ms", "prefill_ms", "decode_ms", "new_tokens", "image_bytes_per_pixel", "run_stamp", "rank", "model_args",
     # efficiency accounting (definitions in dymu_eval.accounting, docs/plugin.md)
     "encoder_rows", "llm_rows", "virtual_positions", "layer_avg_rows", "flop_equiv_tokens",
     "encoder_flops", "projector_flops", "prefill_flops", "prefill_attn_flops", "decode_flops", "total_flops",
@@ -55,15 +60,25 @@ def throughput_metrics(row: dict[str, Any]) -> dict[str, float]:
     return {key: float(row[field]) * scale for key, (field, scale) in wanted.items() if row.get(field) is not None}
 
 
-def output_path_from_argv(argv: Sequence[str] | None = None) -> str | None:
-    """The value of ``--output_path`` in an lmms-eval command line, if any."""
+def _argv_value(flag: str, argv: Sequence[str] | None = None) -> str | None:
+    """The value of ``flag`` (``--flag V`` or ``--flag=V``) in a command line, if any."""
     argv = list(sys.argv if argv is None else argv)
     for i, arg in enumerate(argv):
-        if arg == "--output_path" and i + 1 < len(argv):
+        if arg == flag and i + 1 < len(argv):
             return argv[i + 1]
-        if arg.startswith("--output_path="):
+        if arg.startswith(f"{flag}="):
             return arg.split("=", 1)[1]
     return None
+
+
+def output_path_from_argv(argv: Sequence[str] | None = None) -> str | None:
+    """The value of ``--output_path`` in an lmms-eval command line, if any."""
+    return _argv_value("--output_path", argv)
+
+
+def model_args_from_argv(argv: Sequence[str] | None = None) -> str | None:
+    """``--model_args`` as typed on the lmms-eval command line: the results file's ``config.model_args``."""
+    return _argv_value("--model_args", argv)
 
 
 def stats_dir(explicit: str | None, argv: Sequence[str] | None = None) -> tuple[Path, bool]:
@@ -95,13 +110,7 @@ def new_run_stamp(argv: Sequence[str] | None = None) -> str:
 
     import pytz
 
-    argv = list(sys.argv if argv is None else argv)
-    tz = "Asia/Singapore"
-    for i, arg in enumerate(argv):
-        if arg == "--timezone" and i + 1 < len(argv):
-            tz = argv[i + 1]
-        elif arg.startswith("--timezone="):
-            tz = arg.split("=", 1)[1]
+    tz = _argv_value("--timezone", argv) or "Asia/Singapore"
     pid, started = _launcher()
     try:
         zone = pytz.timezone(tz)
@@ -114,16 +123,34 @@ def new_run_stamp(argv: Sequence[str] | None = None) -> str:
 class StatsWriter:
     """Appends one JSON object per request to ``<folder>/<run_stamp>_rank<k>.jsonl``."""
 
-    def __init__(self, folder: Path, run_stamp: str, rank: int, constant: dict[str, Any]):
+    def __init__(self, folder: Path, run_stamp: str, rank: int, constant: dict[str, Any],
+                 argv: Sequence[str] | None = None):
         self.path = Path(folder) / f"{run_stamp}_rank{rank}.jsonl"
-        self.constant = {**constant, "run_stamp": run_stamp, "rank": rank}
+        self.constant = {**constant, "run_stamp": run_stamp, "rank": rank, "model_args": model_args_from_argv(argv)}
+
+    def line(self, row: dict[str, Any]) -> bytes:
+        """One row as a JSON line: every field of FIELDS in order, then the family's optional ones."""
+        full = {**self.constant, **row}
+        extra = {k: full[k] for k in OPTIONAL_FIELDS if k in full}
+        return (json.dumps({**{k: full.get(k) for k in FIELDS}, **extra}) + "\n").encode("utf-8")
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Append ``rows``, each with its own unbuffered write of one whole line (a kill mid-batch
+        loses whole rows, and can cut at most the one line being written)."""
         if not rows:
             return
+        lines = [self.line(row) for row in rows]  # serialise first: a bad row writes nothing
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            for row in rows:
-                full = {**self.constant, **row}
-                extra = {k: full[k] for k in OPTIONAL_FIELDS if k in full}
-                f.write(json.dumps({**{k: full.get(k) for k in FIELDS}, **extra}) + "\n")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            for data in lines:
+                _write_whole(fd, data)
+        finally:
+            os.close(fd)
+
+
+def _write_whole(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is out (a regular file takes it in one call)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -18,6 +18,9 @@ def _record(context: Any, thresholds: str, level: str | None, values: dict[str, 
 
     cache = ThresholdCache()
     if thresholds.endswith(".json") or os.sep in thresholds or os.path.isfile(thresholds):
+        if os.path.isdir(thresholds):
+            raise ThresholdCacheError(f"thresholds={thresholds}: is a folder; give a thresholds .json file or a "
+                                      "cache key")
         if not os.path.isfile(thresholds):
             raise ThresholdCacheError(f"thresholds={thresholds}: no such file")
         return cache.lookup(None, None, path=thresholds)
@@ -38,7 +41,7 @@ def build(context: Any, values: dict[str, Any]):
     level = level_of(values)
     thresholds = values["thresholds"]
     record = _record(context, thresholds, level, values)
-    record.validate_for(context.model)
+    record.validate_for(context.model, ignore_fingerprint=bool(values["ignore_fingerprint"]))
     if level is not None and record.level not in (None, level):
         raise ConfigError(f"thresholds file {thresholds} is for level {record.level}, but level={level} was asked")
     policy = record.policy(context.runner.default_layers_run, call=context.encoder_call,
@@ -54,7 +57,10 @@ METHODS.register("dymu", MethodSpec(
     args={**merge_args(True, "merges per layer: selects the threshold entry calibrated with this r"),
           "thresholds": Arg(DEFAULT_THRESHOLDS, parse.text,
                             "DyMU thresholds: cache key (calibration dataset name) or a JSON file "
-                            f"(default {DEFAULT_THRESHOLDS})")},
+                            f"(default {DEFAULT_THRESHOLDS})"),
+          "ignore_fingerprint": Arg(False, parse.boolean,
+                                    "true uses thresholds calibrated on other weights than these (the weight "
+                                    "fingerprint check is skipped with a warning; default false)")},
     check=check_amount("dymu", DEFAULT_LEVEL),
     amount=level_or_r,
     needs=frozenset({"merge", "vtu"}),

@@ -95,6 +95,7 @@ class FamilySpec:
     args: Mapping[str, Arg] = field(default_factory=dict)
     features: frozenset[str] = frozenset(FEATURES)
     title: str = ""  # its name in messages (LLaVA-OneVision)
+    encoder_call: str = "per_image"  # how its reference calls the encoder (merge.Threshold ``call``)
 
     def function(self, name: str) -> Callable[..., Any]:
         """One of the module's functions (imported on first use)."""

@@ -202,7 +202,7 @@ def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
 
 
 def finalize(model: str, family: str, fields_: dict[str, str | None]) -> RunConfig:
-    """Fill the defaults the plugin applies (vocabulary.METHOD_SPECS: schedule, VTU)."""
+    """Fill the defaults the plugin applies (the method's registered defaults: schedule, VTU)."""
     method = fields_.get("method") or method_label(BASELINE)
     spec = _by_label(method)
     args = spec.args if spec is not None else {}

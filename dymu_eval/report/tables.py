@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .benchmarks import Column, columns_for_task
-from .runs import Collection, MeasuredRun
+from .runs import INCOMPLETE_MARK, Collection, MeasuredRun
 
 DECIMALS = 2
 KEY_COLUMNS = ["run", "method", "level", "threshold_data", "schedule", "vtu", "model"]
@@ -100,7 +100,8 @@ def build_family_table(family: str, runs: list[MeasuredRun]) -> FamilyTable:
     records = []
     for run, cols in zip(runs, all_cols):
         rec: dict[str, object] = {
-            "run": run.config.label(), "method": run.config.method, "level": run.config.level,
+            "run": run.config.label() + (f" {INCOMPLETE_MARK}" if run.incomplete() else ""),
+            "method": run.config.method, "level": run.config.level,
             "threshold_data": run.config.threshold_data, "schedule": run.config.schedule,
             "vtu": run.config.vtu, "model": run.config.model,
         }
@@ -125,6 +126,8 @@ def build_family_table(family: str, runs: list[MeasuredRun]) -> FamilyTable:
     num_cols = benchmarks + TOKEN_COLUMNS + SUMMARY_COLUMNS + EFFICIENCY_COLUMNS
     df[num_cols] = df[num_cols].astype(float).round(DECIMALS)
     notes = _notes(avg_over, benchmarks, len(base) > 0, df)
+    notes += [f"{INCOMPLETE_MARK}: {msg}; its token and efficiency columns cover only those samples."
+              for run in runs for msg in run.incomplete()]
     stages = full[["run", "method"] + STAGE_COLUMNS + ["first_token_tflops"]].copy()
     return FamilyTable(family=family, measured=df, benchmarks=benchmarks, avg_over=avg_over, notes=notes,
                        stages=stages)

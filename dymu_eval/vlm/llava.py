@@ -297,5 +297,6 @@ FAMILIES.register("llava", FamilySpec(
     suffix="llava",
     default_checkpoint=LLAVA_15,
     module=__name__,
+    encoder_call=ENCODER_CALL,
     title="LLaVA-1.5",
 ))

@@ -611,6 +611,7 @@ FAMILIES.register("llava_onevision", FamilySpec(
     suffix="llava_onevision",
     default_checkpoint=ONEVISION_7B,
     module=__name__,
+    encoder_call=ENCODER_CALL,
     args={
         "max_frames_num": Arg(MAX_FRAMES, parse.positive_int,
                               f"frames sampled uniformly per video, as lmms-eval's llava_hf (default {MAX_FRAMES})"),

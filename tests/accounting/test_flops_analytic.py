@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dymu_eval.accounting import (
+    CutCount,
     LayerRun,
     RequestCounts,
     VlmShape,
@@ -125,10 +126,10 @@ def test_vtu_prefill_attention_stays_at_virtual_length():
 
 def test_fastv_prefill_and_layer_averaged_rows():
     text, nv, k, kept = 40, 576, 2, 144
-    plan = prefill_plan(32, text, nv, nv, False, fastv_k=k, kept_visual=kept)
+    plan = prefill_plan(32, text, nv, nv, False, [CutCount(k, kept, kept, True)])
     assert plan[1] == LayerRun(text + nv, text + nv, text + nv) and plan[2] == LayerRun(text + kept, text + kept,
                                                                                          text + kept)
-    fields = efficiency_fields(LLAVA, RequestCounts(text, nv, nv, False, fastv_k=k, kept_visual=kept), 2)
+    fields = efficiency_fields(LLAVA, RequestCounts(text, nv, nv, False, cuts=[CutCount(k, kept, kept, True)]), 2)
     assert fields["layer_avg_rows"] == pytest.approx((2 * 576 + 30 * 144) / 32)  # "128 tokens" style average
     assert fields["llm_rows"] == nv and fields["kv_cache_bytes"] < fields["kv_full_bytes"]
 

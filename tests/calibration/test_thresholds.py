@@ -120,8 +120,40 @@ def test_validate_for_other_weights_says_what_to_do():
     with pytest.raises(ThresholdCacheError, match="other weights") as info:
         rec.validate_for(other)
     assert "dymu-eval calibrate --encoder tiny-clip" in str(info.value)
-    assert "ignore_fingerprint" in str(info.value)
+    # both overrides, spelled as the commands and lmms-eval take them
+    assert "--ignore-fingerprint (dymu-eval tokens, thresholds compare)" in str(info.value)
+    assert "model_arg ignore_fingerprint=true (lmms-eval)" in str(info.value)
     rec.validate_for(other, ignore_fingerprint=True)
+
+
+def test_the_fingerprint_override_warns_only_when_it_overrides(caplog):
+    model = build_tiny("clip", seed=0)
+    rec = make_record(model)
+    with caplog.at_level("WARNING", logger="dymu_eval.thresholds"):
+        rec.validate_for(model, ignore_fingerprint=True)
+        assert caplog.text == ""
+        rec.validate_for(build_tiny("clip", seed=1), ignore_fingerprint=True)
+    assert "calibrated on other weights" in caplog.text and "used anyway" in caplog.text
+
+
+def test_a_folder_is_named_as_a_folder(tmp_path):
+    (tmp_path / "t.json").mkdir()
+    with pytest.raises(ThresholdCacheError, match=r"t.json is a folder; give a thresholds .json file"):
+        load_record(tmp_path / "t.json")
+    with pytest.raises(ThresholdCacheError, match=r"t.json is a folder; give the thresholds file's name"):
+        save_record(make_record(), tmp_path / "t.json", overwrite=True)
+    assert list((tmp_path / "t.json").iterdir()) == []
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        path = save_record(make_record(), tmp_path / "a.json")
+        again = save_record(make_record(), path, overwrite=True)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode and again.stat().st_mode & 0o777 == mode
 
 
 def test_validate_for_layer_count_and_family_shape():
