@@ -59,7 +59,7 @@ def test_ignore_fingerprint_is_a_dymu_model_arg():
     assert parse_model_args({"pretrained": "x", "ignore_fingerprint": "true"}).ignore_fingerprint is True
     with pytest.raises(ConfigError, match="ignore_fingerprint='maybe' must be true or false"):
         parse_model_args({"pretrained": "x", "ignore_fingerprint": "maybe"})
-    with pytest.raises(ConfigError, match="ignore_fingerprint applies to method=dymu"):
+    with pytest.raises(ConfigError, match="ignore_fingerprint do not apply to method=tome"):
         parse_model_args({"pretrained": "x", "r": 4, "ignore_fingerprint": True}, model="tome_llava")
 
 

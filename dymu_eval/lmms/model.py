@@ -33,7 +33,6 @@ from .args import ModelArgs, parse_model_args
 from .names import GENERIC_FAMILY, class_name, model_of_class, model_preset
 from .stats import StatsWriter, new_run_stamp, stats_dir, throughput_metrics
 
-
 # The kwarg under which create_from_arg_string hands the names of the kwargs lmms-eval added from
 # its own options (--batch_size, --device, --max_batch_size) to the constructor.
 LMMS_FLAGS = "_lmms_eval_flags"
@@ -66,7 +65,8 @@ def _device_map(args: ModelArgs, accelerator: Accelerator, option: str = "device
 
 def checkpoint_family(pretrained: str, model: str) -> str:
     """The family serving ``pretrained``: by its config's model_type for the ``llava`` names, else the
-    name's own family (whose loader refuses another architecture with its own message)."""
+    name's own family (whose loader refuses another architecture with its own message). An unreadable
+    config leaves the name's family, whose loader then says so, after the model_args are checked."""
     _, family = model_preset(model)
     if family != GENERIC_FAMILY:
         return family
@@ -74,8 +74,8 @@ def checkpoint_family(pretrained: str, model: str) -> str:
 
     try:
         model_type = getattr(AutoConfig.from_pretrained(pretrained), "model_type", None)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"pretrained={pretrained}: cannot read a model config ({exc})") from exc
+    except (OSError, ValueError):
+        return family
     for name in FAMILIES:
         if model_type in FAMILIES[name].model_types:
             return name

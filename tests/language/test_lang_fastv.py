@@ -6,7 +6,16 @@ import torch
 from transformers import DynamicCache
 
 from dymu_eval.errors import ConfigError
-from dymu_eval.language import DecodeConfig, FastV, Pruning, VirtualLayout, generate, loglikelihood, prefill, prefill_logits
+from dymu_eval.language import (
+    DecodeConfig,
+    FastV,
+    Pruning,
+    VirtualLayout,
+    generate,
+    loglikelihood,
+    prefill,
+    prefill_logits,
+)
 from dymu_eval.language.attention import use_dymu_attention
 from tests.language.lang_helpers import parts, random_layout, unique_rows
 
