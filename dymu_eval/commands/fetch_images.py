@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
+from .options import check_at_least, check_output_folder
 
 DATASETS = ("pixmo_cap",)
 
@@ -40,24 +41,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _check_numbers(args: argparse.Namespace) -> None:
-    """Refuse values that would silently mean something else (no try at all, a zero pool, no wait)."""
-    for flag, value, least in (("--retries", args.retries, 0), ("--workers", args.workers, 1),
-                               ("--backoff", args.backoff, 0)):
-        if value < least:
-            raise ConfigError(f"{flag} {value:g}: must be >= {least}")
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse values that would silently mean something else (no try at all, a zero pool, no wait)
+    and an --out that cannot be a folder, before the list is read."""
+    check_output_folder("--out", args.out)
+    check_at_least("--retries", args.retries, 0)
+    check_at_least("--workers", args.workers, 1)
+    check_at_least("--backoff", args.backoff, 0)
     for flag, value in (("--timeout", args.timeout), ("--max-seconds", args.max_seconds)):
         if not value > 0:
-            raise ConfigError(f"{flag} {value:g}: must be > 0")
+            raise ConfigError(f"{flag} must be > 0, got {value:g}")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..fetch.download import check_out_dir, fetch_all, summarise
+    from ..fetch.download import fetch_all, summarise
     from ..fetch.pixmo import HUB_ID, load_items
 
-    _check_numbers(args)
+    _check_args(args)
     out = Path(args.out)
-    check_out_dir(out)
     items = load_items(args.source, args.num, allow_local_files=args.allow_local_files,
                        allow_unverified=args.allow_unverified)
     outcomes = fetch_all(items, out, workers=args.workers, progress=not args.no_progress, timeout=args.timeout,

@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="add the paper's reported rows (in their own section) or not")
     p.add_argument("--reference-backbone", default=None,
                    help="reference rows to show when the checkpoint name does not say (e.g. llava-1.5-7b)")
-    p.add_argument("--allow-failed", action="store_true", help="skip failed runs with a warning instead of stopping")
+    p.add_argument("--allow-failed", action="store_true",
+                   help="skip failed runs, and keep runs whose per-sample stats miss samples (marked "
+                        "[incomplete stats]), with a warning instead of stopping")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.set_defaults(func=run)
 
@@ -27,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..report.build import make_report
     from ..report.render import to_markdown
+    from .options import check_output_folder
 
+    check_output_folder("--out", args.out)
     report = make_report(args.run_dirs, args.out, [f.strip() for f in args.format.split(",") if f.strip()],
                          reference=args.reference, reference_backbone=args.reference_backbone,
                          allow_failed=args.allow_failed, plots=not args.no_plots)

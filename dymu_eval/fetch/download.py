@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
 import time
 import urllib.error
 import urllib.request
@@ -64,8 +64,9 @@ def sha256_file(path: Path) -> str:
 def _fetch_once(item: Item, target: Path, timeout: float, max_seconds: float) -> int:
     """One attempt: stream to a temp file, verify, move into place. Returns the byte count."""
     req = urllib.request.Request(item.url, headers={"User-Agent": USER_AGENT})
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    # 0o666 less the umask, like any file the user writes (mkstemp's 0600 would hide a shared image folder)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         start = time.monotonic()
         h = hashlib.sha256()
@@ -140,19 +141,12 @@ def target_path(out_dir: Path, name: str) -> Path:
     return target
 
 
-def check_out_dir(out_dir: Path, flag: str = "--out") -> None:
-    """Refuse an output folder that exists as something else, before any work."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"{flag} {out_dir}: is a file, not a folder")
-
-
-def prepare_out_dir(out_dir: Path, flag: str = "--out") -> None:
+def prepare_out_dir(out_dir: Path) -> None:
     """Create the output folder, or say in one line why it cannot be one."""
-    check_out_dir(out_dir, flag)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{flag} {out_dir}: cannot create the folder ({exc.strerror or exc})") from exc
+    except OSError as exc:  # FileExistsError: a file of that name
+        raise ConfigError(f"output folder {out_dir}: cannot create it ({exc.strerror or exc})") from exc
 
 
 def fetch_all(items: list[Item], out_dir: Path, workers: int = 8, progress: bool = True,

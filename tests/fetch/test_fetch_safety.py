@@ -28,6 +28,12 @@ def _fetch(listing: Path, out: Path, *extra: str) -> int:
                      "--no-progress", "--retries", "0", "--timeout", "1", *extra])
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _one_error_line(capsys: pytest.CaptureFixture) -> str:
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
@@ -111,6 +117,7 @@ def test_a_row_without_a_hash_needs_allow_unverified_and_is_never_counted_verifi
         assert by_name[f"{SHA}.png"]["verified"] is True  # upper-case hash accepted, file named lower-case
         assert by_name["image_000001.png"]["verified"] is False
         assert (out / "image_000001.png").read_bytes() == BODY
+        assert (out / f"{SHA}.png").stat().st_mode & 0o044 == 0o044 & ~_umask()  # readable as the umask allows
 
 
 def test_out_that_is_a_file_and_bad_numbers_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -118,13 +125,16 @@ def test_out_that_is_a_file_and_bad_numbers_are_one_line(tmp_path: Path, capsys:
     not_a_folder = tmp_path / "notes.txt"
     not_a_folder.write_text("mine")
     assert _fetch(listing, not_a_folder) == 2
-    assert f"--out {not_a_folder}: is a file, not a folder" in _one_error_line(capsys)
+    assert f"--out {not_a_folder}: is a file; give a folder" in _one_error_line(capsys)
     assert not_a_folder.read_text() == "mine"
+    with pytest.raises(ConfigError, match=f"output folder {not_a_folder}: cannot create it"):
+        fetch_all([Item("http://example.invalid/x.jpg", SHA, f"{SHA}.jpg")], not_a_folder, progress=False)
     out = tmp_path / "out"
-    for flags, needle in [(["--retries", "-1"], "--retries -1: must be >= 0"),
-                          (["--workers", "0"], "--workers 0: must be >= 1"),
-                          (["--timeout", "0"], "--timeout 0: must be > 0"),
-                          (["--max-seconds", "-5"], "--max-seconds -5: must be > 0")]:
+    for flags, needle in [(["--retries", "-1"], "--retries must be >= 0, got -1"),
+                          (["--workers", "0"], "--workers must be >= 1, got 0"),
+                          (["--backoff", "-1"], "--backoff must be >= 0, got -1"),
+                          (["--timeout", "0"], "--timeout must be > 0, got 0"),
+                          (["--max-seconds", "-5"], "--max-seconds must be > 0, got -5")]:
         assert _fetch(listing, out, *flags) == 2
         assert needle in _one_error_line(capsys)
     assert not out.exists()
