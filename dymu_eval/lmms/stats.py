@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-# Fields every row carries, in this order (documented in docs/plugin.md).
+# Fields every row carries, in this order (documented in docs/plugin.md). The method's own model_args
+# (its registered arguments: r, fastv_k, keep, ...), the family's and a pruner's stages follow them.
 FIELDS = (
-    "task", "doc_id", "request", "model", "method", "level", "r", "thresholds", "schedule", "merge_order", "vtu",
-    "fastv_k", "fastv_ratio", "keep", "seed", "pool_factor", "dominant", "contextual", "pretrained",
+    "task", "doc_id", "request", "model", "family", "method", "level", "vtu", "pretrained",
     "visual_tokens_before", "visual_tokens_after", "unique_len", "virtual_len",
     "encoder_ms", "prefill_ms", "decode_ms", "new_tokens", "image_bytes_per_pixel", "run_stamp", "rank", "model_args",
     # efficiency accounting (definitions in dymu_eval.accounting, docs/plugin.md)
@@ -129,10 +129,12 @@ class StatsWriter:
         self.constant = {**constant, "run_stamp": run_stamp, "rank": rank, "model_args": model_args_from_argv(argv)}
 
     def line(self, row: dict[str, Any]) -> bytes:
-        """One row as a JSON line: every field of FIELDS in order, then the family's optional ones."""
+        """One row as a JSON line: every field of FIELDS in order, then the family's optional ones, then
+        everything else the row carries (the method's and family's arguments, a pruner's stages)."""
         full = {**self.constant, **row}
         extra = {k: full[k] for k in OPTIONAL_FIELDS if k in full}
-        return (json.dumps({**{k: full.get(k) for k in FIELDS}, **extra}) + "\n").encode("utf-8")
+        rest = {k: v for k, v in full.items() if k not in FIELDS and k not in extra}
+        return (json.dumps({**{k: full.get(k) for k in FIELDS}, **extra, **rest}) + "\n").encode("utf-8")
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         """Append ``rows``, each with its own unbuffered write of one whole line (a kill mid-batch
