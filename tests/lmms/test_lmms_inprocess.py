@@ -61,9 +61,11 @@ def _responses(results):
 
 
 def test_simple_variant_equals_llava_hf_simple(evaluate, tiny_llava, tmp_path):
-    ours = evaluate("dymu_llava", f"pretrained={tiny_llava},level=none,device_map=cpu,stats_dir={tmp_path}",
-                    force_simple=True)
-    ref = evaluate("llava_hf", f"pretrained={tiny_llava},device_map=cpu", force_simple=True)
+    """Both in float64, where two computations that agree in mathematics cannot pick different greedy
+    tokens (rounding there is ~1e-13 of a logit, far below any top-2 gap)."""
+    ours = evaluate("dymu_llava", f"pretrained={tiny_llava},level=none,device_map=cpu,dtype=float64,"
+                    f"stats_dir={tmp_path}", force_simple=True)
+    ref = evaluate("llava_hf", f"pretrained={tiny_llava},device_map=cpu,dtype=float64", force_simple=True)
     assert ours["config"]["model_backend"] == "dymu_eval.lmms.model.DymuLlava (simple)"
     assert _responses(ours) == _responses(ref)
 

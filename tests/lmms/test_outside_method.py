@@ -35,7 +35,8 @@ def test_outside_method_runs_through_stock_lmms_eval_and_tables(installed, tiny_
     env = _env(lmms_env, installed)
     out = tmp_path / "out"
     args = f"pretrained={tiny_llava},method=keep_half,device_map=cpu"
-    proc = run_lmms(["--model", "dymu_llava", "--model_args", args, "--device", "cpu", "--output_path", str(out), "--limit", "2", "--tasks", "dymu_offline"], env)
+    proc = run_lmms(["--model", "dymu_llava", "--model_args", args, "--device", "cpu", "--output_path", str(out),
+                     "--limit", "2", "--tasks", "dymu_offline"], env)
     assert out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     read_run(out)
     rows = read_stats(out)
