@@ -13,6 +13,7 @@ Torch-free on purpose: ``report/`` labels runs with these specs, and a spec's bu
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -60,6 +61,7 @@ class MethodSpec:
     display: Callable[[str], str] | None = None
     needs: frozenset[str] = frozenset()
     level_args: tuple[str, ...] = ()  # args recorded as the run's level (ToMe/DyMU: level or r)
+    table_order: int = 100  # where tables list the method's rows (baseline 0; built-ins 10..60; ties: by name)
     threshold_arg: str | None = None  # the argument naming calibration data (a table column)
     model_name: bool = True  # gets its own lmms-eval model names (<name>_llava, <name>_llava_onevision, ...)
 
@@ -116,13 +118,16 @@ def resolve(target: str | Callable[..., Any]) -> Callable[..., Any]:
 
 
 class Registry(Mapping[str, Any]):
-    """Name -> spec, in registration order (tables sort methods that way). Entry points of ``group``
-    and the built-in modules ``builtins`` load lazily, on the first read."""
+    """Name -> spec. Iterates in ``order`` (name, spec) -> key, else in registration order. Entry
+    points of ``group`` and the built-in modules ``builtins`` load lazily, on the first read."""
 
-    def __init__(self, kind: str, group: str, builtins: tuple[str, ...]):
+    def __init__(self, kind: str, group: str, builtins: tuple[str, ...] | str,
+                 order: Callable[[str, Any], Any] | None = None):
+        """``builtins``: modules to import first, or a package whose every module is imported."""
         self.kind = kind
         self.group = group
         self._builtins = builtins
+        self._order = order
         self._specs: dict[str, Any] = {}
         self._loaded = False
         self._loading = False
@@ -143,7 +148,7 @@ class Registry(Mapping[str, Any]):
             return
         self._loading = True
         try:
-            for module in self._builtins:
+            for module in _modules(self._builtins):
                 importlib.import_module(module)
             for ep in metadata.entry_points(group=self.group):
                 try:
@@ -170,14 +175,24 @@ class Registry(Mapping[str, Any]):
 
     def __iter__(self) -> Iterator[str]:
         self._load()
-        return iter(list(self._specs))
+        names = list(self._specs)
+        if self._order is not None:
+            names.sort(key=lambda n: self._order(n, self._specs[n]))
+        return iter(names)
 
     def __len__(self) -> int:
         self._load()
         return len(self._specs)
 
 
-_BUILTIN_METHODS = tuple(f"dymu_eval.methods.{m}" for m in
-                         ("baseline", "dymu", "tome", "fastv", "random_keep", "pool", "visionzip"))
-METHODS = Registry("method", METHOD_ENTRY_POINTS, _BUILTIN_METHODS)
+def _modules(builtins: tuple[str, ...] | str) -> list[str]:
+    if not isinstance(builtins, str):
+        return list(builtins)
+    package = importlib.import_module(builtins)
+    return [f"{builtins}.{m.name}" for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")]
+
+
+# methods iterate in table order (the baseline first), then by name
+METHODS = Registry("method", METHOD_ENTRY_POINTS, "dymu_eval.methods.builtin",
+                   order=lambda name, spec: (spec.table_order, name))
 FAMILIES = Registry("family", FAMILY_ENTRY_POINTS, ("dymu_eval.vlm.llava", "dymu_eval.vlm.llava_onevision"))

@@ -163,9 +163,3 @@ def smollm2():
         return model, AutoTokenizer.from_pretrained(f)
 
     return _load_checked(folder, source, build, load, _text_probe)
-
-
-def smollm2_dir() -> Path:
-    """The cached SmolLM2 folder (built if needed), for code that wants a path, not a model."""
-    smollm2()
-    return assets_root() / "smollm2-135m-instruct"

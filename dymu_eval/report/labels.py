@@ -100,7 +100,7 @@ def _display(amount: str) -> str:
 
 
 def _method_order(label: str) -> int:
-    """Registration order (the baseline first); other models last."""
+    """The registry's table order (the baseline first); other models last."""
     labels = [METHODS[m].label for m in METHODS]
     return labels.index(label) if label in labels else len(labels)
 

@@ -105,7 +105,3 @@ def reported_rows(reference: pd.DataFrame, backbone: str, avg_over: list[str]) -
     num = value_cols + ["avg"]
     rows[num] = rows[num].astype(float).round(DECIMALS)
     return rows.reset_index(drop=True)
-
-
-def backbones(reference: pd.DataFrame) -> list[str]:
-    return sorted(reference["backbone"].unique())

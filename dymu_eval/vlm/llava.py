@@ -17,13 +17,12 @@ from PIL import Image
 
 from ..accounting import RequestCounts
 from ..errors import ConfigError, InputImageError
-from ..language.layout import VirtualLayout
 from ..methods import FAMILIES, FamilySpec
 from ..vision import EncoderOutput
 from ..vocabulary import LLAVA_15
 from .checkpoint import load_checkpoint
 from .efficiency import image_counts
-from .pipeline import PipelineBase, Prepared, pack_batch
+from .pipeline import PipelineBase, Prepared, RequestRows
 from .reduction import Reduction
 
 IMAGE_TOKEN = "<image>"
@@ -164,47 +163,30 @@ class LlavaPipeline(PipelineBase):
         enc, enc_ms = (None, 0.0)
         if pix:
             enc, enc_ms = self.encode(torch.cat(pix, 0))
-        rows, maps, visual, positions, stats, counts = [], [], [], [], [], []
+        built, stats, counts = [], [], []
         img = 0
         for req, input_ids, n_img in zip(requests, ids, n_imgs):
             enc_counts, enc_matched = image_counts(enc, self.reduction.policy, img, n_img)
             selected = ([enc.num_tokens(i) for i in range(img, img + n_img)]  # rows a selection kept per image
                         if self.reduction.selector is not None and n_img else None)
-            r, m, v, p, before, img = self._sequence(req, input_ids, enc, img)
-            n_vis = int(v.sum())
-            counts.append(RequestCounts(text_rows=int(r.shape[0]) - n_vis, visual_rows=n_vis, visual_positions=before,
+            one, img = self._sequence(req, input_ids, enc, img)
+            counts.append(RequestCounts(text_rows=int(one.rows.shape[0]) - one.visual_rows,
+                                        visual_rows=one.visual_rows, visual_positions=one.visual_positions,
                                         vtu=self.reduction.vtu, encoder_counts=enc_counts,
                                         encoder_matched=enc_matched, selected=selected))
-            rows.append(r)
-            maps.append(m)
-            visual.append(v)
-            positions.append(p)
+            built.append(one)
             stats.append({
-                "visual_tokens_before": before,
-                "visual_tokens_after": int(v.sum()),
+                "visual_tokens_before": one.visual_positions,
+                "visual_tokens_after": one.visual_rows,
                 "encoder_ms": enc_ms * n_img / max(1, sum(n_imgs)),
                 "image_bytes_per_pixel": jpeg_bytes_per_pixel(req.images),
             })
-        lengths = [r.shape[0] for r in rows]
-        if self.reduction.vtu:
-            dropped = [req.name for req, m in zip(requests, maps) if bool((m < 0).any())]
-            if dropped:
-                raise ConfigError(f"{dropped[0]}: method={self.reduction.method} drops visual tokens, so some "
-                                  "positions have no row to stand for them; VTU cannot apply (use vtu=false)")
-            layout = VirtualLayout.from_mappings(maps, lengths, device=self.device)
-            masks = [input_ids == self.image_token_id for input_ids in ids]
-        elif self.reduction.original_positions:  # kept rows at their own positions, gaps where tokens went
-            layout = VirtualLayout.from_mappings([torch.arange(n) for n in lengths], lengths, positions=positions,
-                                                 device=self.device)
-            masks = visual
-        else:  # the paper's "w/o VTU": the unique rows alone, at consecutive positions
-            layout = VirtualLayout.consecutive(lengths, device=self.device)
-            masks = visual
-        return pack_batch(rows, masks, lengths, layout, ids, stats, counts, memory, self.dtype, self.device)
+        masks = [input_ids == self.image_token_id for input_ids in ids]
+        return self.finish_batch(requests, built, masks, ids, stats, counts, memory)
 
-    def _sequence(self, req: Request, input_ids: torch.Tensor, enc: EncoderOutput | None, img: int):
-        """Unique rows (U, D), map virtual -> row (L,), visual flag per row (U,), image tokens
-        in the unmodified sequence, and the index of the next image in the encoder batch."""
+    def _sequence(self, req: Request, input_ids: torch.Tensor, enc: EncoderOutput | None,
+                  img: int) -> tuple[RequestRows, int]:
+        """The request's rows and maps, and the index of the next image in the encoder batch."""
         is_img = input_ids == self.image_token_id
         spans = iter(_image_spans(is_img, len(req.images), req.name))
         text_emb = self.embed(input_ids.to(self.device))
@@ -236,7 +218,7 @@ class LlavaPipeline(PipelineBase):
                 row_pos.append(torch.arange(pos, end))
                 cursor += end - pos
                 pos = end
-        return (torch.cat(parts, 0), torch.cat(mapping), torch.cat(flags), torch.cat(row_pos), before, img)
+        return RequestRows(torch.cat(parts, 0), torch.cat(mapping), torch.cat(flags), torch.cat(row_pos), before), img
 
 
 def _image_spans(is_img: torch.Tensor, n_images: int, name: str) -> list[int]:

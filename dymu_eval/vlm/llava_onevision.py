@@ -41,29 +41,32 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ..accounting import RequestCounts
 from ..errors import ConfigError, InputImageError
-from ..language.layout import VirtualLayout
 from ..merge import NoMerge
 from ..methods import FAMILIES, Arg, FamilySpec, parse
 from ..vision import EncoderOutput
 from ..vocabulary import LAYOUTS, MAX_FRAMES, MULTI_IMAGE_MODES, ONEVISION_7B
+from .anyres import (
+    DROPPED,
+    GridPiece,
+    count_positions,
+    resize_placeholder_runs,
+    stack_mixes,
+)
 from .checkpoint import load_checkpoint
 from .efficiency import image_counts
 from .llava import IMAGE_TOKEN, jpeg_bytes_per_pixel
 from .llava import simple_prompt as _templated
-from .pipeline import PipelineBase, Prepared, pack_batch
+from .pipeline import PipelineBase, Prepared, RequestRows
 from .reduction import Reduction
 
 VIDEO_TOKEN = "<video>"
 # The reference OneVision encodes all crops (and frames) of a request in one call, so DToMe
 # follows the reference's batch path (merge.Threshold ``call``).
 ENCODER_CALL = "batched"
-NEWLINE = -1  # source id of the image_newline vector in a position's mix
-DROPPED = -2  # merged-row id of a patch a selection dropped (random pruning)
 
 
 @dataclass
@@ -136,98 +139,6 @@ def simple_prompt(tokenizer, context: str, n_images: int, n_videos: int,
     return _templated(tokenizer, context, 0, continuation)
 
 
-# ------------------------------------------------------------------------------------- linear maps
-def bilinear_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(index (n_out, 2), weight (n_out, 2)): the input rows ``F.interpolate(mode="bilinear")``
-    mixes into each output row along one axis (align_corners=False), from the function itself."""
-    basis = torch.eye(n_in, dtype=torch.float32).view(1, n_in, n_in, 1)  # the dtype the stock model pools in
-    w = F.interpolate(basis, size=(n_out, 1), mode="bilinear")[0, :, :, 0].T.double()  # (n_out, n_in)
-    weight, index = w.topk(min(2, n_in), dim=1)
-    return index, weight
-
-
-def bilinear_mix(ids: torch.Tensor, out_h: int, out_w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A canvas of source ids (H, W) resized bilinearly to (out_h, out_w): per output position
-    (row-major) the up-to-4 source ids and their weights, each (out_h*out_w, 4)."""
-    h, w = ids.shape
-    iy, wy = bilinear_taps(h, out_h)
-    ix, wx = bilinear_taps(w, out_w)
-    src = ids[iy[:, None, :, None], ix[None, :, None, :]]  # (oh, ow, 2, 2)
-    wt = wy[:, None, :, None] * wx[None, :, None, :]
-    return src.reshape(out_h * out_w, -1), wt.reshape(out_h * out_w, -1)
-
-
-@dataclass
-class Segment:
-    """A run of positions of the stock sequence: a canvas of source ids (H, W), optionally resized
-    bilinearly to ``size``, optionally with one newline after each row; or a lone newline
-    (``ids`` None). Ids are local (crop or frame c, patch p -> c*N + p) until ``to_rows``."""
-
-    ids: torch.Tensor | None
-    size: tuple[int, int] | None = None
-    row_newlines: bool = False
-
-    def to_rows(self, rows_of: torch.Tensor) -> Segment:
-        """The same segment over merged-row ids: ``rows_of`` maps every local id to its merged row."""
-        return Segment(None if self.ids is None else rows_of[self.ids], self.size, self.row_newlines)
-
-    def mixes(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(src (P, K), weight (P, K)) of every position: the merged rows it mixes (NEWLINE for the newline)."""
-        if self.ids is None:
-            return torch.full((1, 1), NEWLINE, dtype=torch.long), torch.ones(1, 1, dtype=torch.float64)
-        if self.size is None:
-            src = self.ids.reshape(-1, 1)
-            wt = torch.ones(src.shape, dtype=torch.float64)
-        else:
-            src, wt = bilinear_mix(self.ids, *self.size)
-        if bool((src == DROPPED).any()):  # the mix over kept patches only; all dropped: weight 0
-            wt = torch.where(src == DROPPED, 0.0, wt)
-            total = wt.sum(1, keepdim=True)
-            wt = torch.where(total > 0, wt / total.clamp(min=1e-300), 0.0)
-            src = torch.where(src == DROPPED, 0, src)
-        if self.size is not None:
-            src, wt = _canonical(src, wt)
-        if self.row_newlines:
-            rows, k = self._rows(), src.shape[1]
-            nl_w = torch.zeros(rows, 1, k, dtype=torch.float64)
-            nl_w[:, :, 0] = 1
-            src = torch.cat([src.view(rows, -1, k), torch.full((rows, 1, k), NEWLINE, dtype=torch.long)], 1)
-            wt = torch.cat([wt.view(rows, -1, k), nl_w], 1)
-            src, wt = src.reshape(-1, k), wt.reshape(-1, k)
-        return src, wt
-
-    def values(self, table: torch.Tensor, newline: torch.Tensor) -> torch.Tensor:
-        """(P, D) what the stock model feeds at each position, with its own arithmetic
-        (``F.interpolate`` over copies of the projected merged rows)."""
-        if self.ids is None:
-            return newline[None]
-        kept = (self.ids != DROPPED)[..., None]
-        x = torch.where(kept, table[self.ids.clamp(min=0)], 0.0)  # (H, W, D)
-        if self.size is not None:
-            x = _resize(x, self.size)
-            if not bool(kept.all()):  # renormalized over the kept patches (a position with none is dropped later)
-                x = x / _resize(kept.to(x.dtype), self.size).clamp(min=torch.finfo(x.dtype).tiny)
-        if self.row_newlines:
-            x = torch.cat([x, newline.expand(x.shape[0], 1, -1)], 1)
-        return x.reshape(-1, x.shape[-1])
-
-    def _rows(self) -> int:
-        return self.size[0] if self.size is not None else self.ids.shape[0]
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(H, W, D) -> (size, D) with the stock model's bilinear interpolation."""
-    return F.interpolate(x.permute(2, 0, 1)[None], list(size), mode="bilinear")[0].permute(1, 2, 0)
-
-
-def _cat(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack (src, weight) pairs of different K; padding slots point at row 0 with weight 0."""
-    k = max(p[0].shape[1] for p in parts)
-    srcs = [F.pad(s, (0, k - s.shape[1])) for s, _ in parts]
-    wts = [F.pad(w, (0, k - w.shape[1])) for _, w in parts]
-    return torch.cat(srcs), torch.cat(wts)
-
-
 # ------------------------------------------------------------------------------------- pipeline
 class OnevisionPipeline(PipelineBase):
     """Runs batches of requests through a LLaVA-OneVision model with a given reduction."""
@@ -285,11 +196,11 @@ class OnevisionPipeline(PipelineBase):
         if self.layout != "stock":  # the processor sized every placeholder run for the stock layout
             crops, packs = self._crops(out)
             vids = self._videos(out)
-            counts = [_positions(segs) for segs, _ in self.media(packs, crops, vids)]
-            stock = [_positions(self.image_segments(p)) for p in packs]
-            stock += [_positions(self.video_segments(v.shape[0])) for v in vids]
-            ids = _resize_runs(ids, self.image_token_id, stock[:len(packs)], counts[:len(packs)])
-            ids = _resize_runs(ids, self.video_token_id, stock[len(packs):], counts[len(packs):])
+            counts = [count_positions(segs) for segs, _ in self.media(packs, crops, vids)]
+            stock = [count_positions(self.image_segments(p)) for p in packs]
+            stock += [count_positions(self.video_segments(v.shape[0])) for v in vids]
+            ids = resize_placeholder_runs(ids, self.image_token_id, stock[:len(packs)], counts[:len(packs)])
+            ids = resize_placeholder_runs(ids, self.video_token_id, stock[len(packs):], counts[len(packs):])
         return ids, out
 
     @staticmethod
@@ -324,7 +235,7 @@ class OnevisionPipeline(PipelineBase):
         return crops, packs
 
     # -- the stock layout ------------------------------------------------------------------
-    def image_segments(self, pack: dict) -> list[Segment]:
+    def image_segments(self, pack: dict) -> list[GridPiece]:
         """One image as ``pack_image_features`` lays it out: base crop first; then the grid canvas,
         unpadded, downsampled above ``anyres_max_N``, one newline per row (or, in a multi-image
         sample, the single crop and one newline)."""
@@ -333,28 +244,28 @@ class OnevisionPipeline(PipelineBase):
         )
 
         s, n = self.side, self.side * self.side
-        base = Segment(torch.arange(n).view(s, s))
+        base = GridPiece(torch.arange(n).view(s, s))
         if not pack["anyres"]:
-            return [base, Segment(None)]
+            return [base, GridPiece(None)]
         nph, npw = pack["grid"]
         canvas = (n + torch.arange(nph * npw * n)).view(nph, npw, s, s).permute(0, 2, 1, 3).reshape(nph * s, npw * s)
         canvas = unpad_image(canvas[None], pack["size"])[0]
         h, w = canvas.shape
         ratio = math.sqrt(h * w / (self.max_crops * s ** 2))
         size = (int(h // ratio), int(w // ratio)) if ratio > 1.1 else None
-        return [base, Segment(canvas, size, row_newlines=True)]
+        return [base, GridPiece(canvas, size, row_newlines=True)]
 
-    def official_image_segments(self, n_crops: int) -> list[Segment]:
+    def official_image_segments(self, n_crops: int) -> list[GridPiece]:
         """The DyMU code's image sequence when it merges: the crops flattened in crop order (base
         first), no unpadding and no newline; a lone crop (multi-image) keeps its newline."""
         s, n = self.side, self.side * self.side
-        crops = [Segment(c * n + torch.arange(n).view(s, s)) for c in range(n_crops)]
-        return crops + ([Segment(None)] if n_crops == 1 else [])
+        crops = [GridPiece(c * n + torch.arange(n).view(s, s)) for c in range(n_crops)]
+        return crops + ([GridPiece(None)] if n_crops == 1 else [])
 
-    def official_video_segments(self, frames: int) -> list[Segment]:
+    def official_video_segments(self, frames: int) -> list[GridPiece]:
         """The DyMU code's video sequence when it merges: every frame unpooled, then one newline."""
         s, n = self.side, self.side * self.side
-        return [Segment(f * n + torch.arange(n).view(s, s)) for f in range(frames)] + [Segment(None)]
+        return [GridPiece(f * n + torch.arange(n).view(s, s)) for f in range(frames)] + [GridPiece(None)]
 
     def media(self, packs: list[dict], crops: list[torch.Tensor], vids: list[torch.Tensor]):
         """Per image, then per video: (its segments in the chosen layout, its crops/frames)."""
@@ -364,12 +275,12 @@ class OnevisionPipeline(PipelineBase):
         out = [(self.image_segments(p), c.shape[0]) for p, c in zip(packs, crops)]
         return out + [(self.video_segments(v.shape[0]), v.shape[0]) for v in vids]
 
-    def video_segments(self, frames: int) -> list[Segment]:
+    def video_segments(self, frames: int) -> list[GridPiece]:
         """One video as ``get_video_features`` lays it out: every frame pooled bilinearly to
         ceil(side/2) per side, then one newline at the end."""
         s, n = self.side, self.side * self.side
         pooled = (math.ceil(s / 2), math.ceil(s / 2))
-        return [Segment(f * n + torch.arange(n).view(s, s), pooled) for f in range(frames)] + [Segment(None)]
+        return [GridPiece(f * n + torch.arange(n).view(s, s), pooled) for f in range(frames)] + [GridPiece(None)]
 
     # -- vision -----------------------------------------------------------------------------
     def shares_rows(self, enc: EncoderOutput | None) -> bool:
@@ -401,41 +312,26 @@ class OnevisionPipeline(PipelineBase):
             enc, enc_ms = self.encode(torch.cat(pieces, 0))
             offsets, merged = self._merged_rows(enc)
         shares = self.shares_rows(enc)
-        rows, maps, visual, positions, masks, stats, counts = [], [], [], [], [], [], []
+        built, masks, stats, counts = [], [], [], []
         first = 0  # index of this request's first crop/frame in the encoder batch
         n_pieces = sum(p.shape[0] for p in pieces) if pieces else 0
         for req, input_ids, (crops, packs, vids) in zip(requests, ids, items):
             n_req = sum(c.shape[0] for c in crops) + sum(v.shape[0] for v in vids)
-            r, m, v, p, st = self._sequence(req, input_ids, packs, vids, enc, offsets, merged, first, crops, shares)
+            one, st = self._sequence(req, input_ids, packs, vids, enc, offsets, merged, first, crops, shares)
             enc_counts, enc_matched = image_counts(enc, self.reduction.policy, first, n_req)
             selected = st["encoder_tokens"] if self.reduction.selector is not None and n_req else None
-            counts.append(RequestCounts(text_rows=int(r.shape[0]) - st["visual_rows"], visual_rows=st["visual_rows"],
+            counts.append(RequestCounts(text_rows=int(one.rows.shape[0]) - st["visual_rows"],
+                                        visual_rows=st["visual_rows"],
                                         visual_positions=st["visual_positions"], vtu=self.reduction.vtu,
                                         encoder_counts=enc_counts, encoder_matched=enc_matched,
                                         projector_rows=sum(st["encoder_tokens"]), selected=selected))
             first += n_req
-            rows.append(r)
-            maps.append(m)
-            positions.append(p)
-            visual.append(v)
+            built.append(one)
             masks.append((input_ids == self.image_token_id) | (input_ids == self.video_token_id))
             st["encoder_ms"] = enc_ms * n_req / max(1, n_pieces)
             st["image_bytes_per_pixel"] = jpeg_bytes_per_pixel(req.images)
             stats.append(st)
-        lengths = [r.shape[0] for r in rows]
-        if self.reduction.original_positions:  # every kept row at its own position, gaps where rows went
-            if self.reduction.vtu:
-                raise ConfigError(f"method={self.reduction.method} drops visual tokens, so some positions have "
-                                  "no row to stand for them; VTU cannot apply (use vtu=false)")
-            layout = VirtualLayout.from_mappings([torch.arange(n) for n in lengths], lengths, positions=positions,
-                                                 device=self.device)
-            masks = visual
-        elif self.reduction.vtu or not shares:
-            layout = VirtualLayout.from_mappings(maps, lengths, device=self.device)
-        else:  # the paper's "w/o VTU": the unique rows alone, at consecutive positions
-            layout = VirtualLayout.consecutive(lengths, device=self.device)
-            masks = visual
-        return pack_batch(rows, masks, lengths, layout, ids, stats, counts, memory, self.dtype, self.device)
+        return self.finish_batch(requests, built, masks, ids, stats, counts, memory, exact=not shares)
 
     def _merged_rows(self, enc: EncoderOutput) -> tuple[list[int], torch.Tensor]:
         """(offset of each crop/frame's merged rows, all merged rows through the projector)."""
@@ -451,9 +347,9 @@ class OnevisionPipeline(PipelineBase):
 
     def _sequence(self, req: Request, input_ids: torch.Tensor, packs: list[dict], vids: list[torch.Tensor],
                   enc: EncoderOutput | None, offsets: list[int], merged: torch.Tensor | None, first: int, crops,
-                  shares: bool):
-        """Unique rows (U, D), map virtual -> row (L,; -1 at a dropped position), visual flag per row
-        (U,), the position of each row's first use (U,) and the stats."""
+                  shares: bool) -> tuple[RequestRows, dict]:
+        """The request's rows and maps (a row's position: its first use; -1 maps a dropped position),
+        and its stats."""
         n = self.side * self.side
         media = self.media(packs, crops, vids)
         segments, start = [], first
@@ -480,7 +376,7 @@ class OnevisionPipeline(PipelineBase):
         if segments:
             values = torch.cat([seg.values(merged.to(self.dtype), self.image_newline.to(self.dtype))
                                 for seg in segments])
-            src, wt = _cat(keys)
+            src, wt = stack_mixes(keys)
             live = wt.sum(1) > 0  # positions that kept a patch (random pruning drops the others)
             live_idx = live.nonzero()[:, 0]
             values = values[live_idx.to(values.device)]
@@ -518,52 +414,8 @@ class OnevisionPipeline(PipelineBase):
             "visual_tokens_before": int(vis_pos.numel()), "visual_tokens_after": int(flags.sum()),
         }
         mapping = torch.where(used, rank[key.clamp(min=0)], -1)
-        return table[order.to(table.device)].to(self.device, self.dtype), mapping, flags, first_use[order], stats
-
-
-def _positions(segments: list[Segment]) -> int:
-    return sum(seg.mixes()[0].shape[0] for seg in segments)
-
-
-def _resize_runs(ids: torch.Tensor, token: int, old: list[int], new: list[int]) -> torch.Tensor:
-    """Placeholder runs of ``token`` resized in order: medium i's ``old[i]`` tokens become ``new[i]``."""
-    if int((ids == token).sum()) != sum(old):
-        raise ConfigError(f"the processor wrote {int((ids == token).sum())} placeholders for media of {sum(old)} "
-                          "positions; its settings do not match the model config")
-    out: list[int] = []
-    medium, seen = 0, 0
-    for t in ids.tolist():
-        if t != token:
-            out.append(t)
-            continue
-        if seen == 0:
-            out += [token] * new[medium]
-        seen += 1
-        if seen == old[medium]:
-            medium, seen = medium + 1, 0
-    return torch.tensor(out, dtype=ids.dtype)
-
-
-def _canonical(src: torch.Tensor, wt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each position's mix with equal sources combined, zero weights dropped, sources sorted, and
-    a mix of a single source given weight exactly 1 (it *is* that row)."""
-    k = src.shape[1]
-    if k == 1:
-        return src, torch.ones_like(wt)
-    wt = torch.where(wt > 0, wt, 0.0)
-    same = src[:, :, None] == src[:, None, :]  # (P, K, K)
-    earlier = torch.tril(torch.ones(k, k, dtype=torch.bool), -1)
-    dup = (same & earlier).any(2)  # an earlier slot holds the same source
-    summed = (same.double() * wt[:, None, :]).sum(2)
-    keep = ~dup & (summed > 0)
-    big = torch.iinfo(torch.long).max
-    key = torch.where(keep, src, big)
-    key, order = key.sort(1)
-    w = torch.where(keep, summed, 0.0).gather(1, order)
-    s = torch.where(key == big, 0, key)
-    single = keep.sum(1) == 1
-    w[single, 0] = 1.0
-    return s, w
+        rows = table[order.to(table.device)].to(self.device, self.dtype)
+        return RequestRows(rows, mapping, flags, first_use[order], stats["visual_positions"]), stats
 
 
 # ------------------------------------------------------------------------------------- the family

@@ -24,6 +24,23 @@ from .reduction import BuildContext, Reduction
 
 
 @dataclass
+class RequestRows:
+    """One request as its family built it: unique rows (U, D), the map virtual position -> row (L,)
+    (-1: no row), which rows are visual (U,), each row's position in the unmodified sequence (U,),
+    and how many visual positions the unmodified sequence has."""
+
+    rows: torch.Tensor
+    mapping: torch.Tensor
+    visual: torch.Tensor
+    positions: torch.Tensor
+    visual_positions: int
+
+    @property
+    def visual_rows(self) -> int:
+        return int(self.visual.sum())
+
+
+@dataclass
 class Prepared:
     """A batch turned into unique rows and the layout of the unmodified sequences."""
 
@@ -90,7 +107,44 @@ class PipelineBase:
         return out, (now(self.device) - t0) * 1000.0
 
     def prepare(self, requests: Sequence[Any]) -> Prepared:
+        """Tokenize, encode and project a batch; each family builds its rows and maps, then calls
+        ``finish_batch``."""
         raise NotImplementedError
+
+    def finish_batch(self, requests: Sequence[Any], built: list[RequestRows], image_masks: list[torch.Tensor],
+                     ids: list[torch.Tensor], stats: list[dict], counts: list[RequestCounts], memory: BatchMemory,
+                     exact: bool = False) -> Prepared:
+        """The layout every family chooses the same way, then the padded batch.
+
+        Per request: ``built`` its rows and maps, ``image_masks`` which virtual positions are image
+        tokens. With VTU, the unmodified
+        layout over unique rows; for a selection that keeps rows at their own positions, those
+        positions with gaps; when the family says every position is its own row (``exact``), the
+        maps as they are; otherwise the paper's "w/o VTU": the rows alone at consecutive positions.
+        """
+        rows, maps = [b.rows for b in built], [b.mapping for b in built]
+        positions, visual = [b.positions for b in built], [b.visual for b in built]
+        lengths = [r.shape[0] for r in rows]
+        method = self.reduction.method
+        if self.reduction.vtu:
+            dropped = [req.name for req, m in zip(requests, maps) if bool((m < 0).any())]
+            if dropped or self.reduction.original_positions:
+                name = dropped[0] if dropped else requests[0].name
+                raise ConfigError(f"{name}: method={method} drops visual tokens, so some positions have no row "
+                                  "to stand for them; VTU cannot apply (use vtu=false)")
+            layout = VirtualLayout.from_mappings(maps, lengths, device=self.device)
+            masks = image_masks
+        elif self.reduction.original_positions:  # kept rows at their own positions, gaps where tokens went
+            layout = VirtualLayout.from_mappings([torch.arange(n) for n in lengths], lengths, positions=positions,
+                                                 device=self.device)
+            masks = visual
+        elif exact:  # every position its own row: the unmodified sequence
+            layout = VirtualLayout.from_mappings(maps, lengths, device=self.device)
+            masks = image_masks
+        else:  # the paper's "w/o VTU": the unique rows alone, at consecutive positions
+            layout = VirtualLayout.consecutive(lengths, device=self.device)
+            masks = visual
+        return pack_batch(rows, masks, lengths, layout, ids, stats, counts, memory, self.dtype, self.device)
 
     def process_ids(self, request: Any, text: str) -> torch.Tensor:
         """The token ids the unmodified model gets for ``text`` with ``request``'s media (1-D)."""

@@ -11,6 +11,7 @@ import torch
 
 from dymu_eval.errors import ConfigError, InputImageError
 from dymu_eval.language import DecodeConfig, prefill_logits
+from dymu_eval.vlm import anyres
 from dymu_eval.vlm import llava_onevision as ov
 from dymu_eval.vlm.reduction import Reduction
 from tests.factories import TASKS
@@ -56,8 +57,8 @@ def _config(pipe, n=5):
 
 def test_the_big_image_triggers_the_anyres_downsample(pipe, requests, monkeypatch):
     calls = []
-    real = ov.bilinear_mix
-    monkeypatch.setattr(ov, "bilinear_mix", lambda *a: calls.append(a[1:]) or real(*a))
+    real = anyres.bilinear_mix
+    monkeypatch.setattr(anyres, "bilinear_mix", lambda *a: calls.append(a[1:]) or real(*a))
     pipe.reduction = Reduction()
     pipe.prepare([requests["big"]])
     assert calls, "the 3x3-crop image should be downsampled above anyres_max_4"

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..vocabulary import RANDOM_KEEP
-from . import parse
-from .registry import METHODS, Arg, MethodSpec
+from ...vocabulary import RANDOM_KEEP
+from .. import parse
+from ..registry import METHODS, Arg, MethodSpec
 
 
 def build(context: Any, values: dict[str, Any]):
-    from ..merge.select import RandomKeep
-    from ..vlm.reduction import Reduction
+    from ...merge.select import RandomKeep
+    from ...vlm.reduction import Reduction
 
     selector = RandomKeep(values["keep"], values["seed"])
     context.runner.check_selector(selector)
@@ -37,6 +37,7 @@ METHODS.register("random", MethodSpec(
     summary="method=random (its budget is keep=, its subset seed=; kept tokens stay at their original "
             "positions, so there is no VTU)",
     build=build,
+    table_order=10,
     args={"keep": Arg(RANDOM_KEEP, parse.count_or_fraction,
                       f"random: visual tokens kept per image, a count (64) or a fraction in (0, 1] "
                       f"(default {RANDOM_KEEP})"),

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..vocabulary import FASTV_K, FASTV_RATIO, check_fastv
-from . import parse
-from .registry import METHODS, Arg, MethodSpec
+from ...vocabulary import FASTV_K, FASTV_RATIO, check_fastv
+from .. import parse
+from ..registry import METHODS, Arg, MethodSpec
 
 
 def build(context: Any, values: dict[str, Any]):
-    from ..language.fastv import FastV
-    from ..vlm.reduction import Reduction
+    from ...language.fastv import FastV
+    from ...vlm.reduction import Reduction
 
     check_fastv(values["fastv_k"], values["fastv_ratio"], context.decoder_layers)
     return Reduction("fastv", pruner=FastV(values["fastv_k"], values["fastv_ratio"]))
@@ -21,6 +21,7 @@ METHODS.register("fastv", MethodSpec(
     label="FastV",
     summary="method=fastv (it prunes in the LLM, nothing is merged; fastv_k= and fastv_ratio= set it)",
     build=build,
+    table_order=30,
     args={"fastv_k": Arg(FASTV_K, parse.integer, f"FastV: decoder layer after which image tokens are pruned "
                                                   f"(default {FASTV_K})"),
           "fastv_ratio": Arg(FASTV_RATIO, parse.number, "FastV: fraction of image tokens dropped, 0 <= R < 1 "

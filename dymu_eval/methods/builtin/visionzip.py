@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..vocabulary import VISIONZIP_CONTEXTUAL, VISIONZIP_DOMINANT
-from . import parse
-from .registry import METHODS, Arg, MethodSpec
+from ...vocabulary import VISIONZIP_CONTEXTUAL, VISIONZIP_DOMINANT
+from .. import parse
+from ..registry import METHODS, Arg, MethodSpec
 
 
 def build(context: Any, values: dict[str, Any]):
-    from ..merge.select import VisionZip
-    from ..vlm.reduction import Reduction
+    from ...merge.select import VisionZip
+    from ...vlm.reduction import Reduction
 
     selector = VisionZip(values["dominant"], values["contextual"])
     context.runner.check_selector(selector)
@@ -22,6 +22,7 @@ METHODS.register("visionzip", MethodSpec(
     label="VisionZip",
     summary="method=visionzip (its budget is dominant= and contextual=)",
     build=build,
+    table_order=40,
     args={"dominant": Arg(VISIONZIP_DOMINANT, parse.positive_int,
                           "visionzip: dominant tokens per image, the CLS token included where there is one "
                           f"(default {VISIONZIP_DOMINANT})"),

@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..errors import ConfigError, ThresholdCacheError
-from ..vocabulary import DEFAULT_LEVEL, DEFAULT_THRESHOLDS
-from . import parse
-from .merging import check_amount, level_of, level_or_r, merge_args
-from .registry import METHODS, Arg, MethodSpec
+from ...errors import ConfigError, ThresholdCacheError
+from ...vocabulary import DEFAULT_LEVEL, DEFAULT_THRESHOLDS
+from .. import parse
+from ..merging import check_amount, level_of, level_or_r, merge_args
+from ..registry import METHODS, Arg, MethodSpec
 
 
 def _record(context: Any, thresholds: str, level: str | None, values: dict[str, Any]):
     """The threshold entry: a file, or a cache entry under the checkpoint's name, then the encoder's."""
-    from ..thresholds import ThresholdCache
+    from ...thresholds import ThresholdCache
 
     cache = ThresholdCache()
     if thresholds.endswith(".json") or os.sep in thresholds or os.path.isfile(thresholds):
@@ -36,7 +36,7 @@ def _record(context: Any, thresholds: str, level: str | None, values: dict[str, 
 
 def build(context: Any, values: dict[str, Any]):
     """Thresholds from the cache or a file, checked against the weights and the merge order."""
-    from ..vlm.reduction import Reduction
+    from ...vlm.reduction import Reduction
 
     level = level_of(values)
     thresholds = values["thresholds"]
@@ -54,6 +54,7 @@ METHODS.register("dymu", MethodSpec(
     label="DyMU",
     summary="method=dymu (thresholds= names the calibration data; level= or r= the amount)",
     build=build,
+    table_order=60,
     args={**merge_args(True, "merges per layer: selects the threshold entry calibrated with this r"),
           "thresholds": Arg(DEFAULT_THRESHOLDS, parse.text,
                             "DyMU thresholds: cache key (calibration dataset name) or a JSON file "

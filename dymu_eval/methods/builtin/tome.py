@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .merging import check_amount, level_of, level_or_r, merge_args
-from .registry import METHODS, MethodSpec
+from ..merging import check_amount, level_of, level_or_r, merge_args
+from ..registry import METHODS, MethodSpec
 
 
 def build(context: Any, values: dict[str, Any]):
-    from ..merge import TopR, merges_per_layer
-    from ..vlm.reduction import Reduction
+    from ...merge import TopR, merges_per_layer
+    from ...vlm.reduction import Reduction
 
     r = values["r"]
     if r is None:
@@ -28,6 +28,7 @@ METHODS.register("tome", MethodSpec(
     label="ToMe",
     summary="method=tome (level= or r= sets the merges per layer)",
     build=build,
+    table_order=50,
     args=merge_args(False, "merges per encoder layer (ToMe's r)"),
     check=check_amount("tome", None),
     amount=level_or_r,

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..vocabulary import POOL_FACTOR
-from . import parse
-from .registry import METHODS, Arg, MethodSpec
+from ...vocabulary import POOL_FACTOR
+from .. import parse
+from ..registry import METHODS, Arg, MethodSpec
 
 
 def build(context: Any, values: dict[str, Any]):
-    from ..merge.select import GridPool
-    from ..vlm.reduction import Reduction
+    from ...merge.select import GridPool
+    from ...vlm.reduction import Reduction
 
     selector = GridPool(values["pool_factor"])
     context.runner.check_selector(selector)
@@ -25,6 +25,7 @@ METHODS.register("pool", MethodSpec(
     label="Pool",
     summary="method=pool (its budget is pool_factor=)",
     build=build,
+    table_order=20,
     args={"pool_factor": Arg(POOL_FACTOR, parse.positive_int,
                              f"pool: average-pool the patch grid by this integer factor, 2 -> 2x2 patches per token "
                              f"(default {POOL_FACTOR})"),
