@@ -13,7 +13,7 @@ from .errors import ConfigError
 
 # --- reduction methods -------------------------------------------------------------------------
 BASELINE = "none"  # the method (and the level) that reduces nothing
-SELECTION_METHODS = ("random", "pool", "visionzip")  # the fixed-budget baselines `reproduce` runs beside the paper's
+DEFAULT_METHOD = "dymu"  # what dymu_llava and the Python API run when no method= is given
 
 # --- levels and schedules ----------------------------------------------------------------------
 LEVELS = ("low", "mid", "high")  # the paper's reduction levels, least reduction first

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..vocabulary import DEFAULT_THRESHOLDS, LEVELS, SELECTION_METHODS
+from ..runs.reproduce import SELECTION_METHODS
+from ..vocabulary import DEFAULT_THRESHOLDS, LEVELS
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,6 +1,6 @@
 """Language side of DyMU: VTU attention, FastV, and the prefill/decode loop over HF decoders.
 
-Importing this package registers the "dymu" attention function with transformers.
+Importing this package registers the "dymu_vtu" attention function with transformers.
 """
 from .attention import ATTENTION_NAME, dymu_attention, use_dymu_attention, virtual_attention
 from .families import SUPPORTED_ROPE_TYPES, DecoderInfo, describe_decoder, split_causal_lm

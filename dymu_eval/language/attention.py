@@ -1,11 +1,11 @@
-"""The "dymu" attention function, registered with transformers' AttentionInterface.
+"""The "dymu_vtu" attention function, registered with transformers' AttentionInterface.
 
 The model's attention module computes q/k/v on unique rows, applies its RoPE (the loop passes
 cos = 1, sin = 0, so raw keys reach the cache), updates the cache and then calls this function
 with the ``dymu_state`` keyword it received from the decoder layer. Here queries, keys and
 values are expanded to virtual entries, rotated at their virtual positions with the model's own
 cos/sin, attended causally over the virtual sequence and averaged back onto unique rows.
-Without ``dymu_state`` it is plain SDPA, so a model left on "dymu" behaves as usual.
+Without ``dymu_state`` it is plain SDPA, so a model left on "dymu_vtu" behaves as usual.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from .state import ForwardState, Segment
 
 __all__ = ["ATTENTION_NAME", "dymu_attention", "use_dymu_attention", "virtual_attention"]
 
-ATTENTION_NAME = "dymu"
+ATTENTION_NAME = "dymu_vtu"
 
 
 def virtual_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -95,7 +95,7 @@ AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
 
 @contextlib.contextmanager
 def use_dymu_attention(decoder: torch.nn.Module) -> Iterator[None]:
-    """Route the decoder's attention modules through "dymu" for the duration of a call."""
+    """Route the decoder's attention modules through "dymu_vtu" for the duration of a call."""
     config = decoder.config
     before = config._attn_implementation
     config._attn_implementation = ATTENTION_NAME

@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..methods import FAMILIES, METHODS
 from ..methods import parse as p
 from ..methods.settings import method_arg_help, method_arg_names, resolve_method_args
-from ..vocabulary import AUTO_DTYPE, BASELINE, CUSTOM_LEVEL, DTYPES
+from ..vocabulary import AUTO_DTYPE, BASELINE, CUSTOM_LEVEL, DEFAULT_METHOD, DTYPES
 from .names import model_preset
 
 MODEL_DTYPES = (AUTO_DTYPE, *DTYPES)
@@ -99,7 +99,7 @@ def _method(given: dict[str, Any], preset: str) -> str:
     """The method to run: ``method=`` or the model's own, ``none`` whenever either side asks for the baseline."""
     names = tuple(m for m in METHODS if m != BASELINE) + (BASELINE,)  # the baseline last, as the help reads
     method = p.choice(names)("method", given.get("method", preset))
-    if "method" in given and preset != "dymu" and method not in (preset, BASELINE):
+    if "method" in given and preset != DEFAULT_METHOD and method not in (preset, BASELINE):
         raise ConfigError(
             f"method={method} contradicts this model (a {preset} preset); use --model dymu_llava with method={method}"
         )

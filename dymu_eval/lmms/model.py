@@ -28,6 +28,7 @@ from tqdm import tqdm
 from ..errors import ConfigError
 from ..language import DecodeConfig
 from ..methods import FAMILIES
+from ..vlm.checkpoint import family_of_checkpoint
 from ..vlm.reduction import build_reduction
 from .args import ModelArgs, parse_model_args
 from .names import GENERIC_FAMILY, class_name, model_of_class, model_preset
@@ -65,22 +66,9 @@ def _device_map(args: ModelArgs, accelerator: Accelerator, option: str = "device
 
 def checkpoint_family(pretrained: str, model: str) -> str:
     """The family serving ``pretrained``: by its config's model_type for the ``llava`` names, else the
-    name's own family (whose loader refuses another architecture with its own message). An unreadable
-    config leaves the name's family, whose loader then says so, after the model_args are checked."""
+    name's own family (whose loader refuses another architecture with its own message)."""
     _, family = model_preset(model)
-    if family != GENERIC_FAMILY:
-        return family
-    from transformers import AutoConfig
-
-    try:
-        model_type = getattr(AutoConfig.from_pretrained(pretrained), "model_type", None)
-    except (OSError, ValueError):
-        return family
-    for name in FAMILIES:
-        if model_type in FAMILIES[name].model_types:
-            return name
-    served = ", ".join(t for f in FAMILIES for t in FAMILIES[f].model_types)
-    raise ConfigError(f"pretrained={pretrained} is a {model_type or '?'} model; {model} serves {served} checkpoints")
+    return family_of_checkpoint(pretrained, family, model) if family == GENERIC_FAMILY else family
 
 
 def _decode_config(gen_kwargs: dict[str, Any], tokenizer, eos_ids: list[int]) -> DecodeConfig:

@@ -16,12 +16,18 @@ from dataclasses import dataclass, fields
 from ..methods import METHODS, MethodSpec
 from ..vocabulary import BASELINE, DEFAULT_MERGE_ORDER, DEFAULT_SCHEDULE, DEFAULT_THRESHOLDS, LEVELS, MERGE_ORDERS
 
-_METHOD_ALIASES = {"baseline": BASELINE, "dtome": "dymu"}  # other spellings (`dymu-eval tokens` JSON)
 _LEVEL_ORDER = {level: i for i, level in enumerate(LEVELS)}
 
 
 def _by_label(label: str) -> MethodSpec | None:
     return next((METHODS[m] for m in METHODS if METHODS[m].label == label), None)
+
+
+def _alias(name: str) -> str:
+    """A method's registered name from another spelling (its spec's ``aliases``; ``baseline``)."""
+    if name == "baseline":
+        return BASELINE
+    return next((m for m in METHODS if name in METHODS[m].aliases), name)
 
 
 def method_label(method: str) -> str:
@@ -168,7 +174,7 @@ def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
     level = None if level in (None, "") else str(level).lower()
     raw_method = values.get("method")
     if raw_method not in (None, ""):
-        key = _METHOD_ALIASES.get(str(raw_method).lower(), str(raw_method).lower())
+        key = _alias(str(raw_method).lower())
         name = key if key in METHODS else None
         method = method_label(key) if name else str(raw_method)
     else:

@@ -39,7 +39,6 @@ from ..vocabulary import (
     MAX_FRAMES,
     ONEVISION_7B,
     POOL_FACTOR,
-    SELECTION_METHODS,
     VISIONZIP_SETTINGS,
 )
 from .spec import RunSpec, lmms_eval_argv, results_done, run_logged
@@ -47,6 +46,7 @@ from .spec import RunSpec, lmms_eval_argv, results_done, run_logged
 # Table-2 image benchmarks lmms-eval scores without a paid judge (MMBench falls back to GPT,
 # MM-Vet and LLaVA-Bench-in-the-Wild are GPT-judged).
 DEFAULT_TASKS = "mme,gqa,pope,scienceqa_img,seedbench,textvqa_val"
+SELECTION_METHODS = ("random", "pool", "visionzip")  # the fixed-budget baselines run beside the paper's matrix
 TOME_ENCODER = "clip-vit-l-14-336"  # LLaVA-1.5's encoder: ToMe's r per level from merge.levels (paper Table 2)
 RANDOM_KEEP = tuple(d + c for d, c in VISIONZIP_SETTINGS)  # 192/128/64: the budgets later papers compare at
 

@@ -37,3 +37,23 @@ def load_checkpoint(pretrained: str, model_class: Any, model_type: str, plugin_m
     processor = AutoProcessor.from_pretrained(pretrained)
     processor.tokenizer.padding_side = "left"
     return model, processor
+
+
+def family_of_checkpoint(pretrained: str, default: str, asked_by: str = "dymu-eval") -> str:
+    """The registered family whose ``model_types`` hold the checkpoint's (``methods.FAMILIES``).
+    An unreadable config gives ``default``: its loader then says what is wrong, after the
+    settings were checked. ``asked_by`` names the caller in the refusal of another architecture."""
+    from transformers import AutoConfig
+
+    from ..methods import FAMILIES
+
+    try:
+        model_type = getattr(AutoConfig.from_pretrained(pretrained), "model_type", None)
+    except (OSError, ValueError):
+        return default
+    for name in FAMILIES:
+        if model_type in FAMILIES[name].model_types:
+            return name
+    served = ", ".join(t for f in FAMILIES for t in FAMILIES[f].model_types)
+    raise ConfigError(f"pretrained={pretrained} is a {model_type or '?'} model; {asked_by} serves {served} "
+                      "checkpoints")

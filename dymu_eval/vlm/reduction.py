@@ -66,7 +66,7 @@ def build_reduction(method: str, values: dict[str, Any], context: BuildContext) 
 
 def reduction_for(pipe: Any, method: str, **model_args: Any) -> Reduction:
     """The Reduction ``method`` builds for a loaded pipeline from model_args as lmms-eval would pass
-    them (``reduction_for(pipe, "tome", r=8)``); the Python API and the tests use it."""
+    them (``reduction_for(pipe, name, r=8)``); the Python API and the tests use it."""
     from ..methods.settings import resolve_method_args
 
     values = resolve_method_args(method, {k: v for k, v in model_args.items() if v is not None})

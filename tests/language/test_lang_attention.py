@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dymu_eval.language import dymu_attention, prefill, use_dymu_attention, virtual_attention
+from dymu_eval.language import ATTENTION_NAME, dymu_attention, prefill, use_dymu_attention, virtual_attention
 from dymu_eval.language.state import ForwardState, Segment, Side
 from tests.helpers.numerics import SMALL_OPS, assert_rounding_close, forward_ops
 from tests.language.lang_helpers import AttentionStub, parts, random_layout, reference_attention, unique_rows
@@ -54,7 +54,7 @@ def test_without_state_it_is_plain_sdpa(llama):
     mask[0, :4] = 0
     with torch.no_grad():
         want = llama(input_ids=ids, attention_mask=mask).logits
-        llama.model.config._attn_implementation = "dymu"
+        llama.model.config._attn_implementation = ATTENTION_NAME
         try:
             got = llama(input_ids=ids, attention_mask=mask).logits
         finally:

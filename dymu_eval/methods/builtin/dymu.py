@@ -66,5 +66,6 @@ METHODS.register("dymu", MethodSpec(
     amount=level_or_r,
     needs=frozenset({"merge", "vtu"}),
     level_args=("level", "r"),
+    aliases=("dtome",),
     threshold_arg="thresholds",
 ))
