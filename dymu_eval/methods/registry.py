@@ -196,4 +196,5 @@ def _modules(builtins: tuple[str, ...] | str) -> list[str]:
 # methods iterate in table order (the baseline first), then by name
 METHODS = Registry("method", METHOD_ENTRY_POINTS, "dymu_eval.methods.builtin",
                    order=lambda name, spec: (spec.table_order, name))
-FAMILIES = Registry("family", FAMILY_ENTRY_POINTS, ("dymu_eval.vlm.llava", "dymu_eval.vlm.llava_onevision"))
+# every module of dymu_eval.vlm is imported; the family modules among them register themselves
+FAMILIES = Registry("family", FAMILY_ENTRY_POINTS, "dymu_eval.vlm")
