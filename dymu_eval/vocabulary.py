@@ -93,12 +93,12 @@ def check_fastv(k: Any, ratio: Any, decoder_layers: int | None = None) -> None:
         raise ConfigError(f"fastv_ratio={ratio!r}: must be in [0, 1) (the fraction of image tokens dropped)")
 
 
-def check_keep(keep: object) -> float:
+def check_keep(keep: object, name: str = "keep") -> float:
     """``keep`` as given: an integer count >= 1, or a float fraction in (0, 1] (a whole float above 1 is a count)."""
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not math.isfinite(keep) or keep <= 0:
-        raise ConfigError(f"keep={keep!r}: give a token count >= 1 or a fraction in (0, 1]")
+        raise ConfigError(f"{name}={keep!r}: give a token count >= 1 or a fraction in (0, 1]")
     if isinstance(keep, float) and keep > 1.0:
         if not keep.is_integer():
-            raise ConfigError(f"keep={keep!r}: a count must be a whole number (fractions are in (0, 1])")
+            raise ConfigError(f"{name}={keep!r}: a count must be a whole number (fractions are in (0, 1])")
         return int(keep)
     return keep

@@ -66,18 +66,14 @@ def choice(choices: tuple[str, ...]) -> Parser:
 
 def count_or_fraction(name: str, value: Any) -> float:
     """A count (``64``) or a fraction in (0, 1] (``0.25``); a whole float above 1 is a count."""
+    from ..vocabulary import check_keep
+
     if isinstance(value, str):
         try:
             value = float(value) if any(c in value for c in ".eE") else int(value)
         except ValueError:
             raise ConfigError(f"model_arg {name}={value!r} must be a token count or a fraction in (0, 1]") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"model_arg {name}={value!r}: give a token count >= 1 or a fraction in (0, 1]")
-    if isinstance(value, float) and value > 1.0:
-        if not value.is_integer():
-            raise ConfigError(f"model_arg {name}={value!r}: a count must be a whole number (fractions are in (0, 1])")
-        return int(value)
-    return value
+    return check_keep(value, f"model_arg {name}")
 
 
 def layer_list(name: str, value: Any) -> tuple[int, ...]:
