@@ -39,7 +39,7 @@ class StageFlops:
 
     linear: float = 0.0  # token-wise matmuls: projections, MLP, patch embedding, LM head
     attention: float = 0.0  # query-key and attention-value products
-    other: float = 0.0  # the merge matcher's similarity, FastV's ranking
+    other: float = 0.0  # the merge matcher's similarity, a pruner's ranking
 
     @property
     def total(self) -> float:
@@ -53,12 +53,15 @@ class StageFlops:
 class CutCount:
     """What remained after one cut of an LLM-side pruner: from decoder layer ``layer`` on, ``rows``
     distinct visual rows and ``entries`` visual entries attended; ``ranking``: the cut ranked with the
-    last query's attention at layer ``layer - 1`` (one query over that layer's keys, FastV's score)."""
+    last query's attention at layer ``layer - 1`` (one query over that layer's keys, FastV's score);
+    ``score_flops``: FLOPs the pruner's choice spent besides (its ``Pruner.score_flops``, e.g.
+    PyramidDrop's own query and key projections at the cut layer)."""
 
     layer: int
     rows: int
     entries: int
     ranking: bool = False
+    score_flops: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -155,8 +158,10 @@ def prefill_plan(layers: int, text: int, visual_rows: int, visual_positions: int
 
 
 def ranking_flops(shape: TransformerShape, plan: Sequence[LayerRun], cuts: Sequence[CutCount]) -> float:
-    """The cuts' last-query ranking: one query over the keys of the layer before each cut."""
-    return sum(FLOPS_PER_MAC * plan[c.layer - 1].keys * shape.q_width for c in cuts if c.ranking)
+    """The cuts' ranking: one query over the keys of the layer before each cut that ranks by the
+    last query's attention, plus the FLOPs each pruner reported for its own scoring."""
+    return (sum(FLOPS_PER_MAC * plan[c.layer - 1].keys * shape.q_width for c in cuts if c.ranking)
+            + sum(c.score_flops for c in cuts))
 
 
 # ----------------------------------------------------------------------------------------- token views

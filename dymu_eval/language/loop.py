@@ -115,10 +115,11 @@ def _prefill(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLay
                          record={c.layer - 1: frozenset(c.needs) for c in cuts if c.needs})
     origin = torch.arange(layout.virtual_len, device=h.device).expand(layout.batch_size, -1)
     image = pruning.image_mask.to(h.device) if pruning is not None else None
+    initial = (image & layout.valid).sum(1) if image is not None else None
     at = {c.layer: (i, c) for i, c in enumerate(cuts)}
     for i, layer in enumerate(decoder.layers):
         if i in at:
-            layout, image, h, origin = _cut(decoder, pruning, *at[i], layout, image, h, origin, state)
+            layout, image, h, origin = _cut(decoder, pruning, *at[i], layout, image, h, origin, state, initial)
             side = Side.from_layout(layout, decoder.rotary_emb, h)
             last = state.segments[-1]
             state.segments[-1] = Segment(range(last.layers.start, i), last.q, last.kv)
@@ -130,10 +131,11 @@ def _prefill(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLay
 
 
 def _cut(decoder: nn.Module, pruning: Pruning, index: int, cut, layout: VirtualLayout, image: torch.Tensor,
-         h: torch.Tensor, origin: torch.Tensor, state: ForwardState):
+         h: torch.Tensor, origin: torch.Tensor, state: ForwardState, initial: torch.Tensor):
     """One cut: the pruner chooses, then the other image entries are dropped (or masked)."""
-    view = CutView(cut, index, layout, image, h, state.recorded.pop(cut.layer - 1, {}), decoder)
+    view = CutView(cut, index, layout, image, h, state.recorded.pop(cut.layer - 1, {}), decoder, initial)
     chosen = pruning.pruner.select(view)
+    spent = [float(f) for f in pruning.pruner.score_flops(view)]
     if not isinstance(chosen, torch.Tensor) or chosen.dtype != torch.bool or chosen.shape != layout.valid.shape:
         raise ConfigError(f"{type(pruning.pruner).__name__}.select must return a bool tensor of shape "
                           f"{tuple(layout.valid.shape)}, got {getattr(chosen, 'dtype', type(chosen).__name__)} "
@@ -149,7 +151,7 @@ def _cut(decoder: nn.Module, pruning: Pruning, index: int, cut, layout: VirtualL
     if cut.positions == "contiguous":
         layout = renumber_contiguous(layout)
     kept = image & layout.valid
-    pruning.stages.append(Stage(cut.layer, kept.sum(1).tolist(), visual_rows(layout, image)))
+    pruning.stages.append(Stage(cut.layer, kept.sum(1).tolist(), visual_rows(layout, image), spent))
     return layout, image, h, origin
 
 

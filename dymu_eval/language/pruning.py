@@ -52,6 +52,7 @@ class CutView:
     hidden: torch.Tensor
     recorded: dict[str, torch.Tensor]
     decoder: torch.nn.Module
+    initial_images: torch.Tensor | None = None  # (B,) image entries each sample had before the first cut
 
     @property
     def candidates(self) -> torch.Tensor:
@@ -71,6 +72,12 @@ class Pruner:
         read; every other valid entry stays whatever is returned."""
         raise NotImplementedError
 
+    def score_flops(self, view: CutView) -> list[float]:
+        """Per sample, the FLOPs (2 per multiply-add, matmuls only) ``select`` spent at this cut beyond
+        what the decoder's layers and the recorded ``last_query_attention`` cost (say a ranking that
+        re-projects queries and keys). The FLOP accounting adds them to the prefill; default none."""
+        return [0.0] * view.layout.batch_size
+
     def check(self, num_layers: int) -> None:
         """Refuse cuts the decoder cannot run: each layer in 1..num_layers-1, increasing."""
         layers = [c.layer for c in self.cuts()]
@@ -87,11 +94,13 @@ class Pruner:
 @dataclass
 class Stage:
     """After one cut: the first layer on the reduced rows, and per sample the image entries (virtual
-    positions) and distinct visual rows that remain."""
+    positions) and distinct visual rows that remain, and the FLOPs the choice itself spent
+    (``Pruner.score_flops``)."""
 
     layer: int
     entries: list[int]
     rows: list[int]
+    score_flops: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -164,7 +164,8 @@ class PipelineBase:
         if not stages:
             return []
         cuts = self.reduction.pruner.cuts()
-        return [CutCount(s.layer, s.rows[b], s.entries[b], "last_query_attention" in c.needs)
+        return [CutCount(s.layer, s.rows[b], s.entries[b], "last_query_attention" in c.needs,
+                         s.score_flops[b] if s.score_flops else 0.0)
                 for s, c in zip(stages, cuts)]
 
     def _stage_fields(self, cuts: list[CutCount]) -> dict[str, Any]:

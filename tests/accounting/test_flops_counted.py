@@ -20,8 +20,10 @@ from dymu_eval.vlm import llava
 from dymu_eval.vlm.reduction import Reduction
 from tests.factories import TASKS
 from tests.factories.reductions import (
+    dart_reduction,
     dymu_reduction,
     fastv_reduction,
+    pdrop_reduction,
     pool_reduction,
     random_reduction,
     tome_reduction,
@@ -46,6 +48,8 @@ def _reductions(pipe, thresholds):
         "dymu": dymu_reduction(pipe.model, pipe.runner, [], str(thresholds), "low", None, "constant", True),
         "dymu w/o vtu": dymu_reduction(pipe.model, pipe.runner, [], str(thresholds), "low", None, "constant", False),
         "fastv": fastv_reduction(1, 0.75, len(pipe.decoder.layers)),
+        "pdrop": pdrop_reduction("1", "0.25", len(pipe.decoder.layers)),
+        "dart": dart_reduction(1, 16, len(pipe.decoder.layers)),
         "random": random_reduction(pipe.runner, 16, 0),
         "pool+vtu": pool_reduction(pipe.runner, 2, vtu=True),
         "visionzip": visionzip_reduction(pipe.runner, 10, 4, vtu=False),
@@ -62,8 +66,8 @@ def _counted(pipe, new_tokens: int) -> tuple[float, dict]:
     return float(counter.get_total_flops()), stats[0]
 
 
-@pytest.mark.parametrize("method", ["baseline", "tome", "tome+vtu", "dymu", "dymu w/o vtu", "fastv", "random",
-                                    "pool+vtu", "visionzip"])
+@pytest.mark.parametrize("method", ["baseline", "tome", "tome+vtu", "dymu", "dymu w/o vtu", "fastv", "pdrop", "dart",
+                                    "random", "pool+vtu", "visionzip"])
 def test_analytic_flops_match_the_counter(pipe, tiny_thresholds, method):
     pipe.reduction = _reductions(pipe, tiny_thresholds)[method]
     counted, row = _counted(pipe, new_tokens=4)
@@ -106,7 +110,7 @@ def test_stage_flops_move_with_the_token_counts(pipe, tiny_thresholds):
         assert r["prefill_flops"] < base["prefill_flops"]
 
 
-@pytest.mark.parametrize("method", ["baseline", "dymu", "fastv"])
+@pytest.mark.parametrize("method", ["baseline", "dymu", "fastv", "pdrop", "dart"])
 def test_loglikelihood_flops_match_the_counter(pipe, tiny_thresholds, method):
     """Scoring prefills the context and the continuation, and runs the LM head on the continuation."""
     pipe.reduction = _reductions(pipe, tiny_thresholds)[method]

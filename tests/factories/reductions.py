@@ -37,3 +37,11 @@ def pool_reduction(runner, factor, vtu):
 
 def visionzip_reduction(runner, dominant, contextual, vtu):
     return _build("visionzip", {"dominant": dominant, "contextual": contextual, "vtu": vtu}, runner)
+
+
+def pdrop_reduction(layers, ratios, decoder_layers=None):
+    return _build("pdrop", {"pdrop_layers": layers, "pdrop_ratios": ratios}, decoder_layers=decoder_layers)
+
+
+def dart_reduction(layer, budget, decoder_layers=None):
+    return _build("dart", {"dart_layer": layer, "dart_budget": budget}, decoder_layers=decoder_layers)

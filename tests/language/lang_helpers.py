@@ -61,3 +61,42 @@ class AttentionStub(torch.nn.Module):
     layer_idx = 0
     num_key_value_groups = 2
     is_causal = True
+
+
+def run_with_cuts(model, rows, image, choose, contiguous):
+    """The plain HF decoder layers over one sample ``rows`` (1, N, D), at positions 0..N-1, with cuts:
+    before layer L in ``choose``, ``choose[L](inputs, positions, alive)`` returns the original indices
+    of the image entries (``image``, a set) that stay; ``inputs[i]`` is what entered layer i, over the
+    entries alive then (``inputs[L]``: the rows entering the cut layer), ``alive`` the original index
+    of each current entry. ``contiguous`` renumbers the survivors 0, 1, ...; otherwise they keep their
+    positions. Returns (logits (1, n, V) of the survivors, their original indices, each cut's kept set)."""
+    dec = model.model
+    n = rows.shape[1]
+    h, alive, pos = rows, torch.arange(n), torch.arange(n)
+    inputs, kept_sets = [], []
+    with torch.no_grad():
+        for i, layer in enumerate(dec.layers):
+            if i in choose:
+                kept = set(choose[i](inputs + [h], pos, alive))
+                stay = torch.tensor([a not in image or a in kept for a in alive.tolist()])
+                alive, h, pos = alive[stay], h[:, stay], pos[stay]
+                inputs = [x[:, stay] for x in inputs]
+                if contiguous:
+                    pos = torch.arange(alive.numel())
+                kept_sets.append(kept)
+            inputs.append(h)
+            out = layer(h, attention_mask=None, position_embeddings=dec.rotary_emb(h, pos[None]))
+            h = out[0] if isinstance(out, tuple) else out
+        return model.lm_head(dec.norm(h)), alive, kept_sets
+
+
+def rotated_qk(model, layer_index, h, pos):
+    """Layer ``layer_index``'s rotated queries (1, H, n, Dh) and keys (1, Hkv, n, Dh) on ``input_layernorm(h)``."""
+    layer = model.model.layers[layer_index]
+    attn = layer.self_attn
+    d = attn.head_dim
+    x = layer.input_layernorm(h)
+    q = attn.q_proj(x).view(1, x.shape[1], -1, d).transpose(1, 2)
+    k = attn.k_proj(x).view(1, x.shape[1], -1, d).transpose(1, 2)
+    cos, sin = model.model.rotary_emb(h, pos[None])
+    return apply_rotary_pos_emb(q, k, cos, sin)
