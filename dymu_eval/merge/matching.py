@@ -46,7 +46,7 @@ def bipartite_scores(metric: torch.Tensor, valid: torch.Tensor, protect_first: b
         raise ValueError(f"metric (B,N,C) and valid (B,N) disagree: {tuple(metric.shape)} vs {tuple(valid.shape)}")
     bsz, n, _ = metric.shape
     device = metric.device
-    unit = F.normalize(metric.float(), dim=-1)
+    unit = F.normalize(metric.to(torch.promote_types(metric.dtype, torch.float32)), dim=-1)  # fp32 or wider
     a_pos = torch.arange(0, n, 2, device=device)
     b_pos = torch.arange(1, n, 2, device=device)
     a_idx = a_pos.expand(bsz, -1)

@@ -85,12 +85,13 @@ def pool_groups(rows: int, cols: int, factor: int) -> torch.Tensor:
 
 
 def group_mean(x: torch.Tensor, groups: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows (R, D) mean of each group's tokens in fp32, sizes (R,)) for groups in 0..R-1 (-1 ignored)."""
+    """(rows (R, D) mean of each group's tokens in fp32 or wider, sizes (R,)) for groups in 0..R-1 (-1 ignored)."""
     keep = groups >= 0
-    sums = torch.zeros(n_rows, x.shape[-1], dtype=torch.float32, device=x.device)
-    sums.index_add_(0, groups[keep], x[keep].float())
+    acc = torch.promote_types(x.dtype, torch.float32)
+    sums = torch.zeros(n_rows, x.shape[-1], dtype=acc, device=x.device)
+    sums.index_add_(0, groups[keep], x[keep].to(acc))
     sizes = torch.bincount(groups[keep], minlength=n_rows).to(torch.float32)
-    return (sums / sizes.clamp(min=1).unsqueeze(-1)).to(x.dtype), sizes
+    return (sums / sizes.to(acc).clamp(min=1).unsqueeze(-1)).to(x.dtype), sizes
 
 
 def visionzip_groups(x: torch.Tensor, keys: torch.Tensor, importance: torch.Tensor, dominant: int, contextual: int,
@@ -119,7 +120,8 @@ def visionzip_groups(x: torch.Tensor, keys: torch.Tensor, importance: torch.Tens
     others = (~is_target).nonzero()[:, 0]
     assign = (metric[others] @ metric[targets].T).argmax(dim=1)  # index into targets
     mean_assigned, n_assigned = group_mean(x[rest[others]], assign, targets.numel())
-    ctx = (x[rest[targets]].float() + mean_assigned.float()).to(x.dtype)
+    acc = torch.promote_types(x.dtype, torch.float32)
+    ctx = (x[rest[targets]].to(acc) + mean_assigned.to(acc)).to(x.dtype)
     groups = torch.empty(n, dtype=torch.long, device=x.device)
     groups[dom] = torch.arange(dom.numel(), device=x.device)
     ctx_row = torch.empty(rest.numel(), dtype=torch.long, device=x.device)

@@ -68,8 +68,9 @@ def apply_merges(state: TokenState, m: Matching, merge_mask: torch.Tensor, layou
     dst = m.b_idx.gather(1, m.partner)  # (B, Na) position of each A token's partner
     a_sizes = sizes.gather(1, m.a_idx)
     w = torch.where(merge_mask, a_sizes, torch.zeros_like(a_sizes))
-    # Size-weighted sums into the receiving B tokens, in fp32: size * x overflows fp16 easily.
-    xf, sf, wf = x.float(), sizes.float(), w.float()
+    # Size-weighted sums into the receiving B tokens, in fp32 (or wider): size * x overflows fp16 easily.
+    acc = torch.promote_types(x.dtype, torch.float32)
+    xf, sf, wf = x.to(acc), sizes.to(acc), w.to(acc)
     a_x = xf.gather(1, m.a_idx.unsqueeze(-1).expand(-1, -1, d))
     recv_sum = torch.zeros_like(xf).scatter_add_(1, dst.unsqueeze(-1).expand(-1, -1, d), a_x * wf.unsqueeze(-1))
     recv_size = torch.zeros_like(sf).scatter_add_(1, dst, wf)

@@ -19,7 +19,7 @@ def attention_bias(state: TokenState, dtype: torch.dtype) -> torch.Tensor | None
     """
     if state.trivial:
         return None
-    bias = state.sizes.to(torch.float32).log()
+    bias = state.sizes.to(torch.promote_types(dtype, torch.float32)).log()  # fp32 or wider
     bias = bias.masked_fill(~state.valid, torch.finfo(torch.float32).min)
     return bias.to(dtype)[:, None, None, :]
 
@@ -39,9 +39,10 @@ def received_attention(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | No
                        has_cls: bool) -> torch.Tensor:
     """(B,T) attention received per key: CLS row summed over heads, or the mean over heads and queries."""
     queries = q[:, :, :1] if has_cls else q
-    logits = (queries.float() @ k.float().transpose(-1, -2)) * scale
+    acc = torch.promote_types(q.dtype, torch.float32)  # fp32 or wider
+    logits = (queries.to(acc) @ k.to(acc).transpose(-1, -2)) * scale
     if bias is not None:
-        logits = logits + bias.float()
+        logits = logits + bias.to(acc)
     probs = logits.softmax(dim=-1)  # (B,H,Q,T)
     return probs[:, :, 0].sum(dim=1) if has_cls else probs.mean(dim=(1, 2))
 
