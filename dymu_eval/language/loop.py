@@ -199,7 +199,7 @@ def generate(decoder: nn.Module, lm_head: nn.Module, unique_embeds: torch.Tensor
         scores = [] if return_scores else None
         for step in steps:
             if scores is not None:
-                scores.append(logits.float().clone())
+                scores.append(logits.to(torch.promote_types(logits.dtype, torch.float32)).clone())
             ids = choose_next(logits, config, gens)
             ids = torch.where(done, torch.full_like(ids, pad_id), ids)
             for b in (~done).nonzero()[:, 0].tolist():
@@ -287,7 +287,8 @@ def loglikelihood(decoder: nn.Module, lm_head: nn.Module, unique_embeds: torch.T
             if bool((found < 0).any()):
                 raise ConfigError(f"loglikelihood, sample {b}: the last context entry was dropped by FastV")
             entries[b, : len(cont)] = found
-        all_logits = _virtual_logits(lm_head, run, entries).float()
+        all_logits = _virtual_logits(lm_head, run, entries)
+        all_logits = all_logits.to(torch.promote_types(all_logits.dtype, torch.float32))  # fp32 or wider
         results = []
         for b, cont in enumerate(continuations):
             logits = all_logits[b, : len(cont)]

@@ -88,8 +88,9 @@ class Side:
         rows = (self.index + torch.arange(b, device=o.device).view(b, 1, 1) * self.n_rows).reshape(-1)
         merged = torch.zeros(b * self.n_rows, h * d, dtype=o.dtype, device=o.device).index_add_(0, rows, contrib)
         if self._inv_denom is None:
-            denom = torch.zeros(b * self.n_rows, dtype=torch.float32, device=o.device)
-            denom.index_add_(0, rows, w.float().reshape(-1))
+            acc = torch.promote_types(o.dtype, torch.float32)  # fp32 or wider
+            denom = torch.zeros(b * self.n_rows, dtype=acc, device=o.device)
+            denom.index_add_(0, rows, w.to(acc).reshape(-1))
             self._inv_denom = torch.where(denom > 0, 1.0 / denom.clamp_min(1e-30), 0.0).to(o.dtype)
         return (merged * self._inv_denom.unsqueeze(-1)).view(b, self.n_rows, h, d)
 
