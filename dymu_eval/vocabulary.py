@@ -43,7 +43,7 @@ DEFAULT_MERGE_ORDER = "reference"
 ENCODER_CALLS = ("per_image", "batched")  # how a family's reference calls its encoder (merge.Threshold)
 
 # --- dtypes -------------------------------------------------------------------------------------
-DTYPES = ("float32", "float16", "bfloat16")  # torch dtype names
+DTYPES = ("float32", "float16", "bfloat16", "float64")  # torch dtype names (float64: exactness checks)
 AUTO_DTYPE = "auto"  # the checkpoint's dtype on GPU, float32 on CPU
 
 # --- threshold data and checkpoints -------------------------------------------------------------
