@@ -1,4 +1,4 @@
-"""Suite-wide settings (nothing may wait on the network, everything runs in fp32 on CPU) and the tiny-model
+"""Suite-wide settings (nothing may wait on the network, everything runs on CPU) and the tiny-model
 fixtures that more than one test folder uses."""
 import os
 from pathlib import Path
@@ -53,6 +53,14 @@ def tiny_models(tiny_dirs):
     from tests.factories.towers import load_tower
 
     return {fam: load_tower(folder, fam) for fam, folder in tiny_dirs.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_models64(tiny_dirs):
+    """family -> the same towers in float64, where the identities the vision tests prove hold to ~1e-13."""
+    from tests.factories.towers import load_tower
+
+    return {fam: load_tower(folder, fam, torch.float64) for fam, folder in tiny_dirs.items()}
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,11 @@ FAMILIES = {
 }
 
 
-def tiny_decoder(tmp_dir, family: str = "llama", **overrides):
-    """Random model of ``family``, written with save_pretrained and read back (the real loading path)."""
+def tiny_decoder(tmp_dir, family: str = "llama", dtype: torch.dtype = torch.float64, **overrides):
+    """Random model of ``family``, written with save_pretrained and read back (the real loading path)
+    in ``dtype``: float64 by default, where the identities the language tests prove hold to ~1e-13."""
     config_cls, model_cls = FAMILIES[family]
     torch.manual_seed(1)
     model = model_cls(config_cls(**{**TINY, **overrides}))
     model.save_pretrained(tmp_dir)
-    return model_cls.from_pretrained(tmp_dir, dtype=torch.float32).eval()
+    return model_cls.from_pretrained(tmp_dir, dtype=dtype).eval()

@@ -91,9 +91,9 @@ def save_tower(folder, family: str, shape: TowerShape = TOWER, seed: int = 0, *,
     return folder
 
 
-def load_tower(folder, family: str):
-    """A tower read back from its folder (fp32, eval)."""
-    return FAMILIES[family][1].from_pretrained(folder, dtype=torch.float32).eval()
+def load_tower(folder, family: str, dtype: torch.dtype = torch.float32):
+    """A tower read back from its folder (fp32 unless asked, eval)."""
+    return FAMILIES[family][1].from_pretrained(folder, dtype=dtype).eval()
 
 
 def tower_llava(tower: str = "clip", shape: TowerShape = TOWER, *, text_layers: int = 1, vocab: int = 128,

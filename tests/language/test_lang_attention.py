@@ -1,5 +1,6 @@
 """VTU attention against explicit expansion: before the re-merge it is ordinary attention over the expanded
-sequence at virtual positions; after it, each unique row holds the weighted mean over its copies."""
+sequence at virtual positions; after it, each unique row holds the weighted mean over its copies (float64,
+at its rounding bound)."""
 from __future__ import annotations
 
 import pytest
@@ -7,14 +8,15 @@ import torch
 
 from dymu_eval.language import dymu_attention, prefill, use_dymu_attention, virtual_attention
 from dymu_eval.language.state import ForwardState, Segment, Side
+from tests.helpers.numerics import SMALL_OPS, assert_rounding_close, forward_ops
 from tests.language.lang_helpers import AttentionStub, parts, random_layout, reference_attention, unique_rows
 
 
 def reference_remerge(out, layout):
     """(B, H, Nv, Dh) -> (B, Nu, H, Dh) with explicit loops: weighted mean over each row's copies."""
     b, h, nv, d = out.shape
-    res = torch.zeros(b, layout.unique_len, h, d)
-    tot = torch.zeros(b, layout.unique_len)
+    res = torch.zeros(b, layout.unique_len, h, d, dtype=out.dtype)
+    tot = torch.zeros(b, layout.unique_len, dtype=out.dtype)
     for bi in range(b):
         for i in range(nv):
             if not layout.valid[bi, i]:
@@ -31,19 +33,19 @@ def test_virtual_attention_equals_explicit_expansion(llama, k):
     dec, _ = parts(llama)
     layout = random_layout([5, 7], [9, 12], k=k, seed=k)
     torch.manual_seed(0)
-    q = torch.randn(2, 4, layout.unique_len, 16)
-    key, val = torch.randn(2, 2, layout.unique_len, 16), torch.randn(2, 2, layout.unique_len, 16)
+    q = torch.randn(2, 4, layout.unique_len, 16, dtype=torch.float64)
+    key, val = (torch.randn(2, 2, layout.unique_len, 16, dtype=torch.float64) for _ in range(2))
     side = Side.from_layout(layout, dec.rotary_emb, q)
     seg = Segment(range(1), side, side)
     got = virtual_attention(AttentionStub(), q, key, val, seg, scaling=16 ** -0.5)
     want = reference_attention(q, key, val, layout, dec.rotary_emb)
     valid = layout.valid[:, None, :, None].expand_as(want)
-    torch.testing.assert_close(got[valid], want[valid], atol=1e-5, rtol=1e-5)
+    assert_rounding_close(got[valid], want[valid], SMALL_OPS)
     # after the re-merge: weighted mean over copies, through the registered function itself
     merged, _ = dymu_attention(AttentionStub(), q, key, val, None, scaling=16 ** -0.5,
                                dymu_state=ForwardState([Segment(range(1), side, side)]))
     rows = layout.unique_valid
-    torch.testing.assert_close(merged[rows], reference_remerge(want, layout)[rows], atol=1e-5, rtol=1e-5)
+    assert_rounding_close(merged[rows], reference_remerge(want, layout)[rows], SMALL_OPS)
 
 
 def test_without_state_it_is_plain_sdpa(llama):
@@ -57,7 +59,7 @@ def test_without_state_it_is_plain_sdpa(llama):
             got = llama(input_ids=ids, attention_mask=mask).logits
         finally:
             llama.model.config._attn_implementation = "sdpa"
-    torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-5, rtol=1e-5)
+    assert_rounding_close(got[mask.bool()], want[mask.bool()], forward_ops(llama.config, 9))
 
 
 def test_full_forward_with_duplicate_rows_matches_unmodified_layer0(model):
@@ -80,11 +82,11 @@ def test_full_forward_with_duplicate_rows_matches_unmodified_layer0(model):
     full, vtu = seen
     # mean over copies of the unmodified outputs (one-hot layout)
     want = torch.zeros_like(vtu)
-    count = torch.zeros(vtu.shape[:2])
+    count = torch.zeros(vtu.shape[:2], dtype=vtu.dtype)
     for b in range(2):
         for i in layout.valid[b].nonzero()[:, 0].tolist():
             u = int(layout.index[b, i, 0])
             want[b, u] += full[b, i]
             count[b, u] += 1
     want = want / count.clamp_min(1)[..., None]
-    torch.testing.assert_close(vtu[layout.unique_valid], want[layout.unique_valid], atol=1e-5, rtol=1e-5)
+    assert_rounding_close(vtu[layout.unique_valid], want[layout.unique_valid], forward_ops(model.config, 17))

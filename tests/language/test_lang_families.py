@@ -7,6 +7,7 @@ import torch
 from dymu_eval.errors import ConfigError
 from dymu_eval.language import VirtualLayout, describe_decoder, prefill_logits, split_causal_lm
 from tests.factories.decoders import tiny_decoder
+from tests.helpers.numerics import assert_rounding_close, forward_ops
 from tests.language.lang_helpers import parts, random_layout, unique_rows
 
 LLAMA3 = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
@@ -23,14 +24,14 @@ def test_scaled_rope_identity_and_vtu_layer(tmp_path, rope):
     with torch.no_grad():
         want = model(input_ids=ids).logits
         got = prefill_logits(dec, head, dec.embed_tokens(ids), VirtualLayout.identity([40]))
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert_rounding_close(got, want, forward_ops(model.config, 40))
     # rows used once each but in shuffled order: keys are rotated at their virtual positions, not row order
     layout = random_layout([30], [30], seed=1)
     rows = unique_rows(model, layout)
     with torch.no_grad():
         want = head(model.model(inputs_embeds=layout.expand(rows)).last_hidden_state)
     got = prefill_logits(dec, head, rows, layout)
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert_rounding_close(got, want, forward_ops(model.config, 30))
 
 
 @pytest.mark.parametrize("rope, kind", [

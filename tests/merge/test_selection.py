@@ -23,6 +23,7 @@ from dymu_eval.merge.select import (
     visionzip_groups,
 )
 from dymu_eval.vision import VisionRunner
+from tests.helpers.numerics import SMALL_OPS, assert_rounding_close, forward_ops
 
 GRID = (8, 8)  # the tiny towers: 64 px, patch 8
 
@@ -73,12 +74,12 @@ def test_random_keep_on_a_batch_keeps_k_patches_at_their_places_and_cls():
 # ----------------------------------------------------------------------------------- pool
 def test_pool_averages_each_block_of_patches():
     torch.manual_seed(0)
-    x = torch.randn(2, 64, 3)  # no CLS (SigLIP-like)
+    x = torch.randn(2, 64, 3, dtype=torch.float64)  # no CLS (SigLIP-like)
     out = GridPool(2)(_state(x), SelectionInput(False, GRID))
     assert out.counts.tolist() == [16, 16] and bool((out.sizes == 4).all())
     grid = x.view(2, 4, 2, 4, 2, 3)  # (B, row-cell, dy, col-cell, dx, D)
     want = grid.mean(dim=(2, 4)).reshape(2, 16, 3)
-    torch.testing.assert_close(out.x, want)
+    assert_rounding_close(out.x, want, SMALL_OPS)
     assert out.patch_to_token[0, :10].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 0, 0]
     assert pool_groups(24, 24, 2).unique().numel() == 144  # LLaVA-1.5: 576 -> 144
 
@@ -93,7 +94,7 @@ def test_pool_factor_that_does_not_divide_the_grid_is_refused():
 # ----------------------------------------------------------------------------------- VisionZip
 def test_visionzip_keeps_the_top_attended_tokens_and_merges_the_rest_by_hand():
     # 1 CLS + 9 patches; dominant=4 -> CLS + the 3 patches the CLS attends to most
-    x = torch.arange(10, dtype=torch.float32)[:, None].repeat(1, 2) * torch.tensor([1.0, 10.0])
+    x = torch.arange(10, dtype=torch.float64)[:, None].repeat(1, 2) * torch.tensor([1.0, 10.0], dtype=torch.float64)
     importance = torch.tensor([9.0, 0.1, 0.9, 0.2, 0.8, 0.3, 0.05, 0.7, 0.0, 0.4])  # CLS entry ignored
     # keys: rest tokens are 1,3,5,6,8,9 (original order); targets at stride 6//2 = 3 -> rest[0]=1, rest[3]=6
     keys = torch.zeros(10, 2)
@@ -102,9 +103,9 @@ def test_visionzip_keeps_the_top_attended_tokens_and_merges_the_rest_by_hand():
     g = visionzip_groups(x, keys, importance, dominant=4, contextual=2, forced=1)
     dominant = [0, 2, 4, 7]
     assert g.rows.shape[0] == 6
-    torch.testing.assert_close(g.rows[:4], x[dominant])
-    torch.testing.assert_close(g.rows[4], x[1] + (x[3] + x[9]) / 2)
-    torch.testing.assert_close(g.rows[5], x[6] + (x[5] + x[8]) / 2)
+    assert torch.equal(g.rows[:4], x[dominant])  # copies
+    assert_rounding_close(g.rows[4], x[1] + (x[3] + x[9]) / 2, SMALL_OPS)
+    assert_rounding_close(g.rows[5], x[6] + (x[5] + x[8]) / 2, SMALL_OPS)
     assert g.groups.tolist() == [0, 4, 1, 4, 2, 5, 5, 3, 5, 4]
     assert g.sizes.tolist() == [1, 1, 1, 1, 3, 3]
 
@@ -113,7 +114,7 @@ def test_visionzip_without_cls_ranks_every_token():
     x = torch.randn(6, 2)
     importance = torch.tensor([0.1, 0.5, 0.2, 0.9, 0.0, 0.3])
     g = visionzip_groups(x, torch.randn(6, 2), importance, dominant=2, contextual=1)
-    torch.testing.assert_close(g.rows[:2], x[[1, 3]])
+    assert torch.equal(g.rows[:2], x[[1, 3]])  # copies
     assert g.groups[[1, 3]].tolist() == [0, 1] and set(g.groups[[0, 2, 4, 5]].tolist()) == {2}
 
 
@@ -126,20 +127,20 @@ def test_visionzip_settings_that_exceed_the_tokens_are_refused():
 
 
 @pytest.mark.parametrize("fam", ["clip", "siglip"])
-def test_visionzip_in_the_runner_matches_the_models_own_attention(fam, tiny_dirs, pixels):
+def test_visionzip_in_the_runner_matches_the_models_own_attention(fam, tiny_dirs, tiny_models64, pixels):
     """The dominant tokens are the top-ranked by the attention the eager HF model returns at the
-    last layer run: CLS row summed over heads (CLIP), mean received attention (SigLIP)."""
+    last layer run: CLS row summed over heads (CLIP), mean received attention (SigLIP). Their rows
+    are the SDPA model's hidden states (eager attention takes its softmax in fp32 even in float64)."""
     model_cls = {"clip": CLIPVisionModel, "siglip": SiglipVisionModel}[fam]
-    model = model_cls.from_pretrained(tiny_dirs[fam], dtype=torch.float32, attn_implementation="eager").eval()
+    model = model_cls.from_pretrained(tiny_dirs[fam], dtype=torch.float64, attn_implementation="eager").eval()
     layers = 3  # a LLaVA-style read of layer -2
     runner = VisionRunner.from_model(model, layers_run=layers)
     has_cls = runner.has_cls
     dominant, contextual = (10, 4) if has_cls else (9, 4)
     out = runner(pixels, selector=VisionZip(dominant, contextual))
     with torch.no_grad():
-        ref = model(pixel_values=pixels, output_attentions=True, output_hidden_states=True)
-    attn = ref.attentions[layers - 1]  # (B, H, T, T)
-    hidden = ref.hidden_states[layers]
+        attn = model(pixel_values=pixels, output_attentions=True).attentions[layers - 1]  # (B, H, T, T)
+        hidden = tiny_models64[fam](pixel_values=pixels, output_hidden_states=True).hidden_states[layers]
     assert [out.num_tokens(b) for b in range(pixels.shape[0])] == [dominant + contextual] * pixels.shape[0]
     assert (out.counts == 65 - int(not has_cls)).all()  # the blocks ran unreduced
     assert out.cls_row is has_cls
@@ -154,19 +155,19 @@ def test_visionzip_in_the_runner_matches_the_models_own_attention(fam, tiny_dirs
         p2t = out.patch_to_token[b]
         rows_of_dominant = p2t[want]
         assert rows_of_dominant.tolist() == list(range(dominant))
-        torch.testing.assert_close(out.tokens[b, :dominant], hidden[b, want], atol=1e-5, rtol=0)
+        assert_rounding_close(out.tokens[b, :dominant], hidden[b, want], forward_ops(model.config, 65))
         assert bool((p2t >= 0).all()) and int((p2t >= dominant).sum()) == p2t.numel() - dominant
 
 
-def test_selection_batched_equals_one_by_one(tiny_models, pixels):
-    runner = VisionRunner.from_model(tiny_models["clip"], layers_run=3)
+def test_selection_batched_equals_one_by_one(tiny_models64, pixels):
+    runner = VisionRunner.from_model(tiny_models64["clip"], layers_run=3)
     for sel in (RandomKeep(0.25, seed=3), GridPool(2), VisionZip(10, 4)):
         batch = runner(pixels, selector=sel)
         for b in range(pixels.shape[0]):
             one = runner(pixels[b:b + 1], selector=sel)
             n = one.num_tokens(0)
             assert batch.num_tokens(b) == n
-            torch.testing.assert_close(batch.tokens[b, :n], one.tokens[0, :n], atol=1e-5, rtol=0)
+            assert_rounding_close(batch.tokens[b, :n], one.tokens[0, :n], forward_ops(tiny_models64['clip'].config, 65))
             assert torch.equal(batch.patch_to_token[b], one.patch_to_token[0])
     for sel, n in ((RandomKeep(16), 17), (GridPool(2), 17), (GridPool(4), 5)):  # CLS + the selected rows
         out = runner(pixels, selector=sel)

@@ -1,0 +1,1 @@
+"""Helpers the test folders share that build nothing: numerical tolerances (``numerics``)."""

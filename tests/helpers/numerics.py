@@ -1,0 +1,75 @@
+"""How close two computations of the same quantity must be when they differ only in rounding.
+
+The pipeline reproduces the unmodified model *exactly in mathematics*: the same sums, taken in
+another order, through other kernels, in batches of another shape. In floating point each order
+rounds differently, and how a CPU's BLAS blocks a matrix product is its own business, so a fixed
+``atol=1e-5`` on fp32 logits passes on one machine and fails on the next. The tests here prove
+every identity in float64 with a bound derived from its eps, and check the fp32/bf16 paths users
+run with the same bound in their own dtype.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+# A forward pass of the test models is a few layers of dot products; ``forward_ops`` counts the longest
+# chain of dependent roundings in one. Anything that is not a whole forward (one attention call, a sum of
+# a few rows) chains far fewer than this:
+SMALL_OPS = 256
+
+
+def tolerance(dtype: torch.dtype, magnitude: float, ops: int) -> float:
+    """Absolute tolerance for two computations of one value of size ``magnitude`` that differ only in rounding.
+
+    Each rounding is off by at most eps/2 relative (the unit roundoff), and a result reached through
+    a chain of ``ops`` dependent roundings is within about ``ops * eps/2 * magnitude`` of the exact value
+    (the first-order worst-case bound, Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1),
+    whatever order the kernels sum in. Two such computations are within twice that of each other:
+    ``ops * eps * magnitude``. It is a worst case, so it holds on any BLAS: in float64 it is ~1e-10 of
+    the magnitude for a whole forward of the test models, where a real mistake (a wrong position, row,
+    mask or weight) moves values by a sizeable fraction of it.
+    """
+    return float(ops) * torch.finfo(dtype).eps * float(magnitude)
+
+
+def forward_ops(config: Any, sequence: int) -> int:
+    """The longest chain of dependent roundings in a forward pass over ``sequence`` positions.
+
+    Per layer a value passes through a dot product over the hidden width, one over the MLP width and a
+    softmax sum over the sequence, plus a few elementwise steps (norms, activations, residual adds);
+    summed over the layers of every sub-model of ``config`` (a VLM's tower and decoder), with the lm head's
+    dot product. It bounds what rounding can do, so it is generous by design."""
+    subs = [c for c in (getattr(config, "vision_config", None), getattr(config, "text_config", None)) if c]
+    ops = 0
+    for c in subs or [config]:
+        width = int(c.hidden_size)
+        mlp = int(getattr(c, "intermediate_size", None) or width * int(getattr(c, "mlp_ratio", 4)))
+        ops += int(c.num_hidden_layers) * (width + mlp + sequence + 16) + width
+    return ops
+
+
+def assert_rounding_close(got: torch.Tensor, want: torch.Tensor, ops: int, what: str = "values") -> None:
+    """``got`` equals ``want`` up to ``tolerance(dtype, max |want|, ops)`` (both of one dtype)."""
+    assert got.dtype == want.dtype, f"{what}: comparing {got.dtype} with {want.dtype}"
+    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} vs {tuple(want.shape)}"
+    got, want = got.detach(), want.detach()
+    magnitude = max(float(want.abs().max()), 1.0) if want.numel() else 1.0
+    tol = tolerance(want.dtype, magnitude, ops)
+    worst = float((got - want).abs().max()) if want.numel() else 0.0
+    assert worst <= tol, (f"{what}: max |difference| {worst:.3g} exceeds the {want.dtype} rounding bound {tol:.3g} "
+                          f"({ops} ops at magnitude {magnitude:.3g})")
+
+
+def as_float64(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` cast to float64 in place (exact: every fp32/bf16 value is a float64), in eval mode."""
+    return model.to(torch.float64).eval()
+
+
+def assert_loglik_close(got: float, want: float, logprobs: torch.Tensor, ops: int) -> None:
+    """A summed log-likelihood ``got`` equals ``want`` up to rounding. ``logprobs`` (n, V) are the reference's
+    log-softmax rows that were summed: their size bounds the values rounded, and the log-softmax adds a
+    sum over the vocabulary to the chain of ``ops``."""
+    magnitude = float(logprobs.abs().max()) * logprobs.shape[0] + abs(want)
+    tol = tolerance(logprobs.dtype, max(magnitude, 1.0), ops + logprobs.shape[-1])
+    assert abs(got - want) <= tol, f"log-likelihood {got!r} vs {want!r}: beyond the {logprobs.dtype} bound {tol:.3g}"
