@@ -84,11 +84,12 @@ def build_tiny_onevision(out: Path, tasks_dir: Path, *, vision_layers: int = 3, 
 QUESTION = "what is the color of the object ? answer using a single word ."
 
 
-def onevision_pipeline(folder: Path):
-    """The family pipeline over a saved tiny OneVision, on CPU."""
+def onevision_pipeline(folder: Path, dtype: str = "float64"):
+    """The family pipeline over a saved tiny OneVision, on CPU, in ``dtype`` (float64 by default: the
+    tests prove identities with the unmodified model there, at float64's rounding bound)."""
     from dymu_eval.vlm import llava_onevision as ov
 
-    model, processor = ov.load_onevision(str(folder), "cpu")
+    model, processor = ov.load_onevision(str(folder), "cpu", dtype)
     return ov.OnevisionPipeline(model, processor)
 
 
