@@ -53,6 +53,7 @@ def assert_rounding_close(got: torch.Tensor, want: torch.Tensor, ops: int, what:
     """``got`` equals ``want`` up to ``tolerance(dtype, max |want|, ops)`` (both of one dtype)."""
     assert got.dtype == want.dtype, f"{what}: comparing {got.dtype} with {want.dtype}"
     assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} vs {tuple(want.shape)}"
+    got, want = got.detach(), want.detach()
     magnitude = max(float(want.abs().max()), 1.0) if want.numel() else 1.0
     tol = tolerance(want.dtype, magnitude, ops)
     worst = float((got - want).abs().max()) if want.numel() else 0.0

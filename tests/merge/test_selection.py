@@ -127,9 +127,10 @@ def test_visionzip_settings_that_exceed_the_tokens_are_refused():
 
 
 @pytest.mark.parametrize("fam", ["clip", "siglip"])
-def test_visionzip_in_the_runner_matches_the_models_own_attention(fam, tiny_dirs, pixels):
+def test_visionzip_in_the_runner_matches_the_models_own_attention(fam, tiny_dirs, tiny_models64, pixels):
     """The dominant tokens are the top-ranked by the attention the eager HF model returns at the
-    last layer run: CLS row summed over heads (CLIP), mean received attention (SigLIP)."""
+    last layer run: CLS row summed over heads (CLIP), mean received attention (SigLIP). Their rows
+    are the SDPA model's hidden states (eager attention takes its softmax in fp32 even in float64)."""
     model_cls = {"clip": CLIPVisionModel, "siglip": SiglipVisionModel}[fam]
     model = model_cls.from_pretrained(tiny_dirs[fam], dtype=torch.float64, attn_implementation="eager").eval()
     layers = 3  # a LLaVA-style read of layer -2
@@ -138,9 +139,8 @@ def test_visionzip_in_the_runner_matches_the_models_own_attention(fam, tiny_dirs
     dominant, contextual = (10, 4) if has_cls else (9, 4)
     out = runner(pixels, selector=VisionZip(dominant, contextual))
     with torch.no_grad():
-        ref = model(pixel_values=pixels, output_attentions=True, output_hidden_states=True)
-    attn = ref.attentions[layers - 1]  # (B, H, T, T)
-    hidden = ref.hidden_states[layers]
+        attn = model(pixel_values=pixels, output_attentions=True).attentions[layers - 1]  # (B, H, T, T)
+        hidden = tiny_models64[fam](pixel_values=pixels, output_hidden_states=True).hidden_states[layers]
     assert [out.num_tokens(b) for b in range(pixels.shape[0])] == [dominant + contextual] * pixels.shape[0]
     assert (out.counts == 65 - int(not has_cls)).all()  # the blocks ran unreduced
     assert out.cls_row is has_cls

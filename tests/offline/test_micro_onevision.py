@@ -132,7 +132,7 @@ def test_family_module_without_reduction_is_the_stock_model(built, family_reques
 
 def test_tome_merges_in_the_encoder_so_fewer_rows_reach_the_llm(built, family_requests):
     from dymu_eval.vlm import llava_onevision as ov
-    from dymu_eval.vlm.reduction import tome_reduction
+    from tests.factories.reductions import tome_reduction
 
     _, model, processor = built
     pipe = ov.OnevisionPipeline(model, processor)

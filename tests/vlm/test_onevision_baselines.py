@@ -190,6 +190,6 @@ def test_projector_flops_and_rows_follow_the_selected_rows(pipe, requests, metho
         n = s["crops"] + s["frames"]
         rows = {"random": 5, "pool": 9, "visionzip": 6}[method] * n
         with FlopCounterMode(display=False) as counter, torch.no_grad():
-            pipe.projector(torch.zeros(rows, pipe.runner.adapter.config.hidden_size))
+            pipe.projector(torch.zeros(rows, pipe.runner.adapter.config.hidden_size, dtype=pipe.dtype))
         assert s["projector_flops"] == counter.get_total_flops() > 0
         assert s["encoder_rows"] == rows and s["llm_rows"] == s["visual_rows"]

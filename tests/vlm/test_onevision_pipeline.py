@@ -304,6 +304,6 @@ def test_projector_flops_count_the_merged_rows_it_runs_on(pipe, requests):
     for s in stats:
         rows = sum(s["encoder_tokens"])
         with FlopCounterMode(display=False) as counter, torch.no_grad():
-            pipe.projector(torch.zeros(rows, pipe.runner.adapter.config.hidden_size))
+            pipe.projector(torch.zeros(rows, pipe.runner.adapter.config.hidden_size, dtype=pipe.dtype))
         assert s["projector_flops"] == counter.get_total_flops() > 0
         assert s["encoder_rows"] == rows and s["llm_rows"] == s["visual_rows"]
