@@ -8,6 +8,7 @@ from transformers import Dinov2Config, Dinov2Model
 from dymu_eval.errors import AssetUnavailable
 from dymu_eval.offline import micro_llava
 from dymu_eval.offline.synthetic import make_scene
+from tests.helpers.numerics import tolerance
 
 pytestmark = pytest.mark.slow
 
@@ -78,10 +79,12 @@ def test_trained_adapters_load_fold_and_answer():
     if lora:  # folded: W = W_base + B @ A
         from dymu_eval.offline.assets import smollm2
 
-        base = dict(smollm2()[0].model.named_modules())[lora[0]].weight
-        folded = dict(model.model.language_model.named_modules())[lora[0]].weight
-        delta = weights[f"{micro_llava.LORA_PREFIX}{lora[0]}.B"] @ weights[f"{micro_llava.LORA_PREFIX}{lora[0]}.A"]
-        assert torch.allclose(folded, base + delta, atol=1e-6)
+        base = dict(smollm2()[0].model.named_modules())[lora[0]].weight.detach()
+        folded = dict(model.model.language_model.named_modules())[lora[0]].weight.detach()
+        b, a = weights[f"{micro_llava.LORA_PREFIX}{lora[0]}.B"], weights[f"{micro_llava.LORA_PREFIX}{lora[0]}.A"]
+        # the same fp32 sum W + B @ A, maybe through another kernel: rank products and one add apart
+        bound = tolerance(folded.dtype, float((base.abs() + b.abs() @ a.abs()).max()), a.shape[0] + 1)
+        assert float((folded - (base + b @ a)).abs().max()) <= bound
     # a weak but real check: over a few held-out scenes, it gets some present/absent questions right
     right = 0
     rng = random.Random(5)

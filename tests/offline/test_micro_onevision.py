@@ -8,6 +8,7 @@ from dymu_eval.errors import AssetUnavailable
 from dymu_eval.offline import micro_llava, micro_onevision
 from dymu_eval.offline.clips import shape_clip
 from dymu_eval.offline.synthetic import make_scene
+from tests.helpers.numerics import assert_rounding_close, forward_ops
 
 pytestmark = pytest.mark.slow
 
@@ -87,34 +88,53 @@ def test_stock_model_answers_about_an_anyres_image_and_a_clip(built):
         assert answer.split()[0].strip(".").lower() in {"yes", "no"}, (kind, answer)
 
 
-def test_family_module_without_reduction_is_the_stock_model(built):
-    """The OneVision family module drops the DINOv2 CLS like the "default" strategy: with no
-    reduction its logits equal the stock model's on an AnyRes image and on a clip."""
-    from dymu_eval.language import prefill_logits
+@pytest.fixture(scope="module")
+def family_requests(built):
+    """An AnyRes image (a 1x2 grid plus the base crop) and a clip, as lmms-eval's simple ``llava_hf`` asks."""
     from dymu_eval.vlm import llava_onevision as ov
-    from dymu_eval.vlm.reduction import Reduction, tome_reduction
 
-    _, model, processor = built
-    pipe = ov.OnevisionPipeline(model, processor)
-    pipe.reduction = Reduction()
+    _, _, processor = built
     image, _ = make_scene(5, size=336, background="busy")
     frames, _ = shape_clip(5, "recolour", "noisy")
     question = "Is there a red square?\nAnswer the question using a single word or phrase."
     requests = []
     for images, videos in (([image.crop((0, 0, 336, 250))], []), ([], [ov.Video(np.stack(frames[::4]))])):
-        text, _ = ov.simple_prompt(pipe.tokenizer, question, len(images), len(videos))
+        text, _ = ov.simple_prompt(processor.tokenizer, question, len(images), len(videos))
         requests.append(ov.Request(text, images, videos, name="sample"))
-    for req in requests:
+    return requests
+
+
+def test_family_module_without_reduction_is_the_stock_model(built, family_requests):
+    """The OneVision family module drops the DINOv2 CLS like the "default" strategy: with no
+    reduction its logits equal the stock model's on an AnyRes image and on a clip. Exact in
+    mathematics (proven in float64 on a tiny DINOv2 OneVision, tests/vlm/test_onevision_pipeline.py);
+    here, on the real weights in the fp32 users run, within fp32's rounding bound (tests.helpers.numerics:
+    rounding only, whatever the CPU's kernels; a fixed atol=1e-5 failed on some CPUs)."""
+    from dymu_eval.language import prefill_logits
+    from dymu_eval.vlm import llava_onevision as ov
+    from dymu_eval.vlm.reduction import Reduction
+
+    _, model, processor = built
+    assert model.dtype == torch.float32
+    pipe = ov.OnevisionPipeline(model, processor, Reduction())
+    for req in family_requests:
         prep = pipe.prepare([req])
         ours = prefill_logits(pipe.decoder, pipe.lm_head, prep.unique, prep.layout)[0]
         _, inputs = pipe._process(req)
         with torch.no_grad():
             ref = model(**inputs).logits[0]
-        torch.testing.assert_close(ours[prep.layout.valid[0]], ref, atol=1e-5, rtol=1e-5)
+        assert_rounding_close(ours[prep.layout.valid[0]], ref, forward_ops(model.config, ref.shape[0]), req.name)
         assert prep.stats[0]["visual_rows"] == prep.stats[0]["visual_positions"]
-    # ToMe merges in the encoder, so fewer distinct rows reach the LLM
+
+
+def test_tome_merges_in_the_encoder_so_fewer_rows_reach_the_llm(built, family_requests):
+    from dymu_eval.vlm import llava_onevision as ov
+    from dymu_eval.vlm.reduction import tome_reduction
+
+    _, model, processor = built
+    pipe = ov.OnevisionPipeline(model, processor)
     pipe.reduction = tome_reduction(pipe.runner, r=8, level=None, schedule="constant", vtu=True)
-    for req in requests:
+    for req in family_requests:
         stats = pipe.prepare([req]).stats[0]
         assert stats["visual_rows"] < stats["visual_positions"]
 
