@@ -4,6 +4,8 @@ Built from configs and saved with ``save_pretrained`` so the real loading code o
 and of lmms-eval's ``llava_hf`` runs on it. Crops are 48 px with 8 px patches (6x6 = 36 tokens
 per crop, pooled to 3x3 for video). The grid pinpoints go up to 3x3 crops and the config reads
 ``anyres_max_4``, so a large square image triggers the bilinear downsample of the AnyRes canvas.
+``tower="dinov2"`` puts a tower with a CLS token in (read at layer -2, the CLS dropped by the
+"default" strategy), as the offline micro OneVision has.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    Dinov2Config,
     LlavaOnevisionConfig,
     LlavaOnevisionForConditionalGeneration,
     LlavaOnevisionImageProcessor,
@@ -44,20 +47,29 @@ def build_tokenizer(tasks_dir: Path) -> PreTrainedTokenizerFast:
                           extra_words={"what", "happens", "in", "the", "video", "describe", "it"})
 
 
-def build_tiny_onevision(out: Path, tasks_dir: Path, *, vision_layers: int = 3, seed: int = 0) -> Path:
+def _tower(tower: str, layers: int):
+    """(vision config, feature layer, select strategy, CLS rows per crop) of a ``tower`` of ``layers`` blocks."""
+    shape = {"hidden_size": 32, "num_hidden_layers": layers, "num_attention_heads": 2, "image_size": CROP,
+             "patch_size": PATCH}
+    if tower == "dinov2":  # CLS + patches, read at layer -2; "default" drops the CLS
+        return Dinov2Config(**shape, mlp_ratio=2), -2, "default", 1
+    return SiglipVisionConfig(**shape, intermediate_size=64, vision_use_head=False), -1, "full", 0
+
+
+def build_tiny_onevision(out: Path, tasks_dir: Path, *, vision_layers: int = 3, seed: int = 0,
+                         tower: str = "siglip") -> Path:
     """Save a random tiny LLaVA-OneVision (model, processor, tokenizer) into ``out`` and return it."""
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(tasks_dir)
-    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=vision_layers,
-                                num_attention_heads=2, image_size=CROP, patch_size=PATCH, vision_use_head=False)
+    vision, layer, strategy, cls = _tower(tower, vision_layers)
     text = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                        num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=4096,
                        bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=False,
                        initializer_range=0.3, use_sliding_window=False)
     config = LlavaOnevisionConfig(
         vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        video_token_index=tokenizer.convert_tokens_to_ids("<video>"), vision_feature_layer=-1,
-        vision_feature_select_strategy="full", vision_aspect_ratio=ASPECT, image_grid_pinpoints=PINPOINTS,
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"), vision_feature_layer=layer,
+        vision_feature_select_strategy=strategy, vision_aspect_ratio=ASPECT, image_grid_pinpoints=PINPOINTS,
         initializer_range=0.3, tie_word_embeddings=False,
     )
     model = LlavaOnevisionForConditionalGeneration(config).eval()
@@ -74,7 +86,8 @@ def build_tiny_onevision(out: Path, tasks_dir: Path, *, vision_layers: int = 3, 
     video_processor = LlavaOnevisionVideoProcessor(size={"height": CROP, "width": CROP})
     processor = LlavaOnevisionProcessor(
         image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
-        num_image_tokens=(CROP // PATCH) ** 2, vision_feature_select_strategy="full", chat_template=CHAT_TEMPLATE,
+        num_image_tokens=(CROP // PATCH) ** 2 + cls, vision_feature_select_strategy=strategy,
+        chat_template=CHAT_TEMPLATE,
         vision_aspect_ratio=ASPECT,
     )
     processor.save_pretrained(out)

@@ -79,8 +79,8 @@ def test_trained_adapters_load_fold_and_answer():
     if lora:  # folded: W = W_base + B @ A
         from dymu_eval.offline.assets import smollm2
 
-        base = dict(smollm2()[0].model.named_modules())[lora[0]].weight
-        folded = dict(model.model.language_model.named_modules())[lora[0]].weight
+        base = dict(smollm2()[0].model.named_modules())[lora[0]].weight.detach()
+        folded = dict(model.model.language_model.named_modules())[lora[0]].weight.detach()
         b, a = weights[f"{micro_llava.LORA_PREFIX}{lora[0]}.B"], weights[f"{micro_llava.LORA_PREFIX}{lora[0]}.A"]
         # the same fp32 sum W + B @ A, maybe through another kernel: rank products and one add apart
         bound = tolerance(folded.dtype, float((base.abs() + b.abs() @ a.abs()).max()), a.shape[0] + 1)

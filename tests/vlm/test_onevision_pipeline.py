@@ -16,7 +16,7 @@ from dymu_eval.vlm import llava_onevision as ov
 from dymu_eval.vlm.reduction import Reduction
 from tests.factories import TASKS
 from tests.factories.media import random_image
-from tests.factories.onevision import QUESTION, onevision_pipeline, onevision_request
+from tests.factories.onevision import QUESTION, build_tiny_onevision, onevision_pipeline, onevision_request
 from tests.factories.reductions import fastv_reduction, tome_reduction
 from tests.helpers.numerics import SMALL_OPS, assert_loglik_close, assert_rounding_close, forward_ops
 
@@ -88,6 +88,21 @@ def test_unreduced_logits_equal_the_unmodified_model(pipe, requests, multi_image
         assert video["visual_positions"] == 6 * 9 + 1  # 6x6 patches pooled to 3x3, one newline at the end
     finally:
         pipe.multi_image = "anyres"
+
+
+def test_a_tower_with_cls_drops_it_like_the_default_strategy(tmp_path_factory, tiny_videos):
+    """A tower with a CLS token (the offline micro OneVision's DINOv2, read at layer -2): with no
+    reduction the family module drops the CLS as the "default" strategy does, so its logits are the
+    unmodified model's on AnyRes images (one downsampled) and on a clip."""
+    pipe = onevision_pipeline(build_tiny_onevision(tmp_path_factory.mktemp("ov_cls") / "ov", TASKS, tower="dinov2"))
+    assert pipe.runner.has_cls and pipe.model.config.vision_feature_select_strategy == "default"
+    reqs = [onevision_request(pipe, [random_image(140, 150, 0)]), onevision_request(pipe, [random_image(60, 200, 1)]),
+            onevision_request(pipe, videos=[ov.load_video(str(tiny_videos["long"]), 6)])]
+    prep = pipe.prepare(reqs)
+    ours = prefill_logits(pipe.decoder, pipe.lm_head, prep.unique, prep.layout)
+    for b, req in enumerate(reqs):
+        _assert_reference_logits(pipe, ours[b][prep.layout.valid[b]], req)
+        assert prep.stats[b]["visual_rows"] == prep.stats[b]["visual_positions"]
 
 
 def test_unreduced_fp32_logits_are_the_unmodified_models_within_fp32_rounding(tiny_onevision, requests):
