@@ -73,7 +73,7 @@ test-fast: $(STAMP)
 
 # ---- reproduce / tables: the DyMU paper's matrices (needs GPUs and Hugging Face access)
 # make reproduce [FAMILY=llava|onevision] [MODEL=...] [TASKS=mme,gqa,...] [LEVELS=low,mid,high]
-#                [BASELINES=random,pool,visionzip] [LIMIT=N]
+#                [BASELINES=all|random,pool,visionzip] [LIMIT=N]
 #                [OUT=runs/reproduce] [NUM_GPUS=N] [CALIB_IMAGES=DIR] [PIXMO_IMAGES=DIR] [DRY_RUN=1] [FORCE=1]
 #                [HUB_OFFLINE=1]
 # FAMILY=llava: LLaVA-1.5-7B on mme,gqa,pope,scienceqa_img,seedbench,textvqa_val (Tables 2, 5, 6, 7).
@@ -83,7 +83,7 @@ FAMILY ?= llava
 MODEL ?=
 TASKS ?=
 LEVELS ?= low,mid,high
-BASELINES ?= random,pool,visionzip
+BASELINES ?= all
 LIMIT ?=
 OUT ?= runs/reproduce
 NUM_GPUS ?= 1

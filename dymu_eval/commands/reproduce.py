@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..runs.reproduce import SELECTION_METHODS
+from ..runs.reproduce import baseline_methods
 from ..vocabulary import DEFAULT_THRESHOLDS, LEVELS
 
 
@@ -21,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", default="", help="checkpoint: hub id or folder (default: the family's 7B model)")
     p.add_argument("--tasks", default="", help="comma list of lmms-eval tasks (default: the family's benchmarks)")
     p.add_argument("--levels", default=",".join(LEVELS), help="comma list of levels to run")
-    p.add_argument("--baselines", default=",".join(SELECTION_METHODS),
-                   help=f"comma list of {', '.join(SELECTION_METHODS)} to run beside the paper's matrix (empty: none)")
+    p.add_argument("--baselines", default="all",
+                   help=f"all (default), or a comma list of the fixed-budget baselines "
+                        f"({','.join(baseline_methods())}) to run beside the paper's matrix (empty: none)")
     p.add_argument("--limit", default="", help="samples per task (default all)")
     p.add_argument("--out", default="runs/reproduce", help="folder of the lmms-eval output folders and the tables")
     p.add_argument("--num-gpus", type=int, default=1)
@@ -41,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     return reproduce(Settings(
         family=args.family, pretrained=args.pretrained, tasks=args.tasks,
         levels=tuple(lv.strip() for lv in args.levels.split(",") if lv.strip()),
-        baselines=tuple(b.strip() for b in args.baselines.split(",") if b.strip()), limit=args.limit or None,
+        baselines=None if args.baselines.strip() == "all" else
+        tuple(b.strip() for b in args.baselines.split(",") if b.strip()), limit=args.limit or None,
         out=Path(args.out), num_gpus=args.num_gpus, images={k: v for k, v in images.items() if v},
         dry_run=args.dry_run, force=args.force,
     ))

@@ -29,26 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, DymuError, RunError
-from ..vocabulary import (
-    DEFAULT_SCHEDULE,
-    DEFAULT_THRESHOLDS,
-    FASTV_K,
-    FASTV_RATIO,
-    LEVELS,
-    LLAVA_15,
-    MAX_FRAMES,
-    ONEVISION_7B,
-    POOL_FACTOR,
-    VISIONZIP_SETTINGS,
-)
+from ..methods import METHODS
+from ..methods.reproduce import MatrixContext
+from ..vocabulary import DEFAULT_METHOD, DEFAULT_THRESHOLDS, LEVELS, LLAVA_15, MAX_FRAMES, ONEVISION_7B
 from .spec import RunSpec, lmms_eval_argv, results_done, run_logged
 
 # Table-2 image benchmarks lmms-eval scores without a paid judge (MMBench falls back to GPT,
 # MM-Vet and LLaVA-Bench-in-the-Wild are GPT-judged).
 DEFAULT_TASKS = "mme,gqa,pope,scienceqa_img,seedbench,textvqa_val"
-SELECTION_METHODS = ("random", "pool", "visionzip")  # the fixed-budget baselines run beside the paper's matrix
 TOME_ENCODER = "clip-vit-l-14-336"  # LLaVA-1.5's encoder: ToMe's r per level from merge.levels (paper Table 2)
-RANDOM_KEEP = tuple(d + c for d, c in VISIONZIP_SETTINGS)  # 192/128/64: the budgets later papers compare at
+LLAVA_PATCHES = 24 * 24
 
 # LLaVA-OneVision (paper Table 4): its benchmarks lmms-eval has (MMBench-Video is not one), then
 # the usual video protocol of reducers on OneVision. egoschema_subset is the 500-question split
@@ -56,17 +46,12 @@ RANDOM_KEEP = tuple(d + c for d, c in VISIONZIP_SETTINGS)  # 192/128/64: the bud
 ONEVISION_TASKS = ("mmbench_en_dev,mme,seedbench,mathvista_testmini,videomme,"
                    "mvbench,egoschema_subset,longvideobench_val_v,mlvu_dev")
 ONEVISION_TOME_ENCODER = "siglip-so400m-14-384"  # SigLIP SO400M in OneVision (paper Table 4)
-# The baselines on OneVision (the DyMU paper has none there): per crop and frame of 27x27 = 729
-# patches, the LLaVA-1.5 budgets' fractions of 576 (1/3, 2/9, 1/9), VisionZip split in the
-# dominant:contextual ratio of its LLaVA-1.5 settings, and 3x3 pooling (2 does not divide 27).
+# The baselines on OneVision (the DyMU paper has none there) run at the LLaVA-1.5 budgets' fractions
+# of a crop's and frame's 27x27 = 729 patches (each method's ``reproduce`` hook scales its own).
 ONEVISION_PATCHES = 27 * 27
-ONEVISION_KEEP = tuple(ONEVISION_PATCHES * k // 576 for k in RANDOM_KEEP)  # 243/162/81
-ONEVISION_VISIONZIP = tuple((round(k * d / (d + c)), k - round(k * d / (d + c)))
-                            for k, (d, c) in zip(ONEVISION_KEEP, VISIONZIP_SETTINGS))  # 205+38, 137+25, 68+13
-ONEVISION_POOL_FACTOR = 3
 # family -> (default checkpoint, default tasks)
 FAMILIES = {"llava": (LLAVA_15, DEFAULT_TASKS), "onevision": (ONEVISION_7B, ONEVISION_TASKS)}
-PIXMO = "pixmo_cap"
+PIXMO = "pixmo_cap"  # the Table 7 calibration set (the dymu method's matrix reads it)
 # the calibration sets the matrix reads, and the option (make variable) that points at their images
 IMAGE_OPTIONS = {DEFAULT_THRESHOLDS: "CALIB_IMAGES", PIXMO: "PIXMO_IMAGES"}
 
@@ -79,7 +64,7 @@ class Settings:
     pretrained: str = ""  # default: the family's checkpoint
     tasks: str = ""  # default: the family's benchmarks
     levels: tuple[str, ...] = LEVELS
-    baselines: tuple[str, ...] = SELECTION_METHODS  # the fixed-budget baselines run beside the paper's matrix
+    baselines: tuple[str, ...] | None = None  # the fixed-budget baselines to run (None: all registered)
     limit: str | None = None
     out: Path = Path("runs/reproduce")
     num_gpus: int = 1
@@ -88,43 +73,15 @@ class Settings:
     force: bool = False
 
 
-def _dymu(name: str, level: str, thresholds: str = DEFAULT_THRESHOLDS, schedule: str = DEFAULT_SCHEDULE,
-          **extra: str) -> RunSpec:
-    args = {"level": level, "thresholds": thresholds,
-            **({"schedule": schedule} if schedule != DEFAULT_SCHEDULE else {}), **extra}
-    return RunSpec(name, "dymu_llava", args, ((thresholds, level, schedule),))
-
-
 def _check_levels(levels: list[str] | tuple[str, ...]) -> None:
     bad = [lv for lv in levels if lv not in LEVELS]
     if bad or not levels:
         raise ConfigError(f"levels must be a comma list of {', '.join(LEVELS)}; got {','.join(levels) or 'nothing'}")
 
 
-def baseline_runs(baselines: list[str] | tuple[str, ...], family: str = "llava") -> list[RunSpec]:
-    """Random pruning, grid pooling and VisionZip at the budgets the literature compares at
-    (LLaVA-1.5), or at the same fractions of a crop's tokens (LLaVA-OneVision, per crop and frame)."""
-    bad = [b for b in baselines if b not in SELECTION_METHODS]
-    if bad:
-        raise ConfigError(f"baselines must be a comma list of {', '.join(SELECTION_METHODS)} (or empty); "
-                          f"got {','.join(bad)}")
-    ov = family == "onevision"
-    prefix, suffix = ("ov_", "_onevision") if ov else ("", "")
-    frames = {"max_frames_num": str(MAX_FRAMES)} if ov else {}
-    keeps, factor = (ONEVISION_KEEP, ONEVISION_POOL_FACTOR) if ov else (RANDOM_KEEP, POOL_FACTOR)
-    runs = []
-    if "random" in baselines:
-        runs += [RunSpec(f"{prefix}random_k{k}", f"random_llava{suffix}", {"keep": str(k), "seed": "0", **frames})
-                 for k in keeps]
-    if "pool" in baselines:
-        for vtu in ({}, {"vtu": "true"}):
-            runs.append(RunSpec(f"{prefix}pool_f{factor}{'_vtu' if vtu else ''}", f"pool_llava{suffix}",
-                                {"pool_factor": str(factor), **vtu, **frames}))
-    if "visionzip" in baselines:
-        runs += [RunSpec(f"{prefix}visionzip_{d}_{c}", f"visionzip_llava{suffix}",
-                         {"dominant": str(d), "contextual": str(c), **frames})
-                 for d, c in (ONEVISION_VISIONZIP if ov else VISIONZIP_SETTINGS)]
-    return runs
+def baseline_methods() -> tuple[str, ...]:
+    """The registered fixed-budget baselines (``reproduce --baselines`` chooses among them)."""
+    return tuple(m for m in METHODS if METHODS[m].baseline)
 
 
 def _check_family(family: str) -> None:
@@ -132,47 +89,33 @@ def _check_family(family: str) -> None:
         raise ConfigError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}")
 
 
-def onevision_matrix(levels: list[str] | tuple[str, ...]) -> list[RunSpec]:
-    """The paper's LLaVA-OneVision runs (Table 4) restricted to ``levels``, at 32 frames per video."""
-    from ..merge.levels import KNOWN_LEVELS
-
-    _check_levels(levels)
-    tome_r = KNOWN_LEVELS[ONEVISION_TOME_ENCODER]
-    frames = {"max_frames_num": str(MAX_FRAMES)}
-    runs = [RunSpec("ov_baseline", "dymu_llava_onevision", {"level": "none", **frames})]
-    runs += [RunSpec(f"ov_tome_r{tome_r[lv]}", "tome_llava_onevision", {"r": str(tome_r[lv]), **frames})
-             for lv in levels]
-    runs += [RunSpec(f"ov_dymu_{lv}", "dymu_llava_onevision", {"level": lv, "thresholds": DEFAULT_THRESHOLDS, **frames},
-                     ((DEFAULT_THRESHOLDS, lv, DEFAULT_SCHEDULE),)) for lv in levels]
-    runs.append(RunSpec(f"ov_fastv_k{FASTV_K}_r{FASTV_RATIO:g}", "fastv_llava_onevision",
-                        {"fastv_k": str(FASTV_K), "fastv_ratio": f"{FASTV_RATIO:g}", **frames}))
-    return runs
-
-
 def matrix(levels: list[str] | tuple[str, ...], family: str = "llava",
            baselines: list[str] | tuple[str, ...] | None = None) -> list[RunSpec]:
-    """The paper's runs for ``family`` (llava: LLaVA-1.5, onevision: LLaVA-OneVision) restricted to
-    ``levels`` (baseline and FastV always), then the ``baselines`` (all by default)."""
+    """Every registered method's runs for ``family`` (llava: LLaVA-1.5, onevision: LLaVA-OneVision)
+    restricted to ``levels``, the fixed-budget ``baselines`` among them (all by default)."""
     from ..merge.levels import KNOWN_LEVELS
 
     _check_family(family)
-    baselines = SELECTION_METHODS if baselines is None else baselines
-    if family == "onevision":
-        return onevision_matrix(levels) + baseline_runs(baselines, family)
     _check_levels(levels)
-    tome_r = KNOWN_LEVELS[TOME_ENCODER]
-    runs = [RunSpec("baseline", "dymu_llava", {"level": "none"})]
-    runs += [RunSpec(f"tome_r{tome_r[lv]}", "tome_llava", {"r": str(tome_r[lv])}) for lv in levels]
-    runs += [_dymu(f"dymu_{lv}", lv) for lv in levels]
-    if "low" in levels:
-        runs.append(_dymu("dymu_low_no_vtu", "low", vtu="false"))
-        runs.append(RunSpec(f"tome_r{tome_r['low']}_vtu", "tome_llava", {"r": str(tome_r["low"]), "vtu": "true"}))
-    if "mid" in levels:
-        runs += [_dymu(f"dymu_mid_{sched}", "mid", schedule=sched) for sched in ("linear", "reverse_linear")]
-        runs.append(_dymu("dymu_mid_pixmo_cap", "mid", thresholds=PIXMO))
-    runs.append(RunSpec(f"fastv_k{FASTV_K}_r{FASTV_RATIO:g}", "fastv_llava",
-                        {"fastv_k": str(FASTV_K), "fastv_ratio": f"{FASTV_RATIO:g}"}))
-    return runs + baseline_runs(baselines)
+    known = baseline_methods()
+    baselines = known if baselines is None else tuple(baselines)
+    bad = [b for b in baselines if b not in known]
+    if bad:
+        raise ConfigError(f"baselines must be a comma list of {', '.join(known)} (or empty); got {','.join(bad)}")
+    ov = family == "onevision"
+    encoder, patches = (ONEVISION_TOME_ENCODER, ONEVISION_PATCHES) if ov else (TOME_ENCODER, LLAVA_PATCHES)
+    context = MatrixContext(family, tuple(levels), KNOWN_LEVELS[encoder], patches)
+    prefix, suffix = ("ov_", "_onevision") if ov else ("", "")
+    frames = {"max_frames_num": str(MAX_FRAMES)} if ov else {}
+    runs = []
+    for method in METHODS:
+        spec = METHODS[method]
+        if spec.reproduce is None or (spec.baseline and method not in baselines):
+            continue
+        model = f"{method if spec.model_name else DEFAULT_METHOD}_llava{suffix}"
+        runs += [RunSpec(prefix + run.name, model, {**run.args, **frames}, run.needs)
+                 for run in spec.reproduce(context)]
+    return runs
 
 
 def missing_thresholds(pretrained: str, runs: list[RunSpec]) -> dict[tuple[str, str, str], str]:

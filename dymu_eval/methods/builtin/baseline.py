@@ -14,6 +14,12 @@ def build(context: Any, values: dict[str, Any]):
     return Reduction()
 
 
+def reproduce(ctx: Any) -> list:
+    from ..reproduce import MatrixRun
+
+    return [MatrixRun("baseline", {"level": BASELINE})]
+
+
 METHODS.register(BASELINE, MethodSpec(
     label="baseline",
     summary="the unreduced baseline (method=none or level=none)",
@@ -22,4 +28,5 @@ METHODS.register(BASELINE, MethodSpec(
     args={"level": Arg(None, parse.choice(LEVEL_CHOICES), f"{' | '.join(LEVEL_CHOICES)} (none = the unreduced "
                                                           "baseline; default low for dymu)")},
     model_name=False,
+    reproduce=reproduce,
 ))

@@ -50,6 +50,30 @@ def build(context: Any, values: dict[str, Any]):
                      thresholds_key=record.key)
 
 
+PIXMO = "pixmo_cap"
+
+
+def reproduce(ctx: Any) -> list:
+    """Paper Tables 2/4: DyMU per level; on LLaVA-1.5 also Table 6 (low w/o VTU), Table 5 (mid with the
+    linear schedules) and Table 7 (mid with Pixmo-Cap thresholds)."""
+    from ...vocabulary import DEFAULT_SCHEDULE
+    from ..reproduce import MatrixRun
+
+    def run(name: str, level: str, thresholds: str = DEFAULT_THRESHOLDS, schedule: str = DEFAULT_SCHEDULE,
+            **extra: str) -> MatrixRun:
+        args = {"level": level, "thresholds": thresholds,
+                **({"schedule": schedule} if schedule != DEFAULT_SCHEDULE else {}), **extra}
+        return MatrixRun(name, args, ((thresholds, level, schedule),))
+
+    runs = [run(f"dymu_{lv}", lv) for lv in ctx.levels]
+    if ctx.paper and "low" in ctx.levels:
+        runs.append(run("dymu_low_no_vtu", "low", vtu="false"))
+    if ctx.paper and "mid" in ctx.levels:
+        runs += [run(f"dymu_mid_{sched}", "mid", schedule=sched) for sched in ("linear", "reverse_linear")]
+        runs.append(run(f"dymu_mid_{PIXMO}", "mid", thresholds=PIXMO))
+    return runs
+
+
 METHODS.register("dymu", MethodSpec(
     label="DyMU",
     summary="method=dymu (thresholds= names the calibration data; level= or r= the amount)",
@@ -67,5 +91,6 @@ METHODS.register("dymu", MethodSpec(
     needs=frozenset({"merge", "vtu"}),
     level_args=("level", "r"),
     aliases=("dtome",),
+    reproduce=reproduce,
     threshold_arg="thresholds",
 ))

@@ -17,6 +17,14 @@ def build(context: Any, values: dict[str, Any]):
     return Reduction("fastv", pruner=FastV(values["fastv_k"], values["fastv_ratio"]))
 
 
+def reproduce(ctx: Any) -> list:
+    """FastV at its paper setting (K=2, R=50%)."""
+    from ..reproduce import MatrixRun
+
+    args = {"fastv_k": str(FASTV_K), "fastv_ratio": f"{FASTV_RATIO:g}"}
+    return [MatrixRun(f"fastv_k{FASTV_K}_r{FASTV_RATIO:g}", args)]
+
+
 METHODS.register("fastv", MethodSpec(
     label="FastV",
     summary="method=fastv (it prunes in the LLM, nothing is merged; fastv_k= and fastv_ratio= set it)",
@@ -29,4 +37,5 @@ METHODS.register("fastv", MethodSpec(
     check=lambda given, values: check_fastv(values["fastv_k"], values["fastv_ratio"]),
     amount=lambda v: f"K{parse.number_text(v['fastv_k'])} R{parse.number_text(v['fastv_ratio'])}",
     needs=frozenset({"prune"}),
+    reproduce=reproduce,
 ))

@@ -17,6 +17,19 @@ def build(context: Any, values: dict[str, Any]):
     return Reduction("pool", selector=selector, vtu=values["vtu"])
 
 
+def reproduce(ctx: Any) -> list:
+    """The smallest factor that divides the patch grid (LLaVA-1.5: 2x2, 144 tokens; 27x27: 3x3), with and
+    without VTU."""
+    import math
+
+    from ..reproduce import MatrixRun
+
+    side = math.isqrt(ctx.patches)
+    factor = next(f for f in range(2, side + 1) if side % f == 0)
+    return [MatrixRun(f"pool_f{factor}{'_vtu' if vtu else ''}", {"pool_factor": str(factor), **vtu})
+            for vtu in ({}, {"vtu": "true"})]
+
+
 def _display(amount: str) -> str:
     return f" {amount[1:]}x{amount[1:]}" if amount.startswith("f") else f" {amount}"
 
@@ -33,5 +46,7 @@ METHODS.register("pool", MethodSpec(
                                            "(default false)")},
     amount=lambda v: f"f{parse.number_text(v['pool_factor'])}",
     display=_display,
+    reproduce=reproduce,
+    baseline=True,
     needs=frozenset({"select"}),
 ))

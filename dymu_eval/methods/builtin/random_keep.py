@@ -32,6 +32,16 @@ def amount(values: Mapping[str, str]) -> str:
     return f"{text} s{parse.number_text(values['seed'])}"
 
 
+def reproduce(ctx: Any) -> list:
+    """192/128/64 tokens per image (the budgets later papers compare at), seed 0; other families at
+    the same fractions of their patches."""
+    from ...vocabulary import VISIONZIP_SETTINGS
+    from ..reproduce import MatrixRun
+
+    keeps = [ctx.scaled(d + c) for d, c in VISIONZIP_SETTINGS]
+    return [MatrixRun(f"random_k{k}", {"keep": str(k), "seed": "0"}) for k in keeps]
+
+
 METHODS.register("random", MethodSpec(
     label="Random",
     summary="method=random (its budget is keep=, its subset seed=; kept tokens stay at their original "
@@ -45,4 +55,6 @@ METHODS.register("random", MethodSpec(
                                         "image (default 0)")},
     amount=amount,
     needs=frozenset({"select"}),
+    reproduce=reproduce,
+    baseline=True,
 ))

@@ -20,6 +20,16 @@ def build(context: Any, values: dict[str, Any]):
                      r_per_layer=per_layer)
 
 
+def reproduce(ctx: Any) -> list:
+    """Paper Table 2 (and 4): r per level for the family's encoder; Table 6: ToMe-low with VTU."""
+    from ..reproduce import MatrixRun
+
+    runs = [MatrixRun(f"tome_r{ctx.tome_r[lv]}", {"r": str(ctx.tome_r[lv])}) for lv in ctx.levels]
+    if ctx.paper and "low" in ctx.levels:
+        runs.append(MatrixRun(f"tome_r{ctx.tome_r['low']}_vtu", {"r": str(ctx.tome_r["low"]), "vtu": "true"}))
+    return runs
+
+
 def _display(amount: str) -> str:
     return f" r={amount[1:]}" if amount.startswith("r") and amount[1:].isdigit() else (f"-{amount}" if amount else "")
 
@@ -33,6 +43,7 @@ METHODS.register("tome", MethodSpec(
     check=check_amount("tome", None),
     amount=level_or_r,
     display=_display,
+    reproduce=reproduce,
     needs=frozenset({"merge"}),
     level_args=("level", "r"),
 ))

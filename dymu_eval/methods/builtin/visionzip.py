@@ -18,6 +18,20 @@ def build(context: Any, values: dict[str, Any]):
     return Reduction("visionzip", selector=selector, vtu=values["vtu"])
 
 
+def reproduce(ctx: Any) -> list:
+    """Its published LLaVA-1.5 settings 162+30, 108+20, 54+10 (192/128/64 tokens); other families at the
+    same fractions of their patches, split in the same dominant:contextual ratio."""
+    from ...vocabulary import VISIONZIP_SETTINGS
+    from ..reproduce import MatrixRun
+
+    runs = []
+    for d, c in VISIONZIP_SETTINGS:
+        k = ctx.scaled(d + c)
+        dom = round(k * d / (d + c))
+        runs.append(MatrixRun(f"visionzip_{dom}_{k - dom}", {"dominant": str(dom), "contextual": str(k - dom)}))
+    return runs
+
+
 METHODS.register("visionzip", MethodSpec(
     label="VisionZip",
     summary="method=visionzip (its budget is dominant= and contextual=)",
@@ -32,4 +46,6 @@ METHODS.register("visionzip", MethodSpec(
                                            "(default false)")},
     amount=lambda v: f"{parse.number_text(v['dominant'])}+{parse.number_text(v['contextual'])}",
     needs=frozenset({"select"}),
+    reproduce=reproduce,
+    baseline=True,
 ))

@@ -1,0 +1,37 @@
+"""What a method's ``reproduce`` hook receives and returns: the family's matrix context and the
+runs (name, model_args, threshold entries needed). ``runs.reproduce`` turns them into lmms-eval
+commands; the paper's per-method settings stay in each method's file. Torch-free."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class MatrixContext:
+    """``family``: ``llava`` (LLaVA-1.5, the paper's Tables 2/5/6/7) or ``onevision`` (Table 4);
+    ``levels``: the levels asked for; ``tome_r``: ToMe's merges per layer at each level for the
+    family's encoder; ``patches``: patch tokens per image (crop, frame) of the family's tower."""
+
+    family: str
+    levels: tuple[str, ...]
+    tome_r: dict[str, int]
+    patches: int
+
+    @property
+    def paper(self) -> bool:
+        """The LLaVA-1.5 matrix, with the ablations of Tables 5-7."""
+        return self.family == "llava"
+
+    def scaled(self, tokens: int) -> int:
+        """LLaVA-1.5's per-image budget (of 576 patches) at the same fraction of this family's patches."""
+        return self.patches * tokens // 576
+
+
+@dataclass(frozen=True)
+class MatrixRun:
+    """One run: its folder name, its model_args (strings), and the threshold entries it needs
+    (calibration dataset, level, schedule)."""
+
+    name: str
+    args: dict[str, str]
+    needs: tuple[tuple[str, str, str], ...] = field(default_factory=tuple)
