@@ -100,3 +100,22 @@ def rotated_qk(model, layer_index, h, pos):
     k = attn.k_proj(x).view(1, x.shape[1], -1, d).transpose(1, 2)
     cos, sin = model.model.rotary_emb(h, pos[None])
     return apply_rotary_pos_emb(q, k, cos, sin)
+
+
+def drop_and_mask(dec, head, rows, layout, drop, mask, ops, steps=6):
+    """Run a pruning that drops rows and the same pruning that masks them; check that the kept
+    entries' logits, the greedy tokens and every step's scores agree at the rounding bound of
+    ``ops`` operations. Returns (mask of entries kept at prefill, generate outputs drop, mask)."""
+    from dymu_eval.language import DecodeConfig, generate, prefill_logits
+    from tests.helpers.numerics import assert_rounding_close
+
+    got, want = prefill_logits(dec, head, rows, layout, drop), prefill_logits(dec, head, rows, layout, mask)
+    kept = ~torch.isnan(got[..., 0])
+    assert_rounding_close(got[kept], want[kept], ops)
+    cfg = DecodeConfig(max_new_tokens=steps)
+    out_drop = generate(dec, head, rows, layout, cfg, pruning=drop, return_scores=True)
+    out_mask = generate(dec, head, rows, layout, cfg, pruning=mask, return_scores=True)
+    assert out_drop.sequences == out_mask.sequences
+    for a, b in zip(out_drop.scores, out_mask.scores):
+        assert_rounding_close(a, b, ops)
+    return kept, out_drop, out_mask
