@@ -1,6 +1,8 @@
 """The plugin through the stock lmms-eval CLI (subprocesses, as users run it).
 
-lmms-eval exits 0 even when a run fails, so every check reads the output files.
+lmms-eval exits 0 even when a run fails, so every check reads the output files. Runs whose answers are
+compared run in float64 (dtype=float64 on both sides): two computations that agree in mathematics
+differ there by ~1e-13 of a logit, so no near-tie can flip a greedy pick between them.
 """
 import socket
 
@@ -11,6 +13,7 @@ from tests.lmms.lmms_runs import VENV_BIN, read_run, read_stats, run_lmms
 pytestmark = pytest.mark.slow
 
 LIMIT = ["--limit", "4", "--tasks", "dymu_offline", "--log_samples"]
+DYMU_ARGS = "level=none,device_map=cpu,dtype=float64"  # the run the others are compared with
 
 
 def _ok(proc, out):
@@ -21,7 +24,7 @@ def _ok(proc, out):
 @pytest.fixture(scope="module")
 def hf_run(tiny_llava, lmms_env, tmp_path_factory):
     out = tmp_path_factory.mktemp("hf")
-    proc = run_lmms(["--model", "llava_hf", "--model_args", f"pretrained={tiny_llava},device_map=cpu",
+    proc = run_lmms(["--model", "llava_hf", "--model_args", f"pretrained={tiny_llava},device_map=cpu,dtype=float64",
                      "--device", "cpu", "--output_path", str(out)] + LIMIT, lmms_env)
     return _ok(proc, out)
 
@@ -29,7 +32,7 @@ def hf_run(tiny_llava, lmms_env, tmp_path_factory):
 @pytest.fixture(scope="module")
 def dymu_run(tiny_llava, lmms_env, tmp_path_factory):
     out = tmp_path_factory.mktemp("dymu")
-    proc = run_lmms(["--model", "dymu_llava", "--model_args", f"pretrained={tiny_llava},level=none,device_map=cpu",
+    proc = run_lmms(["--model", "dymu_llava", "--model_args", f"pretrained={tiny_llava},{DYMU_ARGS}",
                      "--device", "cpu", "--output_path", str(out)] + LIMIT, lmms_env)
     return out, _ok(proc, out)
 
@@ -70,7 +73,7 @@ def test_two_processes_give_the_same_scores_as_one(tiny_llava, lmms_env, dymu_ru
     out = tmp_path / "two"
     launcher = [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port, "-m", "lmms_eval"]
-    proc = run_lmms(["--model", "dymu_llava", "--model_args", f"pretrained={tiny_llava},level=none,device_map=cpu",
+    proc = run_lmms(["--model", "dymu_llava", "--model_args", f"pretrained={tiny_llava},{DYMU_ARGS}",
                      "--batch_size", "2", "--output_path", str(out)] + LIMIT, lmms_env, launcher=launcher)
     two, two_samples = _ok(proc, out)
     assert _scores(two) == _scores(one)
@@ -95,7 +98,7 @@ def test_resume_reuses_a_run_only_with_its_own_settings_and_limit(dymu_run, tiny
     from dymu_eval.runs import results_done
 
     out, _ = dymu_run
-    args = f"pretrained={tiny_llava},level=none,device_map=cpu"
+    args = f"pretrained={tiny_llava},{DYMU_ARGS}"
     assert results_done(out, "dymu_offline", args, 4)
     assert results_done(out, "dymu_pope_offline,dymu_mme_offline", args, "4")
     assert not results_done(out, "dymu_offline", args, None)  # the full run is not done
