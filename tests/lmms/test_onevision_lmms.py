@@ -82,7 +82,8 @@ def evaluate(ov_tasks):
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
 
-    manager = TaskManager("ERROR", include_path=[str(TASKS), str(ov_tasks)])
+    # only the project's tasks: indexing lmms-eval's own hundreds of task folders takes seconds
+    manager = TaskManager("ERROR", include_path=[str(TASKS), str(ov_tasks)], include_defaults=False)
 
     def run(model, model_args, tasks, limit=3, force_simple=False):
         return simple_evaluate(model=model, model_args=model_args, tasks=list(tasks), limit=limit, device="cpu",
