@@ -174,55 +174,68 @@ def test_bad_input_names_the_sample(evaluate, tiny_onevision, tiny_llava, ov_tas
                                                        {"batch_size": "1", "device": "cpu"})
 
 
+def _cli_args(tiny_onevision) -> list[str]:
+    """ToMe over two images and a video through the stock CLI, in float64 (no near-tie can flip an answer)."""
+    return ["--model", "tome_llava_onevision", "--model_args",
+            f"pretrained={tiny_onevision},r=4,device_map=cpu,dtype=float64,max_frames_num=4",
+            "--tasks", f"dymu_test_ov_two_images,{VIDEO_TASK}", "--limit", "2", "--log_samples"]
+
+
+@pytest.fixture(scope="module")
+def cli_one(tiny_onevision, ov_tasks, lmms_env, tmp_path_factory):
+    """One stock-CLI run in one process: the two-process run is compared with it, and its results JSON
+    is checked for the efficiency averages (one lmms-eval launch serves both)."""
+    from tests.lmms.lmms_runs import run_lmms
+
+    out = tmp_path_factory.mktemp("ov_cli_one")
+    proc = run_lmms(_cli_args(tiny_onevision) + ["--batch_size", "1", "--output_path", str(out)], lmms_env,
+                    include=ov_tasks)
+    assert list(out.rglob("*_results.json")), proc.stderr[-3000:]
+    return out
+
+
 @pytest.mark.slow
-def test_cli_two_processes_give_the_same_answers_as_one(tiny_onevision, lmms_env, tmp_path):
+def test_cli_two_processes_give_the_same_answers_as_one(cli_one, tiny_onevision, ov_tasks, lmms_env, tmp_path):
     """Data parallel through the stock CLI (accelerate, two CPU processes), as for LLaVA-1.5."""
     import socket
 
     from tests.lmms.lmms_runs import VENV_BIN, read_run, read_stats, run_lmms
 
-    args = ["--model", "tome_llava_onevision", "--model_args",
-            f"pretrained={tiny_onevision},r=4,device_map=cpu,dtype=float64",  # no near-tie can flip an answer
-            "--tasks", "dymu_gqa_offline", "--limit", "4", "--log_samples"]
-    one = run_lmms(args + ["--output_path", str(tmp_path / "one")], lmms_env)
-    assert (tmp_path / "one").exists(), one.stderr[-3000:]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     launcher = [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port, "-m", "lmms_eval"]
-    two = run_lmms(args + ["--batch_size", "2", "--output_path", str(tmp_path / "two")], lmms_env, launcher=launcher)
+    two = run_lmms(_cli_args(tiny_onevision) + ["--batch_size", "2", "--output_path", str(tmp_path / "two")],
+                   lmms_env, launcher=launcher, include=ov_tasks)
     assert (tmp_path / "two").exists(), two.stderr[-3000:]
-    (_, one_samples), (_, two_samples) = read_run(tmp_path / "one"), read_run(tmp_path / "two")
+    (_, one_samples), (_, two_samples) = read_run(cli_one), read_run(tmp_path / "two")
     assert _responses({"samples": one_samples}) == _responses({"samples": two_samples})
     stats = read_stats(tmp_path / "two")
     assert sorted({s["rank"] for s in stats}) == [0, 1] and len(stats) == 4
-    assert all(s["visual_rows"] < s["visual_positions"] for s in stats)
+    assert all(s["visual_rows"] < s["visual_positions"] for s in stats if s["images"])
+    assert all(s["visual_rows"] <= s["visual_positions"] for s in stats)
 
 
 @pytest.mark.slow
-def test_stock_cli_results_carry_the_efficiency_averages(tiny_onevision, ov_tasks, lmms_env, tmp_path):
+def test_stock_cli_results_carry_the_efficiency_averages(cli_one):
     """A stock CLI run over two images and a video: every stats row has its FLOPs and token views, and
-    lmms-eval's own *_results.json holds their averages in its throughput block."""
+    lmms-eval's own *_results.json holds their averages in its throughput block. (The unreduced
+    model's views, KV cache = the full one, are checked in tests/accounting.)"""
     import statistics
 
     from dymu_eval.lmms.stats import THROUGHPUT_COUNTS
-    from tests.lmms.lmms_runs import read_run, read_stats, run_lmms
+    from tests.lmms.lmms_runs import read_run, read_stats
 
-    out = tmp_path / "out"
-    proc = run_lmms(["--model", "dymu_llava_onevision", "--model_args",
-                     f"pretrained={tiny_onevision},level=none,device_map=cpu,max_frames_num=4",
-                     "--tasks", f"dymu_test_ov_two_images,{VIDEO_TASK}", "--limit", "2", "--batch_size", "1",
-                     "--output_path", str(out)], lmms_env, include=ov_tasks)
-    assert out.exists(), proc.stderr[-3000:]
-    results, _ = read_run(out)
-    stats = read_stats(out)
+    results, _ = read_run(cli_one)
+    stats = read_stats(cli_one)
     assert len(stats) == 4 and {s["frames"] > 0 for s in stats} == {True, False}
-    for s in stats:
-        assert s["encoder_rows"] == sum(s["encoder_tokens"]) == 36 * (s["crops"] + s["frames"])
-        assert s["llm_rows"] == s["virtual_positions"] == s["visual_positions"]
+    for s in stats:  # ToMe r=4 in each of the 3 layers: 36 - 12 rows per crop and frame; no VTU
+        assert s["encoder_rows"] == sum(s["encoder_tokens"]) == 24 * (s["crops"] + s["frames"])
+        assert s["vtu"] is False and s["llm_rows"] == s["visual_rows"] <= s["visual_positions"]
         assert 0 < s["encoder_flops"] and 0 < s["projector_flops"] < s["prefill_flops"] < s["total_flops"]
-        assert s["kv_cache_bytes"] == s["kv_full_bytes"] > 0
+        assert 0 < s["kv_cache_bytes"] <= s["kv_full_bytes"]
+        assert s["kv_cache_bytes"] < s["kv_full_bytes"] or not s["images"]
     block = results["throughput"]
     for key, (field, scale) in THROUGHPUT_COUNTS.items():
         assert block[f"avg_{key}"] == pytest.approx(statistics.fmean(s[field] for s in stats) * scale, rel=1e-9), key
