@@ -25,7 +25,9 @@ __all__ = ["NEEDS", "POSITION_RULES", "Cut", "CutView", "Pruner", "Pruning", "St
 #   keys (B, Hkv, Nk, Dh) and queries (B, H, Nq, Dh): rotated at their positions.
 NEEDS = ("last_query_attention", "keys", "queries")
 # original: kept entries keep their positions (gaps where entries went; FastV, DART);
-# contiguous: the kept entries are renumbered 0, 1, ... in order (PyramidDrop).
+# contiguous: the kept entries are renumbered 0, 1, ... in order (PyramidDrop). While decoding, each
+# group of layers continues its own numbering (the layers before a contiguous cut count the dropped
+# entries, the layers after it do not); PyramidDrop's official code shifts one position id for all.
 POSITION_RULES = ("original", "contiguous")
 
 
