@@ -36,6 +36,26 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"required real-weight asset missing (DYMU_EVAL_REQUIRE_ASSETS=1): {report.longrepr}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _micro_models_verified_once():
+    """The offline micro models (real weights) are built, loaded and checked against their reference
+    logits once per session, not once per test module and demo step that asks: each check is a
+    forward pass of a 135M-parameter model. ``force`` still rebuilds."""
+    from dymu_eval.offline import micro_llava
+
+    real, verified = micro_llava.ensure_verified, {}
+
+    def once(name, projector, image_size, force, *args, **kwargs):
+        key = (name, str(projector), image_size)
+        if force or key not in verified:
+            verified[key] = real(name, projector, image_size, force, *args, **kwargs)
+        return verified[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(micro_llava, "ensure_verified", once)
+        yield
+
+
 # ---- tiny models shared by several folders (builders in tests/factories)
 
 
