@@ -10,6 +10,7 @@ from PIL import Image
 from dymu_eval.errors import AssetUnavailable, ConfigError
 from dymu_eval.offline import assets, photos
 from dymu_eval.offline.convert import onnx_backbone_reference, onnx_to_dinov2
+from tests.helpers.numerics import assert_rounding_close, forward_ops
 
 
 def test_missing_wheel_names_the_pip_command(monkeypatch):
@@ -83,9 +84,9 @@ def test_dinov2_matches_the_onnx_graph(dinov2_224):
     x = np.random.RandomState(0).randn(2, 3, 224, 224).astype(np.float32)
     ref = onnx_backbone_reference(assets.dinov2_onnx_path(), x)
     with torch.no_grad():
-        out = dinov2_224(pixel_values=torch.from_numpy(x)).last_hidden_state.numpy()
-    assert ref.shape == out.shape
-    assert np.abs(ref - out).max() < 1e-4
+        out = dinov2_224(pixel_values=torch.from_numpy(x)).last_hidden_state
+    # onnxruntime runs the graph in fp32 only: the two fp32 forwards agree to fp32's rounding bound
+    assert_rounding_close(out, torch.from_numpy(ref), forward_ops(dinov2_224.config, 0), "torch vs onnxruntime")
 
 
 def test_corrupt_cache_is_rebuilt(tmp_path, monkeypatch):
