@@ -22,12 +22,14 @@ def tolerance(dtype: torch.dtype, magnitude: float, ops: int) -> float:
     """Absolute tolerance for two computations of one value of size ``magnitude`` that differ only in rounding.
 
     Each rounding is off by at most eps/2 relative (the unit roundoff), and a result reached through
-    a chain of ``ops`` dependent roundings is within about ``ops * eps/2 * magnitude`` of the exact value
-    (the first-order worst-case bound, Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1),
-    whatever order the kernels sum in. Two such computations are within twice that of each other:
-    ``ops * eps * magnitude``. It is a worst case, so it holds on any BLAS; in float64 it is ~1e-12 of
-    the magnitude for a forward of the tiny test models, where a real mistake (a wrong position, row,
-    mask or weight) moves values by a sizeable fraction of it.
+    a chain of ``ops`` dependent roundings of values about ``magnitude`` in size is within about
+    ``ops * eps/2 * magnitude`` of the exact value (the first-order worst-case bound, e.g. for a dot
+    product of length n: n * eps/2 * sum |x_i y_i|; Higham, *Accuracy and Stability of Numerical
+    Algorithms*, §3.1), whatever order the kernels sum in. Two such computations are within twice that
+    of each other: ``ops * eps * magnitude``. It is a worst case, so it holds on any BLAS; callers count
+    ``ops`` generously (``forward_ops``) to cover cancellation and the growth through layers. In float64
+    it stays ~1e-12 of the magnitude for a forward of the tiny test models, where a real mistake (a wrong
+    position, row, mask or weight) moves values by a sizeable fraction of it.
     """
     return float(ops) * torch.finfo(dtype).eps * float(magnitude)
 
