@@ -10,17 +10,31 @@ from dataclasses import dataclass, field
 class MatrixContext:
     """``family``: ``llava`` (LLaVA-1.5, the paper's Tables 2/5/6/7) or ``onevision`` (Table 4);
     ``levels``: the levels asked for; ``tome_r``: ToMe's merges per layer at each level for the
-    family's encoder; ``patches``: patch tokens per image (crop, frame) of the family's tower."""
+    family's encoder; ``patches``: patch tokens per image (crop, frame) of the family's tower;
+    ``budget_counts``: the fixed-budget methods' ``budget=`` values per image (crop, frame), by
+    default LLaVA-1.5's 192/128/64 at the same fractions of ``patches``."""
 
     family: str
     levels: tuple[str, ...]
     tome_r: dict[str, int]
     patches: int
+    budget_counts: tuple[int, ...] = ()
 
     @property
     def paper(self) -> bool:
         """The LLaVA-1.5 matrix, with the ablations of Tables 5-7."""
         return self.family == "llava"
+
+    @property
+    def budgets(self) -> tuple[int, ...]:
+        """The per-image budgets fixed-budget methods run at in this family's matrix."""
+        from .budget import PAPER_BUDGETS
+
+        return self.budget_counts or tuple(self.scaled(b) for b in PAPER_BUDGETS)
+
+    def budget_runs(self, name: str) -> list[MatrixRun]:
+        """One run of method ``name`` per budget (``<name>_b<count>``, model_args ``budget=<count>``)."""
+        return [MatrixRun(f"{name}_b{b}", {"budget": str(b)}) for b in self.budgets]
 
     def scaled(self, tokens: int) -> int:
         """LLaVA-1.5's per-image budget (of 576 patches) at the same fraction of this family's patches."""
