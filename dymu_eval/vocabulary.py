@@ -36,6 +36,7 @@ AUTO_DTYPE = "auto"  # the checkpoint's dtype on GPU, float32 on CPU
 DEFAULT_THRESHOLDS = "llava_instruct"  # the calibration set of the paper's main results
 LLAVA_15 = "llava-hf/llava-1.5-7b-hf"
 ONEVISION_7B = "llava-hf/llava-onevision-qwen2-7b-ov-hf"
+NEXT_VICUNA_7B = "llava-hf/llava-v1.6-vicuna-7b-hf"  # the LLaVA-NeXT the peer papers compare on
 
 # --- LLaVA-OneVision ------------------------------------------------------------------------------
 MAX_FRAMES = 32  # frames sampled per video, as lmms-eval's own OneVision models default to

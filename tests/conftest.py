@@ -150,3 +150,11 @@ def tiny_videos(tmp_path_factory) -> dict[str, Path]:
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
     return {"long": write_video(folder / "long.mp4", 12, seed=1), "short": write_video(folder / "short.mp4", 3, seed=2),
             "corrupt": corrupt}
+
+
+@pytest.fixture(scope="session")
+def tiny_next(tmp_path_factory) -> Path:
+    """A whole tiny LLaVA-NeXT folder (model, processor, tokenizer); every grid shape of the 7B pinpoints."""
+    from tests.factories.next import build_tiny_next
+
+    return build_tiny_next(tmp_path_factory.mktemp("tiny_next") / "tiny-next", TASKS)

@@ -37,10 +37,18 @@ def _nothing(config) -> None:
     return None
 
 
+def _no_mistral_window(config) -> None:
+    """Mistral (LLaVA-NeXT's llava-v1.6-mistral-7b) attends within ``sliding_window`` when it is set."""
+    if getattr(config, "sliding_window", None):
+        raise ConfigError(f"mistral decoder with sliding-window attention (sliding_window={config.sliding_window}) "
+                          "is not supported: VTU attends over the whole virtual sequence")
+
+
 # model_type -> extra check of the config (raise ConfigError to refuse)
 FAMILIES: dict[str, Callable[[object], None]] = {
     "llama": _nothing,
     "qwen2": _no_sliding_window,
+    "mistral": _no_mistral_window,
 }
 
 

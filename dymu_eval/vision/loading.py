@@ -15,8 +15,8 @@ from torch import nn
 from ..errors import ConfigError
 from .runner import VisionRunner
 
-SUPPORTED = "clip_vision_model, siglip_vision_model, dinov2, clip, siglip, llava, llava_onevision"
-VLM_TYPES = ("llava", "llava_onevision")
+SUPPORTED = "clip_vision_model, siglip_vision_model, dinov2, clip, siglip, llava, llava_next, llava_onevision"
+VLM_TYPES = ("llava", "llava_next", "llava_onevision")
 TOWER_TYPES = ("clip_vision_model", "siglip_vision_model", "dinov2")
 
 
@@ -43,6 +43,7 @@ def _classes(transformers) -> dict[str, type]:
         "siglip": transformers.SiglipVisionModel,
         "dinov2": transformers.Dinov2Model,
         "llava": transformers.LlavaForConditionalGeneration,
+        "llava_next": transformers.LlavaNextForConditionalGeneration,
         "llava_onevision": transformers.LlavaOnevisionForConditionalGeneration,
     }
 

@@ -59,12 +59,24 @@ def test_not_a_decoder_or_unknown_family():
 
 
 def test_unknown_family_is_refused(tmp_path):
+    from transformers import Phi3Config, Phi3Model
+
+    dec = Phi3Model(Phi3Config(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                               num_key_value_heads=1, vocab_size=10, pad_token_id=0))
+    with pytest.raises(ConfigError, match="family 'phi3' is not supported; supported: \\['llama', 'mistral', "
+                                          "'qwen2'\\]"):
+        describe_decoder(dec)
+
+
+def test_mistral_with_a_sliding_window_is_refused():
+    """LLaVA-NeXT's Mistral decoder (v0.2: no window) is served; a windowed one is refused in one line."""
     from transformers import MistralConfig, MistralModel
 
-    dec = MistralModel(MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                     num_attention_heads=2, num_key_value_heads=1, vocab_size=10))
-    with pytest.raises(ConfigError, match="family 'mistral' is not supported; supported: \\['llama', 'qwen2'\\]"):
-        describe_decoder(dec)
+    shape = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "num_key_value_heads": 1, "vocab_size": 10}
+    assert describe_decoder(MistralModel(MistralConfig(**shape, sliding_window=None))).family == "mistral"
+    with pytest.raises(ConfigError, match="mistral decoder with sliding-window attention \\(sliding_window=4096\\)"):
+        describe_decoder(MistralModel(MistralConfig(**shape, sliding_window=4096)))
 
 
 def test_split_finds_llava_language_model(tmp_path):
