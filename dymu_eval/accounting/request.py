@@ -51,6 +51,7 @@ class RequestCounts:
     cuts: list[CutCount] = field(default_factory=list)  # an LLM-side pruner's cuts, in layer order
     selected: list[int] | None = None  # rows per image a selection kept after the encoder (random, pool, VisionZip)
     projector_rows: int | None = None  # rows through the projector when not the visual rows (OneVision: merged rows)
+    selection_flops: float = 0.0  # what a selection after the encoder spent choosing (Selector.score_flops)
 
 
 def stage_flops(shape: VlmShape, c: RequestCounts) -> tuple[PerStage, list]:
@@ -58,6 +59,7 @@ def stage_flops(shape: VlmShape, c: RequestCounts) -> tuple[PerStage, list]:
     enc = StageFlops()
     for counts, matched in zip(c.encoder_counts, c.encoder_matched):
         enc = enc + encoder_flops(shape.vision, counts, matched)
+    enc = enc + StageFlops(other=c.selection_flops)
     plan = prefill_plan(shape.llm.layers, c.text_rows, c.visual_rows, c.visual_positions, c.vtu, c.cuts)
     pre = prefill_flops(shape.llm, plan, c.head_rows, c.cuts)
     dec = decode_flops(shape.llm, [run.keys for run in plan], max(c.new_tokens - 1, 0))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,13 +37,17 @@ class SelectionInput:
     grid: (rows, cols) of the patch grid; keys (B,T,C): head-mean keys of the last block run;
     importance (B,T): attention each token receives in that block (CLS row summed over heads,
     or the mean over heads and queries without CLS); image_ids: an integer per image derived
-    from its pixels (seeds the random subsets)."""
+    from its pixels (seeds the random subsets); queries, projected_keys (B,T,H*Dh): the full-width
+    query and key projections (bias included, unscaled) of the block that reads the output (the
+    block after the last one run; the last block run, of its input, when no block follows)."""
 
     has_cls: bool
     grid: tuple[int, int]
     keys: torch.Tensor | None = None
     importance: torch.Tensor | None = None
     image_ids: list[int] | None = None
+    queries: torch.Tensor | None = None
+    projected_keys: torch.Tensor | None = None
 
 
 @dataclass
@@ -139,11 +144,20 @@ class Selector:
     ``needs_image_ids``: the runner must fingerprint each image's pixels (seeds random subsets).
     ``cls_row``: the CLS row belongs to the selection and should reach the language model even
     where the VLM normally drops CLS (VisionZip keeps it as a dominant token).
+    ``needs_projections``: the runner must give the full-width query and key projections of the
+    block that reads the output (``SelectionInput.queries``, ``projected_keys``); ``score_flops``
+    then says what the selection spent on them, for the FLOP accounting.
     """
 
     needs_attention: bool = False
     needs_image_ids: bool = False
     cls_row: bool = False
+    needs_projections: bool = False
+
+    def score_flops(self, tokens: int, rows: int, shape: Any) -> float:
+        """FLOPs (2 per multiply-add, matmuls only) the choice of one image spent besides the blocks:
+        ``tokens`` entered it, ``rows`` came out; ``shape`` is the tower's ``accounting.VisionShape``."""
+        return 0.0
 
     def select(self, x: torch.Tensor, b: int, inp: SelectionInput) -> Grouping:  # pragma: no cover - interface
         raise NotImplementedError

@@ -140,6 +140,15 @@ class VisionRunner:
         size = image_size or self.image_size
         selector.check(self.num_patches(size), self.adapter.grid(size, size), self.has_cls)
 
+    def _reading_projections(self, out: torch.Tensor, last_input: torch.Tensor,
+                             layers_run: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full-width (query, key) projections of the block that reads ``out``: the next block when
+        there is one (LLaVA reads layer -2: the tower's last block), else the last block run, of its input."""
+        layer, h = (layers_run, out) if layers_run < self.num_layers else (layers_run - 1, last_input)
+        parts = self.adapter.layer(layer)
+        h = parts.ln1(h)
+        return parts.q(h), parts.k(h)
+
     @torch.no_grad()
     def __call__(
         self, pixel_values: torch.Tensor, policy: Policy | None = None, layers_run: int | None = None,
@@ -157,8 +166,10 @@ class VisionRunner:
         state = TokenState.initial(x)
         counts = [state.counts]
         probe = Probe(self.has_cls) if selector is not None and selector.needs_attention else None
+        last_input = state.x
         for i in range(layers_run):
             last = i == layers_run - 1
+            last_input = state.x
             state = run_block(self.adapter.layer(i), state, i, policy, self.has_cls, probe if last else None)
             counts.append(state.counts)
         if selector is not None:
@@ -166,7 +177,9 @@ class VisionRunner:
             ids = ([zlib.crc32(img.detach().float().cpu().numpy().tobytes()) for img in pixel_values]
                    if selector.needs_image_ids else None)
             keys, importance = (probe.keys, probe.importance) if probe is not None else (None, None)
-            state = selector(state, SelectionInput(self.has_cls, grid, keys, importance, ids))
+            queries, projected = (self._reading_projections(state.x, last_input, layers_run)
+                                  if selector.needs_projections else (None, None))
+            state = selector(state, SelectionInput(self.has_cls, grid, keys, importance, ids, queries, projected))
         return EncoderOutput(
             tokens=state.x,
             valid=state.valid,

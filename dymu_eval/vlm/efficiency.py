@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..accounting import RequestCounts, VlmShape, efficiency_fields
+from ..accounting import RequestCounts, VisionShape, VlmShape, efficiency_fields
 from ..accounting.timing import BatchMemory, attention_backend, latency_fields
 from ..merge import Policy
 from ..vision import EncoderOutput
@@ -24,6 +24,13 @@ def image_counts(enc: EncoderOutput, policy: Policy, first: int, n: int) -> tupl
         return [], []
     counts, matched = run_counts(enc, policy)
     return counts[first:first + n], [matched] * n
+
+
+def selection_flops(selector: Any, shape: VisionShape, counts: RequestCounts) -> float:
+    """FLOPs a selection after the encoder spent choosing, over the request's images (``Selector.score_flops``)."""
+    if selector is None or counts.selected is None:
+        return 0.0
+    return sum(selector.score_flops(c[-1], rows, shape) for c, rows in zip(counts.encoder_counts, counts.selected))
 
 
 class Accounting:

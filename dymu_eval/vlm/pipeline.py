@@ -19,7 +19,7 @@ from ..language.layout import VirtualLayout
 from ..language.pruning import Pruning, Stage
 from ..methods import FEATURES
 from ..vision import EncoderOutput, VisionRunner
-from .efficiency import Accounting
+from .efficiency import Accounting, selection_flops
 from .reduction import BuildContext, Reduction
 
 
@@ -124,6 +124,8 @@ class PipelineBase:
         """
         rows, maps = [b.rows for b in built], [b.mapping for b in built]
         positions, visual = [b.positions for b in built], [b.visual for b in built]
+        for c in counts:
+            c.selection_flops = selection_flops(self.reduction.selector, self.accounting.shape.vision, c)
         lengths = [r.shape[0] for r in rows]
         method = self.reduction.method
         if self.reduction.vtu:
