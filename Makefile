@@ -72,13 +72,15 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
 # ---- reproduce / tables: the DyMU paper's matrices (needs GPUs and Hugging Face access)
-# make reproduce [FAMILY=llava|onevision] [MODEL=...] [TASKS=mme,gqa,...] [LEVELS=low,mid,high]
+# make reproduce [FAMILY=llava|onevision|next] [MODEL=...] [TASKS=mme,gqa,...] [LEVELS=low,mid,high]
 #                [BASELINES=all|random,pool,visionzip] [LIMIT=N]
 #                [OUT=runs/reproduce] [NUM_GPUS=N] [CALIB_IMAGES=DIR] [PIXMO_IMAGES=DIR] [DRY_RUN=1] [FORCE=1]
 #                [HUB_OFFLINE=1]
 # FAMILY=llava: LLaVA-1.5-7B on mme,gqa,pope,scienceqa_img,seedbench,textvqa_val (Tables 2, 5, 6, 7).
 # FAMILY=onevision: LLaVA-OneVision-7B on Table 4's benchmarks and mvbench, egoschema_subset,
-# longvideobench_val_v, mlvu_dev at 32 frames. MODEL and TASKS default to the family's.
+# longvideobench_val_v, mlvu_dev at 32 frames.
+# FAMILY=next: LLaVA-NeXT-7B (llava-v1.6-vicuna-7b-hf) on mme,gqa,pope,textvqa_val,scienceqa_img,mmbench_en_dev,
+# the budget methods at 640/320/160 tokens (5 crops x 128/64/32). MODEL and TASKS default to the family's.
 FAMILY ?= llava
 MODEL ?=
 TASKS ?=

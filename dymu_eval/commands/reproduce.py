@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="the DyMU paper's matrices through lmms-eval (what `make reproduce` runs)",
                        description=reproduce.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", default="llava",
-                   help="llava (LLaVA-1.5, Tables 2, 5-7) or onevision (Table 4 and video); default llava")
+                   help="llava (LLaVA-1.5, Tables 2, 5-7), onevision (Table 4 and video) or next "
+                        "(LLaVA-NeXT-7B, the peer tables' 640/320/160 tokens); default llava")
     p.add_argument("--pretrained", default="", help="checkpoint: hub id or folder (default: the family's 7B model)")
     p.add_argument("--tasks", default="", help="comma list of lmms-eval tasks (default: the family's benchmarks)")
     p.add_argument("--levels", default=",".join(LEVELS), help="comma list of levels to run")

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class MatrixContext:
-    """``family``: ``llava`` (LLaVA-1.5, the paper's Tables 2/5/6/7) or ``onevision`` (Table 4);
-    ``levels``: the levels asked for; ``tome_r``: ToMe's merges per layer at each level for the
-    family's encoder; ``patches``: patch tokens per image (crop, frame) of the family's tower;
+    """``family``: ``llava`` (LLaVA-1.5, the paper's Tables 2/5/6/7), ``onevision`` (Table 4) or ``next``
+    (LLaVA-NeXT-7B, the peer papers' second model: 576 patches per crop, budgets 128/64/32 per crop =
+    640/320/160 over 5 crops); ``levels``: the levels asked for; ``tome_r``: ToMe's merges per layer
+    at each level for the family's encoder; ``patches``: patch tokens per image (crop, frame) of the family's tower;
     ``budget_counts``: the fixed-budget methods' ``budget=`` values per image (crop, frame), by
     default LLaVA-1.5's 192/128/64 at the same fractions of ``patches``."""
 

@@ -12,7 +12,15 @@ LLaVA-OneVision (family ``onevision``) runs Table 4's setting: the baseline, ToM
 merges per layer, DyMU low/mid/high and FastV, on the Table 4 benchmarks lmms-eval has plus the
 usual video protocol (32 frames per video), then the same baselines at the same fractions of
 each crop's and frame's 729 patches (random 243/162/81, 3x3 pooling, VisionZip 205+38, 137+25,
-68+13). Then ``dymu-eval tables``, which shows the paper's rows beside the measured ones.
+68+13).
+
+LLaVA-NeXT (family ``next``, LLaVA-NeXT-7B with Vicuna, the model the peer papers compare on
+after LLaVA-1.5) runs the peer tables' setting: the baseline, ToMe at 21/16/8 merges per layer
+(the same CLIP ViT-L/14-336 shape; LLaVA-1.6 fine-tuned its weights), DyMU low/mid/high (thresholds
+calibrated on NeXT's own tower) and FastV, then the fixed-budget methods at 640/320/160 tokens, which
+the papers count as 5 crops x 128/64/32: budgets of 128/64/32 per crop of 576 patches.
+
+Then ``dymu-eval tables``, which shows the papers' rows beside the measured ones.
 
 Before anything starts it checks, with short timeouts, that the model is a local folder or the
 hub is reachable, that lmms-eval's hub datasets can be read, and that every threshold entry
@@ -31,7 +39,15 @@ from pathlib import Path
 from ..errors import ConfigError, DymuError, RunError
 from ..methods import METHODS
 from ..methods.reproduce import MatrixContext
-from ..vocabulary import DEFAULT_METHOD, DEFAULT_THRESHOLDS, LEVELS, LLAVA_15, MAX_FRAMES, ONEVISION_7B
+from ..vocabulary import (
+    DEFAULT_METHOD,
+    DEFAULT_THRESHOLDS,
+    LEVELS,
+    LLAVA_15,
+    MAX_FRAMES,
+    NEXT_VICUNA_7B,
+    ONEVISION_7B,
+)
 from .spec import RunSpec, lmms_eval_argv, results_done, run_logged
 
 # Table-2 image benchmarks lmms-eval scores without a paid judge (MMBench falls back to GPT,
@@ -49,8 +65,23 @@ ONEVISION_TOME_ENCODER = "siglip-so400m-14-384"  # SigLIP SO400M in OneVision (p
 # The baselines on OneVision (the DyMU paper has none there) run at the LLaVA-1.5 budgets' fractions
 # of a crop's and frame's 27x27 = 729 patches (each method's ``reproduce`` hook scales its own).
 ONEVISION_PATCHES = 27 * 27
+# LLaVA-NeXT-7B: the benchmarks the peer tables report (DART Table 3, VisionZip Table 2) that lmms-eval
+# scores without a paid judge; 576 patches per crop; the papers' 640/320/160 tokens over 5 crops.
+NEXT_TASKS = "mme,gqa,pope,textvqa_val,scienceqa_img,mmbench_en_dev"
+NEXT_PATCHES = 24 * 24
+NEXT_BUDGETS = (128, 64, 32)
 # family -> (default checkpoint, default tasks)
-FAMILIES = {"llava": (LLAVA_15, DEFAULT_TASKS), "onevision": (ONEVISION_7B, ONEVISION_TASKS)}
+FAMILIES = {"llava": (LLAVA_15, DEFAULT_TASKS), "onevision": (ONEVISION_7B, ONEVISION_TASKS),
+            "next": (NEXT_VICUNA_7B, NEXT_TASKS)}
+# family -> (ToMe's encoder key, patches per crop or frame, run-folder prefix, lmms-eval model-name suffix,
+# per-crop budgets of the fixed-budget methods (empty: LLaVA-1.5's 192/128/64 at the same fraction), extra
+# model_args)
+_MATRIX = {
+    "llava": (TOME_ENCODER, LLAVA_PATCHES, "", "", (), {}),
+    "onevision": (ONEVISION_TOME_ENCODER, ONEVISION_PATCHES, "ov_", "_onevision", (),
+                  {"max_frames_num": str(MAX_FRAMES)}),
+    "next": (TOME_ENCODER, NEXT_PATCHES, "next_", "_next", NEXT_BUDGETS, {}),
+}
 PIXMO = "pixmo_cap"  # the Table 7 calibration set (the dymu method's matrix reads it)
 # the calibration sets the matrix reads, and the option (make variable) that points at their images
 IMAGE_OPTIONS = {DEFAULT_THRESHOLDS: "CALIB_IMAGES", PIXMO: "PIXMO_IMAGES"}
@@ -91,8 +122,8 @@ def _check_family(family: str) -> None:
 
 def matrix(levels: list[str] | tuple[str, ...], family: str = "llava",
            baselines: list[str] | tuple[str, ...] | None = None) -> list[RunSpec]:
-    """Every registered method's runs for ``family`` (llava: LLaVA-1.5, onevision: LLaVA-OneVision)
-    restricted to ``levels``, the fixed-budget ``baselines`` among them (all by default)."""
+    """Every registered method's runs for ``family`` (llava: LLaVA-1.5, onevision: LLaVA-OneVision,
+    next: LLaVA-NeXT) restricted to ``levels``, the fixed-budget ``baselines`` among them (all by default)."""
     from ..merge.levels import KNOWN_LEVELS
 
     _check_family(family)
@@ -102,11 +133,8 @@ def matrix(levels: list[str] | tuple[str, ...], family: str = "llava",
     bad = [b for b in baselines if b not in known]
     if bad:
         raise ConfigError(f"baselines must be a comma list of {', '.join(known)} (or empty); got {','.join(bad)}")
-    ov = family == "onevision"
-    encoder, patches = (ONEVISION_TOME_ENCODER, ONEVISION_PATCHES) if ov else (TOME_ENCODER, LLAVA_PATCHES)
-    context = MatrixContext(family, tuple(levels), KNOWN_LEVELS[encoder], patches)
-    prefix, suffix = ("ov_", "_onevision") if ov else ("", "")
-    frames = {"max_frames_num": str(MAX_FRAMES)} if ov else {}
+    encoder, patches, prefix, suffix, budgets, frames = _MATRIX[family]
+    context = MatrixContext(family, tuple(levels), KNOWN_LEVELS[encoder], patches, budgets)
     runs = []
     for method in METHODS:
         spec = METHODS[method]

@@ -107,7 +107,7 @@ def test_onevision_matrix_dry_run(capsys: pytest.CaptureFixture) -> None:
     assert {"mmbench_en_dev", "mme", "seedbench", "mathvista_testmini", "videomme", "mvbench",
             "longvideobench_val_v", "mlvu_dev"} <= set(ONEVISION_TASKS.split(","))
     assert cli_main(["reproduce", "--family", "qwen", "--dry-run"]) == 2
-    assert "family must be one of llava, onevision" in capsys.readouterr().err
+    assert "family must be one of llava, onevision, next" in capsys.readouterr().err
 
 
 def test_reproduce_levels_and_fail_fast(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
