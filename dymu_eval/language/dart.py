@@ -29,10 +29,11 @@ __all__ = ["Dart"]
 
 @dataclass
 class Dart(Pruner):
-    """``layer``: the first layer on the kept rows; ``budget``: image entries picked besides the image pivots."""
+    """``layer``: the first layer on the kept rows; ``budget``: image entries picked besides the image
+    pivots, a count per request (the official ``max_num_trunction``) or a fraction of its image entries."""
 
     layer: int = 2
-    budget: int = 128
+    budget: int | float = 128
     image_pivots: int = 4
     text_pivots: int = 4
 
@@ -44,7 +45,6 @@ class Dart(Pruner):
         norms = keys.abs().sum(dim=(1, 3))  # L1 norm over the concatenated heads: (B, Nv)
         layout = view.layout
         states = mix_rows(view.decoder.norm(view.hidden), layout.index, layout.weight)  # (B, Nv, D)
-        per_pivot = self.budget // (self.image_pivots + self.text_pivots)
         candidates = view.candidates
         keep = torch.zeros_like(candidates)
         ar = torch.arange(layout.virtual_len, device=keys.device)
@@ -52,6 +52,7 @@ class Dart(Pruner):
             image = candidates[b].nonzero()[:, 0]
             if image.numel() == 0:
                 continue
+            per_pivot = self.picks(image.numel()) // (self.image_pivots + self.text_pivots)
             text = (layout.valid[b] & ~view.image_mask[b] & (ar > image[-1])).nonzero()[:, 0]
             image_piv = image[_top(norms[b, image], self.image_pivots)]
             text_piv = text[_top(norms[b, text], self.text_pivots)]
@@ -69,6 +70,10 @@ class Dart(Pruner):
                 pool = pool[~gone]
             keep[b, torch.cat(picked)] = True
         return keep
+
+    def picks(self, n_image: int) -> int:
+        """Image entries to pick besides the pivots for a request with ``n_image`` of them."""
+        return round(self.budget * n_image) if isinstance(self.budget, float) else int(self.budget)
 
 
 def _top(values: torch.Tensor, n: int) -> torch.Tensor:

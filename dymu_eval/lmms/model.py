@@ -28,6 +28,7 @@ from tqdm import tqdm
 from ..errors import ConfigError
 from ..language import DecodeConfig
 from ..methods import FAMILIES
+from ..methods.budget import recorded_settings
 from ..vlm.checkpoint import family_of_checkpoint
 from ..vlm.reduction import build_reduction
 from .args import ModelArgs, parse_model_args
@@ -145,7 +146,7 @@ class DymuModel(lmms):
         red = self.pipe.reduction
         self.stats = StatsWriter(folder, new_run_stamp(), self._rank, {
             "model": self.MODEL_ID, "family": family, "method": self.args.method, "level": self.args.level,
-            **self.args.method_args, "vtu": red.vtu,
+            **recorded_settings(red.settings), "vtu": red.vtu,
             **({"thresholds": red.thresholds_key} if red.thresholds_key else {}),
             "pretrained": self.args.pretrained, **self.args.family_args,
         })

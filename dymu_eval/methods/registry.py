@@ -67,6 +67,14 @@ class MethodSpec:
     table_order: int = 100  # where tables list the method's rows (baseline 0; built-ins 10..60; ties: by name)
     threshold_arg: str | None = None  # the argument naming calibration data (a table column)
     model_name: bool = True  # gets its own lmms-eval model names (<name>_llava, <name>_llava_onevision, ...)
+    # budget= (methods.budget): BudgetTarget -> the method's own model_args as strings; setting it adds the arg
+    budget: Callable[[Any], Mapping[str, str]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.budget is not None and "budget" not in self.args:
+            from .budget import BUDGET_HELP, parse_budget
+
+            object.__setattr__(self, "args", {**self.args, "budget": Arg(None, parse_budget, BUDGET_HELP)})
 
     def builder(self) -> Callable[..., Any]:
         """The build function, imported on first use."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
+from .budget import budget_values
 from .registry import METHODS
 
 
@@ -35,6 +36,7 @@ def resolve_method_args(method: str, given: dict[str, Any]) -> dict[str, Any]:
     for name, arg in spec.args.items():
         raw = given.get(name, arg.default)
         values[name] = None if raw is None else arg.parse(name, raw)
+    values = budget_values(spec, given, values)
     if spec.check is not None:
         spec.check({n: v for n, v in given.items() if n in spec.args}, values)
     return values

@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass, fields
 
-from ..methods import METHODS, MethodSpec
+from ..methods import METHODS, MethodSpec, parse
 from ..vocabulary import BASELINE, DEFAULT_MERGE_ORDER, DEFAULT_SCHEDULE, DEFAULT_THRESHOLDS, LEVELS, MERGE_ORDERS
 
 _LEVEL_ORDER = {level: i for i, level in enumerate(LEVELS)}
@@ -190,7 +190,9 @@ def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
     if spec is None:
         return out
     given = {k: values.get(k) for k in spec.args if values.get(k) not in (None, "")}
-    if spec.amount is not None and (given or not spec.level_args):
+    if "budget" in given:
+        out["level"] = _budget_amount(given, values)
+    elif spec.amount is not None and (given or not spec.level_args):
         filled = {k: str(given.get(k, arg.default)) if given.get(k, arg.default) is not None else ""
                   for k, arg in spec.args.items()}
         out["level"] = spec.amount(filled) or None
@@ -205,6 +207,18 @@ def describe(model: str, values: dict[str, object]) -> dict[str, str | None]:
     if spec.vtu_default is not None:
         out["vtu"] = _bool(values.get("vtu"))
     return out
+
+
+def _budget_amount(given: dict[str, object], values: dict[str, object]) -> str:
+    """``budget 192`` (and the arguments set beside it, which override it: ``budget 192 dart_layer=3``).
+    A stats row lists those in ``budget_overrides`` (it records every resolved argument); model_args
+    hold only what was given."""
+    if "budget_overrides" in values:
+        names = [n for n in str(values.get("budget_overrides") or "").split(",") if n]
+    else:
+        names = [n for n in given if n != "budget"]
+    extra = "".join(f" {n}={parse.number_text(given[n])}" for n in sorted(names) if n in given)
+    return f"budget {given['budget']}{extra}"
 
 
 def finalize(model: str, family: str, fields_: dict[str, str | None]) -> RunConfig:

@@ -1,5 +1,5 @@
-"""Reported rows from papers (``results/reference/*.csv``: the DyMU paper's tables and VisionZip's
-Table 1), in the measured tables' column names.
+"""Reported rows from papers (``results/reference/*.csv``: the DyMU paper's tables, VisionZip's
+Table 1, DART's Table 1), in the measured tables' column names.
 
 They are data, not measurements: every reported row carries ``source=reported`` and is
 rendered in its own section. Their ``avg_paper`` is the paper's own nine-benchmark average;
@@ -33,8 +33,13 @@ _VISIONZIP_COLUMNS = {
     "gqa": "GQA", "mmbench": "MMB", "mme_total": "MME-total", "pope": "POPE-F1", "sqa_img": "SQA-I",
     "vqav2": "VQAv2", "textvqa": "VQA-T", "mmmu": "MMMU", "seed_all": "SEED-all",
 }
+# DART's Table 1 (and its PDrop rows, as V2Drop's Table 1 reprints them): MME is perception + cognition
+_DART_COLUMNS = {
+    "gqa": "GQA", "mmbench": "MMB", "mmbench_cn": "MMB-CN", "mme_total": "MME-total", "pope": "POPE-F1",
+    "sqa_img": "SQA-I", "vqav2": "VQAv2", "textvqa": "VQA-T", "vizwiz": "VizWiz", "ocrbench": "OCRBench",
+}
 _FILES = {"dymu_paper_llava15.csv": _LLAVA15_COLUMNS, "dymu_paper_onevision.csv": _ONEVISION_COLUMNS,
-          "visionzip_paper_llava15.csv": _VISIONZIP_COLUMNS}
+          "visionzip_paper_llava15.csv": _VISIONZIP_COLUMNS, "dart_paper_llava15.csv": _DART_COLUMNS}
 _ALIASES = {"llava-v1.5-7b": "llava-1.5-7b", "llava-onevision-qwen2-7b-ov": "llava-onevision-7b"}
 REPORTED_KEYS = ["run", "method", "level", "threshold_data", "schedule", "vtu", "table"]
 

@@ -14,6 +14,7 @@ from ..language.pruning import Pruner
 from ..merge import NoMerge, Policy
 from ..merge.select import Selector
 from ..methods import METHODS
+from ..methods.budget import apply_budget
 from ..vision import VisionRunner
 from ..vocabulary import BASELINE
 
@@ -33,6 +34,7 @@ class Reduction:
     pruner: Pruner | None = None
     r_per_layer: list[int] | None = None  # ToMe / DyMU gate (what the layer schedule allows)
     thresholds_key: str | None = None  # the cache entry DyMU used
+    settings: dict[str, Any] = field(default_factory=dict)  # the method's model_args as resolved for this model
 
 
 @dataclass
@@ -55,12 +57,16 @@ def build_reduction(method: str, values: dict[str, Any], context: BuildContext) 
     missing = sorted(set(spec.needs) - set(context.features)) if context.features else []
     if missing:
         raise ConfigError(f"method={method} needs {', '.join(missing)}, which this model family does not offer")
+    if values.get("budget") is not None:
+        patches = context.runner.num_patches() if context.runner is not None else None
+        values = apply_budget(spec, values, patches, context.decoder_layers)
     reduction = spec.builder()(context, values)
     if not isinstance(reduction, Reduction):
         raise ConfigError(f"method={method}: its builder returned {type(reduction).__name__}, not a Reduction")
     if reduction.pruner is not None and context.decoder_layers is not None:
         reduction.pruner.check(context.decoder_layers)
     reduction.method = method
+    reduction.settings = {k: v for k, v in values.items() if k != "level"}
     return reduction
 
 

@@ -26,6 +26,18 @@ def build(context: Any, values: dict[str, Any]):
     return Reduction(pruner=Dart(values["dart_layer"], values["dart_budget"]))
 
 
+def budget(target: Any) -> dict[str, str]:
+    """B tokens per image -> dart_budget=B/N as a fraction of a request's image entries, so B + 4 rows
+    are kept from a LLaVA-1.5 image, the pivots included (the official max_num_trunction 192/128/64,
+    reduction ratios 0.667/0.778/0.889), and as many per crop or frame elsewhere."""
+    return {"dart_budget": f"{target.tokens / target.patches:.6g}"}
+
+
+def reproduce(ctx: Any) -> list:
+    """DART at the matrix's budgets (LLaVA-1.5: 192/128/64), at its default layer K=2."""
+    return ctx.budget_runs("dart")
+
+
 METHODS.register("dart", MethodSpec(
     label="DART",
     summary="method=dart (it prunes in the LLM by duplication; dart_layer= and dart_budget= set it)",
@@ -33,8 +45,11 @@ METHODS.register("dart", MethodSpec(
     table_order=34,
     args={"dart_layer": Arg(LAYER, parse.positive_int, "DART: first decoder layer on the kept rows; pivots come "
                                                        f"from layer K-1's keys (default {LAYER})"),
-          "dart_budget": Arg(BUDGET, parse.positive_int, "DART: image tokens picked besides the 4 image pivots, "
-                                                         f"so budget+4 are kept (default {BUDGET})")},
-    amount=lambda v: f"K{v['dart_layer']} B{v['dart_budget']}",
+          "dart_budget": Arg(BUDGET, parse.count_or_fraction,
+                             "DART: image tokens picked besides the 4 image pivots, so budget+4 are kept: a "
+                             f"count per request or a fraction of its image tokens (default {BUDGET})")},
+    amount=lambda v: f"K{v['dart_layer']} B{parse.number_text(v['dart_budget'])}",
     needs=frozenset({"prune"}),
+    budget=budget,
+    reproduce=reproduce,
 ))

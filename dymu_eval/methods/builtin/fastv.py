@@ -17,12 +17,26 @@ def build(context: Any, values: dict[str, Any]):
     return Reduction("fastv", pruner=FastV(values["fastv_k"], values["fastv_ratio"]))
 
 
+def budget(target: Any) -> dict[str, str]:
+    """B tokens as the peer tables count FastV's (VisionZip #22): the average over the decoder's layers,
+    K=2 layers on every image token and the rest on k = (L*B - K*N) / (L - K) of them (LLaVA-1.5-7B:
+    192/128/64 -> 167/98/30 kept, R = 1 - k/N)."""
+    from ...errors import ConfigError
+
+    layers, patches = target.decoder_layers, target.patches
+    kept = round((layers * target.tokens - FASTV_K * patches) / max(layers - FASTV_K, 1))
+    if layers <= FASTV_K or kept < 1:
+        raise ConfigError(f"budget={target.budget}: FastV (K={FASTV_K}) cannot average that few image tokens "
+                          f"over this {layers}-layer decoder; give a larger budget or fastv_ratio=")
+    return {"fastv_k": str(FASTV_K), "fastv_ratio": f"{1.0 - kept / patches:.6g}"}
+
+
 def reproduce(ctx: Any) -> list:
-    """FastV at its paper setting (K=2, R=50%)."""
+    """FastV at its paper setting (K=2, R=50%), and at the matrix's budgets (layer averages)."""
     from ..reproduce import MatrixRun
 
     args = {"fastv_k": str(FASTV_K), "fastv_ratio": f"{FASTV_RATIO:g}"}
-    return [MatrixRun(f"fastv_k{FASTV_K}_r{FASTV_RATIO:g}", args)]
+    return [MatrixRun(f"fastv_k{FASTV_K}_r{FASTV_RATIO:g}", args), *ctx.budget_runs("fastv")]
 
 
 METHODS.register("fastv", MethodSpec(
@@ -38,4 +52,5 @@ METHODS.register("fastv", MethodSpec(
     amount=lambda v: f"K{parse.number_text(v['fastv_k'])} R{parse.number_text(v['fastv_ratio'])}",
     needs=frozenset({"prune"}),
     reproduce=reproduce,
+    budget=budget,
 ))

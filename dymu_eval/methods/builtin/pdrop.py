@@ -33,6 +33,39 @@ def build(context: Any, values: dict[str, Any]):
     return Reduction(pruner=PyramidDrop(values["pdrop_layers"], values["pdrop_ratios"]))
 
 
+BUDGET_LAYERS = (2, 10, 20)  # stages of a 32-layer decoder for budget= (a third-party 128-token script's)
+
+
+def budget(target: Any) -> dict[str, str]:
+    """B tokens as a layer average, as the peer tables count PDrop's (its repository publishes no
+    192/128/64 configuration): stages at layers 2/10/20 of 32 (scaled to the decoder's depth) keeping
+    r, r/2, r/4 of the image tokens, r chosen so that the average over layers is B (LLaVA-1.5-7B:
+    192/128/64 -> r = 0.542/0.319/0.097; the third-party script's 128-token setting is 0.32/0.16/0.08)."""
+    layers = target.decoder_layers
+    stages: list[int] = []
+    for base in BUDGET_LAYERS:
+        stages.append(max(stages[-1] + 1 if stages else 1, round(base * layers / 32)))
+    if stages[-1] >= layers:
+        raise ConfigError(f"budget={target.budget}: PDrop's three stages need a decoder of at least 4 layers "
+                          f"(this one has {layers})")
+    bounds = [*stages, layers]
+    weight = sum((b - a) * 0.5 ** i for i, (a, b) in enumerate(zip(bounds, bounds[1:])))
+    ratio = (layers * target.fraction - stages[0]) / weight
+    if not 0.0 < ratio <= 1.0:
+        raise ConfigError(f"budget={target.budget}: PDrop's pyramid (stages {'/'.join(map(str, stages))}, "
+                          "ratios r, r/2, r/4) cannot average that many image tokens; give pdrop_ratios=")
+    ratios = [ratio * 0.5 ** i for i in range(len(stages))]
+    return {"pdrop_layers": "/".join(map(str, stages)), "pdrop_ratios": "/".join(f"{r:.6g}" for r in ratios)}
+
+
+def reproduce(ctx: Any) -> list:
+    """PDrop at its official setting (8/16/24, 0.5/0.25/0.125) and at the matrix's budgets."""
+    from ..reproduce import MatrixRun
+
+    return [MatrixRun("pdrop_l8-16-24", {"pdrop_layers": LAYERS, "pdrop_ratios": RATIOS}),
+            *ctx.budget_runs("pdrop")]
+
+
 METHODS.register("pdrop", MethodSpec(
     label="PDrop",
     summary="method=pdrop (it prunes in the LLM at several stages; pdrop_layers= and pdrop_ratios= set it)",
@@ -46,4 +79,6 @@ METHODS.register("pdrop", MethodSpec(
     check=lambda given, values: check_pdrop(values["pdrop_layers"], values["pdrop_ratios"]),
     amount=lambda v: f"L{v['pdrop_layers']} R{v['pdrop_ratios']}",
     needs=frozenset({"prune"}),
+    budget=budget,
+    reproduce=reproduce,
 ))

@@ -30,6 +30,21 @@ def reproduce(ctx: Any) -> list:
             for vtu in ({}, {"vtu": "true"})]
 
 
+def budget(target: Any) -> dict[str, str]:
+    """The integer factor dividing the patch grid whose pooled count is nearest the budget (ties: the
+    smaller count); LLaVA-1.5's 24x24 grid: 192 and 128 -> 2x2 (144 tokens), 64 -> 3x3 (64)."""
+    import math
+
+    from ...errors import ConfigError
+
+    side = math.isqrt(target.patches)
+    if side * side != target.patches:
+        raise ConfigError(f"budget={target.budget}: pool needs a square patch grid ({target.patches} patches)")
+    factors = [f for f in range(1, side + 1) if side % f == 0]
+    best = min(factors, key=lambda f: (abs((side // f) ** 2 - target.tokens), (side // f) ** 2))
+    return {"pool_factor": str(best)}
+
+
 def _display(amount: str) -> str:
     return f" {amount[1:]}x{amount[1:]}" if amount.startswith("f") else f" {amount}"
 
@@ -49,4 +64,5 @@ METHODS.register("pool", MethodSpec(
     reproduce=reproduce,
     baseline=True,
     needs=frozenset({"select"}),
+    budget=budget,
 ))

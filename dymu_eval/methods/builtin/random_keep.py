@@ -32,14 +32,14 @@ def amount(values: Mapping[str, str]) -> str:
     return f"{text} s{parse.number_text(values['seed'])}"
 
 
-def reproduce(ctx: Any) -> list:
-    """192/128/64 tokens per image (the budgets later papers compare at), seed 0; other families at
-    the same fractions of their patches."""
-    from ...vocabulary import VISIONZIP_SETTINGS
-    from ..reproduce import MatrixRun
+def budget(target: Any) -> dict[str, str]:
+    """B tokens -> keep=B (a fraction budget: that fraction of the model's patches)."""
+    return {"keep": str(target.tokens)}
 
-    keeps = [ctx.scaled(d + c) for d, c in VISIONZIP_SETTINGS]
-    return [MatrixRun(f"random_k{k}", {"keep": str(k), "seed": "0"}) for k in keeps]
+
+def reproduce(ctx: Any) -> list:
+    """The matrix's budgets (LLaVA-1.5: 192/128/64 tokens per image), seed 0."""
+    return ctx.budget_runs("random")
 
 
 METHODS.register("random", MethodSpec(
@@ -57,4 +57,5 @@ METHODS.register("random", MethodSpec(
     needs=frozenset({"select"}),
     reproduce=reproduce,
     baseline=True,
+    budget=budget,
 ))

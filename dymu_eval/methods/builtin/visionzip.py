@@ -18,18 +18,24 @@ def build(context: Any, values: dict[str, Any]):
     return Reduction("visionzip", selector=selector, vtu=values["vtu"])
 
 
-def reproduce(ctx: Any) -> list:
-    """Its published LLaVA-1.5 settings 162+30, 108+20, 54+10 (192/128/64 tokens); other families at the
-    same fractions of their patches, split in the same dominant:contextual ratio."""
+def budget(target: Any) -> dict[str, str]:
+    """Its published LLaVA-1.5 settings 162+30, 108+20, 54+10 for 192/128/64 tokens; any other budget
+    split in the same dominant:contextual ratio (27:5), at least one of each."""
+    from ...errors import ConfigError
     from ...vocabulary import VISIONZIP_SETTINGS
-    from ..reproduce import MatrixRun
 
-    runs = []
-    for d, c in VISIONZIP_SETTINGS:
-        k = ctx.scaled(d + c)
-        dom = round(k * d / (d + c))
-        runs.append(MatrixRun(f"visionzip_{dom}_{k - dom}", {"dominant": str(dom), "contextual": str(k - dom)}))
-    return runs
+    k = target.tokens
+    if k < 2:
+        raise ConfigError(f"budget={target.budget}: VisionZip keeps at least 2 tokens per image (1 dominant, "
+                          "1 contextual)")
+    d, c = VISIONZIP_SETTINGS[0]
+    dominant = min(k - 1, max(1, round(k * d / (d + c))))
+    return {"dominant": str(dominant), "contextual": str(k - dominant)}
+
+
+def reproduce(ctx: Any) -> list:
+    """VisionZip at the matrix's budgets (LLaVA-1.5: 162+30, 108+20, 54+10)."""
+    return ctx.budget_runs("visionzip")
 
 
 METHODS.register("visionzip", MethodSpec(
@@ -48,4 +54,5 @@ METHODS.register("visionzip", MethodSpec(
     needs=frozenset({"select"}),
     reproduce=reproduce,
     baseline=True,
+    budget=budget,
 ))
