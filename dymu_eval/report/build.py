@@ -21,6 +21,11 @@ class Report:
     correlations: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
 
+def _table_names(reported) -> str:
+    """The papers' tables the reported rows come from, in the order they first appear."""
+    return ", ".join(dict.fromkeys(str(name) for name in reported["table"]))
+
+
 def make_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, formats: list[str] | None = None,
                 reference: str = "paper", reference_backbone: str | None = None, allow_failed: bool = False,
                 plots: bool = True) -> Report:
@@ -46,8 +51,8 @@ def make_report(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, f
             t.reported = reported_rows(ref, backbone, t.avg_over)
             if t.reported is not None:
                 t.reported_notes = [
-                    f"Reported by the DyMU paper (numbered tables) and the VisionZip paper (table 'VisionZip T1') "
-                    f"for {backbone} (results/reference/README.md); not measured here.",
+                    f"Reported by the papers for {backbone} (tables: {_table_names(t.reported)}; numbered tables are "
+                    "the DyMU paper's; results/reference/README.md); not measured here.",
                     "Avg (paper, 9 benchmarks) is the paper's own average; Avg is recomputed over the benchmarks "
                     "the measured table averages (empty when the paper lacks one of them).",
                 ]

@@ -1,5 +1,6 @@
 """Reported rows from papers (``results/reference/*.csv``: the DyMU paper's tables, VisionZip's
-Table 1, DART's Table 1), in the measured tables' column names.
+Table 1, DART's Table 1; on LLaVA-NeXT-7B DART's Table 3 and VisionZip's Table 2), in the measured
+tables' column names.
 
 They are data, not measurements: every reported row carries ``source=reported`` and is
 rendered in its own section. Their ``avg_paper`` is the paper's own nine-benchmark average;
@@ -39,7 +40,9 @@ _DART_COLUMNS = {
     "sqa_img": "SQA-I", "vqav2": "VQAv2", "textvqa": "VQA-T", "vizwiz": "VizWiz", "ocrbench": "OCRBench",
 }
 _FILES = {"dymu_paper_llava15.csv": _LLAVA15_COLUMNS, "dymu_paper_onevision.csv": _ONEVISION_COLUMNS,
-          "visionzip_paper_llava15.csv": _VISIONZIP_COLUMNS, "dart_paper_llava15.csv": _DART_COLUMNS}
+          "visionzip_paper_llava15.csv": _VISIONZIP_COLUMNS, "dart_paper_llava15.csv": _DART_COLUMNS,
+          # LLaVA-NeXT-7B: DART's Table 3 (320 tokens) and VisionZip's Table 2 (640/320/160), same columns
+          "dart_paper_llava_next.csv": _DART_COLUMNS, "visionzip_paper_llava_next.csv": _VISIONZIP_COLUMNS}
 _ALIASES = {"llava-v1.5-7b": "llava-1.5-7b", "llava-onevision-qwen2-7b-ov": "llava-onevision-7b"}
 REPORTED_KEYS = ["run", "method", "level", "threshold_data", "schedule", "vtu", "table"]
 
