@@ -29,7 +29,7 @@ from dymu_eval.merge import Threshold
 from dymu_eval.vlm import llava_onevision as ov
 from dymu_eval.vlm.reduction import Reduction
 from tests.factories.media import random_image
-from tests.factories.reductions import fastv_reduction, tome_reduction
+from tests.factories.reductions import dart_reduction, fastv_reduction, pdrop_reduction, tome_reduction
 
 QUESTION = "what is the color of the object ?"
 NEW_TOKENS = 3
@@ -62,6 +62,8 @@ def _reduction(pipe, method: str) -> Reduction:
         "dymu": lambda: Reduction("dymu", Threshold([0.3] * layers, call=ov.ENCODER_CALL), vtu=True),
         "dymu w/o vtu": lambda: Reduction("dymu", Threshold([0.3] * layers, call=ov.ENCODER_CALL), vtu=False),
         "fastv": lambda: fastv_reduction(1, 0.5, len(pipe.decoder.layers)),
+        "pdrop": lambda: pdrop_reduction("1", "0.25", len(pipe.decoder.layers)),
+        "dart": lambda: dart_reduction(1, 0.25, len(pipe.decoder.layers)),
     }[method]()
 
 
@@ -98,7 +100,7 @@ def test_the_tiny_model_has_what_the_convention_must_handle(pipe):
 
 @pytest.mark.parametrize("layout", ["stock", "official"], indirect=True)
 @pytest.mark.parametrize("media", ["anyres", "video"])
-@pytest.mark.parametrize("method", ["baseline", "tome", "tome+vtu", "dymu", "fastv"])
+@pytest.mark.parametrize("method", ["baseline", "tome", "tome+vtu", "dymu", "fastv", "pdrop", "dart"])
 def test_analytic_flops_match_the_counter(pipe, requests, layout, media, method):
     pipe.reduction = _reduction(pipe, method)
     req = requests[media]

@@ -116,3 +116,18 @@ def test_stats_and_tables_record_the_budget() -> None:
     assert finalize("dart_llava", "f", from_args).label() == "DART budget 128 dart_layer=3"
     plain = recorded_settings(resolve_method_args("visionzip", {"budget": "0.25"}))
     assert describe("visionzip_llava", {"method": "visionzip", **plain})["level"] == "budget 0.25"
+
+
+def test_the_lmms_model_records_what_the_budget_resolved_to(tiny_llava, tmp_path) -> None:
+    import json
+
+    from lmms_eval.models import get_model
+
+    model = get_model("dymu_llava").create_from_arg_string(
+        f"pretrained={tiny_llava},method=visionzip,budget=0.5,contextual=3,stats_dir={tmp_path}",
+        {"batch_size": "1", "device": "cpu"})
+    row = json.loads(model.stats.line({"task": "t", "doc_id": 0}))
+    patches = model.pipe.runner.num_patches()
+    assert (row["budget"], row["budget_overrides"], row["contextual"]) == ("0.5", "contextual", 3)
+    assert row["dominant"] == round(round(0.5 * patches) * 162 / 192)  # the budget's 27:5 split; 3 overrides 5
+    assert describe("dymu_llava", row)["level"] == "budget 0.5 contextual=3"

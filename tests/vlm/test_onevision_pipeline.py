@@ -17,7 +17,7 @@ from dymu_eval.vlm.reduction import Reduction
 from tests.factories import TASKS
 from tests.factories.media import random_image
 from tests.factories.onevision import QUESTION, build_tiny_onevision, onevision_pipeline, onevision_request
-from tests.factories.reductions import fastv_reduction, tome_reduction
+from tests.factories.reductions import dart_reduction, fastv_reduction, pdrop_reduction, tome_reduction
 from tests.helpers.numerics import SMALL_OPS, assert_loglik_close, assert_rounding_close, forward_ops
 
 
@@ -153,12 +153,19 @@ def test_vtu_on_the_mixed_layout_equals_attention_over_the_expanded_sequence(pip
     assert_rounding_close(got[valid], want[valid], SMALL_OPS + layout.virtual_len)  # + the softmax sum
 
 
-@pytest.mark.parametrize("method", ["tome", "fastv", "dymu_like"])
+@pytest.mark.parametrize("method", ["tome", "fastv", "pdrop", "dart", "dymu_like"])
 def test_reductions_batched_equal_one_by_one_with_fewer_rows(pipe, requests, method):
+    """Mixed lengths in one batch (a big AnyRes image, two images, a video); greedy decoding runs on the
+    cache, so equal answers also say the cached steps agree across the two ways."""
+    depth = len(pipe.decoder.layers)
     if method == "tome":
         pipe.reduction = tome_reduction(pipe.runner, 4, None, "constant", vtu=True)
     elif method == "fastv":
-        pipe.reduction = fastv_reduction(1, 0.5, len(pipe.decoder.layers))
+        pipe.reduction = fastv_reduction(1, 0.5, depth)
+    elif method == "pdrop":
+        pipe.reduction = pdrop_reduction("1", "0.25", depth)
+    elif method == "dart":
+        pipe.reduction = dart_reduction(1, 0.25, depth)
     else:  # DToMe with thresholds below every score: merges as much as each layer allows
         from dymu_eval.merge import Threshold
 
@@ -170,8 +177,9 @@ def test_reductions_batched_equal_one_by_one_with_fewer_rows(pipe, requests, met
     for s, (_, one) in zip(stats, single):
         assert s["visual_tokens_after"] == one[0]["visual_tokens_after"]
         assert s["visual_rows"] <= s["visual_positions"]
-        if method == "fastv":
+        if method in ("fastv", "pdrop", "dart"):  # pruned in the LLM: every position enters it
             assert s["visual_tokens_after"] < s["visual_positions"] and s["visual_rows"] == s["visual_positions"]
+            assert s["stages"] == one[0]["stages"]
         else:
             assert max(s["encoder_tokens"]) < 36 and s["unique_len"] <= s["virtual_len"]
             # an image shares its newlines; pooled video cells share a row once whole cells merge
