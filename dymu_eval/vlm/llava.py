@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 from PIL import Image
@@ -46,6 +46,7 @@ class Request:
     prompt: str
     images: list[Image.Image]
     name: str = "request"  # used in error messages (task/doc id)
+    videos: ClassVar[tuple] = ()  # images only (LLaVA-NeXT, which takes these requests, shares OneVision's rows)
 
 
 def jpeg_bytes_per_pixel(images: Sequence[Image.Image], quality: int = 90) -> float | None:

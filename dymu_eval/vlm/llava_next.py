@@ -18,16 +18,16 @@ newlines), then those crops' CLS rows, then their contextual rows.
 
 Token budgets are recorded both ways: the papers' "crops x tokens per crop" (5 x 128 = 640 on the
 7B checkpoints, whose largest grid is 2x2) and the real count of each image.
+
+lmms-eval's ``llava_hf`` prompts a NeXT checkpoint (simple and chat path) exactly as LLaVA-1.5, so
+the family's ``Request``, ``simple_request`` and ``chat_request`` are LLaVA-1.5's.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import ClassVar
 
 import torch
-from PIL import Image
 
 from ..accounting import RequestCounts
 from ..errors import ConfigError, InputImageError
@@ -37,7 +37,7 @@ from ..vocabulary import NEXT_VICUNA_7B
 from .anyres import GridPiece, count_positions
 from .checkpoint import load_checkpoint
 from .efficiency import image_counts
-from .llava import IMAGE_TOKEN, jpeg_bytes_per_pixel, request_images, simple_prompt
+from .llava import IMAGE_TOKEN, Request, chat_request, jpeg_bytes_per_pixel, simple_prompt, simple_request
 from .llava_onevision import OnevisionPipeline
 from .pipeline import PipelineBase, Prepared, RequestRows
 from .reduction import BuildContext, Reduction
@@ -48,16 +48,6 @@ _log = logging.getLogger(__name__)
 ENCODER_CALL = "batched"
 __all__ = ["ENCODER_CALL", "NextPipeline", "Request", "chat_request", "load_next", "load_pipeline", "simple_prompt",
            "simple_request"]
-
-
-@dataclass
-class Request:
-    """One prompt (already templated, one ``<image>`` per image) and its images."""
-
-    prompt: str
-    images: list[Image.Image] = field(default_factory=list)
-    name: str = "request"  # used in error messages (task/doc id)
-    videos: ClassVar[tuple] = ()  # NeXT takes images only (the shared AnyRes code reads this)
 
 
 # ------------------------------------------------------------------------------------- loading
@@ -101,7 +91,8 @@ class NextPipeline(OnevisionPipeline):
     """Runs batches of requests through a LLaVA-NeXT model with a given reduction. It shares the
     AnyRes row building with OneVision (base crop, unpadded canvas, newlines as ``GridPiece`` maps)
     and overrides what NeXT does differently: no downsample, no video, a CLS to drop, VisionZip's
-    own sequence."""
+    own sequence. The crops of each image are OneVision's ``_crops`` (transformers' OneVision grid
+    functions are copies of NeXT's; without ``batch_num_images`` every image gets its AnyRes crops)."""
 
     ENCODER_CALL = ENCODER_CALL
 
@@ -163,25 +154,6 @@ class NextPipeline(OnevisionPipeline):
             error = InputImageError if req.images else ConfigError
             raise error(f"{req.name}: the LLaVA-NeXT processor rejected the input ({exc})") from exc
         return out["input_ids"][0], out
-
-    def _crops(self, out: dict) -> tuple[list[torch.Tensor], list[dict]]:
-        """Per image: its crops (n, 3, H, W), the processor's padding crops left out, and how to pack them."""
-        from transformers.models.llava_next.modeling_llava_next import (
-            get_anyres_image_grid_shape,
-            image_size_to_num_patches,
-        )
-
-        pv = out.get("pixel_values")
-        if pv is None:
-            return [], []
-        crops, packs = [], []
-        for i, size in enumerate(out["image_sizes"]):
-            size = [int(s) for s in size.tolist()]
-            n = image_size_to_num_patches(size, self.grid_pinpoints, self.crop_size)
-            grid = get_anyres_image_grid_shape(size, self.grid_pinpoints, self.crop_size)
-            crops.append(pv[i, :n] if pv.dim() == 5 else pv[i:i + n])
-            packs.append({"anyres": n > 1, "size": size, "grid": grid})
-        return crops, packs
 
     # -- the stock layout ------------------------------------------------------------------
     def canvas(self, grid: tuple[int, int]) -> torch.Tensor:
@@ -362,26 +334,6 @@ def load_pipeline(pretrained: str, device_map: str, dtype: str, attn_implementat
                   family_args: dict) -> NextPipeline:
     model, processor = load_next(pretrained, device_map, dtype, attn_implementation)
     return NextPipeline(model, processor)
-
-
-def simple_request(pipe: NextPipeline, context: str, visuals, name: str, continuation: str | None,
-                   family_args: dict) -> tuple[Request, str | None]:
-    """lmms-eval's simple ``llava_hf`` path for NeXT: the LLaVA-1.5 prompt rule (``<image>`` x n and a
-    newline first when absent; the tokenizer's chat template, Vicuna's when it has none)."""
-    images = request_images(visuals, name)
-    text, full = simple_prompt(pipe.tokenizer, context, len(images), continuation)
-    return Request(text, images, name=name), full
-
-
-def chat_request(pipe: NextPipeline, messages, name: str, family_args: dict) -> Request:
-    """lmms-eval's chat path: the processor's chat template over the doc's messages (images only)."""
-    from .llava import chat_prompt
-
-    images, videos, audios = messages.extract_media()
-    if videos or audios:
-        raise ConfigError(f"{name}: video and audio inputs are not supported by LLaVA-NeXT")
-    return Request(chat_prompt(pipe.processor, messages.model_dump()["messages"]), request_images(images, name),
-                   name=name)
 
 
 FAMILIES.register("llava_next", FamilySpec(

@@ -65,5 +65,5 @@ def test_a_checkpoint_of_no_registered_family_is_one_line(tiny_llava, tmp_path):
     LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                 vocab_size=64).save_pretrained(text_only)
     assert AutoConfig.from_pretrained(text_only).model_type == "llama"
-    with pytest.raises(ConfigError, match="is a llama model; dymu_llava serves llava, llava_next, llava_onevision"):
+    with pytest.raises(ConfigError, match="is a llama model; dymu_llava serves llava, llava_onevision, llava_next"):
         _construct("dymu_llava", f"pretrained={text_only},stats_dir={tmp_path}")

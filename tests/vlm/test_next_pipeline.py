@@ -67,7 +67,7 @@ def test_every_grid_shape_occurs_and_positions_follow_the_processor(pipe, reques
 
 def test_unreduced_logits_equal_the_unmodified_model(pipe, requests):
     text, _ = nx.simple_prompt(pipe.tokenizer, QUESTION, 0)
-    reqs = list(requests.values()) + [nx.Request(text, name="text only")]
+    reqs = list(requests.values()) + [nx.Request(text, [], name="text only")]
     prep = pipe.prepare(reqs)  # one batch: every grid shape, two images, no image; left padded
     ours = prefill_logits(pipe.decoder, pipe.lm_head, prep.unique, prep.layout)
     for b, req in enumerate(reqs):
