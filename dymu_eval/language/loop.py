@@ -20,7 +20,17 @@ from ..errors import ConfigError
 from .attention import use_dymu_attention
 from .families import DecoderInfo, describe_decoder
 from .layout import VirtualLayout, mix_rows
-from .pruning import CutView, Pruning, Stage, drop_entries, mask_entries, renumber_contiguous, visual_rows
+from .pruning import (
+    CutView,
+    Pruning,
+    Selection,
+    Stage,
+    drop_entries,
+    insert_entries,
+    mask_entries,
+    renumber_contiguous,
+    visual_rows,
+)
 from .sampling import DecodeConfig, choose_next, find_stop
 from .state import ForwardState, Segment, Side, identity_rope, rotary_at
 
@@ -117,9 +127,11 @@ def _prefill(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLay
     image = pruning.image_mask.to(h.device) if pruning is not None else None
     initial = (image & layout.valid).sum(1) if image is not None else None
     at = {c.layer: (i, c) for i, c in enumerate(cuts)}
+    memo: dict = {}  # the pruner's own, across the cuts of this prefill
     for i, layer in enumerate(decoder.layers):
         if i in at:
-            layout, image, h, origin = _cut(decoder, pruning, *at[i], layout, image, h, origin, state, initial)
+            layout, image, h, origin = _cut(decoder, pruning, *at[i], layout, image, h, origin, state, initial,
+                                            unique_embeds, memo)
             side = Side.from_layout(layout, decoder.rotary_emb, h)
             last = state.segments[-1]
             state.segments[-1] = Segment(range(last.layers.start, i), last.q, last.kv)
@@ -131,11 +143,20 @@ def _prefill(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLay
 
 
 def _cut(decoder: nn.Module, pruning: Pruning, index: int, cut, layout: VirtualLayout, image: torch.Tensor,
-         h: torch.Tensor, origin: torch.Tensor, state: ForwardState, initial: torch.Tensor):
-    """One cut: the pruner chooses, then the other image entries are dropped (or masked)."""
-    view = CutView(cut, index, layout, image, h, state.recorded.pop(cut.layer - 1, {}), decoder, initial)
+         h: torch.Tensor, origin: torch.Tensor, state: ForwardState, initial: torch.Tensor, inputs: torch.Tensor,
+         memo: dict):
+    """One cut: the pruner chooses, then the other image entries are dropped (or masked) and the
+    rows it adds, if any, are inserted after the image entries."""
+    view = CutView(cut, index, layout, image, h, state.recorded.pop(cut.layer - 1, {}), decoder, initial,
+                   inputs, origin, memo)
     chosen = pruning.pruner.select(view)
     spent = [float(f) for f in pruning.pruner.score_flops(view)]
+    added = None
+    if isinstance(chosen, Selection):
+        chosen, added = chosen.keep, chosen.inserted
+        _check_inserted(pruning, cut, added, h)
+    ar = torch.arange(layout.virtual_len, device=h.device)
+    last_image = torch.where(image & layout.valid, ar, -1).amax(1)  # the inserted rows follow it
     if not isinstance(chosen, torch.Tensor) or chosen.dtype != torch.bool or chosen.shape != layout.valid.shape:
         raise ConfigError(f"{type(pruning.pruner).__name__}.select must return a bool tensor of shape "
                           f"{tuple(layout.valid.shape)}, got {getattr(chosen, 'dtype', type(chosen).__name__)} "
@@ -147,12 +168,28 @@ def _cut(decoder: nn.Module, pruning: Pruning, index: int, cut, layout: VirtualL
         image = torch.gather(image, 1, new_origin) & layout.valid
         origin = torch.gather(origin, 1, new_origin)
     else:
-        layout = mask_entries(layout, keep)
+        layout, new_origin = mask_entries(layout, keep), ar.expand(layout.batch_size, -1)
+    if added is not None and any(r.shape[0] for r in added):
+        ar_new = torch.arange(layout.virtual_len, device=h.device)
+        after = torch.where((new_origin <= last_image[:, None]) & layout.valid, ar_new, -1).amax(1)
+        layout, h, source = insert_entries(layout, h, after, added)
+        new = source < 0  # inserted rows and the padding that makes room for them
+        image = torch.where(new, layout.valid, torch.gather(image, 1, source.clamp_min(0)))
+        origin = torch.where(new, -1, torch.gather(origin, 1, source.clamp_min(0)))
     if cut.positions == "contiguous":
         layout = renumber_contiguous(layout)
     kept = image & layout.valid
-    pruning.stages.append(Stage(cut.layer, kept.sum(1).tolist(), visual_rows(layout, image), spent))
+    n_added = [r.shape[0] for r in added] if added is not None else []
+    pruning.stages.append(Stage(cut.layer, kept.sum(1).tolist(), visual_rows(layout, image), spent, n_added))
     return layout, image, h, origin
+
+
+def _check_inserted(pruning: Pruning, cut, added: list[torch.Tensor], h: torch.Tensor) -> None:
+    name = type(pruning.pruner).__name__
+    if len(added) != h.shape[0] or any(r.dim() != 2 or r.shape[1] != h.shape[-1] for r in added):
+        raise ConfigError(f"{name}.select: inserted rows must be one (n, {h.shape[-1]}) tensor per sample")
+    if cut.positions != "contiguous" and any(r.shape[0] for r in added):
+        raise ConfigError(f"{name}: a cut that inserts rows must renumber positions contiguously (layer {cut.layer})")
 
 
 def _virtual_logits(lm_head: nn.Module, run: Prefill, entries: torch.Tensor) -> torch.Tensor:
@@ -171,11 +208,13 @@ def prefill_logits(decoder: nn.Module, lm_head: nn.Module, unique_embeds: torch.
         nv_final = run.layout.virtual_len
         entries = torch.arange(nv_final, device=run.hidden.device).expand(layout.batch_size, -1)
         logits = _virtual_logits(lm_head, run, entries)
-        if pruning is None or pruning.mode == "mask":
+        if pruning is None or (pruning.mode == "mask" and nv_final == layout.virtual_len):
             return logits
+        if pruning.mode == "mask":  # rows were inserted: the input entries, masked ones included
+            return torch.stack([logits[b, run.origin[b] >= 0] for b in range(layout.batch_size)])
         out = logits.new_full((layout.batch_size, layout.virtual_len, logits.shape[-1]), float("nan"))
         for b in range(layout.batch_size):
-            v = run.layout.valid[b]
+            v = run.layout.valid[b] & (run.origin[b] >= 0)  # inserted rows have no input entry
             out[b, run.origin[b, v]] = logits[b, v]
         return out
 
@@ -329,7 +368,7 @@ def loglikelihood(decoder: nn.Module, lm_head: nn.Module, unique_embeds: torch.T
         for b, cont in enumerate(continuations):
             # final-layout entries holding input entries nv-1 .. nv+len-2 (they predict the continuation)
             where = torch.full((grown.virtual_len,), -1, dtype=torch.long, device=rows.device)
-            v = run.layout.valid[b]
+            v = run.layout.valid[b] & (run.origin[b] >= 0)
             where[run.origin[b, v]] = v.nonzero()[:, 0]
             found = where[nv - 1: nv - 1 + len(cont)]
             if bool((found < 0).any()):

@@ -7,6 +7,10 @@ the pruner a :class:`CutView` (the layout, the image mask, the hidden rows enter
 what layer L-1's attention recorded for it), then really drops the other entries, or only masks
 them (``mode="mask"``, the reference the drop must equal). FastV is one cut with the last query's
 attention and original positions; PyramidDrop is several cuts with contiguous positions.
+
+A pruner may also return new rows (a :class:`Selection`, e.g. means of dropped rows): each becomes
+one unique row and one image entry, inserted right after the sample's image entries, in both modes
+(masking replaces only the removal), and a cut that inserts renumbers the entries contiguously.
 """
 from __future__ import annotations
 
@@ -17,8 +21,8 @@ import torch
 from ..errors import ConfigError
 from .layout import VirtualLayout
 
-__all__ = ["NEEDS", "POSITION_RULES", "Cut", "CutView", "Pruner", "Pruning", "Stage", "drop_entries",
-           "mask_entries", "renumber_contiguous"]
+__all__ = ["NEEDS", "POSITION_RULES", "Cut", "CutView", "Pruner", "Pruning", "Selection", "Stage", "drop_entries",
+           "insert_entries", "mask_entries", "renumber_contiguous"]
 
 # What layer L-1's attention can record for a cut at layer L (virtual entries of that layer):
 #   last_query_attention (B, Nk): softmax attention of each sample's last query, mean over heads;
@@ -55,6 +59,9 @@ class CutView:
     recorded: dict[str, torch.Tensor]
     decoder: torch.nn.Module
     initial_images: torch.Tensor | None = None  # (B,) image entries each sample had before the first cut
+    inputs: torch.Tensor | None = None  # (B, Nu0, D) the rows that entered layer 0, over the first cut's layout
+    origin: torch.Tensor | None = None  # (B, Nv) each entry's index in the first cut's layout (-1: inserted)
+    memo: dict = field(default_factory=dict)  # what the pruner keeps between the cuts of one prefill
 
     @property
     def candidates(self) -> torch.Tensor:
@@ -69,9 +76,9 @@ class Pruner:
     def cuts(self) -> list[Cut]:
         raise NotImplementedError
 
-    def select(self, view: CutView) -> torch.Tensor:
+    def select(self, view: CutView) -> torch.Tensor | Selection:
         """(B, Nv) bool over the current entries: True keeps an entry. Only image entries are
-        read; every other valid entry stays whatever is returned."""
+        read; every other valid entry stays whatever is returned. A :class:`Selection` adds new rows."""
         raise NotImplementedError
 
     def score_flops(self, view: CutView) -> list[float]:
@@ -94,15 +101,27 @@ class Pruner:
 
 
 @dataclass
+class Selection:
+    """What ``Pruner.select`` may return instead of a bare mask: ``keep`` (B, Nv) bool as there, and
+    per sample ``inserted`` (n_b, D) new rows, each one image entry right after the sample's image
+    entries (in order); the cut's positions must be contiguous (the new entries have no position of
+    their own)."""
+
+    keep: torch.Tensor
+    inserted: list[torch.Tensor]
+
+
+@dataclass
 class Stage:
     """After one cut: the first layer on the reduced rows, and per sample the image entries (virtual
-    positions) and distinct visual rows that remain, and the FLOPs the choice itself spent
-    (``Pruner.score_flops``)."""
+    positions) and distinct visual rows that remain (inserted ones included), the FLOPs the choice
+    itself spent (``Pruner.score_flops``) and the rows it inserted."""
 
     layer: int
     entries: list[int]
     rows: list[int]
     score_flops: list[float] = field(default_factory=list)
+    inserted: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -188,6 +207,49 @@ def drop_entries(layout: VirtualLayout, keep: torch.Tensor) -> tuple[VirtualLayo
         row_index[b, :pad_u] = rows[0]
         origin[b, pad_v:] = entries
     return VirtualLayout(index, weight, pos, valid, unique_valid), row_index, origin
+
+
+def insert_entries(layout: VirtualLayout, hidden: torch.Tensor, after: torch.Tensor,
+                   rows: list[torch.Tensor]) -> tuple[VirtualLayout, torch.Tensor, torch.Tensor]:
+    """Insert ``rows[b]`` (n_b, D) as new unique rows, each its own one-hot entry, right after entry
+    ``after[b]`` (-1: before every entry); the valid entries are renumbered contiguously from the
+    sample's first position. The new unique rows go after the rows the entries up to ``after`` use,
+    so a layout whose entries are its rows stays one. Returns (layout, hidden (B, Nu', D), source
+    (B, Nv') the old entry of each new entry, -1 for an inserted one)."""
+    b_size, nv, k = layout.index.shape
+    nu, dev = layout.unique_len, layout.index.device
+    extra = max(r.shape[0] for r in rows)
+    index = torch.zeros(b_size, nv + extra, k, dtype=torch.long, device=dev)
+    weight = torch.zeros(b_size, nv + extra, k, dtype=layout.weight.dtype, device=dev)
+    pos = torch.zeros(b_size, nv + extra, dtype=torch.long, device=dev)
+    valid = torch.zeros(b_size, nv + extra, dtype=torch.bool, device=dev)
+    unique_valid = torch.zeros(b_size, nu + extra, dtype=torch.bool, device=dev)
+    new_hidden = hidden.new_zeros(b_size, nu + extra, hidden.shape[-1])
+    source = torch.full((b_size, nv + extra), -1, dtype=torch.long, device=dev)
+    ar_v, ar_u = torch.arange(nv, device=dev), torch.arange(nu, device=dev)
+    for b in range(b_size):
+        n, a = rows[b].shape[0], int(after[b])
+        used = (layout.weight[b, : a + 1] != 0) & layout.valid[b, : a + 1, None]
+        r0 = int(layout.index[b, : a + 1][used].max()) if bool(used.any()) else -1  # new rows go after r0
+        row_at = ar_u + (extra - n) + n * (ar_u > r0)  # old row -> new row
+        new_rows = extra - n + r0 + 1 + torch.arange(n, device=dev)
+        entry_at = ar_v + (extra - n) + n * (ar_v > a)  # old entry -> new entry
+        new_entries = extra - n + a + 1 + torch.arange(n, device=dev)
+        new_hidden[b, row_at] = hidden[b]
+        new_hidden[b, new_rows] = rows[b].to(hidden.dtype)
+        unique_valid[b, row_at] = layout.unique_valid[b]
+        unique_valid[b, new_rows] = True
+        index[b, entry_at] = row_at[layout.index[b]]
+        index[b, new_entries] = new_rows[:, None]
+        weight[b, entry_at] = layout.weight[b]
+        weight[b, new_entries, 0] = 1
+        valid[b, entry_at] = layout.valid[b]
+        valid[b, new_entries] = True
+        pos[b, entry_at] = layout.positions[b]
+        source[b, entry_at] = ar_v
+        first = layout.positions[b][layout.valid[b]].min() if bool(layout.valid[b].any()) else 0
+        pos[b, valid[b]] = first + torch.arange(int(valid[b].sum()), device=dev)
+    return VirtualLayout(index, weight, pos, valid, unique_valid), new_hidden, source
 
 
 def visual_rows(layout: VirtualLayout, image_mask: torch.Tensor) -> list[int]:
