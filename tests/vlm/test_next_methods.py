@@ -25,7 +25,7 @@ from tests.helpers.numerics import SMALL_OPS, assert_rounding_close
 
 DOMINANT, CONTEXTUAL = 4, 2  # VisionZip per crop: the CLS and 3 patches, 2 contextual rows
 METHODS = ["none", "tome", "tome_vtu", "dymu", "fastv", "pdrop", "dart", "random", "pool", "pool_vtu", "visionzip",
-           "visionzip_vtu"]
+           "visionzip_vtu", "prumerge", "prumerge_plus"]
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,8 @@ def _reduction(pipe, method: str) -> Reduction:
         "visionzip": lambda: reduction_for(pipe, "visionzip", dominant=DOMINANT, contextual=CONTEXTUAL, vtu=False),
         "visionzip_vtu": lambda: reduction_for(pipe, "visionzip", dominant=DOMINANT, contextual=CONTEXTUAL,
                                                vtu=True),
+        "prumerge": lambda: reduction_for(pipe, "prumerge"),
+        "prumerge_plus": lambda: reduction_for(pipe, "prumerge_plus", vtu=True),
     }[method]()
 
 
