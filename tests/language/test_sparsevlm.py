@@ -242,3 +242,42 @@ def test_more_counts_than_image_tokens_give_one_line(llama):
     with pytest.raises(ConfigError, match="sparsevlm_keep=300/200/110") as err:
         prefill_logits(dec, head, rows, layout, Pruning(SparseVLM(LAYERS, (300, 200, 110)), image_span(layout, 2, 20)))
     assert "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------ the real pipeline (tiny LLaVA, 2 decoder layers)
+@pytest.fixture(scope="module")
+def pipe(tiny_llava):
+    from dymu_eval.vlm import llava
+    from dymu_eval.vlm.reduction import reduction_for
+
+    model, processor = llava.load_llava(str(tiny_llava), "cpu")
+    pipe = llava.LlavaPipeline(model, processor)
+    pipe.reduction = reduction_for(pipe, "sparsevlm", sparsevlm_layers="0", sparsevlm_keep="20")
+    return pipe
+
+
+def test_pipeline_counts_and_flops_match_the_counter(pipe):
+    """One request of the tiny LLaVA (64 image tokens; layer 0 scores, 20 kept, 44 dropped -> 14 recycled
+    into 2 clusters): the stats' stage counts, and analytic FLOPs equal what FlopCounterMode counts."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dymu_eval.vlm import llava
+    from tests.factories import TASKS
+
+    img = llava.Image.open(TASKS / "dymu_offline" / "images" / "photo_astronaut.jpg").convert("RGB")
+    text, _ = llava.simple_prompt(pipe.tokenizer, "What color is the shape in the image?", 1)
+    config = DecodeConfig(max_new_tokens=3, eos_token_ids=[], tokenizer=pipe.tokenizer)
+    counter = FlopCounterMode(display=False)
+    with sdpa_kernel(SDPBackend.MATH), counter:
+        _, stats = pipe.generate([llava.Request(text, [img])], config)
+    row = stats[0]
+    assert row["stages"] == [{"layer": 1, "rows": 22, "entries": 22}] and row["position_rule"] == "contiguous"
+    assert row["layer_avg_rows"] == pytest.approx((64 + 22) / 2)
+    assert row["total_flops"] == pytest.approx(float(counter.get_total_flops()), rel=1e-6)  # the scoring is ~1%
+    ctx, full = llava.simple_prompt(pipe.tokenizer, "What color is the shape in the image?", 1, "the shape is red")
+    counter = FlopCounterMode(display=False)
+    with sdpa_kernel(SDPBackend.MATH), counter:
+        scores, stats = pipe.loglikelihood([llava.Request(ctx, [img])], [full])
+    assert stats[0]["stages"][0]["entries"] == 22 and len(scores) == 1
+    assert stats[0]["total_flops"] == pytest.approx(float(counter.get_total_flops()), rel=1e-6)  # the scoring is ~1%
