@@ -249,6 +249,22 @@ def test_analytic_flops_match_the_counter(tiny_llava, method):
     assert stats[0]["total_flops"] == pytest.approx(counted, rel=1e-12)  # exact on these shapes
 
 
+@pytest.mark.parametrize("method", ["prumerge", "prumerge_plus"])
+def test_onevision_analytic_flops_match_the_counter(ov_pipe, tiny_videos, method):
+    """No CLS: every query's logits, and the last block's projections computed again (no block follows)."""
+    ov_pipe.reduction = reduction_for(ov_pipe, method)
+    try:
+        for req in (onevision_request(ov_pipe, [random_image(140, 150, 0)]),
+                    onevision_request(ov_pipe, videos=[ov.load_video(str(tiny_videos["long"]), 4)])):
+            counter = FlopCounterMode(display=False)
+            with sdpa_kernel(SDPBackend.MATH), counter:
+                _, stats = ov_pipe.generate([req], DecodeConfig(max_new_tokens=2, eos_token_ids=[],
+                                                                tokenizer=ov_pipe.tokenizer))
+            assert stats[0]["total_flops"] == pytest.approx(float(counter.get_total_flops()), rel=1e-12)
+    finally:
+        ov_pipe.reduction = ov.Reduction()
+
+
 def _baseline_encoder_flops(p, req):
     p_red, p.reduction = p.reduction, Reduction()
     try:
