@@ -212,9 +212,9 @@ def ov_pipe(tiny_onevision):
     return onevision_pipeline(tiny_onevision)
 
 
-@pytest.mark.parametrize("method", ["prumerge", "prumerge_plus"])
-def test_onevision_selects_per_crop_and_frame_and_batched_equals_single(ov_pipe, tiny_videos, method):
-    ov_pipe.reduction = reduction_for(ov_pipe, method)
+@pytest.mark.parametrize("method, vtu", [("prumerge", False), ("prumerge_plus", False), ("prumerge", True)])
+def test_onevision_selects_per_crop_and_frame_and_batched_equals_single(ov_pipe, tiny_videos, method, vtu):
+    ov_pipe.reduction = reduction_for(ov_pipe, method, vtu=vtu)
     try:
         reqs = [onevision_request(ov_pipe, [random_image(140, 150, 0)], name="big"),  # AnyRes crops, mixed positions
                 onevision_request(ov_pipe, videos=[ov.load_video(str(tiny_videos["long"]), 4)], name="video")]
