@@ -39,10 +39,16 @@ _DART_COLUMNS = {
     "gqa": "GQA", "mmbench": "MMB", "mmbench_cn": "MMB-CN", "mme_total": "MME-total", "pope": "POPE-F1",
     "sqa_img": "SQA-I", "vqav2": "VQAv2", "textvqa": "VQA-T", "vizwiz": "VizWiz", "ocrbench": "OCRBench",
 }
+# SparseVLM's ICML Table 1: MME is perception + cognition; its SEED (vanilla 60.3) is neither SEED-I nor SEED-all
+_SPARSEVLM_COLUMNS = {
+    "gqa": "GQA", "mmbench": "MMB", "mme_total": "MME-total", "pope": "POPE-F1", "sqa_img": "SQA-I",
+    "seed_sparsevlm": "SEED (SparseVLM T1)", "textvqa": "VQA-T", "mmvet": "MMVet",
+}
 _FILES = {"dymu_paper_llava15.csv": _LLAVA15_COLUMNS, "dymu_paper_onevision.csv": _ONEVISION_COLUMNS,
           "visionzip_paper_llava15.csv": _VISIONZIP_COLUMNS, "dart_paper_llava15.csv": _DART_COLUMNS,
           # LLaVA-NeXT-7B: DART's Table 3 (320 tokens) and VisionZip's Table 2 (640/320/160), same columns
-          "dart_paper_llava_next.csv": _DART_COLUMNS, "visionzip_paper_llava_next.csv": _VISIONZIP_COLUMNS}
+          "dart_paper_llava_next.csv": _DART_COLUMNS, "visionzip_paper_llava_next.csv": _VISIONZIP_COLUMNS,
+          "sparsevlm_paper_llava15.csv": _SPARSEVLM_COLUMNS}
 _ALIASES = {"llava-v1.5-7b": "llava-1.5-7b", "llava-onevision-qwen2-7b-ov": "llava-onevision-7b"}
 REPORTED_KEYS = ["run", "method", "level", "threshold_data", "schedule", "vtu", "table"]
 
