@@ -272,6 +272,14 @@ class VisionZip(Selector):
             raise ConfigError(f"dominant={self.dominant} + contextual={self.contextual} is more than the {n} "
                               f"tokens this encoder gives ({n_patches} patches{' + CLS' if has_cls else ''})")
 
+    def score_flops(self, tokens: int, rows: int, shape: Any) -> float:
+        """The attention read at the last block (the CLS query's row per head, or every query without
+        CLS) and the contextual assignment: the other tokens' head-mean keys against the targets'."""
+        tower = shape.tower
+        queries = 1 if shape.has_cls else tokens
+        others = tokens - self.dominant - self.contextual
+        return 2.0 * (queries * tokens * tower.heads * tower.head_dim + others * self.contextual * tower.head_dim)
+
     def select(self, x: torch.Tensor, b: int, inp: SelectionInput) -> Grouping:
         if inp.keys is None or inp.importance is None:
             raise ConfigError("VisionZip needs the last block's attention (the runner did not probe it)")

@@ -6,9 +6,9 @@ stock positions; VisionZip without VTU is its official NeXT sequence; analytic F
 FLOPs, as for OneVision (tests/accounting/test_onevision_flops_counted.py): SDPA's math backend on
 CPU so attention runs as matmuls the counter sees; DToMe follows the batch path (all crops of a
 request in one call), so the counter also sees the padded rows of the crops that merged less, and the
-test checks the gap is exactly their work; a selection's own choice is measured on the tower alone,
-and the counter's excess is exactly the part of it the accounting leaves out (VisionZip's attention
-read and contextual assignment, not in its ``score_flops``; nothing for PruMerge).
+test checks the gap is exactly their work; a selection's own choice (VisionZip's attention read and
+contextual assignment, PruMerge's projections and cosines) is measured on the tower alone and must be
+exactly what its ``Selector.score_flops`` adds to the accounting.
 """
 import pytest
 import torch
@@ -170,5 +170,4 @@ def test_analytic_flops_match_the_counter(pipe, requests, method):
     if pipe.reduction.selector is not None:
         unaccounted = _selection_flops(pipe, req) - pipe.prepare([req]).counts[0].selection_flops
     assert counted - padding - row["total_flops"] == unaccounted, (method, row["total_flops"], counted)
-    if method.startswith("prumerge"):
-        assert unaccounted == 0
+    assert unaccounted == 0  # every selection says what its choice cost (Selector.score_flops)
