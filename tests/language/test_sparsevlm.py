@@ -256,6 +256,17 @@ def pipe(tiny_llava):
     return pipe
 
 
+QUESTION = "What color is the shape in the image?"
+
+
+def _request(pipe, text=None):
+    from dymu_eval.vlm import llava
+    from tests.factories import TASKS
+
+    img = llava.Image.open(TASKS / "dymu_offline" / "images" / "photo_astronaut.jpg").convert("RGB")
+    return llava.Request(text or llava.simple_prompt(pipe.tokenizer, QUESTION, 1)[0], [img])
+
+
 def test_pipeline_counts_and_flops_match_the_counter(pipe):
     """One request of the tiny LLaVA (64 image tokens; layer 0 scores, 20 kept, 44 dropped -> 14 recycled
     into 2 clusters): the stats' stage counts, and analytic FLOPs equal what FlopCounterMode counts."""
@@ -263,21 +274,31 @@ def test_pipeline_counts_and_flops_match_the_counter(pipe):
     from torch.utils.flop_counter import FlopCounterMode
 
     from dymu_eval.vlm import llava
-    from tests.factories import TASKS
 
-    img = llava.Image.open(TASKS / "dymu_offline" / "images" / "photo_astronaut.jpg").convert("RGB")
-    text, _ = llava.simple_prompt(pipe.tokenizer, "What color is the shape in the image?", 1)
     config = DecodeConfig(max_new_tokens=3, eos_token_ids=[], tokenizer=pipe.tokenizer)
     counter = FlopCounterMode(display=False)
     with sdpa_kernel(SDPBackend.MATH), counter:
-        _, stats = pipe.generate([llava.Request(text, [img])], config)
+        _, stats = pipe.generate([_request(pipe)], config)
     row = stats[0]
     assert row["stages"] == [{"layer": 1, "rows": 22, "entries": 22}] and row["position_rule"] == "contiguous"
     assert row["layer_avg_rows"] == pytest.approx((64 + 22) / 2)
     assert row["total_flops"] == pytest.approx(float(counter.get_total_flops()), rel=1e-6)  # the scoring is ~1%
-    ctx, full = llava.simple_prompt(pipe.tokenizer, "What color is the shape in the image?", 1, "the shape is red")
+    ctx, full = llava.simple_prompt(pipe.tokenizer, QUESTION, 1, "the shape is red")
     counter = FlopCounterMode(display=False)
     with sdpa_kernel(SDPBackend.MATH), counter:
-        scores, stats = pipe.loglikelihood([llava.Request(ctx, [img])], [full])
+        scores, stats = pipe.loglikelihood([_request(pipe, ctx)], [full])
     assert stats[0]["stages"][0]["entries"] == 22 and len(scores) == 1
     assert stats[0]["total_flops"] == pytest.approx(float(counter.get_total_flops()), rel=1e-6)  # the scoring is ~1%
+
+
+def test_pipeline_kv_bytes_equal_the_real_cache(pipe):
+    """The recorded KV bytes count the inserted rows in the layers after the cut, as the loop's cache holds them."""
+    from transformers import DynamicCache
+
+    req = _request(pipe)
+    _, stats = pipe.generate([req], DecodeConfig(max_new_tokens=1, eos_token_ids=[], tokenizer=pipe.tokenizer))
+    prepared = pipe.prepare([req])
+    cache = DynamicCache(config=pipe.decoder.config)
+    prefill(pipe.decoder, prepared.unique, prepared.layout, pipe._pruning(prepared), cache)
+    held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    assert stats[0]["kv_cache_bytes"] == held < stats[0]["kv_full_bytes"]
