@@ -18,6 +18,8 @@ Steps, each skipped when its output already exists (``force`` redoes them):
 6. the OneVision section (:mod:`dymu_eval.runs.demo_onevision`): the micro OneVision with its
    own thresholds, baseline, ToMe, FastV and DyMU low/mid/high on an AnyRes image task and the
    video task (a few samples each), tables, tokens per frame vs clip complexity, frame merge maps;
+7. the LLaVA-NeXT section (:mod:`dymu_eval.runs.demo_next`): the micro LLaVA-NeXT with its own
+   thresholds, baseline, DyMU low/mid, ToMe-mid, FastV and VisionZip on the AnyRes image task, tables;
 and say where everything is.
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from ..errors import DymuError, RunError
 from ..vocabulary import DEFAULT_SCHEDULE, FASTV_K, FASTV_RATIO, LEVELS
+from .demo_next import next_section
 from .demo_onevision import onevision_section
 from .spec import RunSpec, lmms_eval_argv, results_done, run_logged
 
@@ -224,12 +227,14 @@ def demo(out: Path, runs_dir: Path, limit: int | None = None, force: bool = Fals
     compared = compare_calibration_sets(model_dir, images, out, runs_dir / "calibration_sets", limit, force,
                                         (by_name["baseline"], by_name[f"DyMU-{COMPARE_LEVEL}"]))
     onevision = onevision_section(images, CALIBRATION_DATASET, out / "onevision", runs_dir / "onevision", limit, force)
+    nxt = next_section(images, CALIBRATION_DATASET, out / "next", runs_dir / "next", limit, force)
     print(f"\n[demo] done in {(time.time() - started) / 60:.1f} min")
     print(f"[demo] lmms-eval outputs: {runs_dir}/<run>/")
     print(f"[demo] tables and plots:  {tables}/")
     print(f"[demo] merge maps:        {out / 'maps'}/")
     print(f"[demo] calibration sets:  {compared}/ (thresholds_compare.png, tables/)")
     print(f"[demo] OneVision:         {onevision['tables']}/, {onevision['plot']}, merge maps {onevision['maps']}/")
+    print(f"[demo] LLaVA-NeXT:        {nxt['tables']}/")
     for path in sorted(tables.glob("*.md")):
         print(f"\n{path.read_text()}")
     print(f"\nThresholds from two calibration sets (level {COMPARE_LEVEL}), tokens on the task images:")
@@ -238,4 +243,7 @@ def demo(out: Path, runs_dir: Path, limit: int | None = None, force: bool = Fals
         print(path.read_text())
     print("\nLLaVA-OneVision (micro): AnyRes images and video")
     for path in sorted(onevision["tables"].glob("*.md")):
+        print(path.read_text())
+    print("\nLLaVA-NeXT (micro): AnyRes images")
+    for path in sorted(nxt["tables"].glob("*.md")):
         print(path.read_text())

@@ -14,16 +14,17 @@ import pytest
 
 from dymu_eval.cli import main
 from dymu_eval.runs import demo as demo_module
-from dymu_eval.runs import demo_onevision
+from dymu_eval.runs import demo_next, demo_onevision
 from dymu_eval.runs.demo import demo_runs
+from dymu_eval.runs.demo_next import next_runs
 from dymu_eval.runs.demo_onevision import ONEVISION_TASKS, onevision_runs
 
 pytestmark = pytest.mark.slow
 
 # LLaVA: one run per plugin model and method (DyMU-mid is the one the calibration-set comparison reads);
-# OneVision: the baseline and DyMU (its ToMe and FastV models run through lmms-eval in tests/lmms)
+# OneVision: the baseline and DyMU (its ToMe and FastV models run through lmms-eval in tests/lmms); NeXT: DyMU
 RUN = {"baseline", "ToMe-low", "FastV", "Random-0.25", "Pool-2x2", "VisionZip-54+10", "DyMU-mid", "DyMU-low w/o VTU",
-       "OV-baseline", "OV-DyMU-mid"}
+       "OV-baseline", "OV-DyMU-mid", "NeXT-DyMU-mid"}
 
 
 def _short(plan):
@@ -32,13 +33,15 @@ def _short(plan):
 
 @pytest.fixture
 def short_plans(monkeypatch):
-    """The demo's plans cut to ``RUN``; (the LLaVA runs, the OneVision runs, the planned runs left out)."""
-    llava, onevision = _short(demo_runs), _short(onevision_runs)
+    """The demo's plans cut to ``RUN``; (the LLaVA runs, the OneVision and NeXT runs, the planned runs left out)."""
+    llava, onevision, nxt = _short(demo_runs), _short(onevision_runs), _short(next_runs)
     monkeypatch.setattr(demo_module, "demo_runs", llava)
     monkeypatch.setattr(demo_onevision, "onevision_runs", onevision)
+    monkeypatch.setattr(demo_next, "next_runs", nxt)
     left_out = [("llava", s) for s in demo_runs("offline_mix") if s.name not in RUN]
     left_out += [("onevision", s) for s in onevision_runs("offline_mix") if s.name not in RUN]
-    return llava("offline_mix"), onevision("offline_mix"), left_out
+    left_out += [("next", s) for s in next_runs("offline_mix") if s.name not in RUN]
+    return llava("offline_mix"), onevision("offline_mix") + nxt("offline_mix"), left_out
 
 
 def test_short_demo_writes_tables_plots_and_maps(tmp_path, capsys, short_plans):
@@ -83,6 +86,10 @@ def test_short_demo_writes_tables_plots_and_maps(tmp_path, capsys, short_plans):
     frames = json.loads((ov / "maps" / "tokens.json").read_text())
     assert len(frames["images"]) == len(list((ov / "maps").glob("*.png"))) == 3
 
+    # the NeXT section: DyMU on LLaVA-1.6's AnyRes images
+    next_table = (out / "next" / "tables" / "results.md").read_text()
+    assert "| DyMU-mid" in next_table and "dymu_pope_offline-acc" in next_table
+
     run_dirs = sorted(log.parent for log in runs.rglob("lmms_eval.log"))
     assert len(run_dirs) == len(llava_runs) + 2 + len(onevision_plan)
     for run_dir in run_dirs:
@@ -91,6 +98,7 @@ def test_short_demo_writes_tables_plots_and_maps(tmp_path, capsys, short_plans):
     printed = capsys.readouterr().out
     assert "[demo] tables and plots" in printed and "Thresholds from two calibration sets" in printed
     assert "[demo] OneVision:" in printed and "LLaVA-OneVision (micro)" in printed
+    assert "[demo] LLaVA-NeXT:" in printed and "LLaVA-NeXT (micro)" in printed
     _left_out_runs_construct_on_the_micro_models(left_out, tmp_path / "construct")
 
 
@@ -99,16 +107,18 @@ def _left_out_runs_construct_on_the_micro_models(left_out, stats):
     lmms-eval run would: the level's r or the calibrated thresholds file of that level are found."""
     from lmms_eval.models import get_model
 
+    from dymu_eval.offline.micro_next import build_micro_next
     from dymu_eval.offline.micro_onevision import build_micro_onevision
 
-    folders = {"llava": demo_module.demo_model(), "onevision": build_micro_onevision("shipped")}
+    folders = {"llava": demo_module.demo_model(), "onevision": build_micro_onevision("shipped"),
+               "next": build_micro_next("shipped")}
     for family, spec in left_out:
         model = get_model(spec.model).create_from_arg_string(
             spec.model_args(folders[family], stats_dir=str(stats / spec.folder("").name)),
             {"batch_size": "1", "device": "cpu"})
         reduction = model.pipe.reduction
         assert reduction.method == spec.args["method"], spec.name
-        if "level" in spec.args:  # the level's merges per layer; DyMU's from the thresholds of that level
+        if spec.args.get("level", "none") != "none":  # the level's merges per layer; DyMU's from its thresholds
             assert reduction.r_per_layer and all(r > 0 for r in reduction.r_per_layer), spec.name
         if reduction.method == "dymu":
             assert reduction.thresholds_key.endswith(f"__{spec.args['level']}"), spec.name

@@ -117,3 +117,17 @@ def test_only_the_models_own_bar_is_shown_while_a_run_lasts(tmp_path, capsys):
     assert rc == 0 and log.read_text().splitlines() == [*others, *bars, "done"]
     shown = capsys.readouterr().out
     assert shown == f"\r    {bars[0]}\r    {bars[1].ljust(len(bars[0]))}\n"
+
+
+def test_next_runs_compare_the_methods_on_the_anyres_image_task():
+    from dymu_eval.runs import demo_next as nx
+
+    runs = nx.next_runs("my_thresholds")
+    assert [r.name for r in runs] == ["NeXT-baseline", "NeXT-DyMU-low", "NeXT-DyMU-mid", "NeXT-ToMe-mid", "NeXT-FastV",
+                                      "NeXT-VisionZip-54+10"]
+    assert all(r.model.endswith("_llava_next") for r in runs)
+    assert [r.args.get("level") for r in runs if r.args["method"] == "dymu"] == list(nx.DYMU_LEVELS)
+    assert all(r.args["thresholds"] == "my_thresholds" for r in runs if r.args["method"] == "dymu")
+    assert runs[0].args == {"method": "none", "level": "none"}
+    others = {r.folder("/x").name for r in demo.demo_runs()}
+    assert not {r.folder("/x").name for r in runs} & others

@@ -1,0 +1,61 @@
+"""The demo's LLaVA-NeXT section: DyMU on LLaVA-1.6's AnyRes images, against ToMe, FastV, VisionZip and
+the baseline.
+
+Steps, each skipped when its output already exists (``force`` redoes them):
+
+1. build (or verify) the micro LLaVA-NeXT in the user cache (the micro LLaVA's real weights, LLaVA-1.6's
+   five pinpoints at 224 px: the task's 336 px photos take the 2x2 grid, 5 crops and 1312 positions);
+2. calibrate DToMe thresholds for its encoder at the levels it runs, on the demo's calibration images
+   (a cache entry of its own, keyed by the NeXT folder);
+3. run the stock lmms-eval CLI for the baseline, DyMU low/mid, ToMe-mid, FastV and VisionZip (54+10
+   per crop) on the offline AnyRes image POPE task (its first ``NEXT_LIMIT`` questions, or the user's
+   ``--limit``);
+4. write the comparison tables.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..vocabulary import FASTV_K, FASTV_RATIO
+from .spec import RunSpec
+
+NEXT_TASKS = ("dymu_pope_offline",)
+DYMU_LEVELS = ("low", "mid")
+TOME_LEVEL = "mid"
+VISIONZIP = (54, 10)  # dominant + contextual per crop: 25% of a crop's 256 patches, as the LLaVA section
+# Questions per run when the user gives no --limit (the task's first 32 of 66: 17 present, 15 absent), so the
+# whole `make demo` stays within 35 minutes on 2 cores: a question is 1312 positions through SmolLM2 (about
+# 0.37 TFLOP unreduced), and all 66 in six runs would add about 9 minutes to the demo's 28.
+NEXT_LIMIT = 32
+
+
+def next_runs(thresholds: str) -> list[RunSpec]:
+    """Baseline, DyMU low/mid (thresholds of ``thresholds``), ToMe at one level, FastV and VisionZip."""
+    dominant, contextual = VISIONZIP
+    runs = [RunSpec("NeXT-baseline", "dymu_llava_next", {"method": "none", "level": "none"})]
+    runs += [RunSpec(f"NeXT-DyMU-{lv}", "dymu_llava_next", {"method": "dymu", "level": lv, "thresholds": thresholds})
+             for lv in DYMU_LEVELS]
+    runs += [RunSpec(f"NeXT-ToMe-{TOME_LEVEL}", "tome_llava_next", {"method": "tome", "level": TOME_LEVEL}),
+             RunSpec("NeXT-FastV", "fastv_llava_next", {"method": "fastv", "fastv_k": str(FASTV_K),
+                                                       "fastv_ratio": f"{FASTV_RATIO:g}"}),
+             RunSpec(f"NeXT-VisionZip-{dominant}+{contextual}", "visionzip_llava_next",
+                     {"method": "visionzip", "dominant": str(dominant), "contextual": str(contextual)})]
+    return runs
+
+
+def next_section(images: Path, dataset: str, out: Path, runs_dir: Path, limit: int | None,
+                 force: bool) -> dict[str, Path]:
+    """Build, calibrate, run and tabulate the NeXT section; where its outputs are."""
+    from ..offline.micro_next import build_micro_next
+    from ..report.build import make_report
+    from .demo import ensure_thresholds, run_specs
+
+    print("[demo] building / verifying the micro LLaVA-NeXT")
+    model_dir = build_micro_next("shipped")
+    print(f"[demo] NeXT model: {model_dir}")
+    ensure_thresholds(model_dir, images, force, dataset=dataset, levels=DYMU_LEVELS)
+    run_dirs = run_specs(next_runs(dataset), model_dir, runs_dir, NEXT_LIMIT if limit is None else limit, force,
+                         NEXT_TASKS, "micro-next")
+    tables = out / "tables"
+    make_report(run_dirs, tables)
+    return {"model": model_dir, "tables": tables}
