@@ -122,13 +122,18 @@ def run(args: argparse.Namespace) -> int:
     }
     shape = VisionShape.from_config(model.config)
 
-    def analytic(policy) -> float:
+    def analytic(policy, padded: bool = False) -> float:
+        """FLOPs at each image's own counts, or (``padded``) at the batch's longest, which is what a
+        padded batch runs: images merging different amounts leave the shorter ones padded."""
         counts, matched = run_counts(runner(pixels, policy), policy)
+        if padded:
+            counts = [[max(col) for col in zip(*counts)]] * len(counts)
         return sum(encoder_flops(shape, c, matched).total for c in counts)
 
     full_flops = analytic(NoMerge())
     flop_ratio = {"plain HF forward": 1.0, "runner, no merging": 1.0,
                   f"runner, DToMe-{args.level}": analytic(dtome) / full_flops}
+    padded_ratio = {**flop_ratio, f"runner, DToMe-{args.level}": analytic(dtome, padded=True) / full_flops}
     memory = PeakMemory(args.device)
     with torch.no_grad():
         times = interleaved(variants, args.repeats, args.warmup, device_sync(args.device), device=args.device,
@@ -142,17 +147,20 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"r per layer for {args.level}: {r_per_layer[0]} (thresholds from BatchTopK on the same {len(names)} photos)")
     print("ratio = time / plain forward's; FLOP ratio = analytic FLOPs / the unmerged encoder's (2 per "
-          "multiply-add), the floor the time ratio is chasing")
+          "multiply-add), the floor the time ratio is chasing; padded = the same at the batch's longest count per "
+          "layer (what a padded batch computes)")
     print(f"{'variant':28s} {'median ms':>10s} {'min ms':>9s} {'ratio':>7s} {'FLOP ratio':>10s} {'time/FLOP':>9s} "
-          f"{'tokens out':>11s} {'peak MiB':>9s}")
+          f"{'padded':>7s} {'tokens out':>11s} {'peak MiB':>9s}")
     for k in variants:
         med = statistics.median(times[k])
         peak = memory.mib(k)
         rows.append({"variant": k, "median_ms": 1000 * med, "min_ms": 1000 * min(times[k]), "ratio": med / base,
                      "flop_ratio": flop_ratio[k], "time_over_flop_ratio": med / base / flop_ratio[k],
+                     "padded_flop_ratio": padded_ratio[k],
                      "mean_tokens": tokens[k], "peak_mib": peak})
         print(f"{k:28s} {1000 * med:10.1f} {1000 * min(times[k]):9.1f} {med / base:7.3f} {flop_ratio[k]:10.3f} "
-              f"{med / base / flop_ratio[k]:9.3f} {tokens[k]:11.1f} {'-' if peak is None else f'{peak:.0f}':>9s}")
+              f"{med / base / flop_ratio[k]:9.3f} {padded_ratio[k]:7.3f} {tokens[k]:11.1f} "
+              f"{'-' if peak is None else f'{peak:.0f}':>9s}")
     if args.json_out:
         write_json(args.json_out, {
             "encoder": runner.encoder_key, "model": label, "shape": args.shape, "layers": layers,

@@ -86,9 +86,10 @@ def _request(model, tok, args):
         pre, post = torch.randint(0, vocab, (35,), generator=g).tolist(), torch.randint(0, vocab, (6,), generator=g)
         post = post.tolist()
     emb = model.get_input_embeddings()
+    dev = emb.weight.device  # ids are drawn on the CPU (same draws on every device), embedded where the model is
     with torch.no_grad():
-        text_pre, text_post = emb(torch.tensor(pre)), emb(torch.tensor(post))
-        unique_img = emb(torch.randint(0, vocab, (args.unique_image,), generator=g))
+        text_pre, text_post = emb(torch.tensor(pre, device=dev)), emb(torch.tensor(post, device=dev))
+        unique_img = emb(torch.randint(0, vocab, (args.unique_image,), generator=g).to(dev))
     # merged regions: each virtual image token belongs to one of the unique rows, every row used
     owner = torch.sort(torch.cat([torch.arange(args.unique_image),
                                   torch.randint(0, args.unique_image, (args.image_tokens - args.unique_image,),
@@ -96,9 +97,9 @@ def _request(model, tok, args):
     n_pre, n_post, n_img = len(pre), len(post), args.image_tokens
     rows = torch.cat([text_pre, unique_img, text_post])[None]
     mapping = torch.cat([torch.arange(n_pre), n_pre + owner, n_pre + args.unique_image + torch.arange(n_post)])
-    layout = VirtualLayout.from_mappings([mapping], [rows.shape[1]])
+    layout = VirtualLayout.from_mappings([mapping], [rows.shape[1]], device=dev)
     full = layout.expand(rows)
-    image = torch.zeros(1, full.shape[1], dtype=torch.bool)
+    image = torch.zeros(1, full.shape[1], dtype=torch.bool, device=dev)
     image[0, n_pre: n_pre + n_img] = True
     return full, rows, layout, image, n_pre + n_post
 
