@@ -20,19 +20,32 @@ def add_timing_options(p: argparse.ArgumentParser, repeats: int = 7) -> None:
     p.add_argument("--repeats", type=int, default=repeats)
     p.add_argument("--warmup", type=int, default=1, help="untimed runs of every variant first (default 1)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu; cuda times with CUDA events and "
+                                                   "records peak memory)")
+    p.add_argument("--dtype", default="float32", help="weights and activations: float32 (default), bfloat16, "
+                                                      "float16, float64")
     p.add_argument("--json", dest="json_out", help="also write the numbers to this JSON file")
+
+
+def add_shape_options(p: argparse.ArgumentParser, shapes: dict) -> None:
+    """``--shape`` (a real model's widths, random weights), ``--layers`` and ``--seed``."""
+    p.add_argument("--shape", help=f"random weights at a real model's widths: {' | '.join(shapes)} "
+                                   "(default: the micro model)")
+    p.add_argument("--layers", type=int, help="layers of the --shape model (default: all of the real model's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default 0)")
 
 
 def check_timing_options(args: argparse.Namespace) -> None:
     """The shared options checked before anything loads (one line naming the flag); ``args.device``
     becomes the checked device."""
     from ..commands.options import check_at_least, check_output_file, resolve_device
+    from .shapes import torch_dtype
 
     check_at_least("--repeats", args.repeats, 1)
     check_at_least("--warmup", args.warmup, 0)
     check_at_least("--threads", args.threads, 1)
     check_output_file("--json", args.json_out)
+    torch_dtype(args.dtype)
     args.device = resolve_device(args.device)
 
 

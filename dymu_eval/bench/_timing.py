@@ -1,5 +1,6 @@
 """The timing loop every benchmark shares: interleaved repeats, so drift and warm caches spread
-evenly over the variants, with a device sync around each measured call."""
+evenly over the variants. On CUDA a call is timed with CUDA events (the GPU's own clock, kernels
+queued asynchronously included) and its peak memory is recorded; on CPU with the wall clock."""
 from __future__ import annotations
 
 import time
@@ -15,20 +16,53 @@ def device_sync(device: str) -> Callable[[], None]:
     return lambda: None
 
 
-def timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
-    """Seconds one call of ``fn`` takes."""
+def timed(fn: Callable[[], object], sync: Callable[[], None], device: str = "cpu") -> float:
+    """Seconds one call of ``fn`` takes (CUDA events on a CUDA device)."""
+    if device.startswith("cuda"):
+        import torch
+
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        sync()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
     sync()
-    start = time.perf_counter()
+    start_s = time.perf_counter()
     fn()
     sync()
-    return time.perf_counter() - start
+    return time.perf_counter() - start_s
+
+
+class PeakMemory:
+    """Per variant, the largest CUDA memory peak (bytes) seen over its calls; None on CPU."""
+
+    def __init__(self, device: str):
+        self.device = device if device.startswith("cuda") else None
+        self.peak: dict[str, int] = {}
+
+    def around(self, name: str, measure: Callable[[], float]) -> float:
+        if self.device is None:
+            return measure()
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(self.device)
+        value = measure()
+        self.peak[name] = max(self.peak.get(name, 0), int(torch.cuda.max_memory_allocated(self.device)))
+        return value
+
+    def mib(self, name: str) -> float | None:
+        return None if name not in self.peak else self.peak[name] / 2 ** 20
 
 
 def interleaved(variants: dict[str, Callable[[], object]], repeats: int, warmup: int, sync: Callable[[], None],
-                measure: Callable[[Callable[[], object]], float] | None = None) -> dict[str, list[float]]:
+                measure: Callable[[Callable[[], object]], float] | None = None, device: str = "cpu",
+                memory: PeakMemory | None = None) -> dict[str, list[float]]:
     """name -> one value per repeat. Each repeat runs every variant once, starting one later than
-    the previous repeat. ``measure`` turns a variant into its value (default: its wall time)."""
-    measure = measure or (lambda fn: timed(fn, sync))
+    the previous repeat. ``measure`` turns a variant into its value (default: its time);
+    ``memory`` (optional) records each variant's peak."""
+    measure = measure or (lambda fn: timed(fn, sync, device))
     for _ in range(warmup):
         for fn in variants.values():
             fn()
@@ -36,5 +70,6 @@ def interleaved(variants: dict[str, Callable[[], object]], repeats: int, warmup:
     keys = list(variants)
     for rep in range(repeats):
         for k in keys[rep % len(keys):] + keys[: rep % len(keys)]:
-            values[k].append(measure(variants[k]))
+            fn = variants[k]
+            values[k].append(memory.around(k, lambda: measure(fn)) if memory is not None else measure(fn))
     return values

@@ -6,7 +6,11 @@ Variants are timed interleaved (each repeat runs all of them in a rotating order
 by the median: the plain HF forward, the loop with the identity layout (the unmodified model),
 VTU with ``--unique-image`` unique image rows, the "w/o VTU" ablation, and FastV (K, kept fraction).
 Also reported: KV-cache bytes (VTU vs full, which must equal unique/virtual length) and the
-per-token decode time.
+per-token decode time. Every LLM-side pruner of the method registry (a method that ``needs``
+"prune": FastV, PDrop, DART) is timed too, at its default settings or ``--method-arg``'s
+(a method whose settings do not fit the decoder's depth is listed as skipped, with the reason).
+``--shape llava-1.5-7b|onevision-qwen2-7b --layers N``: random (seeded) weights at that decoder's
+widths, N layers. ``--device cuda --dtype bfloat16`` times with CUDA events and reports peak memory.
 """
 from __future__ import annotations
 
@@ -15,8 +19,9 @@ import statistics
 import time
 
 from ..commands.options import write_json
-from . import add_timing_options, check_timing_options
-from ._timing import device_sync, interleaved
+from . import add_shape_options, add_timing_options, check_timing_options
+from ._timing import PeakMemory, device_sync, interleaved
+from .shapes import LANGUAGE_SHAPES
 
 SMOLLM2_SHAPE = {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
                      "intermediate_size": 1536, "vocab_size": 49152, "rope_parameters": {"rope_type": "default",
@@ -35,21 +40,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fastv-k", type=int, default=2)
     p.add_argument("--fastv-keep", type=float, default=0.25, help="fraction of image tokens FastV keeps")
     p.add_argument("--new-tokens", type=int, default=32, help="decoded tokens for the per-token time")
+    p.add_argument("--prune", action="append", metavar="METHOD",
+                   help="an LLM-side pruner of the method registry to time (repeatable; default: all of them)")
+    p.add_argument("--method-arg", action="append", default=[], metavar="NAME=VALUE",
+                   help="a model_arg for the pruners that take it, e.g. pdrop_layers=1/2/3 (repeatable)")
+    add_shape_options(p, LANGUAGE_SHAPES)
     add_timing_options(p)
     p.set_defaults(func=run)
 
 
 def _load(args):
+    """(causal LM on the device in the dtype, tokenizer or None, label)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    if args.random:
-        torch.manual_seed(0)
-        return LlamaForCausalLM(LlamaConfig(**SMOLLM2_SHAPE)).eval(), None, "SmolLM2-135M shape, random weights"
-    from ..offline.assets import smollm2
+    from .shapes import random_model, shape_config, torch_dtype
 
-    model, tok = smollm2()
-    return model, tok, "SmolLM2-135M-Instruct (real weights)"
+    if args.shape:
+        cfg = shape_config(args.shape, LANGUAGE_SHAPES, args.layers)
+        model = random_model(cfg, "AutoModelForCausalLM", args.seed, args.device, args.dtype)
+        return model, None, f"{args.shape} shape, {cfg['num_hidden_layers']} layers, random weights (seed {args.seed})"
+    if args.random:
+        torch.manual_seed(args.seed)
+        model, tok, label = LlamaForCausalLM(LlamaConfig(**SMOLLM2_SHAPE)).eval(), None, \
+            "SmolLM2-135M shape, random weights"
+    else:
+        from ..offline.assets import smollm2
+
+        model, tok = smollm2()
+        label = "SmolLM2-135M-Instruct (real weights)"
+    return model.to(device=args.device, dtype=torch_dtype(args.dtype)), tok, label
 
 
 def _request(model, tok, args):
@@ -58,7 +78,7 @@ def _request(model, tok, args):
 
     from ..language import VirtualLayout
 
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(args.seed)
     vocab = model.config.vocab_size
     if tok is not None:
         pre, post = tok(SYSTEM)["input_ids"], tok(QUESTION)["input_ids"]
@@ -66,9 +86,10 @@ def _request(model, tok, args):
         pre, post = torch.randint(0, vocab, (35,), generator=g).tolist(), torch.randint(0, vocab, (6,), generator=g)
         post = post.tolist()
     emb = model.get_input_embeddings()
+    dev = emb.weight.device  # ids are drawn on the CPU (same draws on every device), embedded where the model is
     with torch.no_grad():
-        text_pre, text_post = emb(torch.tensor(pre)), emb(torch.tensor(post))
-        unique_img = emb(torch.randint(0, vocab, (args.unique_image,), generator=g))
+        text_pre, text_post = emb(torch.tensor(pre, device=dev)), emb(torch.tensor(post, device=dev))
+        unique_img = emb(torch.randint(0, vocab, (args.unique_image,), generator=g).to(dev))
     # merged regions: each virtual image token belongs to one of the unique rows, every row used
     owner = torch.sort(torch.cat([torch.arange(args.unique_image),
                                   torch.randint(0, args.unique_image, (args.image_tokens - args.unique_image,),
@@ -76,9 +97,9 @@ def _request(model, tok, args):
     n_pre, n_post, n_img = len(pre), len(post), args.image_tokens
     rows = torch.cat([text_pre, unique_img, text_post])[None]
     mapping = torch.cat([torch.arange(n_pre), n_pre + owner, n_pre + args.unique_image + torch.arange(n_post)])
-    layout = VirtualLayout.from_mappings([mapping], [rows.shape[1]])
+    layout = VirtualLayout.from_mappings([mapping], [rows.shape[1]], device=dev)
     full = layout.expand(rows)
-    image = torch.zeros(1, full.shape[1], dtype=torch.bool)
+    image = torch.zeros(1, full.shape[1], dtype=torch.bool, device=dev)
     image[0, n_pre: n_pre + n_img] = True
     return full, rows, layout, image, n_pre + n_post
 
@@ -114,12 +135,60 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--unique-image must be in 1..--image-tokens")
     if not 0 < args.fastv_keep <= 1:
         raise ConfigError("--fastv-keep must be in (0, 1]")
+    if args.shape and args.random:
+        raise ConfigError("--shape and --random: give one (--shape already means random weights)")
+    if args.layers is not None and not args.shape:
+        raise ConfigError("--layers needs --shape (it sets the depth of the random-weight decoder)")
     check_timing_options(args)
+    args.pruners = _pruner_specs(args.prune, args.method_arg)
 
 
-def _prefills(dec, head, full, rows, layout, image, args) -> dict:
-    """Prefill variants: the HF forward, the loop on the full sequence, VTU, w/o VTU, FastV.
-    The loop variants return their KV cache."""
+def _pruner_specs(names: list[str] | None, method_args: list[str]) -> dict[str, dict[str, str]]:
+    """method -> its raw model_args from ``--method-arg``, for every LLM-side pruner asked for
+    (default: every registered method that needs "prune")."""
+    from ..errors import ConfigError
+    from ..methods import METHODS
+
+    pruners = [m for m in METHODS if "prune" in METHODS[m].needs]
+    given: dict[str, str] = {}
+    for item in method_args:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--method-arg {item}: write NAME=VALUE (e.g. fastv_k=1)")
+        if not any(name in METHODS[m].args for m in pruners):
+            raise ConfigError(f"--method-arg {name}: no LLM-side pruner ({', '.join(pruners)}) takes it")
+        given[name] = value
+    for m in names or []:
+        if m not in pruners:
+            raise ConfigError(f"--prune {m}: not an LLM-side pruner of the method registry (choose from "
+                              f"{', '.join(pruners)})")
+    return {m: {k: v for k, v in given.items() if k in METHODS[m].args} for m in (names or pruners)}
+
+
+def _registry_pruners(model, args) -> tuple[dict, dict[str, str]]:
+    """(variant name -> pruner, method -> why it was skipped), built through the method registry."""
+    from ..errors import ConfigError
+    from ..methods import METHODS
+    from ..methods.settings import resolve_method_args
+    from ..vlm.reduction import BuildContext, build_reduction
+
+    context = BuildContext(model, None, [], "per_image", model.config.num_hidden_layers, frozenset({"prune"}))
+    built, skipped = {}, {}
+    for method, given in args.pruners.items():
+        spec = METHODS[method]
+        try:
+            reduction = build_reduction(method, resolve_method_args(method, given), context)
+        except ConfigError as exc:
+            skipped[method] = str(exc)
+            continue
+        raw = {k: str(given.get(k, a.default)) for k, a in spec.args.items()}
+        built[f"{spec.label} {spec.amount(raw) if spec.amount else ''}".strip()] = reduction.pruner
+    return built, skipped
+
+
+def _prefills(dec, head, full, rows, layout, image, args, pruners: dict) -> dict:
+    """Prefill variants: the HF forward, the loop on the full sequence, VTU, w/o VTU, FastV, then
+    the registry's pruners (``pruners``: name -> pruner). The loop variants return their KV cache."""
     from transformers import DynamicCache
 
     from ..language import FastV, Pruning, VirtualLayout, prefill
@@ -148,7 +217,29 @@ def _prefills(dec, head, full, rows, layout, image, args) -> dict:
         "w/o VTU (unique rows only)": loop_prefill(rows, consecutive),
         f"FastV K={args.fastv_k}, keep {args.fastv_keep:.0%}": loop_prefill(
             full, identity, Pruning(FastV(args.fastv_k, 1.0 - args.fastv_keep), image)),
+        **{name: loop_prefill(full, identity, Pruning(pruner, image)) for name, pruner in pruners.items()},
     }
+
+
+def _pruned_flops(dec, config, full, image, n_text: int, pruners: dict) -> dict[str, tuple[float, int]]:
+    """name -> (analytic prefill FLOPs, image entries after the last cut) of each registry pruner,
+    from the stages one prefill of it leaves (as the pipeline accounts them)."""
+    from ..accounting import CutCount, TransformerShape, prefill_flops, prefill_plan
+    from ..language import Pruning, VirtualLayout, prefill
+
+    shape = TransformerShape.from_config(config)
+    identity = VirtualLayout.identity([full.shape[1]])
+    n_img = int(image.sum())
+    out = {}
+    for name, pruner in pruners.items():
+        pruning = Pruning(pruner, image)
+        prefill(dec, full, identity, pruning)
+        cuts = [CutCount(s.layer, s.rows[0], s.entries[0], "last_query_attention" in c.needs,
+                         s.score_flops[0] if s.score_flops else 0.0)
+                for s, c in zip(pruning.stages, pruner.cuts())]
+        plan = prefill_plan(shape.layers, n_text, n_img, n_img, False, cuts)
+        out[name] = (prefill_flops(shape, plan, 1, cuts).total, cuts[-1].entries if cuts else n_img)
+    return out
 
 
 def _decoders(dec, head, full, rows, layout, args, sync) -> dict:
@@ -192,31 +283,42 @@ def _decoders(dec, head, full, rows, layout, args, sync) -> dict:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..accounting import TransformerShape, prefill_flops, prefill_plan
     from ..language import split_causal_lm
 
     _check(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tok, label = _load(args)
-    model = model.to(args.device)
     dec, head = split_causal_lm(model)
+    args.decoder_layers = model.config.num_hidden_layers
     full, rows, layout, image, n_text = _request(model, tok, args)
     full, rows, image = full.to(args.device), rows.to(args.device), image.to(args.device)
     sync = device_sync(args.device)
-    variants = _prefills(dec, head, full, rows, layout, image, args)
+    pruners, skipped = _registry_pruners(model, args)
+    variants = _prefills(dec, head, full, rows, layout, image, args, pruners)
     decoders = _decoders(dec, head, full, rows, layout, args, sync)
+    memory = PeakMemory(args.device)
     with torch.no_grad():
-        times = interleaved(variants, args.repeats, args.warmup, sync)
+        times = interleaved(variants, args.repeats, args.warmup, sync, device=args.device, memory=memory)
         per_token = interleaved(decoders, args.repeats, args.warmup, sync, measure=lambda fn: fn())
         caches = {"full": _cache_bytes(variants["loop, identity (full)"]()),
                   "vtu": _cache_bytes(variants[f"VTU, {args.unique_image} unique image rows"]())}
-    flop_ratio = _flop_ratios(model.config, list(variants), n_text, args, rows.shape[1] - n_text)
-    _report(args, label, times, per_token, caches, flop_ratio, full.shape[1], rows.shape[1], n_text)
+        pruned = _pruned_flops(dec, model.config, full, image, n_text, pruners)
+    keys = list(variants)
+    flop_ratio = _flop_ratios(model.config, keys[:5], n_text, args, rows.shape[1] - n_text)
+    shape = TransformerShape.from_config(model.config)
+    full_flops = prefill_flops(shape, prefill_plan(shape.layers, n_text, args.image_tokens, args.image_tokens,
+                                                   True)).total
+    flop_ratio.update({k: f / full_flops for k, (f, _) in pruned.items()})
+    entries = {k: e for k, (_, e) in pruned.items()}
+    _report(args, label, times, per_token, caches, flop_ratio, full.shape[1], rows.shape[1], n_text, memory,
+            entries, skipped)
     return 0
 
 
 def _report(args, label: str, times: dict, per_token: dict, caches: dict, flop_ratio: dict, n_virtual: int,
-            n_unique: int, n_text: int) -> None:
+            n_unique: int, n_text: int, memory, pruned_entries: dict, skipped: dict) -> None:
     """The tables on stdout and, with --json, the numbers in a file."""
     import torch
 
@@ -224,21 +326,28 @@ def _report(args, label: str, times: dict, per_token: dict, caches: dict, flop_r
     base = statistics.median(times["HF forward, full"])
     loop_base = statistics.median(times["loop, identity (full)"])
     print(f"language bench: {label}, {n_virtual} virtual tokens ({args.image_tokens} image + {n_text} text), "
-          f"device {args.device}, threads {torch.get_num_threads()}, {args.repeats} interleaved repeats (median)")
+          f"device {args.device}, {args.dtype}, threads {torch.get_num_threads()}, {args.repeats} interleaved "
+          "repeats (median)")
     print("vs HF / vs loop = time ratios; FLOP ratio = analytic prefill FLOPs / the full sequence's (2 per "
-          "multiply-add), the floor the time ratio is chasing")
+          "multiply-add), the floor the time ratio is chasing; time/FLOP = (vs HF) / FLOP ratio")
     print(f"{'prefill variant':36s} {'median ms':>10s} {'min ms':>9s} {'vs HF':>7s} {'vs loop':>8s} "
-          f"{'FLOP ratio':>10s} {'rows':>6s}")
+          f"{'FLOP ratio':>10s} {'time/FLOP':>9s} {'rows':>9s} {'peak MiB':>9s}")
     rows_of = {keys[0]: n_virtual, keys[1]: n_virtual, keys[2]: n_unique, keys[3]: n_unique,
-               keys[4]: f"{n_virtual}->{n_text + round(args.image_tokens * args.fastv_keep)}"}
+               keys[4]: f"{n_virtual}->{n_text + round(args.image_tokens * args.fastv_keep)}",
+               **{k: f"{n_virtual}->{n_text + e}" for k, e in pruned_entries.items()}}
     results = []
     for k in keys:
         med = statistics.median(times[k])
+        peak = memory.mib(k)
         results.append({"variant": k, "median_ms": 1000 * med, "min_ms": 1000 * min(times[k]),
                         "ratio_vs_hf": med / base, "ratio_vs_loop": med / loop_base, "flop_ratio": flop_ratio[k],
-                        "rows": str(rows_of[k])})
+                        "time_over_flop_ratio": med / base / flop_ratio[k], "rows": str(rows_of[k]),
+                        "peak_mib": peak})
         print(f"{k:36s} {1000 * med:10.1f} {1000 * min(times[k]):9.1f} {med / base:7.3f} {med / loop_base:8.3f} "
-              f"{flop_ratio[k]:10.3f} {rows_of[k]!s:>6s}")
+              f"{flop_ratio[k]:10.3f} {med / base / flop_ratio[k]:9.3f} {rows_of[k]!s:>9s} "
+              f"{'-' if peak is None else f'{peak:.0f}':>9s}")
+    for method, why in skipped.items():
+        print(f"skipped {method}: {why}")
     full_cache, vtu_cache = caches["full"], caches["vtu"]
     ratio_rows = n_unique / n_virtual
     print(f"KV cache bytes: VTU {vtu_cache} / full {full_cache} = {vtu_cache / full_cache:.4f} "
@@ -247,14 +356,18 @@ def _report(args, label: str, times: dict, per_token: dict, caches: dict, flop_r
     tok_hf, tok_full, tok_vtu = (tok[k] for k in dkeys)
     print(f"decode per token ({args.new_tokens} tokens): HF {1000 * tok_hf:.2f} ms, "
           f"loop full {1000 * tok_full:.2f} ms, VTU {1000 * tok_vtu:.2f} ms; "
-          f"VTU/HF {tok_vtu / tok_hf:.3f}, VTU/loop full {tok_vtu / tok_full:.3f} "
+          f"loop full/HF {tok_full / tok_hf:.3f}, VTU/HF {tok_vtu / tok_hf:.3f}, "
+          f"VTU/loop full {tok_vtu / tok_full:.3f} "
           "(FLOP ratio 1.000: VTU decodes over the full virtual length)")
     if args.json_out:
         write_json(args.json_out, {
-            "model": label, "device": args.device, "threads": torch.get_num_threads(), "repeats": args.repeats,
-            "virtual_tokens": n_virtual, "unique_rows": n_unique, "prefill": results,
+            "model": label, "shape": args.shape, "layers": args.decoder_layers,
+            "seed": args.seed, "dtype": args.dtype, "device": args.device, "threads": torch.get_num_threads(),
+            "repeats": args.repeats, "virtual_tokens": n_virtual, "unique_rows": n_unique, "prefill": results,
+            "skipped": skipped,
             "kv_cache_bytes": {"full": full_cache, "vtu": vtu_cache, "ratio": vtu_cache / full_cache,
                                "unique_over_virtual": ratio_rows},
             "decode_ms_per_token": {"hf_full": 1000 * tok_hf, "loop_full": 1000 * tok_full, "vtu": 1000 * tok_vtu,
-                                    "ratio_vs_hf": tok_vtu / tok_hf, "ratio_vs_loop": tok_vtu / tok_full},
+                                    "ratio_vs_hf": tok_vtu / tok_hf, "ratio_vs_loop": tok_vtu / tok_full,
+                                    "loop_full_vs_hf": tok_full / tok_hf},
         })

@@ -37,8 +37,10 @@ def virtual_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
 def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, segment: Segment,
             scaling: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(output, rotated virtual queries, rotated virtual keys)."""
-    q = segment.q.expand_rotated(query)
-    k = segment.kv.expand_rotated(key)
+    if segment.prerotated:  # the model's RoPE already turned them (identity layout)
+        q, k = segment.q.expand(query), segment.kv.expand(key)
+    else:
+        q, k = segment.q.expand_rotated(query), segment.kv.expand_rotated(key)
     v = segment.kv.expand(value)
     mask, is_causal = segment.mask()
     gqa = q.shape[1] != k.shape[1]

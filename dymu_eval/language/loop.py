@@ -121,7 +121,7 @@ def _prefill(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLay
     h = unique_embeds
     pe = identity_rope(h, info.head_dim)
     side = Side.from_layout(layout, decoder.rotary_emb, h)
-    state = ForwardState([Segment(range(info.num_layers), side, side)],
+    state = ForwardState([Segment(range(info.num_layers), side, side, side.identity)],
                          record={c.layer - 1: frozenset(c.needs) for c in cuts if c.needs})
     origin = torch.arange(layout.virtual_len, device=h.device).expand(layout.batch_size, -1)
     image = pruning.image_mask.to(h.device) if pruning is not None else None
@@ -134,9 +134,9 @@ def _prefill(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLay
                                             unique_embeds, memo)
             side = Side.from_layout(layout, decoder.rotary_emb, h)
             last = state.segments[-1]
-            state.segments[-1] = Segment(range(last.layers.start, i), last.q, last.kv)
-            state.segments.append(Segment(range(i, info.num_layers), side, side))
-        h = _run_layer(layer, info, h, pe, cache, state)
+            state.segments[-1] = Segment(range(last.layers.start, i), last.q, last.kv, last.prerotated)
+            state.segments.append(Segment(range(i, info.num_layers), side, side, side.identity))
+        h = _run_layer(layer, info, h, state.segment(i).rope(pe), cache, state)
     state.record, state.recorded = {}, {}
     kept = pruning.kept_image_tokens if pruning is not None else None
     return Prefill(decoder.norm(h), layout, origin, state, kept)
@@ -251,7 +251,7 @@ def _decode_state(decoder: nn.Module, state: ForwardState, positions: list[torch
     segments = []
     for seg, i in zip(state.segments, slot):
         (cos, sin), pos = rotations[i], positions[i]
-        segments.append(Segment(seg.layers, Side.single(pos, cos, sin), seg.kv.append(pos, cos, sin)))
+        segments.append(Segment(seg.layers, Side.single(pos, cos, sin), seg.kv.append(pos, cos, sin), seg.prerotated))
     return ForwardState(segments)
 
 
@@ -304,8 +304,8 @@ def generate(decoder: nn.Module, lm_head: nn.Module, unique_embeds: torch.Tensor
                 break
             h = decoder.embed_tokens(ids[:, None])
             state = _decode_state(decoder, state, positions, slot, h)
-            for layer in decoder.layers:
-                h = _run_layer(layer, info, h, pe, cache, state)
+            for i, layer in enumerate(decoder.layers):
+                h = _run_layer(layer, info, h, state.segment(i).rope(pe), cache, state)
             logits = lm_head(decoder.norm(h)[:, -1])
             positions = [p + 1 for p in positions]
         end = _now(device)

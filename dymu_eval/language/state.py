@@ -132,12 +132,23 @@ def identity_rope(like: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torc
 
 @dataclass
 class Segment:
-    """Layers ``layers`` use queries ``q`` and keys/values ``kv`` (the same object during prefill)."""
+    """Layers ``layers`` use queries ``q`` and keys/values ``kv`` (the same object during prefill).
+
+    ``prerotated``: the key side is the identity layout (every row its own entry: no VTU), so the
+    model's own RoPE rotates queries and keys at their positions (``rope``) and the cache holds
+    rotated keys, as in the unmodified model; decoding then never re-rotates the cached keys.
+    Otherwise raw rows enter the cache and the attention function rotates their virtual copies."""
 
     layers: range
     q: Side
     kv: Side
+    prerotated: bool = False
     _mask: tuple | None = field(default=None, repr=False)
+
+    def rope(self, identity: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (cos, sin) the model's attention applies for these layers: the queries' own positions
+        when prerotated, else ``identity`` (cos = 1, sin = 0)."""
+        return (self.q.cos[:, 0], self.q.sin[:, 0]) if self.prerotated else identity
 
     def mask(self) -> tuple[torch.Tensor | None, bool]:
         """(boolean SDPA mask (B,1,Nq,Nk) or None, is_causal): causal by position, padding keys masked."""

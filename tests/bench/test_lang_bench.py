@@ -17,7 +17,8 @@ def test_bench_language_prints_flop_ratios(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "FLOP ratio" in text
     ratios = {r["variant"]: r["flop_ratio"] for r in json.loads(out.read_text())["prefill"]}
-    full, identity, vtu, wo, fastv = ratios.values()
+    full, identity, vtu, wo, fastv = list(ratios.values())[:5]
+    assert [k.split()[0] for k in list(ratios)[5:]] == ["FastV", "PDrop", "DART"]  # the registry's pruners
     assert full == identity == 1.0
     assert wo < vtu < 1.0  # VTU still attends over the virtual length; w/o VTU does not
     assert fastv < 1.0
