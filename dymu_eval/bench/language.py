@@ -165,15 +165,16 @@ def _pruner_specs(names: list[str] | None, method_args: list[str]) -> dict[str, 
     return {m: {k: v for k, v in given.items() if k in METHODS[m].args} for m in (names or pruners)}
 
 
-def _registry_pruners(model, args) -> tuple[dict, dict[str, str]]:
-    """(variant name -> pruner, method -> why it was skipped), built through the method registry."""
+def _registry_pruners(model, args) -> tuple[dict, dict[str, str], dict[str, str]]:
+    """(variant name -> pruner, method -> why it was skipped, variant name -> method), built through
+    the method registry."""
     from ..errors import ConfigError
     from ..methods import METHODS
     from ..methods.settings import resolve_method_args
     from ..vlm.reduction import BuildContext, build_reduction
 
     context = BuildContext(model, None, [], "per_image", model.config.num_hidden_layers, frozenset({"prune"}))
-    built, skipped = {}, {}
+    built, skipped, owners = {}, {}, {}
     for method, given in args.pruners.items():
         spec = METHODS[method]
         try:
@@ -182,8 +183,9 @@ def _registry_pruners(model, args) -> tuple[dict, dict[str, str]]:
             skipped[method] = str(exc)
             continue
         raw = {k: str(given.get(k, a.default)) for k, a in spec.args.items()}
-        built[f"{spec.label} {spec.amount(raw) if spec.amount else ''}".strip()] = reduction.pruner
-    return built, skipped
+        variant = f"{spec.label} {spec.amount(raw) if spec.amount else ''}".strip()
+        built[variant], owners[variant] = reduction.pruner, method
+    return built, skipped, owners
 
 
 def _prefills(dec, head, full, rows, layout, image, args, pruners: dict) -> dict:
@@ -242,6 +244,27 @@ def _pruned_flops(dec, config, full, image, n_text: int, pruners: dict) -> dict[
     return out
 
 
+def _runnable(dec, full, image, pruners: dict, skipped: dict, owners: dict) -> dict:
+    """The pruners that run on this request: one untimed prefill each; a setting the request cannot
+    satisfy (more kept tokens than it has, ...) moves the method to ``skipped`` with its one line."""
+    import torch
+
+    from ..errors import ConfigError
+    from ..language import Pruning, VirtualLayout, prefill
+
+    identity = VirtualLayout.identity([full.shape[1]])
+    ok = {}
+    for name, pruner in pruners.items():
+        try:
+            with torch.no_grad():
+                prefill(dec, full, identity, Pruning(pruner, image))
+        except ConfigError as exc:
+            skipped[owners[name]] = str(exc)
+            continue
+        ok[name] = pruner
+    return ok
+
+
 def _decoders(dec, head, full, rows, layout, args, sync) -> dict:
     """Decode variants, each returning seconds per token after the first: HF with its own cache,
     the loop on the full sequence, VTU."""
@@ -295,7 +318,8 @@ def run(args: argparse.Namespace) -> int:
     full, rows, layout, image, n_text = _request(model, tok, args)
     full, rows, image = full.to(args.device), rows.to(args.device), image.to(args.device)
     sync = device_sync(args.device)
-    pruners, skipped = _registry_pruners(model, args)
+    pruners, skipped, owners = _registry_pruners(model, args)
+    pruners = _runnable(dec, full, image, pruners, skipped, owners)
     variants = _prefills(dec, head, full, rows, layout, image, args, pruners)
     decoders = _decoders(dec, head, full, rows, layout, args, sync)
     memory = PeakMemory(args.device)
