@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from . import parse
 
 PAPER_BUDGETS = (192, 128, 64)  # LLaVA-1.5 visual tokens per image in the peer tables (of 576)
 PAPER_PATCHES = 576  # LLaVA-1.5's patches per image: a budget is read against it before a model loads
@@ -81,11 +80,6 @@ class BudgetTarget:
         if self.model_patches is not None and self.tokens > self.model_patches:
             raise ConfigError(f"budget={self.budget}: above the {self.model_patches} visual tokens per image "
                               "(crop, frame) of this model; give a smaller count or a fraction in (0, 1]")
-
-
-def parse_budget(name: str, value: Any) -> int | float:
-    """A count >= 1 or a fraction in (0, 1], as ``keep=`` reads them."""
-    return parse.count_or_fraction(name, value)
 
 
 BUDGET_HELP = ("visual tokens per image: 192 | 128 | 64 (the LLaVA-1.5 budgets of the peer tables, mapped to the "

@@ -72,9 +72,10 @@ class MethodSpec:
 
     def __post_init__(self) -> None:
         if self.budget is not None and "budget" not in self.args:
-            from .budget import BUDGET_HELP, parse_budget
+            from . import parse
+            from .budget import BUDGET_HELP
 
-            object.__setattr__(self, "args", {**self.args, "budget": Arg(None, parse_budget, BUDGET_HELP)})
+            object.__setattr__(self, "args", {**self.args, "budget": Arg(None, parse.count_or_fraction, BUDGET_HELP)})
 
     def builder(self) -> Callable[..., Any]:
         """The build function, imported on first use."""
