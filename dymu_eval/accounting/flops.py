@@ -6,7 +6,8 @@ softmax and gathers are not counted, as ``torch.utils.flop_counter`` does not co
 Biases are not counted (the counter's addmm and convolution formulas count the product only), so
 a model with biases (Qwen2's q/k/v, SigLIP's linears) has the same matmul FLOPs as one without.
 Attention is counted as the dense products over the entries actually attended (a causal kernel
-may skip the masked half; the counters and the papers count the full rectangle).
+may skip the masked half; the counters and the papers count the full rectangle); a VTU decoding
+step weighs the cached rows, not their copies (``decode_flops``).
 
 The DyMU paper's Table 1 uses another convention, reported separately and labelled: fvcore counts
 **1 per multiply-add** and only the query-key products, with VTU costed as the exact-VTU kernel on
@@ -92,6 +93,19 @@ def encoder_flops(shape: VisionShape, counts: Sequence[int], matched: Sequence[b
     return StageFlops(FLOPS_PER_MAC * linear, FLOPS_PER_MAC * attention, FLOPS_PER_MAC * other)
 
 
+def padded_batch_encoder_flops(shape: VisionShape, counts: Sequence[Sequence[int]],
+                               matched: Sequence[bool]) -> StageFlops:
+    """What one encoder call over images merging different amounts computes (not a per-request
+    figure: benches and the counter checks use it). The runner runs the token-wise work on each
+    image's real tokens only (``vision.block.rowwise``); attention and the matcher run over the
+    padded batch, at its longest count per block."""
+    longest = encoder_flops(shape, [max(col) for col in zip(*counts)], matched)
+    total = StageFlops()
+    for own in counts:
+        total = total + StageFlops(encoder_flops(shape, own, matched).linear, longest.attention, longest.other)
+    return total
+
+
 def unmerged_counts(shape: VisionShape, layers_run: int) -> list[int]:
     """Token counts of an encoder that never merges."""
     return [shape.patches + int(shape.has_cls)] * (layers_run + 1)
@@ -131,13 +145,21 @@ def prefill_flops(shape: TransformerShape, layers: Sequence[LayerRun], head_rows
     return total
 
 
-def decode_flops(shape: TransformerShape, cache_entries: Sequence[int], steps: int) -> StageFlops:
-    """``steps`` decode passes, one new row each; pass s attends over ``cache_entries[l] + s + 1``
-    entries in layer l (the entries the prefill left in that layer's attention, plus the new ones)."""
+def decode_flops(shape: TransformerShape, cache_entries: Sequence[int], steps: int,
+                 cache_rows: Sequence[int] | None = None) -> StageFlops:
+    """``steps`` decode passes, one new row each; pass s scores ``cache_entries[l] + s + 1`` entries
+    in layer l (the entries the prefill left in that layer's attention, plus the new ones) and
+    weighs ``cache_rows[l] + s + 1`` value rows (default: one per entry). With VTU a step sums the
+    softmax weights of an entry's copies onto its cached row, so the value product runs on the rows
+    (``language.attention``)."""
+    rows = cache_entries if cache_rows is None else cache_rows
+    if len(rows) != len(cache_entries):
+        raise ValueError(f"{len(cache_rows)} layers of cache rows for {len(cache_entries)} layers of entries")
     linear = steps * (len(cache_entries) * (shape.projection_macs_per_row + shape.mlp_macs_per_row)
                       + shape.hidden * shape.vocab)
-    keys = sum(steps * c + steps * (steps + 1) // 2 for c in cache_entries)
-    return StageFlops(FLOPS_PER_MAC * linear, FLOPS_PER_MAC * 2 * keys * shape.q_width)
+    grown = steps * (steps + 1) // 2
+    products = sum(steps * e + grown + steps * r + grown for e, r in zip(cache_entries, rows))
+    return StageFlops(FLOPS_PER_MAC * linear, FLOPS_PER_MAC * products * shape.q_width)
 
 
 def prefill_plan(layers: int, text: int, visual_rows: int, visual_positions: int, vtu: bool,

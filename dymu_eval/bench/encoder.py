@@ -85,7 +85,7 @@ def _load(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..accounting import VisionShape, encoder_flops
+    from ..accounting import VisionShape, encoder_flops, padded_batch_encoder_flops
     from ..errors import ConfigError
     from ..merge import BatchTopK, NoMerge, Threshold, merges_per_layer
     from ..vision import VisionRunner
@@ -123,11 +123,12 @@ def run(args: argparse.Namespace) -> int:
     shape = VisionShape.from_config(model.config)
 
     def analytic(policy, padded: bool = False) -> float:
-        """FLOPs at each image's own counts, or (``padded``) at the batch's longest, which is what a
-        padded batch runs: images merging different amounts leave the shorter ones padded."""
+        """FLOPs at each image's own counts, or (``padded``) what the padded batch computes: images
+        merging different amounts leave the shorter ones padded, and attention and the matcher run
+        at the batch's longest count (the token-wise work skips the padding)."""
         counts, matched = run_counts(runner(pixels, policy), policy)
         if padded:
-            counts = [[max(col) for col in zip(*counts)]] * len(counts)
+            return padded_batch_encoder_flops(shape, counts, matched).total
         return sum(encoder_flops(shape, c, matched).total for c in counts)
 
     full_flops = analytic(NoMerge())
@@ -147,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"r per layer for {args.level}: {r_per_layer[0]} (thresholds from BatchTopK on the same {len(names)} photos)")
     print("ratio = time / plain forward's; FLOP ratio = analytic FLOPs / the unmerged encoder's (2 per "
-          "multiply-add), the floor the time ratio is chasing; padded = the same at the batch's longest count per "
-          "layer (what a padded batch computes)")
+          "multiply-add), the floor the time ratio is chasing; padded = what the padded batch computes (attention "
+          "and matching at the batch's longest count per layer)")
     print(f"{'variant':28s} {'median ms':>10s} {'min ms':>9s} {'ratio':>7s} {'FLOP ratio':>10s} {'time/FLOP':>9s} "
           f"{'padded':>7s} {'tokens out':>11s} {'peak MiB':>9s}")
     for k in variants:

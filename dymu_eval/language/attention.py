@@ -18,7 +18,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .state import ForwardState, Segment
+from .state import ForwardState, Segment, rotate
 
 __all__ = ["ATTENTION_NAME", "dymu_attention", "use_dymu_attention", "virtual_attention"]
 
@@ -47,6 +47,47 @@ def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, segment
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scaling,
                                          enable_gqa=gqa)
     return out, q, k
+
+
+def _one_query(segment: Segment) -> bool:
+    """A decoding step over a VTU key side: one query entry per sample (its own row) and keys that
+    the attention function rotates (not the identity layout), with RoPE halves that repeat."""
+    return (segment.q.identity and segment.q.positions.shape[1] == 1 and not segment.prerotated
+            and segment.kv.phase() is not None)
+
+
+def _one_query_attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, segment: Segment,
+                      scaling: float | None) -> torch.Tensor:
+    """A decoding step's attention (B, H, 1, Dh) over a VTU key side, without expanding keys or values.
+
+    RoPE folds into a product on the rows: with the query rotated at its position and a key row k
+    rotated at an entry's position (cos c, sin s per frequency pair), q'.k' = c.(q1 k1 + q2 k2) +
+    s.(q2 k1 - q1 k2), so each entry's score is [c | s] . C[row] with C built once per row; the
+    softmax weights are summed onto the rows their entries copy, so each value row is read once.
+    Equal to attention over the expanded, rotated sequence (the sums are only reordered)."""
+    b, h, _, d = query.shape
+    hkv, n_rows, half = key.shape[1], key.shape[2], d // 2
+    rep = h // hkv
+    q = rotate(query, segment.q.cos, segment.q.sin).reshape(b, 1, hkv, rep, d)
+    k = key.transpose(1, 2).unsqueeze(3)  # (B, Nu, Hkv, 1, Dh)
+    q1, q2, k1, k2 = q[..., :half], q[..., half:], k[..., :half], k[..., half:]
+    rows = torch.cat([q1 * k1 + q2 * k2, q2 * k1 - q1 * k2], -1)  # (B, Nu, Hkv, rep, Dh)
+    kv = segment.kv
+    n = kv.positions.shape[1]
+    per_entry = kv.expand(rows.reshape(b, 1, n_rows, h * d)).view(b, n, h, d)
+    scores = torch.matmul(per_entry, kv.phase().view(b, n, d, 1)).view(b, n, h).transpose(1, 2)  # (B, H, Nv)
+    acc = torch.promote_types(query.dtype, torch.float32)  # fp32 or wider, as SDPA's softmax
+    scores = scores.to(acc) * (scaling if scaling is not None else d ** -0.5)
+    mask, _ = segment.mask()
+    if mask is not None:
+        scores = scores.masked_fill(~mask[:, 0], float("-inf"))
+    probs = scores.softmax(-1)
+    kk = kv.index.shape[2]
+    w = (probs.unsqueeze(-1) * kv.weight.to(acc).unsqueeze(1)).reshape(b, h, n * kk)
+    on_rows = torch.zeros(b, h, n_rows, dtype=acc, device=query.device).scatter_add_(
+        2, kv.index.reshape(b, 1, n * kk).expand(b, h, -1), w)
+    out = torch.matmul(on_rows.to(value.dtype).view(b, hkv, rep, n_rows), value)  # (B, Hkv, rep, Dh)
+    return out.reshape(b, h, 1, d)
 
 
 def _record(q: torch.Tensor, k: torch.Tensor, segment: Segment, scaling: float | None,
@@ -84,8 +125,10 @@ def dymu_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tens
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
     segment = dymu_state.segment(module.layer_idx)
-    out, q, k = _attend(query, key, value, segment, scaling)
     needs = dymu_state.record.get(module.layer_idx)
+    if not needs and _one_query(segment):
+        return segment.q.remerge(_one_query_attend(query, key, value, segment, scaling)), None
+    out, q, k = _attend(query, key, value, segment, scaling)
     if needs:
         dymu_state.recorded[module.layer_idx] = _record(q, k, segment, scaling, needs)
     return segment.q.remerge(out), None

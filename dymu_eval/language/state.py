@@ -38,6 +38,7 @@ class Side:
     _inv_denom: torch.Tensor | None = field(default=None, repr=False)
     _unit: bool | None = field(default=None, repr=False)
     _flat: dict = field(default_factory=dict, repr=False)
+    _phase: tuple | None = field(default=None, repr=False)
 
     @classmethod
     def from_layout(cls, layout: VirtualLayout, rotary: torch.nn.Module, like: torch.Tensor) -> Side:
@@ -72,6 +73,13 @@ class Side:
             return picked[:, :, :, 0] * w.view(b, 1, n, 1)
         return (picked * w.view(b, 1, n, k, 1)).sum(3)
 
+    def phase(self) -> torch.Tensor | None:
+        """(B, 1, N, Dh) [cos | sin] of each entry's first half-frequencies, when the second halves
+        repeat them (HF's rotate-half RoPE); else None. A single query folds RoPE into it."""
+        if self._phase is None:
+            self._phase = (_half_phase(self.cos, self.sin),)
+        return self._phase[0]
+
     def expand_rotated(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, n_rows, Dh) -> (B, H, N, Dh), rotated at the virtual positions."""
         return rotate(self.expand(x), self.cos, self.sin)
@@ -101,11 +109,15 @@ class Side:
         new_index = torch.full((b, 1, k), self.n_rows, dtype=torch.long, device=dev)
         new_weight = torch.zeros(b, 1, k, dtype=self.weight.dtype, device=dev)
         new_weight[:, :, 0] = 1
+        phase = None
+        if self._phase is not None:  # grow it rather than rebuild it at every step
+            old, new = self._phase[0], _half_phase(cos, sin)
+            phase = (torch.cat([old, new], 2) if old is not None and new is not None else None,)
         return Side(torch.cat([self.index, new_index], 1), torch.cat([self.weight, new_weight], 1),
                     torch.cat([self.positions, positions[:, None]], 1),
                     torch.cat([self.valid, torch.ones(b, 1, dtype=torch.bool, device=dev)], 1),
                     torch.cat([self.cos, cos], 2), torch.cat([self.sin, sin], 2), self.n_rows + 1, self.identity,
-                    _unit=self._unit)
+                    _unit=self._unit, _phase=phase)
 
     @classmethod
     def single(cls, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> Side:
@@ -113,6 +125,14 @@ class Side:
         b, dev = positions.shape[0], positions.device
         return cls(torch.zeros(b, 1, 1, dtype=torch.long, device=dev), torch.ones(b, 1, 1, device=dev),
                    positions[:, None], torch.ones(b, 1, dtype=torch.bool, device=dev), cos, sin, 1, True)
+
+
+def _half_phase(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor | None:
+    """[cos | sin] of the first half-frequencies when the second halves repeat them, else None."""
+    half = cos.shape[-1] // 2
+    if not (torch.equal(cos[..., :half], cos[..., half:]) and torch.equal(sin[..., :half], sin[..., half:])):
+        return None
+    return torch.cat([cos[..., :half], sin[..., :half]], -1)
 
 
 def rotary_at(rotary: torch.nn.Module, like: torch.Tensor, positions: torch.Tensor,

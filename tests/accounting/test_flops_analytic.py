@@ -146,6 +146,9 @@ def test_decode_grows_with_the_cache_and_the_steps():
     assert decode_flops(LLAVA.llm, [200] * 32, 1).attention > one.attention
     assert decode_flops(LLAVA.llm, [100] * 32, 3).linear == 3 * one.linear
     assert decode_flops(LLAVA.llm, [100] * 32, 0).total == 0
+    # VTU: 100 entries scored, 40 cached rows weighed (each step sums an entry's weights onto its row)
+    vtu = decode_flops(LLAVA.llm, [100] * 32, 1, [40] * 32)
+    assert vtu.attention == 2 * 32 * (101 + 41) * LLAVA.llm.q_width and vtu.linear == one.linear
 
 
 def test_request_fields_by_stage():

@@ -14,8 +14,10 @@ What the counter and the analytic model count alike, and why they agree to the F
 
 Where they cannot agree: DyMU's encoder on OneVision follows the reference's batch path (all
 crops/frames of a request in one call), so after a merging layer every crop is padded to the
-request's longest crop, and the counter sees the padded blocks. The accounting is per request
-without padding (docs/plugin.md), so the test checks that the gap is exactly the padded rows' work.
+request's longest crop. The projections and MLP skip the padding rows; attention and the matcher
+run over the padded blocks, and the counter sees them. The accounting is per request without
+padding (docs/plugin.md), so the test checks that the gap is exactly that padded attention and
+matching.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import pytest
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from dymu_eval.accounting import encoder_flops
+from dymu_eval.accounting import encoder_flops, padded_batch_encoder_flops
 from dymu_eval.language import DecodeConfig
 from dymu_eval.merge import Threshold
 from dymu_eval.vlm import llava_onevision as ov
@@ -76,12 +78,14 @@ def _counted(pipe, req) -> tuple[float, dict]:
 
 
 def _encoder_padding_flops(pipe, req) -> float:
-    """The work of the padded rows on the batch path: every crop/frame run at the request's longest count."""
+    """The work of the padded rows on the batch path: attention and the matcher of every crop/frame
+    run at the request's longest count (the token-wise work skips the padding rows)."""
     counts = pipe.prepare([req]).counts[0]
     vision = pipe.accounting.shape.vision
-    longest = [max(col) for col in zip(*counts.encoder_counts)]
-    return sum(encoder_flops(vision, longest, m).total - encoder_flops(vision, c, m).total
-               for c, m in zip(counts.encoder_counts, counts.encoder_matched))
+    matched = counts.encoder_matched[0]
+    assert all(m == matched for m in counts.encoder_matched)  # one policy over the crops of one call
+    own = sum(encoder_flops(vision, c, m).total for c, m in zip(counts.encoder_counts, counts.encoder_matched))
+    return padded_batch_encoder_flops(vision, counts.encoder_counts, matched).total - own
 
 
 @pytest.fixture

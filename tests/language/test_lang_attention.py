@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 from dymu_eval.language import ATTENTION_NAME, dymu_attention, prefill, use_dymu_attention, virtual_attention
-from dymu_eval.language.state import ForwardState, Segment, Side
+from dymu_eval.language.attention import _one_query
+from dymu_eval.language.state import ForwardState, Segment, Side, rotary_at
 from tests.helpers.numerics import SMALL_OPS, assert_rounding_close, forward_ops
 from tests.language.lang_helpers import AttentionStub, parts, random_layout, reference_attention, unique_rows
 
@@ -90,3 +92,37 @@ def test_full_forward_with_duplicate_rows_matches_unmodified_layer0(model):
             count[b, u] += 1
     want = want / count.clamp_min(1)[..., None]
     assert_rounding_close(vtu[layout.unique_valid], want[layout.unique_valid], forward_ops(model.config, 17))
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_a_decoding_step_equals_attention_over_the_expanded_keys(llama, k):
+    """One new query over a VTU key side (a decoding step: RoPE folded into per-row products, softmax
+    weights summed onto rows) equals eager attention over the expanded, rotated keys and values."""
+    dec, _ = parts(llama)
+    layout = random_layout([5, 7], [9, 12], k=k, seed=10 + k)
+    torch.manual_seed(1)
+    b, h, hkv, d, nu = 2, 4, 2, 16, layout.unique_len
+    q = torch.randn(b, h, 1, d, dtype=torch.float64)
+    key, val = (torch.randn(b, hkv, nu + 1, d, dtype=torch.float64) for _ in range(2))  # cached rows + the new one
+    nxt = torch.where(layout.valid, layout.positions, -1).amax(1) + 1
+    cos, sin = rotary_at(dec.rotary_emb, q, nxt[:, None])
+    kv = Side.from_layout(layout, dec.rotary_emb, q).append(nxt, cos, sin)
+    seg = Segment(range(1), Side.single(nxt, cos, sin), kv)
+    assert _one_query(seg)  # the path under test, not the expansion
+    got, _ = dymu_attention(AttentionStub(), q, key, val, None, scaling=d ** -0.5,
+                            dymu_state=ForwardState([seg]))
+    # reference: every virtual key/value built by hand, rotated at its position with HF's own RoPE
+    pos = torch.where(kv.valid, kv.positions, 0)
+    kcos, ksin = dec.rotary_emb(q, position_ids=pos)
+    want = torch.zeros(b, 1, h, d, dtype=torch.float64)
+    for bi in range(b):
+        ent = [j for j in range(kv.positions.shape[1]) if kv.valid[bi, j]]
+        mix = lambda t, j: sum(float(kv.weight[bi, j, c]) * t[bi, :, int(kv.index[bi, j, c])]  # noqa: E731
+                               for c in range(kv.index.shape[2]))
+        keys = torch.stack([mix(key, j) for j in ent], 1)  # (Hkv, N, Dh)
+        vals = torch.stack([mix(val, j) for j in ent], 1)
+        qr, _ = apply_rotary_pos_emb(q[bi:bi + 1], q[bi:bi + 1], cos[bi:bi + 1, 0], sin[bi:bi + 1, 0])
+        _, kr = apply_rotary_pos_emb(keys[None], keys[None], kcos[bi:bi + 1, ent], ksin[bi:bi + 1, ent])
+        scores = qr[0] @ repeat_kv(kr, h // hkv)[0].transpose(-1, -2) * d ** -0.5  # (H, 1, N)
+        want[bi, 0] = (scores.softmax(-1) @ repeat_kv(vals[None], h // hkv)[0])[:, 0]
+    assert_rounding_close(got, want, SMALL_OPS)
