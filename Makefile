@@ -64,9 +64,10 @@ test: $(STAMP) lint
 	DYMU_EVAL_REQUIRE_ASSETS=1 $(PY) -m pytest -q tests
 
 # The whole pipeline offline on the micro LLaVA and micro OneVision: tables, plots and merge maps in
-# results/demo. LIMIT=N: N samples per task (a quick look); FORCE=1: redo every step.
+# results/demo. LIMIT=N: N samples per task (a quick look); FULL=1: every sample (about twice as long);
+# FORCE=1: redo every step.
 demo: $(STAMP)
-	OMP_NUM_THREADS=2 $(PY) -m dymu_eval.cli demo $(if $(LIMIT),--limit $(LIMIT)) $(if $(FORCE),--force)
+	OMP_NUM_THREADS=2 $(PY) -m dymu_eval.cli demo $(if $(LIMIT),--limit $(LIMIT)) $(if $(FULL),--full) $(if $(FORCE),--force)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests

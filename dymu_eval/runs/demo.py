@@ -31,8 +31,8 @@ from pathlib import Path
 
 from ..errors import DymuError, RunError
 from ..vocabulary import DEFAULT_SCHEDULE, FASTV_K, FASTV_RATIO, LEVELS
-from .demo_next import next_section
-from .demo_onevision import onevision_section
+from .demo_next import NEXT_LIMIT, next_section
+from .demo_onevision import ONEVISION_LIMIT, onevision_section
 from .spec import RunSpec, lmms_eval_argv, results_done, run_logged
 
 DEMO_TASKS = ("dymu_pope_offline", "dymu_mme_offline", "dymu_gqa_offline")
@@ -45,6 +45,16 @@ CALIBRATION_SETS = {"offline_photos": "photos", "offline_scenes": "scenes"}
 COMPARE_LEVEL = "mid"
 COMPARE_TASKS = ("dymu_pope_offline",)
 MERGE_MAP_PHOTOS = ("chelsea", "astronaut", "coffee", "hubble_deep_field")
+# Questions per task when the user gives neither --limit nor --full: the first 36 of each LLaVA task
+# (POPE 18 yes / 18 no, MME 18 pairs, GQA 36), so that the whole `make demo` stays within 35 minutes on
+# the slower 2-core machines (an AVX2-only one took 57 minutes for every question; see the README).
+LLAVA_LIMIT = 36
+
+
+def section_limit(default: int, limit: int | None, full: bool) -> int | None:
+    """Questions per task for a section: every one with ``full``, else the user's ``limit``, else the
+    section's ``default``."""
+    return None if full else (default if limit is None else limit)
 
 
 def demo_runs(thresholds: str = CALIBRATION_DATASET) -> list[RunSpec]:
@@ -207,8 +217,10 @@ def compare_calibration_sets(model_dir: Path, images: Path, out: Path, runs_dir:
     return folder
 
 
-def demo(out: Path, runs_dir: Path, limit: int | None = None, force: bool = False) -> None:
-    """All the steps; prints where everything is and the tables."""
+def demo(out: Path, runs_dir: Path, limit: int | None = None, force: bool = False, full: bool = False) -> None:
+    """All the steps; prints where everything is and the tables. ``limit``: questions per task in
+    every section (default: each section's own, ``section_limit``); ``full``: every question."""
+
     from ..paths import user_cache_dir
     from ..report.build import make_report
 
@@ -219,15 +231,18 @@ def demo(out: Path, runs_dir: Path, limit: int | None = None, force: bool = Fals
     images = calibration_images(user_cache_dir() / "demo" / "calibration_sets")
     ensure_thresholds(model_dir, images, force)
     specs = demo_runs(CALIBRATION_DATASET)
-    run_dirs = run_specs(specs, model_dir, runs_dir, limit, force)
+    llava_limit = section_limit(LLAVA_LIMIT, limit, full)
+    run_dirs = run_specs(specs, model_dir, runs_dir, llava_limit, force)
     tables = out / "tables"
     make_report(run_dirs, tables)
     merge_maps(model_dir, out / "maps")
     by_name = {spec.name: path for spec, path in zip(specs, run_dirs)}
-    compared = compare_calibration_sets(model_dir, images, out, runs_dir / "calibration_sets", limit, force,
+    compared = compare_calibration_sets(model_dir, images, out, runs_dir / "calibration_sets", llava_limit, force,
                                         (by_name["baseline"], by_name[f"DyMU-{COMPARE_LEVEL}"]))
-    onevision = onevision_section(images, CALIBRATION_DATASET, out / "onevision", runs_dir / "onevision", limit, force)
-    nxt = next_section(images, CALIBRATION_DATASET, out / "next", runs_dir / "next", limit, force)
+    onevision = onevision_section(images, CALIBRATION_DATASET, out / "onevision", runs_dir / "onevision",
+                                  section_limit(ONEVISION_LIMIT, limit, full), force)
+    nxt = next_section(images, CALIBRATION_DATASET, out / "next", runs_dir / "next",
+                       section_limit(NEXT_LIMIT, limit, full), force)
     print(f"\n[demo] done in {(time.time() - started) / 60:.1f} min")
     print(f"[demo] lmms-eval outputs: {runs_dir}/<run>/")
     print(f"[demo] tables and plots:  {tables}/")

@@ -8,8 +8,8 @@ Steps, each skipped when its output already exists (``force`` redoes them):
 2. calibrate DToMe thresholds for its encoder at the levels it runs, on the demo's calibration images
    (a cache entry of its own, keyed by the NeXT folder);
 3. run the stock lmms-eval CLI for the baseline, DyMU low/mid, ToMe-mid, FastV and VisionZip (54+10
-   per crop) on the offline AnyRes image POPE task (its first ``NEXT_LIMIT`` questions, or the user's
-   ``--limit``);
+   per crop) on the offline AnyRes image POPE task (its first ``NEXT_LIMIT`` questions, the user's
+   ``--limit``, or all of them with ``--full``);
 4. write the comparison tables.
 """
 from __future__ import annotations
@@ -23,10 +23,10 @@ NEXT_TASKS = ("dymu_pope_offline",)
 DYMU_LEVELS = ("low", "mid")
 TOME_LEVEL = "mid"
 VISIONZIP = (54, 10)  # dominant + contextual per crop: 25% of a crop's 256 patches, as the LLaVA section
-# Questions per run when the user gives no --limit (the task's first 32 of 66: 17 present, 15 absent), so the
-# whole `make demo` stays within 35 minutes on 2 cores: a question is 1312 positions through SmolLM2 (about
-# 0.37 TFLOP unreduced), and all 66 in six runs would add about 9 minutes to the demo's 28.
-NEXT_LIMIT = 32
+# Questions per run when the user gives neither --limit nor --full (the task's first 16 of 66: 10 present,
+# 6 absent), so the whole `make demo` stays within 35 minutes on 2 cores (demo.LLAVA_LIMIT): a question is
+# 1312 positions through SmolLM2 (about 0.37 TFLOP unreduced, 3.5 s on an AVX2-only 2-core machine).
+NEXT_LIMIT = 16
 
 
 def next_runs(thresholds: str) -> list[RunSpec]:
@@ -54,7 +54,7 @@ def next_section(images: Path, dataset: str, out: Path, runs_dir: Path, limit: i
     model_dir = build_micro_next("shipped")
     print(f"[demo] NeXT model: {model_dir}")
     ensure_thresholds(model_dir, images, force, dataset=dataset, levels=DYMU_LEVELS)
-    run_dirs = run_specs(next_runs(dataset), model_dir, runs_dir, NEXT_LIMIT if limit is None else limit, force,
+    run_dirs = run_specs(next_runs(dataset), model_dir, runs_dir, limit, force,
                          NEXT_TASKS, "micro-next")
     tables = out / "tables"
     make_report(run_dirs, tables)

@@ -6,8 +6,8 @@ Steps, each skipped when its output already exists (``force`` redoes them):
 2. calibrate DToMe thresholds for its encoder at low/mid/high on the demo's calibration images
    (a cache entry of its own, keyed by the OneVision folder);
 3. run the stock lmms-eval CLI for the baseline, ToMe-mid, FastV and DyMU low/mid/high on one
-   offline AnyRes image task and the offline video POPE task (every sample, or the user's
-   ``--limit``), with ``MAX_FRAMES`` frames per clip;
+   offline AnyRes image task and the offline video POPE task (the first ``ONEVISION_LIMIT`` of
+   each, the user's ``--limit``, or every sample with ``--full``), with ``MAX_FRAMES`` frames per clip;
 4. write the comparison tables, a plot of visual rows per frame against clip complexity and
    merge maps of a few frames from clips of low, middle and high complexity.
 """
@@ -23,7 +23,10 @@ VIDEO_TASK = "dymu_video_pope_offline"
 VIDEO_DOCS = "video_pope.jsonl"  # the video task's docs, in doc_id order
 MAX_FRAMES = 8
 TOME_LEVEL = "mid"
-MAP_CLIPS = 3  # merge maps: the middle frame of the least, the median and the most complex clip
+MAP_CLIPS = 3
+# Questions per task when the user gives neither --limit nor --full (the first 16 of each: 10/6 and 9/7
+# yes/no), so the whole `make demo` stays within 35 minutes on 2 cores (demo.LLAVA_LIMIT).
+ONEVISION_LIMIT = 16  # merge maps: the middle frame of the least, the median and the most complex clip
 
 
 def onevision_runs(thresholds: str) -> list[RunSpec]:

@@ -59,7 +59,7 @@ def test_onevision_runs_compare_every_method_on_the_same_frames():
     argv = lmms_eval_argv(runs[-1], Path("/m/ov"), ",".join(ov.ONEVISION_TASKS), Path("/out"), Path("/t"),
                           limit=None)
     assert argv[argv.index("--tasks") + 1] == "dymu_pope_offline,dymu_video_pope_offline"
-    assert "--limit" not in argv  # the full tasks: the video baseline is 76.4% on all 72 questions
+    assert "--limit" not in argv  # limit None: the full tasks (`make demo FULL=1`)
     assert "max_frames_num=8" in argv[argv.index("--model_args") + 1]
 
 
@@ -131,3 +131,21 @@ def test_next_runs_compare_the_methods_on_the_anyres_image_task():
     assert runs[0].args == {"method": "none", "level": "none"}
     others = {r.folder("/x").name for r in demo.demo_runs()}
     assert not {r.folder("/x").name for r in runs} & others
+
+
+def test_each_section_has_its_own_question_limit_and_the_user_overrides_every_one():
+    from dymu_eval.runs import demo_next as nxt
+    from dymu_eval.runs import demo_onevision as ov
+
+    defaults = (demo.LLAVA_LIMIT, ov.ONEVISION_LIMIT, nxt.NEXT_LIMIT)
+    assert all(d % 2 == 0 and d >= 2 for d in defaults)  # the MME-style task scores pairs
+    assert [demo.section_limit(d, None, False) for d in defaults] == list(defaults)
+    assert [demo.section_limit(d, 4, False) for d in defaults] == [4, 4, 4]
+    assert [demo.section_limit(d, None, True) for d in defaults] == [None, None, None]
+
+
+def test_full_and_limit_together_are_refused(capsys):
+    from dymu_eval.cli import main
+
+    assert main(["demo", "--full", "--limit", "4"]) != 0
+    assert "--full and --limit" in capsys.readouterr().err
