@@ -4,7 +4,8 @@ A LLaVA-1.5-shaped request (576 virtual image tokens between ~35 system and ~5 q
 runs through SmolLM2-135M (real weights; ``--random`` uses random weights of the same shape).
 Variants are timed interleaved (each repeat runs all of them in a rotating order) and summarised
 by the median: the plain HF forward, the loop with the identity layout (the unmodified model),
-VTU with ``--unique-image`` unique image rows, the "w/o VTU" ablation, and FastV (K, kept fraction).
+VTU with ``--unique-image`` unique image rows, the "w/o VTU" ablation, FastV (K, kept fraction),
+and HF's own forward over the unique rows alone (the control: what the device gives at that size).
 Also reported: KV-cache bytes (VTU vs full, which must equal unique/virtual length) and the
 per-token decode time. Every LLM-side pruner of the method registry (a method that ``needs``
 "prune": FastV, PDrop, DART) is timed too, at its default settings or ``--method-arg``'s
@@ -115,7 +116,8 @@ def _flop_ratios(config, keys: list[str], n_text: int, args, n_unique_image: int
             (prefill_plan(shape.layers, n_text, n_img, n_img, True), ()),
             (prefill_plan(shape.layers, n_text, n_unique_image, n_img, True), ()),
             (prefill_plan(shape.layers, n_text, n_unique_image, n_img, False), ()),
-            (prefill_plan(shape.layers, n_text, n_img, n_img, False, fastv), fastv)]
+            (prefill_plan(shape.layers, n_text, n_img, n_img, False, fastv), fastv),
+            (prefill_plan(shape.layers, n_text, n_unique_image, n_img, False), ())]
     flops = [prefill_flops(shape, plan, 1, cuts).total for plan, cuts in runs]
     return {k: f / flops[0] for k, f in zip(keys, flops)}
 
@@ -199,9 +201,11 @@ def _prefills(dec, head, full, rows, layout, image, args, pruners: dict) -> dict
     identity = VirtualLayout.identity([full.shape[1]])
     consecutive = VirtualLayout.consecutive([rows.shape[1]])
 
-    def hf_prefill():
-        out = dec(inputs_embeds=full, use_cache=True)
-        return head(out.last_hidden_state[:, -1])
+    def hf_prefill(x=full):
+        def fn():
+            out = dec(inputs_embeds=x, use_cache=True)
+            return head(out.last_hidden_state[:, -1])
+        return fn
 
     def loop_prefill(x, lay, fv=None):
         def fn():
@@ -213,12 +217,14 @@ def _prefills(dec, head, full, rows, layout, image, args, pruners: dict) -> dict
         return fn
 
     return {
-        "HF forward, full": hf_prefill,
+        "HF forward, full": hf_prefill(),
         "loop, identity (full)": loop_prefill(full, identity),
         f"VTU, {args.unique_image} unique image rows": loop_prefill(rows, layout),
         "w/o VTU (unique rows only)": loop_prefill(rows, consecutive),
         f"FastV K={args.fastv_k}, keep {args.fastv_keep:.0%}": loop_prefill(
             full, identity, Pruning(FastV(args.fastv_k, 1.0 - args.fastv_keep), image)),
+        # the control: HF's own forward over as many rows as VTU runs, i.e. the CPU's efficiency at that size
+        "HF forward, unique rows only": hf_prefill(rows),
         **{name: loop_prefill(full, identity, Pruning(pruner, image)) for name, pruner in pruners.items()},
     }
 
@@ -306,7 +312,7 @@ def _decoders(dec, head, full, rows, layout, args, sync) -> dict:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..accounting import TransformerShape, prefill_flops, prefill_plan
+    from ..accounting import TransformerShape, decode_flops, prefill_flops, prefill_plan
     from ..language import split_causal_lm
 
     _check(args)
@@ -330,19 +336,22 @@ def run(args: argparse.Namespace) -> int:
                   "vtu": _cache_bytes(variants[f"VTU, {args.unique_image} unique image rows"]())}
         pruned = _pruned_flops(dec, model.config, full, image, n_text, pruners)
     keys = list(variants)
-    flop_ratio = _flop_ratios(model.config, keys[:5], n_text, args, rows.shape[1] - n_text)
+    flop_ratio = _flop_ratios(model.config, keys[:6], n_text, args, rows.shape[1] - n_text)
     shape = TransformerShape.from_config(model.config)
     full_flops = prefill_flops(shape, prefill_plan(shape.layers, n_text, args.image_tokens, args.image_tokens,
                                                    True)).total
     flop_ratio.update({k: f / full_flops for k, (f, _) in pruned.items()})
     entries = {k: e for k, (_, e) in pruned.items()}
+    steps, depth = max(args.new_tokens - 1, 1), shape.layers
+    decode_ratio = (decode_flops(shape, [full.shape[1]] * depth, steps, [rows.shape[1]] * depth).total
+                    / decode_flops(shape, [full.shape[1]] * depth, steps).total)
     _report(args, label, times, per_token, caches, flop_ratio, full.shape[1], rows.shape[1], n_text, memory,
-            entries, skipped)
+            entries, skipped, decode_ratio)
     return 0
 
 
 def _report(args, label: str, times: dict, per_token: dict, caches: dict, flop_ratio: dict, n_virtual: int,
-            n_unique: int, n_text: int, memory, pruned_entries: dict, skipped: dict) -> None:
+            n_unique: int, n_text: int, memory, pruned_entries: dict, skipped: dict, decode_ratio: float) -> None:
     """The tables on stdout and, with --json, the numbers in a file."""
     import torch
 
@@ -357,7 +366,7 @@ def _report(args, label: str, times: dict, per_token: dict, caches: dict, flop_r
     print(f"{'prefill variant':36s} {'median ms':>10s} {'min ms':>9s} {'vs HF':>7s} {'vs loop':>8s} "
           f"{'FLOP ratio':>10s} {'time/FLOP':>9s} {'rows':>9s} {'peak MiB':>9s}")
     rows_of = {keys[0]: n_virtual, keys[1]: n_virtual, keys[2]: n_unique, keys[3]: n_unique,
-               keys[4]: f"{n_virtual}->{n_text + round(args.image_tokens * args.fastv_keep)}",
+               keys[4]: f"{n_virtual}->{n_text + round(args.image_tokens * args.fastv_keep)}", keys[5]: n_unique,
                **{k: f"{n_virtual}->{n_text + e}" for k, e in pruned_entries.items()}}
     results = []
     for k in keys:
@@ -370,6 +379,10 @@ def _report(args, label: str, times: dict, per_token: dict, caches: dict, flop_r
         print(f"{k:36s} {1000 * med:10.1f} {1000 * min(times[k]):9.1f} {med / base:7.3f} {med / loop_base:8.3f} "
               f"{flop_ratio[k]:10.3f} {med / base / flop_ratio[k]:9.3f} {rows_of[k]!s:>9s} "
               f"{'-' if peak is None else f'{peak:.0f}':>9s}")
+    vtu_t, ctl_t = statistics.median(times[keys[2]]), statistics.median(times[keys[5]])
+    vtu_f = flop_ratio[keys[2]] / flop_ratio[keys[5]]
+    print(f"VTU against the control (HF's forward on the same {n_unique} rows): time {vtu_t / ctl_t:.3f}, "
+          f"FLOPs {vtu_f:.3f}, time/FLOP {vtu_t / ctl_t / vtu_f:.3f} (what VTU itself adds)")
     for method, why in skipped.items():
         print(f"skipped {method}: {why}")
     full_cache, vtu_cache = caches["full"], caches["vtu"]
@@ -382,16 +395,18 @@ def _report(args, label: str, times: dict, per_token: dict, caches: dict, flop_r
           f"loop full {1000 * tok_full:.2f} ms, VTU {1000 * tok_vtu:.2f} ms; "
           f"loop full/HF {tok_full / tok_hf:.3f}, VTU/HF {tok_vtu / tok_hf:.3f}, "
           f"VTU/loop full {tok_vtu / tok_full:.3f} "
-          "(FLOP ratio 1.000: VTU decodes over the full virtual length)")
+          f"(decode FLOP ratio VTU/full {decode_ratio:.4f}: scores over the virtual entries, values on the rows)")
     if args.json_out:
         write_json(args.json_out, {
             "model": label, "shape": args.shape, "layers": args.decoder_layers,
             "seed": args.seed, "dtype": args.dtype, "device": args.device, "threads": torch.get_num_threads(),
             "repeats": args.repeats, "virtual_tokens": n_virtual, "unique_rows": n_unique, "prefill": results,
+            "vtu_vs_control": {"time_ratio": vtu_t / ctl_t, "flop_ratio": vtu_f,
+                               "time_over_flop_ratio": vtu_t / ctl_t / vtu_f},
             "skipped": skipped,
             "kv_cache_bytes": {"full": full_cache, "vtu": vtu_cache, "ratio": vtu_cache / full_cache,
                                "unique_over_virtual": ratio_rows},
             "decode_ms_per_token": {"hf_full": 1000 * tok_hf, "loop_full": 1000 * tok_full, "vtu": 1000 * tok_vtu,
                                     "ratio_vs_hf": tok_vtu / tok_hf, "ratio_vs_loop": tok_vtu / tok_full,
-                                    "loop_full_vs_hf": tok_full / tok_hf},
+                                    "loop_full_vs_hf": tok_full / tok_hf, "vtu_flop_ratio": decode_ratio},
         })
