@@ -7,7 +7,7 @@ Biases are not counted (the counter's addmm and convolution formulas count the p
 a model with biases (Qwen2's q/k/v, SigLIP's linears) has the same matmul FLOPs as one without.
 Attention is counted as the dense products over the entries actually attended (a causal kernel
 may skip the masked half; the counters and the papers count the full rectangle); a VTU decoding
-step weighs the cached rows, not their copies (``decode_flops``).
+step without grouped keys weighs the cached rows, not their copies (``decode_flops``).
 
 The DyMU paper's Table 1 uses another convention, reported separately and labelled: fvcore counts
 **1 per multiply-add** and only the query-key products, with VTU costed as the exact-VTU kernel on
@@ -149,9 +149,9 @@ def decode_flops(shape: TransformerShape, cache_entries: Sequence[int], steps: i
                  cache_rows: Sequence[int] | None = None) -> StageFlops:
     """``steps`` decode passes, one new row each; pass s scores ``cache_entries[l] + s + 1`` entries
     in layer l (the entries the prefill left in that layer's attention, plus the new ones) and
-    weighs ``cache_rows[l] + s + 1`` value rows (default: one per entry). With VTU a step sums the
-    softmax weights of an entry's copies onto its cached row, so the value product runs on the rows
-    (``language.attention``)."""
+    weighs ``cache_rows[l] + s + 1`` value rows (default: one per entry). With VTU and one key head
+    per query head a step sums the softmax weights of an entry's copies onto its cached row, so the
+    value product runs on the rows (``language.attention``)."""
     rows = cache_entries if cache_rows is None else cache_rows
     if len(rows) != len(cache_entries):
         raise ValueError(f"{len(cache_rows)} layers of cache rows for {len(cache_entries)} layers of entries")

@@ -343,7 +343,8 @@ def run(args: argparse.Namespace) -> int:
     flop_ratio.update({k: f / full_flops for k, (f, _) in pruned.items()})
     entries = {k: e for k, (_, e) in pruned.items()}
     steps, depth = max(args.new_tokens - 1, 1), shape.layers
-    decode_ratio = (decode_flops(shape, [full.shape[1]] * depth, steps, [rows.shape[1]] * depth).total
+    folded = [rows.shape[1]] * depth if shape.heads == shape.kv_heads else None  # as accounting.request
+    decode_ratio = (decode_flops(shape, [full.shape[1]] * depth, steps, folded).total
                     / decode_flops(shape, [full.shape[1]] * depth, steps).total)
     _report(args, label, times, per_token, caches, flop_ratio, full.shape[1], rows.shape[1], n_text, memory,
             entries, skipped, decode_ratio)
@@ -395,7 +396,7 @@ def _report(args, label: str, times: dict, per_token: dict, caches: dict, flop_r
           f"loop full {1000 * tok_full:.2f} ms, VTU {1000 * tok_vtu:.2f} ms; "
           f"loop full/HF {tok_full / tok_hf:.3f}, VTU/HF {tok_vtu / tok_hf:.3f}, "
           f"VTU/loop full {tok_vtu / tok_full:.3f} "
-          f"(decode FLOP ratio VTU/full {decode_ratio:.4f}: scores over the virtual entries, values on the rows)")
+          f"(decode FLOP ratio VTU/full {decode_ratio:.4f})")
     if args.json_out:
         write_json(args.json_out, {
             "model": label, "shape": args.shape, "layers": args.decoder_layers,

@@ -49,11 +49,14 @@ def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, segment
     return out, q, k
 
 
-def _one_query(segment: Segment) -> bool:
-    """A decoding step over a VTU key side: one query entry per sample (its own row) and keys that
-    the attention function rotates (not the identity layout), with RoPE halves that repeat."""
-    return (segment.q.identity and segment.q.positions.shape[1] == 1 and not segment.prerotated
-            and segment.kv.phase() is not None)
+def _one_query(segment: Segment, heads: int, kv_heads: int) -> bool:
+    """A decoding step over a VTU key side that ``_one_query_attend`` serves: one query entry per
+    sample (its own row), keys the attention function rotates (not the identity layout), RoPE
+    halves that repeat, and one key head per query head. With grouped keys (Qwen2: 7 query heads
+    per key head) expanding the few key heads costs less than folding per query head, so SDPA
+    over the expanded keys stays (``accounting.request`` counts the two cases)."""
+    return (heads == kv_heads and segment.q.identity and segment.q.positions.shape[1] == 1
+            and not segment.prerotated and segment.kv.phase() is not None)
 
 
 def _one_query_attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, segment: Segment,
@@ -126,7 +129,7 @@ def dymu_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tens
                                       scaling=scaling, **kwargs)
     segment = dymu_state.segment(module.layer_idx)
     needs = dymu_state.record.get(module.layer_idx)
-    if not needs and _one_query(segment):
+    if not needs and _one_query(segment, query.shape[1], key.shape[1]):
         return segment.q.remerge(_one_query_attend(query, key, value, segment, scaling)), None
     out, q, k = _attend(query, key, value, segment, scaling)
     if needs:

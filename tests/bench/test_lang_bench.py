@@ -17,8 +17,9 @@ def test_bench_language_prints_flop_ratios(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "FLOP ratio" in text
     ratios = {r["variant"]: r["flop_ratio"] for r in json.loads(out.read_text())["prefill"]}
-    full, identity, vtu, wo, fastv = list(ratios.values())[:5]
-    assert [k.split()[0] for k in list(ratios)[5:]] == ["FastV", "PDrop", "DART"]  # the registry's pruners
+    full, identity, vtu, wo, fastv, control = list(ratios.values())[:6]
+    assert list(ratios)[5] == "HF forward, unique rows only" and control == wo  # the same rows, no VTU code
+    assert [k.split()[0] for k in list(ratios)[6:]] == ["FastV", "PDrop", "DART"]  # the registry's pruners
     # SparseVLM's default keeps 300 image tokens at its first stage: this 32-token request cannot run it
     assert "sparsevlm_keep" in json.loads(out.read_text())["skipped"]["sparsevlm"]
     assert full == identity == 1.0

@@ -8,7 +8,7 @@ import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 from dymu_eval.language import ATTENTION_NAME, dymu_attention, prefill, use_dymu_attention, virtual_attention
-from dymu_eval.language.attention import _one_query
+from dymu_eval.language.attention import _one_query, _one_query_attend
 from dymu_eval.language.state import ForwardState, Segment, Side, rotary_at
 from tests.helpers.numerics import SMALL_OPS, assert_rounding_close, forward_ops
 from tests.language.lang_helpers import AttentionStub, parts, random_layout, reference_attention, unique_rows
@@ -94,23 +94,27 @@ def test_full_forward_with_duplicate_rows_matches_unmodified_layer0(model):
     assert_rounding_close(vtu[layout.unique_valid], want[layout.unique_valid], forward_ops(model.config, 17))
 
 
+@pytest.mark.parametrize("hkv", [4, 2])
 @pytest.mark.parametrize("k", [1, 2])
-def test_a_decoding_step_equals_attention_over_the_expanded_keys(llama, k):
+def test_a_decoding_step_equals_attention_over_the_expanded_keys(llama, k, hkv):
     """One new query over a VTU key side (a decoding step: RoPE folded into per-row products, softmax
     weights summed onto rows) equals eager attention over the expanded, rotated keys and values."""
     dec, _ = parts(llama)
     layout = random_layout([5, 7], [9, 12], k=k, seed=10 + k)
     torch.manual_seed(1)
-    b, h, hkv, d, nu = 2, 4, 2, 16, layout.unique_len
+    b, h, d, nu = 2, 4, 16, layout.unique_len
     q = torch.randn(b, h, 1, d, dtype=torch.float64)
     key, val = (torch.randn(b, hkv, nu + 1, d, dtype=torch.float64) for _ in range(2))  # cached rows + the new one
     nxt = torch.where(layout.valid, layout.positions, -1).amax(1) + 1
     cos, sin = rotary_at(dec.rotary_emb, q, nxt[:, None])
     kv = Side.from_layout(layout, dec.rotary_emb, q).append(nxt, cos, sin)
     seg = Segment(range(1), Side.single(nxt, cos, sin), kv)
-    assert _one_query(seg)  # the path under test, not the expansion
-    got, _ = dymu_attention(AttentionStub(), q, key, val, None, scaling=d ** -0.5,
-                            dymu_state=ForwardState([seg]))
+    assert _one_query(seg, h, hkv) == (hkv == h)  # the fold serves one key head per query head
+    if hkv == h:  # through the registered function, as a decoding step reaches it
+        got, _ = dymu_attention(AttentionStub(), q, key, val, None, scaling=d ** -0.5,
+                                dymu_state=ForwardState([seg]))
+    else:  # the fold itself is exact for grouped keys too
+        got = _one_query_attend(q, key, val, seg, d ** -0.5).transpose(1, 2)
     # reference: every virtual key/value built by hand, rotated at its position with HF's own RoPE
     pos = torch.where(kv.valid, kv.positions, 0)
     kcos, ksin = dec.rotary_emb(q, position_ids=pos)

@@ -15,7 +15,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from dymu_eval.accounting import encoder_flops
+from dymu_eval.accounting import encoder_flops, padded_batch_encoder_flops
 from dymu_eval.language import DecodeConfig
 from dymu_eval.merge import NoMerge, Threshold
 from dymu_eval.vlm import llava_next as nx
@@ -138,11 +138,11 @@ def _counted(pipe, req) -> tuple[float, dict]:
 
 
 def _padding_flops(pipe, req) -> float:
+    """Attention and the matcher over the crops padded to the longest (the token-wise work skips padding)."""
     counts = pipe.prepare([req]).counts[0]
     vision = pipe.accounting.shape.vision
-    longest = [max(col) for col in zip(*counts.encoder_counts)]
-    return sum(encoder_flops(vision, longest, m).total - encoder_flops(vision, c, m).total
-               for c, m in zip(counts.encoder_counts, counts.encoder_matched))
+    own = sum(encoder_flops(vision, c, m).total for c, m in zip(counts.encoder_counts, counts.encoder_matched))
+    return padded_batch_encoder_flops(vision, counts.encoder_counts, counts.encoder_matched[0]).total - own
 
 
 def _selection_flops(pipe, req) -> float:
