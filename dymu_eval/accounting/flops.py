@@ -162,6 +162,13 @@ def decode_flops(shape: TransformerShape, cache_entries: Sequence[int], steps: i
     return StageFlops(FLOPS_PER_MAC * linear, FLOPS_PER_MAC * products * shape.q_width)
 
 
+def decode_value_rows(shape: TransformerShape, plan: Sequence[LayerRun]) -> list[int] | None:
+    """The value rows a decoding step weighs per layer (``decode_flops``'s ``cache_rows``): the
+    cached rows when every query head has its own key head (``language.attention`` folds VTU's
+    copies onto them), else None (one per entry: SDPA over the expanded grouped keys)."""
+    return [run.rows for run in plan] if shape.heads == shape.kv_heads else None
+
+
 def prefill_plan(layers: int, text: int, visual_rows: int, visual_positions: int, vtu: bool,
                  cuts: Sequence[CutCount] = ()) -> list[LayerRun]:
     """The layer runs: ``text`` rows plus ``visual_rows`` unique visual rows; attention over

@@ -14,6 +14,7 @@ from .flops import (
     PerStage,
     StageFlops,
     decode_flops,
+    decode_value_rows,
     encoder_flops,
     flop_equivalent_tokens,
     layer_averaged_rows,
@@ -62,9 +63,8 @@ def stage_flops(shape: VlmShape, c: RequestCounts) -> tuple[PerStage, list]:
     enc = enc + StageFlops(other=c.selection_flops)
     plan = prefill_plan(shape.llm.layers, c.text_rows, c.visual_rows, c.visual_positions, c.vtu, c.cuts)
     pre = prefill_flops(shape.llm, plan, c.head_rows, c.cuts)
-    # a VTU step weighs the cached rows when every query head has its own key head (language.attention)
-    folded = [run.rows for run in plan] if shape.llm.heads == shape.llm.kv_heads else None
-    dec = decode_flops(shape.llm, [run.keys for run in plan], max(c.new_tokens - 1, 0), folded)
+    dec = decode_flops(shape.llm, [run.keys for run in plan], max(c.new_tokens - 1, 0),
+                       decode_value_rows(shape.llm, plan))
     paper = sum(paper_qk_macs(shape.llm.heads, shape.llm.head_dim, run) for run in plan)
     proj_rows = c.visual_rows if c.projector_rows is None else c.projector_rows
     return PerStage(enc, projector_flops(shape, proj_rows), pre, dec, paper), plan

@@ -312,7 +312,7 @@ def _decoders(dec, head, full, rows, layout, args, sync) -> dict:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..accounting import TransformerShape, decode_flops, prefill_flops, prefill_plan
+    from ..accounting import TransformerShape, decode_flops, decode_value_rows, prefill_flops, prefill_plan
     from ..language import split_causal_lm
 
     _check(args)
@@ -343,8 +343,8 @@ def run(args: argparse.Namespace) -> int:
     flop_ratio.update({k: f / full_flops for k, (f, _) in pruned.items()})
     entries = {k: e for k, (_, e) in pruned.items()}
     steps, depth = max(args.new_tokens - 1, 1), shape.layers
-    folded = [rows.shape[1]] * depth if shape.heads == shape.kv_heads else None  # as accounting.request
-    decode_ratio = (decode_flops(shape, [full.shape[1]] * depth, steps, folded).total
+    vtu_plan = prefill_plan(depth, n_text, rows.shape[1] - n_text, args.image_tokens, True)
+    decode_ratio = (decode_flops(shape, [full.shape[1]] * depth, steps, decode_value_rows(shape, vtu_plan)).total
                     / decode_flops(shape, [full.shape[1]] * depth, steps).total)
     _report(args, label, times, per_token, caches, flop_ratio, full.shape[1], rows.shape[1], n_text, memory,
             entries, skipped, decode_ratio)

@@ -54,7 +54,7 @@ def _one_query(segment: Segment, heads: int, kv_heads: int) -> bool:
     sample (its own row), keys the attention function rotates (not the identity layout), RoPE
     halves that repeat, and one key head per query head. With grouped keys (Qwen2: 7 query heads
     per key head) expanding the few key heads costs less than folding per query head, so SDPA
-    over the expanded keys stays (``accounting.request`` counts the two cases)."""
+    over the expanded keys stays (``accounting.decode_value_rows`` counts the two cases)."""
     return (heads == kv_heads and segment.q.identity and segment.q.positions.shape[1] == 1
             and not segment.prerotated and segment.kv.phase() is not None)
 

@@ -149,6 +149,8 @@ def test_decode_grows_with_the_cache_and_the_steps():
     # VTU: 100 entries scored, 40 cached rows weighed (each step sums an entry's weights onto its row)
     vtu = decode_flops(LLAVA.llm, [100] * 32, 1, [40] * 32)
     assert vtu.attention == 2 * 32 * (101 + 41) * LLAVA.llm.q_width and vtu.linear == one.linear
+    with pytest.raises(ValueError, match="layers of cache rows"):
+        decode_flops(LLAVA.llm, [100] * 32, 1, [40] * 31)
 
 
 def test_request_fields_by_stage():

@@ -155,3 +155,22 @@ def test_half_precision_runs_and_counts_match(tiny_dirs, pixels):
     assert out.tokens.dtype == torch.bfloat16 and torch.isfinite(out.tokens.float()).all()
     assert out.counts[0].tolist() == [65, 60, 55, 50, 45]
     assert torch.equal(out.sizes[:, 1:45].float().sum(1), torch.full((3,), 64.0))
+
+
+def test_received_attention_of_a_padded_image_equals_its_own_without_padding():
+    """Without CLS a token's score is the mean over heads and the image's real queries: the padding
+    rows a batch carries (queries as well as keys) leave it unchanged."""
+    from dymu_eval.vision.block import received_attention
+
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 2, 6, 8, dtype=torch.float64), torch.randn(2, 2, 6, 8, dtype=torch.float64)
+    valid = torch.ones(2, 6, dtype=torch.bool)
+    valid[1, 4:] = False  # image 1 kept 4 tokens, padded to 6
+    state = TokenState(torch.zeros(2, 6, 8), valid, torch.ones(2, 6, dtype=torch.float64), torch.zeros(2, 6),
+                       torch.zeros(2, 6, dtype=torch.long), trivial=False)
+    got = received_attention(q, k, attention_bias(state, torch.float64), 8 ** -0.5, False, valid)
+    alone = received_attention(q[1:, :, :4], k[1:, :, :4], None, 8 ** -0.5, False)
+    assert_rounding_close(got[1, :4], alone[0], SMALL_OPS)
+    # counting the padding queries (as before) gives another score: the test can tell
+    counted = received_attention(q, k, attention_bias(state, torch.float64), 8 ** -0.5, False)
+    assert (counted[1, :4] - alone[0]).abs().max() > 1e-3
