@@ -69,6 +69,7 @@ def load(pretrained: str = LLAVA_15, method: str = DEFAULT_METHOD, *, device_map
     import torch
 
     from .lmms.args import parse_model_args  # the model_args rules lmms-eval's models apply
+    from .prepack import load_prepacked
     from .vlm.checkpoint import family_of_checkpoint
     from .vlm.reduction import build_reduction
 
@@ -76,7 +77,8 @@ def load(pretrained: str = LLAVA_15, method: str = DEFAULT_METHOD, *, device_map
     args = parse_model_args({"pretrained": pretrained, "method": method, "dtype": dtype, **settings},
                             "dymu_llava", family=family)
     device = device_map or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = FAMILIES[family].function("load_pipeline")(pretrained, device, args.dtype, attn_implementation,
-                                                      args.family_args)
+    load_pipeline = FAMILIES[family].function("load_pipeline")
+    pipe = load_prepacked(lambda: load_pipeline(pretrained, device, args.dtype, attn_implementation, args.family_args),
+                          args.cpu_prepack, device, args.dtype)
     pipe.reduction = build_reduction(args.method, {**args.method_args, "level": args.level}, pipe.build_context())
     return VLM(pipe, FAMILIES[family], args.family_args)

@@ -24,6 +24,9 @@ def add_timing_options(p: argparse.ArgumentParser, repeats: int = 7) -> None:
                                                    "records peak memory)")
     p.add_argument("--dtype", default="float32", help="weights and activations: float32 (default), bfloat16, "
                                                       "float16, float64")
+    p.add_argument("--cpu-prepack", action="store_true",
+                   help="pack every Linear weight once for oneDNN (CPU, float32), in every variant alike: MKL "
+                        "otherwise re-packs each weight at every call, a fixed cost that short sequences pay most")
     p.add_argument("--json", dest="json_out", help="also write the numbers to this JSON file")
 
 
@@ -45,8 +48,21 @@ def check_timing_options(args: argparse.Namespace) -> None:
     check_at_least("--warmup", args.warmup, 0)
     check_at_least("--threads", args.threads, 1)
     check_output_file("--json", args.json_out)
-    torch_dtype(args.dtype)
+    dtype = torch_dtype(args.dtype)
     args.device = resolve_device(args.device)
+    if args.cpu_prepack:
+        from ..prepack import check_prepack
+
+        check_prepack(args.device, dtype, "--cpu-prepack")
+
+
+def prepacked(model, args: argparse.Namespace, label: str) -> str:
+    """With ``--cpu-prepack``, ``model``'s Linear layers packed; the label says so."""
+    if not args.cpu_prepack:
+        return label
+    from ..prepack import prepack_linears
+
+    return f"{label}, {prepack_linears(model)} Linear weights prepacked (oneDNN)"
 
 
 def available() -> dict[str, ModuleType]:

@@ -15,7 +15,7 @@ import statistics
 
 from ..commands.options import write_json
 from ..vocabulary import DEFAULT_LEVEL, LEVELS
-from . import add_shape_options, add_timing_options, check_timing_options
+from . import add_shape_options, add_timing_options, check_timing_options, prepacked
 from ._timing import PeakMemory, device_sync, interleaved
 from .shapes import ENCODER_SHAPES
 
@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from ..vision.runner import run_counts
 
     model, label = _load(args)
+    label = prepacked(model, args, label)
     runner = VisionRunner.from_model(model)
     if hasattr(model, "vision_tower") or hasattr(getattr(model, "model", None), "vision_tower"):
         raise ConfigError("--encoder: give a vision model folder; the plain forward is timed on the vision model "
@@ -167,8 +168,8 @@ def run(args: argparse.Namespace) -> int:
             "encoder": runner.encoder_key, "model": label, "shape": args.shape, "layers": layers,
             "seed": args.seed if args.shape else None, "dtype": args.dtype,
             "batch_size": args.batch_size, "image_size": args.image_size,
-            "device": args.device, "threads": torch.get_num_threads(), "repeats": args.repeats,
-            "level": args.level, "r_per_layer": r_per_layer, "photos": names, "results": rows,
+            "device": args.device, "cpu_prepack": args.cpu_prepack, "threads": torch.get_num_threads(),
+            "repeats": args.repeats, "level": args.level, "r_per_layer": r_per_layer, "photos": names, "results": rows,
             "encoder_gflops_unmerged": full_flops / 1e9,
         })
     return 0

@@ -20,7 +20,7 @@ import statistics
 import time
 
 from ..commands.options import write_json
-from . import add_shape_options, add_timing_options, check_timing_options
+from . import add_shape_options, add_timing_options, check_timing_options, prepacked
 from ._timing import PeakMemory, device_sync, interleaved
 from .shapes import LANGUAGE_SHAPES
 
@@ -319,6 +319,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tok, label = _load(args)
+    label = prepacked(model, args, label)
     dec, head = split_causal_lm(model)
     args.decoder_layers = model.config.num_hidden_layers
     full, rows, layout, image, n_text = _request(model, tok, args)
@@ -400,7 +401,8 @@ def _report(args, label: str, times: dict, per_token: dict, caches: dict, flop_r
     if args.json_out:
         write_json(args.json_out, {
             "model": label, "shape": args.shape, "layers": args.decoder_layers,
-            "seed": args.seed, "dtype": args.dtype, "device": args.device, "threads": torch.get_num_threads(),
+            "seed": args.seed, "dtype": args.dtype, "device": args.device, "cpu_prepack": args.cpu_prepack,
+            "threads": torch.get_num_threads(),
             "repeats": args.repeats, "virtual_tokens": n_virtual, "unique_rows": n_unique, "prefill": results,
             "vtu_vs_control": {"time_ratio": vtu_t / ctl_t, "flop_ratio": vtu_f,
                                "time_over_flop_ratio": vtu_t / ctl_t / vtu_f},

@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from ..language import DecodeConfig
 from ..methods import FAMILIES
 from ..methods.budget import recorded_settings
+from ..prepack import load_prepacked
 from ..vlm.checkpoint import family_of_checkpoint
 from ..vlm.reduction import build_reduction
 from .args import ModelArgs, parse_model_args
@@ -130,8 +131,10 @@ class DymuModel(lmms):
         self.family = FAMILIES[family]
         accelerator = Accelerator()
         device_map = _device_map(self.args, accelerator, _device_option(kwargs, flags))
-        self.pipe = self.family.function("load_pipeline")(self.args.pretrained, device_map, self.args.dtype,
-                                                          self.args.attn_implementation, self.args.family_args)
+        load = self.family.function("load_pipeline")
+        self.pipe = load_prepacked(lambda: load(self.args.pretrained, device_map, self.args.dtype,
+                                                self.args.attn_implementation, self.args.family_args),
+                                   self.args.cpu_prepack, device_map, self.args.dtype)
         values = {**self.args.method_args, "level": self.args.level}
         self.pipe.reduction = build_reduction(self.args.method, values, self.pipe.build_context())
         self.accelerator = accelerator
@@ -148,7 +151,7 @@ class DymuModel(lmms):
             "model": self.MODEL_ID, "family": family, "method": self.args.method, "level": self.args.level,
             **recorded_settings(red.settings), "vtu": red.vtu,
             **({"thresholds": red.thresholds_key} if red.thresholds_key else {}),
-            "pretrained": self.args.pretrained, **self.args.family_args,
+            "pretrained": self.args.pretrained, "cpu_prepack": self.args.cpu_prepack, **self.args.family_args,
         })
         if self._rank == 0:
             logger.info(f"dymu-eval: {self.MODEL_ID} ({family}) {self.args.to_dict()}; per-sample stats -> "
