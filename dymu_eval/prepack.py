@@ -5,14 +5,16 @@ call: a fixed cost per layer that does not shrink with the rows. At a 7B decoder
 makes 130 rows cost ~1.4x more per FLOP than 617 (measured on a 2-core Zen 3), so a reduced
 sequence cannot turn its FLOP savings into time. oneDNN takes a weight packed ahead of time and
 keeps its speed per FLOP flat down to a few rows; PyTorch's own compiler does this when it freezes
-a CPU model (``torch._inductor`` uses the same ``mkldnn`` ops). Here it is an opt-in switch
-(``cpu_prepack=true``, ``dymu-eval bench --cpu-prepack``), because the packed copy costs as much
-memory again as the Linear weights, and a long sequence runs a few percent slower than MKL.
+a CPU model (``torch._inductor`` uses the same ``mkldnn`` ops). With many rows MKL's own kernels
+are faster again (~165-180 against ~150-155 GFLOP/s from 600 rows up, at CLIP-L's and Llama-7B's
+widths on that CPU), so a product of fewer than ``PACKED_BELOW_ROWS`` rows takes the packed copy
+and a longer one stays with MKL. It is an opt-in switch (``cpu_prepack=true``, ``dymu-eval bench
+--cpu-prepack``) because the packed copy costs as much memory again as the Linear weights.
 
 The layers stay ``nn.Linear`` (hooks, ``state_dict``, ``.weight`` are untouched); only ``forward``
-changes, and it falls back to ``F.linear`` whenever the packed copy cannot stand for the weight:
-another device or dtype, autograd, or a weight changed in place since it was packed (then the copy
-is rebuilt). FLOP counting (``torch.utils.flop_counter``) counts the packed op as a Linear.
+changes: it runs ``F.linear`` for ``PACKED_BELOW_ROWS`` rows and more, and whenever the packed copy
+cannot stand for the weight (another device or dtype, autograd); a weight changed in place since it
+was packed is packed again. FLOP counting (``torch.utils.flop_counter``) counts the packed op as a Linear.
 """
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ from torch.utils.flop_counter import flop_registry, register_flop_formula
 
 from .errors import ConfigError
 
+# below this many rows (the product of an input's leading sizes) the packed copy is faster; at and
+# above it MKL's kernels are (the crossover measured at 300-600 rows on a 2-core Zen 3)
+PACKED_BELOW_ROWS = 512
 _PACK = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None)
 _LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 
@@ -65,7 +70,7 @@ def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     weight = self.weight
     on_cpu_fp32 = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, weight))
     grads = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    if not on_cpu_fp32 or grads:
+    if not on_cpu_fp32 or grads or x.numel() >= PACKED_BELOW_ROWS * x.shape[-1]:
         return F.linear(x, weight, self.bias)
     if not self._dymu_packed.fresh(weight):
         self._dymu_packed = _Packed(weight)

@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dymu_eval import api
 from dymu_eval.errors import ConfigError
-from dymu_eval.prepack import check_prepack, prepack_linears, unavailable_reason
+from dymu_eval.prepack import PACKED_BELOW_ROWS, check_prepack, prepack_linears, unavailable_reason
 from dymu_eval.vlm import llava
 from tests.factories import TASKS
 from tests.factories.decoders import tiny_decoder
@@ -77,6 +77,12 @@ def test_what_the_packed_copy_cannot_stand_for_runs_f_linear_exactly():
     assert torch.equal(got, want)
     got.sum().backward()
     assert x.grad is not None and lin.weight.grad is not None
+    # many rows: MKL's own product, bit for bit
+    many = torch.randn(2, PACKED_BELOW_ROWS // 2, 64)
+    got, ops, _ = _ops_run(lambda: lin(many))
+    assert PACKED_OP not in ops and torch.equal(got, F.linear(many, lin.weight, lin.bias))
+    _, ops, _ = _ops_run(lambda: lin(many[:, 1:]))
+    assert set(ops) == {PACKED_OP}
     # another dtype after packing: F.linear in that dtype, not the float32 copy
     lin.double()
     xd = x.detach().double()
