@@ -62,6 +62,7 @@ class MethodSpec:
     needs: frozenset[str] = frozenset()
     level_args: tuple[str, ...] = ()  # args recorded as the run's level (ToMe/DyMU: level or r)
     reproduce: Callable[[Any], list[Any]] | None = None  # its rows of `make reproduce` (runs.reproduce)
+    demo: Callable[[Any], list[Any]] | None = None  # its runs in each `make demo` section (runs.demo_plan)
     baseline: bool = False  # a fixed-budget baseline: `reproduce --baselines` chooses among these
     aliases: tuple[str, ...] = ()  # other names files may use for it (``dymu-eval tokens`` writes dtome)
     table_order: int = 100  # where tables list the method's rows (baseline 0; built-ins 10..60; ties: by name)

@@ -43,6 +43,26 @@ class MatrixContext:
 
 
 @dataclass(frozen=True)
+class DemoContext:
+    """What a method's ``demo`` hook receives: the demo section's family (a ``FAMILIES`` name), the
+    calibration dataset its threshold runs read, the levels that section calibrated, ``main`` (the
+    LLaVA-1.5 section, which runs every level of every method; the others run a few) and the one
+    level a side section runs a level-set method at. The hook returns the method's runs there
+    (``MatrixRun``: the label without the section's prefix, the model_args) or none."""
+
+    family: str
+    thresholds: str
+    levels: tuple[str, ...]
+    main: bool
+    side_level: str = "mid"
+
+    @property
+    def run_levels(self) -> tuple[str, ...]:
+        """Every calibrated level in the main section, ``side_level`` in the others."""
+        return self.levels if self.main else (self.side_level,)
+
+
+@dataclass(frozen=True)
 class MatrixRun:
     """One run: its folder name, its model_args (strings), and the threshold entries it needs
     (calibration dataset, level, schedule)."""

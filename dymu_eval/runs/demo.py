@@ -30,9 +30,10 @@ import time
 from pathlib import Path
 
 from ..errors import DymuError, RunError
-from ..vocabulary import DEFAULT_SCHEDULE, FASTV_K, FASTV_RATIO, LEVELS
+from ..vocabulary import DEFAULT_METHOD, DEFAULT_SCHEDULE, LEVELS
 from .demo_next import NEXT_LIMIT, next_section
 from .demo_onevision import ONEVISION_LIMIT, onevision_section
+from .demo_plan import section_runs
 from .spec import RunSpec, lmms_eval_argv, results_done, run_logged
 
 DEMO_TASKS = ("dymu_pope_offline", "dymu_mme_offline", "dymu_gqa_offline")
@@ -58,27 +59,16 @@ def section_limit(default: int, limit: int | None, full: bool) -> int | None:
 
 
 def demo_runs(thresholds: str = CALIBRATION_DATASET) -> list[RunSpec]:
-    """Baseline, ToMe at three levels, FastV, the fixed-budget baselines (random, 2x2 pooling,
-    VisionZip; 64 of the micro LLaVA's 256 patch tokens each), DyMU low/mid/high and DyMU-low
-    without VTU."""
-    dymu = {"method": "dymu", "thresholds": thresholds}
-    runs = [RunSpec("baseline", "dymu_llava", {"method": "none", "level": "none"})]
-    runs += [RunSpec(f"ToMe-{lv}", "tome_llava", {"method": "tome", "level": lv}) for lv in LEVELS]
-    runs.append(RunSpec("FastV", "fastv_llava", {"method": "fastv", "fastv_k": str(FASTV_K),
-                                                 "fastv_ratio": f"{FASTV_RATIO:g}"}))
-    runs.append(RunSpec("Random-0.25", "random_llava", {"method": "random", "keep": "0.25", "seed": "0"}))
-    runs.append(RunSpec("Pool-2x2", "pool_llava", {"method": "pool", "pool_factor": "2"}))
-    runs.append(RunSpec("VisionZip-54+10", "visionzip_llava",
-                        {"method": "visionzip", "dominant": "54", "contextual": "10"}))
-    runs += [RunSpec(f"DyMU-{lv}", "dymu_llava", {**dymu, "level": lv}) for lv in LEVELS]
-    runs.append(RunSpec("DyMU-low w/o VTU", "dymu_llava", {**dymu, "level": "low", "vtu": "false"}))
-    return runs
+    """Every registered method's runs of the main section (the built-ins: baseline, random, 2x2 pooling,
+    FastV, VisionZip, ToMe and DyMU at three levels, DyMU-low without VTU; the fixed budgets keep 64
+    of the micro LLaVA's 256 patch tokens each)."""
+    return section_runs("llava", thresholds, LEVELS, main=True)
 
 
 def compare_runs(datasets: list[str], level: str = COMPARE_LEVEL) -> list[RunSpec]:
     """DyMU at one level with thresholds from each calibration set (the paper's Figure 5 rows)."""
-    return [RunSpec(f"DyMU-{level} ({ds})", "dymu_llava", {"method": "dymu", "level": level, "thresholds": ds})
-            for ds in datasets]
+    return [RunSpec(f"DyMU-{level} ({ds})", f"{DEFAULT_METHOD}_llava",
+                    {"method": DEFAULT_METHOD, "level": level, "thresholds": ds}) for ds in datasets]
 
 
 def demo_model() -> Path:

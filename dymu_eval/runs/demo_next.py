@@ -16,13 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..vocabulary import FASTV_K, FASTV_RATIO
+from .demo_plan import section_runs
 from .spec import RunSpec
 
 NEXT_TASKS = ("dymu_pope_offline",)
 DYMU_LEVELS = ("low", "mid")
-TOME_LEVEL = "mid"
-VISIONZIP = (54, 10)  # dominant + contextual per crop: 25% of a crop's 256 patches, as the LLaVA section
 # Questions per run when the user gives neither --limit nor --full (the task's first 16 of 66: 10 present,
 # 6 absent), so the whole `make demo` stays within 35 minutes on 2 cores (demo.LLAVA_LIMIT): a question is
 # 1312 positions through SmolLM2 (about 0.37 TFLOP unreduced, 3.5 s on an AVX2-only 2-core machine).
@@ -30,17 +28,10 @@ NEXT_LIMIT = 16
 
 
 def next_runs(thresholds: str) -> list[RunSpec]:
-    """Baseline, DyMU low/mid (thresholds of ``thresholds``), ToMe at one level, FastV and VisionZip."""
-    dominant, contextual = VISIONZIP
-    runs = [RunSpec("NeXT-baseline", "dymu_llava_next", {"method": "none", "level": "none"})]
-    runs += [RunSpec(f"NeXT-DyMU-{lv}", "dymu_llava_next", {"method": "dymu", "level": lv, "thresholds": thresholds})
-             for lv in DYMU_LEVELS]
-    runs += [RunSpec(f"NeXT-ToMe-{TOME_LEVEL}", "tome_llava_next", {"method": "tome", "level": TOME_LEVEL}),
-             RunSpec("NeXT-FastV", "fastv_llava_next", {"method": "fastv", "fastv_k": str(FASTV_K),
-                                                       "fastv_ratio": f"{FASTV_RATIO:g}"}),
-             RunSpec(f"NeXT-VisionZip-{dominant}+{contextual}", "visionzip_llava_next",
-                     {"method": "visionzip", "dominant": str(dominant), "contextual": str(contextual)})]
-    return runs
+    """Every registered method's runs of this section (the built-ins: baseline, FastV, VisionZip 54+10
+    per crop, a quarter of a crop's 256 patches as in the LLaVA section, ToMe at one level and DyMU
+    low/mid with the thresholds of ``thresholds``)."""
+    return section_runs("llava_next", thresholds, DYMU_LEVELS, main=False, prefix="NeXT-")
 
 
 def next_section(images: Path, dataset: str, out: Path, runs_dir: Path, limit: int | None,

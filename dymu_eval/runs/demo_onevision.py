@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..vocabulary import FASTV_K, FASTV_RATIO, LEVELS
+from ..vocabulary import LEVELS
+from .demo_plan import section_runs
 from .spec import RunSpec
 
 ONEVISION_TASKS = ("dymu_pope_offline", "dymu_video_pope_offline")
 VIDEO_TASK = "dymu_video_pope_offline"
 VIDEO_DOCS = "video_pope.jsonl"  # the video task's docs, in doc_id order
 MAX_FRAMES = 8
-TOME_LEVEL = "mid"
 MAP_CLIPS = 3
 # Questions per task when the user gives neither --limit nor --full (the first 16 of each: 10/6 and 9/7
 # yes/no), so the whole `make demo` stays within 35 minutes on 2 cores (demo.LLAVA_LIMIT).
@@ -30,15 +30,10 @@ ONEVISION_LIMIT = 16  # merge maps: the middle frame of the least, the median an
 
 
 def onevision_runs(thresholds: str) -> list[RunSpec]:
-    """Baseline, ToMe at one level, FastV and DyMU low/mid/high, all with ``MAX_FRAMES`` frames per clip."""
-    frames = {"max_frames_num": str(MAX_FRAMES)}
-    runs = [RunSpec("OV-baseline", "dymu_llava_onevision", {"method": "none", "level": "none", **frames}),
-            RunSpec(f"OV-ToMe-{TOME_LEVEL}", "tome_llava_onevision", {"method": "tome", "level": TOME_LEVEL, **frames}),
-            RunSpec("OV-FastV", "fastv_llava_onevision", {"method": "fastv", "fastv_k": str(FASTV_K),
-                                                          "fastv_ratio": f"{FASTV_RATIO:g}", **frames})]
-    runs += [RunSpec(f"OV-DyMU-{lv}", "dymu_llava_onevision",
-                     {"method": "dymu", "level": lv, "thresholds": thresholds, **frames}) for lv in LEVELS]
-    return runs
+    """Every registered method's runs of this section (the built-ins: baseline, FastV, ToMe at one level
+    and DyMU low/mid/high), all with ``MAX_FRAMES`` frames per clip."""
+    return section_runs("llava_onevision", thresholds, LEVELS, main=False, prefix="OV-",
+                        extra={"max_frames_num": str(MAX_FRAMES)})
 
 
 def map_frames(videos_json: Path, out: Path, n: int = MAP_CLIPS) -> Path:

@@ -46,9 +46,9 @@ def test_onevision_runs_compare_every_method_on_the_same_frames():
     from dymu_eval.runs import demo_onevision as ov
 
     runs = ov.onevision_runs("my_thresholds")
-    assert [r.name for r in runs] == ["OV-baseline", "OV-ToMe-mid", "OV-FastV", "OV-DyMU-low", "OV-DyMU-mid",
-                                      "OV-DyMU-high"]
-    assert [r.model for r in runs] == ["dymu_llava_onevision", "tome_llava_onevision", "fastv_llava_onevision"] + \
+    assert [r.name for r in runs] == ["OV-baseline", "OV-FastV", "OV-ToMe-mid", "OV-DyMU-low", "OV-DyMU-mid",
+                                      "OV-DyMU-high"]  # the registry's table order
+    assert [r.model for r in runs] == ["dymu_llava_onevision", "fastv_llava_onevision", "tome_llava_onevision"] + \
         ["dymu_llava_onevision"] * 3
     assert all(r.args["max_frames_num"] == str(ov.MAX_FRAMES) == "8" for r in runs)
     assert [r.args.get("level") for r in runs if r.args["method"] == "dymu"] == ["low", "mid", "high"]
@@ -123,8 +123,8 @@ def test_next_runs_compare_the_methods_on_the_anyres_image_task():
     from dymu_eval.runs import demo_next as nx
 
     runs = nx.next_runs("my_thresholds")
-    assert [r.name for r in runs] == ["NeXT-baseline", "NeXT-DyMU-low", "NeXT-DyMU-mid", "NeXT-ToMe-mid", "NeXT-FastV",
-                                      "NeXT-VisionZip-54+10"]
+    assert [r.name for r in runs] == ["NeXT-baseline", "NeXT-FastV", "NeXT-VisionZip-54+10", "NeXT-ToMe-mid",
+                                      "NeXT-DyMU-low", "NeXT-DyMU-mid"]
     assert all(r.model.endswith("_llava_next") for r in runs)
     assert [r.args.get("level") for r in runs if r.args["method"] == "dymu"] == list(nx.DYMU_LEVELS)
     assert all(r.args["thresholds"] == "my_thresholds" for r in runs if r.args["method"] == "dymu")
@@ -149,3 +149,31 @@ def test_full_and_limit_together_are_refused(capsys):
 
     assert main(["demo", "--full", "--limit", "4"]) != 0
     assert "--full and --limit" in capsys.readouterr().err
+
+
+def test_a_registered_methods_demo_hook_adds_its_runs_to_the_sections():
+    """The sections come from the method registry: a method with a ``demo`` hook joins them (through
+    its own model names, in table order), and the hook decides where and at which levels."""
+    from dymu_eval.methods import METHODS, MethodSpec
+    from dymu_eval.methods.reproduce import MatrixRun
+    from dymu_eval.runs import demo_next as nx
+    from dymu_eval.runs import demo_onevision as ov
+
+    def demo_hook(ctx):
+        return [MatrixRun(f"Shout-{lv}", {"level": lv, "family": ctx.family}) for lv in ctx.run_levels]
+
+    METHODS.register("shout", MethodSpec(label="Shout", summary="a test method", build="x:y", demo=demo_hook,
+                                         table_order=1000))
+    try:
+        main = [r for r in demo.demo_runs("t") if r.name.startswith("Shout")]
+        assert [(r.name, r.model, r.args) for r in main] == [
+            (f"Shout-{lv}", "shout_llava", {"method": "shout", "level": lv, "family": "llava"})
+            for lv in ("low", "mid", "high")]
+        assert demo.demo_runs("t")[-1].name == "Shout-high"  # table order: after the built-ins
+        side = [(r.name, r.model, r.args) for r in ov.onevision_runs("t") if "Shout" in r.name]
+        assert side == [("OV-Shout-mid", "shout_llava_onevision",
+                         {"method": "shout", "level": "mid", "family": "llava_onevision", "max_frames_num": "8"})]
+        assert [r.name for r in nx.next_runs("t") if "Shout" in r.name] == ["NeXT-Shout-mid"]
+    finally:
+        METHODS.unregister("shout")
+    assert not [r for r in demo.demo_runs("t") if "Shout" in r.name]

@@ -29,4 +29,5 @@ METHODS.register(BASELINE, MethodSpec(
                                                           "baseline; default low for dymu)")},
     model_name=False,
     reproduce=reproduce,
+    demo=reproduce,  # the unreduced run, in every section
 ))

@@ -74,6 +74,16 @@ def reproduce(ctx: Any) -> list:
     return runs
 
 
+def demo(ctx: Any) -> list:
+    """DyMU at every level the section calibrated; the main section adds low without VTU."""
+    from ..reproduce import MatrixRun
+
+    runs = [MatrixRun(f"DyMU-{lv}", {"thresholds": ctx.thresholds, "level": lv}) for lv in ctx.levels]
+    if ctx.main:
+        runs.append(MatrixRun("DyMU-low w/o VTU", {"thresholds": ctx.thresholds, "level": "low", "vtu": "false"}))
+    return runs
+
+
 METHODS.register("dymu", MethodSpec(
     label="DyMU",
     summary="method=dymu (thresholds= names the calibration data; level= or r= the amount)",
@@ -92,5 +102,6 @@ METHODS.register("dymu", MethodSpec(
     level_args=("level", "r"),
     aliases=("dtome",),
     reproduce=reproduce,
+    demo=demo,
     threshold_arg="thresholds",
 ))

@@ -39,6 +39,13 @@ def reproduce(ctx: Any) -> list:
     return [MatrixRun(f"fastv_k{FASTV_K}_r{FASTV_RATIO:g}", args), *ctx.budget_runs("fastv")]
 
 
+def demo(ctx: Any) -> list:
+    """FastV at its paper setting in every section."""
+    from ..reproduce import MatrixRun
+
+    return [MatrixRun("FastV", {"fastv_k": str(FASTV_K), "fastv_ratio": f"{FASTV_RATIO:g}"})]
+
+
 METHODS.register("fastv", MethodSpec(
     label="FastV",
     summary="method=fastv (it prunes in the LLM, nothing is merged; fastv_k= and fastv_ratio= set it)",
@@ -52,5 +59,6 @@ METHODS.register("fastv", MethodSpec(
     amount=lambda v: f"K{parse.number_text(v['fastv_k'])} R{parse.number_text(v['fastv_ratio'])}",
     needs=frozenset({"prune"}),
     reproduce=reproduce,
+    demo=demo,
     budget=budget,
 ))

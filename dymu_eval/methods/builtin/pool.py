@@ -49,6 +49,13 @@ def _display(amount: str) -> str:
     return f" {amount[1:]}x{amount[1:]}" if amount.startswith("f") else f" {amount}"
 
 
+def demo(ctx: Any) -> list:
+    """2x2 pooling in the main section."""
+    from ..reproduce import MatrixRun
+
+    return [MatrixRun("Pool-2x2", {"pool_factor": "2"})] if ctx.main else []
+
+
 METHODS.register("pool", MethodSpec(
     label="Pool",
     summary="method=pool (its budget is pool_factor=)",
@@ -62,6 +69,7 @@ METHODS.register("pool", MethodSpec(
     amount=lambda v: f"f{parse.number_text(v['pool_factor'])}",
     display=_display,
     reproduce=reproduce,
+    demo=demo,
     baseline=True,
     needs=frozenset({"select"}),
     budget=budget,

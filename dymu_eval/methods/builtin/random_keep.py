@@ -42,6 +42,13 @@ def reproduce(ctx: Any) -> list:
     return ctx.budget_runs("random")
 
 
+def demo(ctx: Any) -> list:
+    """A quarter of the tokens, seed 0, in the main section."""
+    from ..reproduce import MatrixRun
+
+    return [MatrixRun("Random-0.25", {"keep": "0.25", "seed": "0"})] if ctx.main else []
+
+
 METHODS.register("random", MethodSpec(
     label="Random",
     summary="method=random (its budget is keep=, its subset seed=; kept tokens stay at their original "
@@ -56,6 +63,7 @@ METHODS.register("random", MethodSpec(
     amount=amount,
     needs=frozenset({"select"}),
     reproduce=reproduce,
+    demo=demo,
     baseline=True,
     budget=budget,
 ))

@@ -30,6 +30,13 @@ def reproduce(ctx: Any) -> list:
     return runs
 
 
+def demo(ctx: Any) -> list:
+    """ToMe at each level the section runs (no VTU, as the paper's rows)."""
+    from ..reproduce import MatrixRun
+
+    return [MatrixRun(f"ToMe-{lv}", {"level": lv}) for lv in ctx.run_levels]
+
+
 def _display(amount: str) -> str:
     return f" r={amount[1:]}" if amount.startswith("r") and amount[1:].isdigit() else (f"-{amount}" if amount else "")
 
@@ -44,6 +51,7 @@ METHODS.register("tome", MethodSpec(
     amount=level_or_r,
     display=_display,
     reproduce=reproduce,
+    demo=demo,
     needs=frozenset({"merge"}),
     level_args=("level", "r"),
 ))

@@ -38,6 +38,16 @@ def reproduce(ctx: Any) -> list:
     return ctx.budget_runs("visionzip")
 
 
+def demo(ctx: Any) -> list:
+    """54 dominant + 10 contextual tokens (a quarter of the micro towers' 256 patches per image or crop)
+    where the section has the patch grids for it: LLaVA-1.5 and NeXT's crops."""
+    from ..reproduce import MatrixRun
+
+    if not (ctx.main or ctx.family == "llava_next"):
+        return []
+    return [MatrixRun("VisionZip-54+10", {"dominant": "54", "contextual": "10"})]
+
+
 METHODS.register("visionzip", MethodSpec(
     label="VisionZip",
     summary="method=visionzip (its budget is dominant= and contextual=)",
@@ -53,6 +63,7 @@ METHODS.register("visionzip", MethodSpec(
     amount=lambda v: f"{parse.number_text(v['dominant'])}+{parse.number_text(v['contextual'])}",
     needs=frozenset({"select"}),
     reproduce=reproduce,
+    demo=demo,
     baseline=True,
     budget=budget,
 ))
