@@ -69,16 +69,13 @@ def load(pretrained: str = LLAVA_15, method: str = DEFAULT_METHOD, *, device_map
     import torch
 
     from .lmms.args import parse_model_args  # the model_args rules lmms-eval's models apply
-    from .prepack import load_prepacked
     from .vlm.checkpoint import family_of_checkpoint
-    from .vlm.reduction import build_reduction
+    from .vlm.reduction import load_reduced
 
     family = family_of_checkpoint(pretrained, "llava", "dymu_eval.api.load")
-    args = parse_model_args({"pretrained": pretrained, "method": method, "dtype": dtype, **settings},
-                            "dymu_llava", family=family)
-    device = device_map or ("cuda" if torch.cuda.is_available() else "cpu")
-    load_pipeline = FAMILIES[family].function("load_pipeline")
-    pipe = load_prepacked(lambda: load_pipeline(pretrained, device, args.dtype, attn_implementation, args.family_args),
-                          args.cpu_prepack, device, args.dtype)
-    pipe.reduction = build_reduction(args.method, {**args.method_args, "level": args.level}, pipe.build_context())
+    given = {"pretrained": pretrained, "method": method, "dtype": dtype, **settings}
+    if attn_implementation is not None:
+        given["attn_implementation"] = attn_implementation
+    args = parse_model_args(given, "dymu_llava", family=family)
+    pipe = load_reduced(args, device_map or ("cuda" if torch.cuda.is_available() else "cpu"))
     return VLM(pipe, FAMILIES[family], args.family_args)

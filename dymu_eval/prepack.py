@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import types
-from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -95,22 +94,15 @@ def prepack_linears(model: nn.Module) -> int:
 
 
 def check_prepack(device: str, dtype: torch.dtype | str, option: str = "cpu_prepack") -> None:
-    """ConfigError naming ``option`` unless the run is on the CPU in float32 (the packed path's case)."""
+    """ConfigError naming ``option`` unless the run is on the CPU in float32 (the packed path's case)
+    and this PyTorch build runs packed Linear layers: checked before a model loads."""
     if not str(device).startswith("cpu"):
         raise ConfigError(f"{option}: packs weights for the CPU; this run is on {device}")
     if dtype not in (torch.float32, "float32", "auto"):
         raise ConfigError(f"{option}: packs float32 weights; this run is in {dtype} (use float32)")
-
-
-def load_prepacked(load: Callable[[], Any], enabled: bool, device: str, dtype: torch.dtype | str) -> Any:
-    """``load()``'s pipeline, its model's Linear layers packed when ``enabled`` (the device and dtype
-    are checked before anything loads)."""
-    if enabled:
-        check_prepack(device, dtype)
-    pipe = load()
-    if enabled:
-        prepack_linears(pipe.model)
-    return pipe
+    reason = unavailable_reason()
+    if reason:
+        raise ConfigError(f"{option}: {reason}")
 
 
 if _LINEAR is not None and _LINEAR not in flop_registry:

@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from dymu_eval import api
+from dymu_eval import api, prepack
 from dymu_eval.errors import ConfigError
 from dymu_eval.prepack import PACKED_BELOW_ROWS, check_prepack, prepack_linears, unavailable_reason
 from dymu_eval.vlm import llava
@@ -15,8 +15,9 @@ from tests.factories import TASKS
 from tests.factories.decoders import tiny_decoder
 from tests.helpers.numerics import assert_rounding_close, forward_ops, tolerance
 
-pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=f"cpu_prepack: {unavailable_reason()}")
-PACKED_OP = torch.ops.mkldnn._linear_pointwise
+# the refusals are tested on every build; what needs the packed op to run is skipped, saying why, where it cannot
+needs_packed_op = pytest.mark.skipif(unavailable_reason() is not None, reason=f"cpu_prepack: {unavailable_reason()}")
+PACKED_OP = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 
 
 def _linear(k: int = 64, n: int = 48, bias: bool = True) -> torch.nn.Linear:
@@ -42,6 +43,7 @@ def _assert_gemm_close(got: torch.Tensor, lin: torch.nn.Linear, x: torch.Tensor)
         assert float((got.double() - want).abs().max()) <= tol
 
 
+@needs_packed_op
 @pytest.mark.parametrize("shape", [(5, 64), (2, 7, 64), "transposed", (0, 64)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_packed_linear_is_the_product_and_counts_as_one(shape, bias):
@@ -55,6 +57,7 @@ def test_packed_linear_is_the_product_and_counts_as_one(shape, bias):
     _assert_gemm_close(got, lin, x)
 
 
+@needs_packed_op
 def test_a_weight_changed_in_place_is_packed_again():
     lin, x = _linear(), torch.randn(4, 64)
     prepack_linears(lin)
@@ -68,6 +71,7 @@ def test_a_weight_changed_in_place_is_packed_again():
         _assert_gemm_close(lin(x), lin, x)
 
 
+@needs_packed_op
 def test_what_the_packed_copy_cannot_stand_for_runs_f_linear_exactly():
     lin, x = _linear(), torch.randn(3, 64, requires_grad=True)
     prepack_linears(lin)
@@ -91,6 +95,7 @@ def test_what_the_packed_copy_cannot_stand_for_runs_f_linear_exactly():
     assert torch.equal(got, F.linear(xd, lin.weight, lin.bias))
 
 
+@needs_packed_op
 def test_a_prepacked_decoder_gives_the_unpacked_logits(tmp_path):
     model = tiny_decoder(tmp_path, dtype=torch.float32)
     ids = torch.randint(0, model.config.vocab_size, (2, 11))
@@ -102,6 +107,7 @@ def test_a_prepacked_decoder_gives_the_unpacked_logits(tmp_path):
     assert_rounding_close(got, want, forward_ops(model.config, 11), "prepacked logits")
 
 
+@needs_packed_op
 def test_cpu_prepack_model_arg_scores_as_the_unpacked_model(tiny_llava):
     img = llava.Image.open(TASKS / "dymu_offline" / "images" / "photo_astronaut.jpg").convert("RGB")
     plain = api.load(str(tiny_llava), method="tome", r=4, device_map="cpu")
@@ -123,6 +129,27 @@ def test_the_packed_path_is_refused_off_cpu_fp32(device, dtype, fault):
         check_prepack(device, dtype)
     with pytest.raises(ConfigError, match="--cpu-prepack"):
         check_prepack(device, dtype, "--cpu-prepack")
+
+
+def _refusing_linear(*args, **kwargs):
+    raise RuntimeError("could not create a primitive descriptor for an inner product\nmore lines")
+
+
+@pytest.mark.parametrize("patch, why", [
+    (lambda mp: mp.setattr(torch.backends.mkldnn, "is_available", lambda: False), "no oneDNN"),
+    (lambda mp: mp.setattr(prepack, "_LINEAR", _refusing_linear),
+     r"does not run here \(could not create a primitive descriptor for an inner product\)$"),
+])
+def test_a_build_without_the_packed_op_is_refused_in_one_line(monkeypatch, tiny_llava, patch, why):
+    patch(monkeypatch)
+    assert unavailable_reason() is not None
+    for refuse in (lambda: check_prepack("cpu", torch.float32, "--cpu-prepack"),
+                   lambda: prepack_linears(torch.nn.Linear(2, 3))):
+        with pytest.raises(ConfigError, match=why) as err:
+            refuse()
+        assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=f"cpu_prepack: .*{why}"):  # before the checkpoint loads
+        api.load(str(tiny_llava), method="none", device_map="cpu", cpu_prepack=True)
 
 
 def test_the_model_arg_is_checked_before_loading(tiny_llava):

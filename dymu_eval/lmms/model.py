@@ -29,9 +29,8 @@ from ..errors import ConfigError
 from ..language import DecodeConfig
 from ..methods import FAMILIES
 from ..methods.budget import recorded_settings
-from ..prepack import load_prepacked
 from ..vlm.checkpoint import family_of_checkpoint
-from ..vlm.reduction import build_reduction
+from ..vlm.reduction import load_reduced
 from .args import ModelArgs, parse_model_args
 from .names import GENERIC_FAMILY, class_name, model_of_class, model_preset
 from .stats import StatsWriter, new_run_stamp, stats_dir, throughput_metrics
@@ -131,12 +130,7 @@ class DymuModel(lmms):
         self.family = FAMILIES[family]
         accelerator = Accelerator()
         device_map = _device_map(self.args, accelerator, _device_option(kwargs, flags))
-        load = self.family.function("load_pipeline")
-        self.pipe = load_prepacked(lambda: load(self.args.pretrained, device_map, self.args.dtype,
-                                                self.args.attn_implementation, self.args.family_args),
-                                   self.args.cpu_prepack, device_map, self.args.dtype)
-        values = {**self.args.method_args, "level": self.args.level}
-        self.pipe.reduction = build_reduction(self.args.method, values, self.pipe.build_context())
+        self.pipe = load_reduced(self.args, device_map)
         self.accelerator = accelerator
         # lmms-eval shards by the launcher's RANK/WORLD_SIZE (an Accelerator on CPU may not see them)
         self._rank = int(os.environ.get("RANK", accelerator.process_index))

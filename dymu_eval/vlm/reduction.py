@@ -5,7 +5,7 @@ builds one from its model_args and a :class:`BuildContext`; this module names no
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -17,6 +17,9 @@ from ..methods import METHODS
 from ..methods.budget import apply_budget
 from ..vision import VisionRunner
 from ..vocabulary import BASELINE
+
+if TYPE_CHECKING:
+    from ..lmms.args import ModelArgs
 
 
 @dataclass
@@ -77,3 +80,20 @@ def reduction_for(pipe: Any, method: str, **model_args: Any) -> Reduction:
 
     values = resolve_method_args(method, {k: v for k, v in model_args.items() if v is not None})
     return build_reduction(method, values, pipe.build_context())
+
+
+def load_reduced(args: ModelArgs, device_map: str) -> Any:
+    """The family's pipeline for resolved model_args, its Linear layers packed when ``cpu_prepack``
+    asks (device and dtype checked before anything loads), with the method's Reduction in place:
+    the one loading sequence lmms-eval's model and the Python API share."""
+    from ..methods.registry import FAMILIES
+    from ..prepack import check_prepack, prepack_linears
+
+    if args.cpu_prepack:
+        check_prepack(device_map, args.dtype)
+    load_pipeline = FAMILIES[args.family].function("load_pipeline")
+    pipe = load_pipeline(args.pretrained, device_map, args.dtype, args.attn_implementation, args.family_args)
+    if args.cpu_prepack:
+        prepack_linears(pipe.model)
+    pipe.reduction = build_reduction(args.method, {**args.method_args, "level": args.level}, pipe.build_context())
+    return pipe
