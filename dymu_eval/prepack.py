@@ -57,9 +57,10 @@ def _linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) ->
 class _Packed:
     """A Linear's packed weight and the weight version it was packed from."""
 
-    def __init__(self, weight: torch.Tensor):
+    def __init__(self, weight: torch.Tensor, below_rows: int):
         self.tensor = _pack(weight)
         self.source = (weight.data_ptr(), weight._version)
+        self.below_rows = below_rows
 
     def fresh(self, weight: torch.Tensor) -> bool:
         return self.source == (weight.data_ptr(), weight._version)
@@ -69,17 +70,21 @@ def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     weight = self.weight
     on_cpu_fp32 = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, weight))
     grads = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    if not on_cpu_fp32 or grads or x.numel() >= PACKED_BELOW_ROWS * x.shape[-1]:
+    if not on_cpu_fp32 or grads or x.numel() >= self._dymu_packed.below_rows * x.shape[-1]:
         return F.linear(x, weight, self.bias)
     if not self._dymu_packed.fresh(weight):
-        self._dymu_packed = _Packed(weight)
+        self._dymu_packed = _Packed(weight, self._dymu_packed.below_rows)
     bias = self.bias
     return _linear(x, self._dymu_packed.tensor, None if bias is None else bias.detach())
 
 
-def prepack_linears(model: nn.Module) -> int:
-    """Give every float32 CPU ``nn.Linear`` of ``model`` a packed weight; returns how many.
-    ConfigError when this build cannot run them (say why, instead of failing in the first forward)."""
+def prepack_linears(model: nn.Module, below_rows: int = PACKED_BELOW_ROWS) -> int:
+    """Give every float32 CPU ``nn.Linear`` of ``model`` a packed weight, used for products of fewer
+    than ``below_rows`` rows (the crossover is the CPU's: ``dymu-eval bench --prepack-below-rows``
+    measures another); returns how many. ConfigError when this build cannot run them (say why,
+    instead of failing in the first forward)."""
+    if below_rows < 1:
+        raise ConfigError(f"cpu_prepack: below_rows={below_rows} must be >= 1")
     reason = unavailable_reason()
     if reason:
         raise ConfigError(f"cpu_prepack: {reason}")
@@ -87,7 +92,7 @@ def prepack_linears(model: nn.Module) -> int:
     for module in model.modules():
         if (isinstance(module, nn.Linear) and module.weight.device.type == "cpu"
                 and module.weight.dtype == torch.float32 and not hasattr(module, "_dymu_packed")):
-            module._dymu_packed = _Packed(module.weight)
+            module._dymu_packed = _Packed(module.weight, below_rows)
             module.forward = types.MethodType(_packed_forward, module)
             count += 1
     return count

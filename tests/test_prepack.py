@@ -96,6 +96,23 @@ def test_what_the_packed_copy_cannot_stand_for_runs_f_linear_exactly():
 
 
 @needs_packed_op
+def test_the_crossover_is_the_callers():
+    lin, x = _linear(), torch.randn(2, 3, 64)
+    prepack_linears(lin, below_rows=6)
+    got, ops, _ = _ops_run(lambda: lin(x))  # 6 rows: at the crossover, MKL's product
+    assert PACKED_OP not in ops and torch.equal(got, F.linear(x, lin.weight, lin.bias))
+    _, ops, _ = _ops_run(lambda: lin(x[:, 1:]))
+    assert set(ops) == {PACKED_OP}
+    with torch.no_grad():
+        lin.weight.add_(1.0)  # repacked, keeping its crossover
+        lin(x[:, 1:])
+    _, ops, _ = _ops_run(lambda: lin(x))
+    assert PACKED_OP not in ops
+    with pytest.raises(ConfigError, match="below_rows=0 must be >= 1"):
+        prepack_linears(_linear(), below_rows=0)
+
+
+@needs_packed_op
 def test_a_prepacked_decoder_gives_the_unpacked_logits(tmp_path):
     model = tiny_decoder(tmp_path, dtype=torch.float32)
     ids = torch.randint(0, model.config.vocab_size, (2, 11))

@@ -27,6 +27,9 @@ def add_timing_options(p: argparse.ArgumentParser, repeats: int = 7) -> None:
     p.add_argument("--cpu-prepack", action="store_true",
                    help="pack every Linear weight once for oneDNN (CPU, float32), in every variant alike: MKL "
                         "otherwise re-packs each weight at every call, a fixed cost that short sequences pay most")
+    p.add_argument("--prepack-below-rows", type=int, metavar="N",
+                   help="with --cpu-prepack: products of fewer than N rows take the packed copy, longer ones MKL "
+                        "(default 512, the crossover on a 2-core Zen 3; measure your CPU's)")
     p.add_argument("--json", dest="json_out", help="also write the numbers to this JSON file")
 
 
@@ -42,6 +45,7 @@ def check_timing_options(args: argparse.Namespace) -> None:
     """The shared options checked before anything loads (one line naming the flag); ``args.device``
     becomes the checked device."""
     from ..commands.options import check_at_least, check_output_file, resolve_device
+    from ..errors import ConfigError
     from .shapes import torch_dtype
 
     check_at_least("--repeats", args.repeats, 1)
@@ -50,10 +54,15 @@ def check_timing_options(args: argparse.Namespace) -> None:
     check_output_file("--json", args.json_out)
     dtype = torch_dtype(args.dtype)
     args.device = resolve_device(args.device)
+    if args.prepack_below_rows is not None:
+        if not args.cpu_prepack:
+            raise ConfigError("--prepack-below-rows needs --cpu-prepack")
+        check_at_least("--prepack-below-rows", args.prepack_below_rows, 1)
     if args.cpu_prepack:
-        from ..prepack import check_prepack
+        from ..prepack import PACKED_BELOW_ROWS, check_prepack
 
         check_prepack(args.device, dtype, "--cpu-prepack")
+        args.prepack_below_rows = args.prepack_below_rows or PACKED_BELOW_ROWS
 
 
 def prepacked(model, args: argparse.Namespace, label: str) -> str:
@@ -62,7 +71,8 @@ def prepacked(model, args: argparse.Namespace, label: str) -> str:
         return label
     from ..prepack import prepack_linears
 
-    return f"{label}, {prepack_linears(model)} Linear weights prepacked (oneDNN)"
+    count = prepack_linears(model, args.prepack_below_rows)
+    return f"{label}, {count} Linear weights prepacked (oneDNN, below {args.prepack_below_rows} rows)"
 
 
 def available() -> dict[str, ModuleType]:

@@ -168,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
             "encoder": runner.encoder_key, "model": label, "shape": args.shape, "layers": layers,
             "seed": args.seed if args.shape else None, "dtype": args.dtype,
             "batch_size": args.batch_size, "image_size": args.image_size,
-            "device": args.device, "cpu_prepack": args.cpu_prepack, "threads": torch.get_num_threads(),
+            "device": args.device, "cpu_prepack": args.cpu_prepack,
+            "prepack_below_rows": args.prepack_below_rows, "threads": torch.get_num_threads(),
             "repeats": args.repeats, "level": args.level, "r_per_layer": r_per_layer, "photos": names, "results": rows,
             "encoder_gflops_unmerged": full_flops / 1e9,
         })

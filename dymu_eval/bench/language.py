@@ -402,6 +402,7 @@ def _report(args, label: str, times: dict, per_token: dict, caches: dict, flop_r
         write_json(args.json_out, {
             "model": label, "shape": args.shape, "layers": args.decoder_layers,
             "seed": args.seed, "dtype": args.dtype, "device": args.device, "cpu_prepack": args.cpu_prepack,
+            "prepack_below_rows": args.prepack_below_rows,
             "threads": torch.get_num_threads(),
             "repeats": args.repeats, "virtual_tokens": n_virtual, "unique_rows": n_unique, "prefill": results,
             "vtu_vs_control": {"time_ratio": vtu_t / ctl_t, "flop_ratio": vtu_f,

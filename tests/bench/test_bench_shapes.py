@@ -74,6 +74,8 @@ def test_shape_config_refuses(name, layers, says):
     (["language", "--method-arg", "fastv_k"], "--method-arg fastv_k: write NAME=VALUE"),
     (["language", "--method-arg", "r=8"], "--method-arg r: no LLM-side pruner"),
     (["encoder", "--cpu-prepack", "--dtype", "bfloat16"], "--cpu-prepack: packs float32 weights"),
+    (["language", "--prepack-below-rows", "64"], "--prepack-below-rows needs --cpu-prepack"),
+    (["encoder", "--cpu-prepack", "--prepack-below-rows", "0"], "--prepack-below-rows"),
 ])
 def test_bad_bench_options_are_one_line(capsys, argv, says):
     assert says in _refusal(capsys, "bench", *argv)
@@ -112,11 +114,12 @@ def test_language_bench_on_a_shape_times_the_registry_pruners(tiny_shape, tmp_pa
     assert "pdrop_layers=8/16/24" in data["skipped"]["pdrop"]  # the defaults do not fit 4 layers
     assert (data["shape"], data["layers"], data["dtype"]) == (tiny_shape, 4, "float32")
     assert data["kv_cache_bytes"]["ratio"] == data["kv_cache_bytes"]["unique_over_virtual"]
-    assert not data["cpu_prepack"]
+    assert not data["cpu_prepack"] and data["prepack_below_rows"] is None
     assert main([*base, "--prune", "pdrop", "--method-arg", "pdrop_layers=1/2", "--method-arg",
-                 "pdrop_ratios=0.5/0.25", "--cpu-prepack"]) == 0
+                 "pdrop_ratios=0.5/0.25", "--cpu-prepack", "--prepack-below-rows", "16"]) == 0
     data = json.loads(out.read_text())
-    assert data["cpu_prepack"] and "Linear weights prepacked (oneDNN)" in data["model"]
+    assert data["cpu_prepack"] and "Linear weights prepacked (oneDNN, below 16 rows)" in data["model"]
+    assert data["prepack_below_rows"] == 16
     assert data["kv_cache_bytes"]["ratio"] == data["kv_cache_bytes"]["unique_over_virtual"]
     pdrop = data["prefill"][-1]
     assert pdrop["variant"] == "PDrop L1/2 R0.5/0.25" and not data["skipped"]
