@@ -13,8 +13,9 @@ from ..errors import ConfigError
 from ..language.pruning import Pruner
 from ..merge import NoMerge, Policy
 from ..merge.select import Selector
-from ..methods import METHODS
+from ..methods import FAMILIES, METHODS
 from ..methods.budget import apply_budget
+from ..prepack import check_prepack, prepack_linears
 from ..vision import VisionRunner
 from ..vocabulary import BASELINE
 
@@ -86,9 +87,6 @@ def load_reduced(args: ModelArgs, device_map: str) -> Any:
     """The family's pipeline for resolved model_args, its Linear layers packed when ``cpu_prepack``
     asks (device and dtype checked before anything loads), with the method's Reduction in place:
     the one loading sequence lmms-eval's model and the Python API share."""
-    from ..methods.registry import FAMILIES
-    from ..prepack import check_prepack, prepack_linears
-
     if args.cpu_prepack:
         check_prepack(device_map, args.dtype)
     load_pipeline = FAMILIES[args.family].function("load_pipeline")
