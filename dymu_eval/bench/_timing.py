@@ -1,6 +1,7 @@
-"""The timing loop every benchmark shares: interleaved repeats, so drift and warm caches spread
-evenly over the variants. On CUDA a call is timed with CUDA events (the GPU's own clock, kernels
-queued asynchronously included) and its peak memory is recorded; on CPU with the wall clock."""
+"""The timing loops every benchmark shares: interleaved repeats, so drift and warm caches spread
+evenly over the variants, and lockstep decoding, a step of each variant in turn. On CUDA a call
+is timed with CUDA events (the GPU's own clock, kernels queued asynchronously included) and its
+peak memory is recorded; on CPU with the wall clock."""
 from __future__ import annotations
 
 import time
@@ -72,4 +73,29 @@ def interleaved(variants: dict[str, Callable[[], object]], repeats: int, warmup:
         for k in keys[rep % len(keys):] + keys[: rep % len(keys)]:
             fn = variants[k]
             values[k].append(memory.around(k, lambda: measure(fn)) if memory is not None else measure(fn))
+    return values
+
+
+def lockstep(starts: dict[str, Callable[[], Callable[[], bool]]], repeats: int, warmup: int,
+             sync: Callable[[], None], device: str = "cpu") -> dict[str, list[float]]:
+    """name -> seconds of each of its steps, over the repeats. ``starts[name]()`` sets a variant up
+    (a prefill, untimed) and returns its step, which says whether another follows. Every round
+    runs one step of each live variant, starting one later than the round before: decoding is
+    bound by memory bandwidth, which drifts over seconds on a shared machine, so a step of one
+    variant is timed a step away from the same step of the others instead of a whole generation
+    away. A step that says none follows (the last token's pick, no decoder call) is not counted."""
+    values: dict[str, list[float]] = {k: [] for k in starts}
+    for rep in range(warmup + repeats):
+        steps = {k: start() for k, start in starts.items()}
+        live, turn = list(steps), 0
+        while live:
+            first = turn % len(live)
+            for k in live[first:] + live[:first]:
+                more: list[bool] = []
+                seconds = timed(lambda: more.append(steps[k]()), sync, device)
+                if not more[0]:
+                    live.remove(k)
+                elif rep >= warmup:
+                    values[k].append(seconds)
+            turn += 1
     return values

@@ -7,8 +7,9 @@ by the median: the plain HF forward, the loop with the identity layout (the unmo
 VTU with ``--unique-image`` unique image rows, the "w/o VTU" ablation, FastV (K, kept fraction),
 and HF's own forward over the unique rows alone (the control: what the device gives at that size).
 Also reported: KV-cache bytes (VTU vs full, which must equal unique/virtual length) and the
-per-token decode time. Every LLM-side pruner of the method registry (a method that ``needs``
-"prune": FastV, PDrop, DART) is timed too, at its default settings or ``--method-arg``'s
+per-token decode time, the decoders stepped in lockstep (a token of each in turn). Every
+LLM-side pruner of the method registry (a method that ``needs`` "prune": FastV, PDrop, DART) is
+timed too, at its default settings or ``--method-arg``'s
 (a method whose settings do not fit the decoder's depth is listed as skipped, with the reason).
 ``--shape llava-1.5-7b|onevision-qwen2-7b --layers N``: random (seeded) weights at that decoder's
 widths, N layers. ``--device cuda --dtype bfloat16`` times with CUDA events and reports peak memory.
@@ -17,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 from ..commands.options import write_json
 from . import add_shape_options, add_timing_options, check_timing_options, prepacked
-from ._timing import PeakMemory, device_sync, interleaved
+from ._timing import PeakMemory, device_sync, interleaved, lockstep
 from .shapes import LANGUAGE_SHAPES
 
 SMOLLM2_SHAPE = {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
@@ -133,6 +133,9 @@ def _check(args: argparse.Namespace) -> None:
     for name in ("image_tokens", "unique_image", "new_tokens", "fastv_k"):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+    if args.new_tokens < 2:
+        raise ConfigError("--new-tokens must be at least 2: the first token comes from the prefill, the per-token "
+                          "time from the decode steps after it")
     if not 0 < args.unique_image <= args.image_tokens:
         raise ConfigError("--unique-image must be in 1..--image-tokens")
     if not 0 < args.fastv_keep <= 1:
@@ -271,13 +274,13 @@ def _runnable(dec, full, image, pruners: dict, skipped: dict, owners: dict) -> d
     return ok
 
 
-def _decoders(dec, head, full, rows, layout, args, sync) -> dict:
-    """Decode variants, each returning seconds per token after the first: HF with its own cache,
-    the loop on the full sequence, VTU."""
+def _decoders(dec, head, full, rows, layout, args) -> dict:
+    """Decode variants for ``lockstep``: each sets up its prefill and returns its step (one token):
+    HF with its own cache, the loop on the full sequence, VTU."""
     import torch
     from transformers import DynamicCache
 
-    from ..language import DecodeConfig, VirtualLayout, generate
+    from ..language import DecodeConfig, Decoding, VirtualLayout
 
     decode_cfg = DecodeConfig(max_new_tokens=args.new_tokens)
     n_virtual = full.shape[1]
@@ -286,21 +289,22 @@ def _decoders(dec, head, full, rows, layout, args, sync) -> dict:
         cache = DynamicCache(config=dec.config)
         out = dec(inputs_embeds=full, cache=cache, use_cache=True)
         ids = head(out.last_hidden_state[:, -1]).argmax(-1)
-        sync()
-        start = time.perf_counter()
-        for step in range(args.new_tokens - 1):
-            pos = torch.full((1, 1), n_virtual + step, device=full.device)
-            out = dec(input_ids=ids[:, None], cache=cache, use_cache=True, position_ids=pos)
+        # the first token comes from the prefill, as in the loop: new_tokens - 1 decoder steps follow
+        positions = iter(range(n_virtual, n_virtual + args.new_tokens - 1))
+
+        def step() -> bool:
+            nonlocal ids
+            pos = next(positions, None)
+            if pos is None:
+                return False
+            out = dec(input_ids=ids[:, None], cache=cache, use_cache=True,
+                      position_ids=torch.full((1, 1), pos, device=full.device))
             ids = head(out.last_hidden_state[:, -1]).argmax(-1)
-        sync()
-        return (time.perf_counter() - start) / max(args.new_tokens - 1, 1)
+            return True
+        return step
 
     def loop_decode(x, lay):
-        def fn():
-            out = generate(dec, head, x, lay, decode_cfg)
-            # the first token comes from the prefill; the decode time covers the other steps
-            return out.timings[0].decode_ms / 1000 / max(out.timings[0].new_tokens - 1, 1)
-        return fn
+        return lambda: Decoding(dec, head, x, lay, decode_cfg).step
 
     return {
         "HF decode, full": hf_decode,
@@ -328,11 +332,11 @@ def run(args: argparse.Namespace) -> int:
     pruners, skipped, owners = _registry_pruners(model, args)
     pruners = _runnable(dec, full, image, pruners, skipped, owners)
     variants = _prefills(dec, head, full, rows, layout, image, args, pruners)
-    decoders = _decoders(dec, head, full, rows, layout, args, sync)
+    decoders = _decoders(dec, head, full, rows, layout, args)
     memory = PeakMemory(args.device)
     with torch.no_grad():
         times = interleaved(variants, args.repeats, args.warmup, sync, device=args.device, memory=memory)
-        per_token = interleaved(decoders, args.repeats, args.warmup, sync, measure=lambda fn: fn())
+        per_token = lockstep(decoders, args.repeats, args.warmup, sync, args.device)
         caches = {"full": _cache_bytes(variants["loop, identity (full)"]()),
                   "vtu": _cache_bytes(variants[f"VTU, {args.unique_image} unique image rows"]())}
         pruned = _pruned_flops(dec, model.config, full, image, n_text, pruners)

@@ -6,7 +6,7 @@ from .attention import ATTENTION_NAME, dymu_attention, use_dymu_attention, virtu
 from .families import SUPPORTED_ROPE_TYPES, DecoderInfo, describe_decoder, split_causal_lm
 from .fastv import FastV
 from .layout import VirtualLayout
-from .loop import GenerationOutput, Timing, generate, loglikelihood, prefill, prefill_logits
+from .loop import Decoding, GenerationOutput, Timing, generate, loglikelihood, prefill, prefill_logits
 from .pruning import Cut, CutView, Pruner, Pruning, Stage
 from .sampling import DecodeConfig
 
@@ -16,6 +16,7 @@ __all__ = [
     "CutView",
     "SUPPORTED_ROPE_TYPES",
     "DecodeConfig",
+    "Decoding",
     "DecoderInfo",
     "FastV",
     "GenerationOutput",

@@ -34,7 +34,8 @@ from .pruning import (
 from .sampling import DecodeConfig, choose_next, find_stop
 from .state import ForwardState, Segment, Side, identity_rope, rotary_at
 
-__all__ = ["GenerationOutput", "Prefill", "Timing", "generate", "loglikelihood", "prefill", "prefill_logits"]
+__all__ = ["Decoding", "GenerationOutput", "Prefill", "Timing", "generate", "loglikelihood", "prefill",
+           "prefill_logits"]
 
 
 @dataclass
@@ -255,71 +256,109 @@ def _decode_state(decoder: nn.Module, state: ForwardState, positions: list[torch
     return ForwardState(segments)
 
 
+class Decoding:
+    """One generation, a step at a time. The prefill runs on construction; each ``step()`` picks
+    every sample's next token and, unless the generation ends there, runs the decoder on it.
+    ``generate`` drives one to the end; a benchmark can drive several in lockstep, because each call
+    routes the attention itself and leaves the decoder as it found it between calls."""
+
+    def __init__(self, decoder: nn.Module, lm_head: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout,
+                 config: DecodeConfig, pruning: Pruning | None = None, return_scores: bool = False):
+        config.check()
+        self.info = _check_inputs(decoder, unique_embeds, layout)
+        _require_left_padded(layout, "generate")
+        self.decoder, self.lm_head, self.config, self.pruning = decoder, lm_head, config, pruning
+        self.device = device = unique_embeds.device
+        self.layout = layout = layout.to(device)
+        b_size = layout.batch_size
+        self.eos = torch.tensor(sorted({int(t) for t in config.eos_token_ids}), dtype=torch.long, device=device)
+        self.pad_id = config.pad_token_id if config.pad_token_id is not None else (
+            int(self.eos[0]) if self.eos.numel() else 0)
+        self.gens = config.generators(b_size, device)
+        self.seqs: list[list[int]] = [[] for _ in range(b_size)]
+        self.reasons = ["length"] * b_size
+        self.done = torch.zeros(b_size, dtype=torch.bool, device=device)
+        self.scores: list[torch.Tensor] | None = [] if return_scores else None
+        with torch.no_grad(), use_dymu_attention(decoder):
+            start = _now(device)
+            self.cache = DynamicCache(config=decoder.config)
+            self.run = prefill(decoder, unique_embeds, layout, pruning, self.cache)
+            last = torch.full((b_size, 1), self.run.layout.virtual_len - 1, dtype=torch.long, device=device)
+            self.logits = _virtual_logits(lm_head, self.run, last)[:, 0]
+            self.state = self.run.state
+            self.positions, self.slot = _segment_positions(self.state)
+            self.pe = identity_rope(unique_embeds, self.info.head_dim)
+            self.prefill_ms = (_now(device) - start) * 1e3
+        self.decode_ms = 0.0
+        self.steps_taken = 0
+        self.finished = config.max_new_tokens == 0
+
+    def step(self) -> bool:
+        """Pick the next tokens and, unless that ends the generation, run the decoder on them.
+        True while there is another step to take."""
+        if self.finished:
+            return False
+        start = _now(self.device)
+        with torch.no_grad(), use_dymu_attention(self.decoder):
+            self._step()
+        self.decode_ms += (_now(self.device) - start) * 1e3
+        return not self.finished
+
+    def _step(self) -> None:
+        config, done = self.config, self.done
+        if self.scores is not None:
+            self.scores.append(self.logits.to(torch.promote_types(self.logits.dtype, torch.float32)).clone())
+        ids = choose_next(self.logits, config, self.gens)
+        ids = torch.where(done, torch.full_like(ids, self.pad_id), ids)
+        for b in (~done).nonzero()[:, 0].tolist():
+            self.seqs[b].append(int(ids[b]))
+        if self.eos.numel():
+            hit = torch.isin(ids, self.eos) & ~done
+            for b in hit.nonzero()[:, 0].tolist():
+                self.reasons[b] = "eos"
+            done |= hit
+        if config.stop_strings:
+            for b in (~done).nonzero()[:, 0].tolist():
+                text = config.tokenizer.decode(self.seqs[b], skip_special_tokens=True)
+                if find_stop(text, config.stop_strings) >= 0:
+                    self.reasons[b], done[b] = "stop", True
+        self.steps_taken += 1
+        if bool(done.all()) or self.steps_taken == config.max_new_tokens:
+            self.finished = True
+            return
+        decoder = self.decoder
+        h = decoder.embed_tokens(ids[:, None])
+        self.state = _decode_state(decoder, self.state, self.positions, self.slot, h)
+        for i, layer in enumerate(decoder.layers):
+            h = _run_layer(layer, self.info, h, self.state.segment(i).rope(self.pe), self.cache, self.state)
+        self.logits = self.lm_head(decoder.norm(h)[:, -1])
+        self.positions = [p + 1 for p in self.positions]
+
+    def output(self) -> GenerationOutput:
+        """What was generated so far, with the texts cut before the first stop string."""
+        texts = None
+        if self.config.tokenizer is not None:
+            texts = []
+            for seq in self.seqs:
+                text = self.config.tokenizer.decode(seq, skip_special_tokens=True)
+                cut = find_stop(text, self.config.stop_strings)
+                texts.append(text if cut < 0 else text[:cut])
+        run, layout = self.run, self.layout
+        return GenerationOutput(self.seqs, texts, self.reasons,
+                                [Timing(self.prefill_ms, self.decode_ms, len(s)) for s in self.seqs],
+                                layout.unique_lengths, layout.virtual_lengths, run.kept_image_tokens, self.scores,
+                                self.pruning.stages if self.pruning is not None else None)
+
+
 def generate(decoder: nn.Module, lm_head: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout,
              config: DecodeConfig, pruning: Pruning | None = None, progress: bool = False,
              return_scores: bool = False) -> GenerationOutput:
     """Greedy or sampled generation for a left-padded batch described by ``layout``."""
-    config.check()
-    info = _check_inputs(decoder, unique_embeds, layout)
-    _require_left_padded(layout, "generate")
-    device = unique_embeds.device
-    layout = layout.to(device)
-    b_size = layout.batch_size
-    eos = torch.tensor(sorted({int(t) for t in config.eos_token_ids}), dtype=torch.long, device=device)
-    pad_id = config.pad_token_id if config.pad_token_id is not None else (int(eos[0]) if eos.numel() else 0)
-    gens = config.generators(b_size, device)
-    seqs: list[list[int]] = [[] for _ in range(b_size)]
-    reasons = ["length"] * b_size
-    done = torch.zeros(b_size, dtype=torch.bool, device=device)
-    with torch.no_grad(), use_dymu_attention(decoder):
-        start = _now(device)
-        cache = DynamicCache(config=decoder.config)
-        run = prefill(decoder, unique_embeds, layout, pruning, cache)
-        last = torch.full((b_size, 1), run.layout.virtual_len - 1, dtype=torch.long, device=device)
-        logits = _virtual_logits(lm_head, run, last)[:, 0]
-        state = run.state
-        positions, slot = _segment_positions(state)
-        mid = _now(device)
-        pe = identity_rope(unique_embeds, info.head_dim)
-        steps = tqdm(range(config.max_new_tokens), desc="decode", disable=not progress, leave=False)
-        scores = [] if return_scores else None
-        for step in steps:
-            if scores is not None:
-                scores.append(logits.to(torch.promote_types(logits.dtype, torch.float32)).clone())
-            ids = choose_next(logits, config, gens)
-            ids = torch.where(done, torch.full_like(ids, pad_id), ids)
-            for b in (~done).nonzero()[:, 0].tolist():
-                seqs[b].append(int(ids[b]))
-            if eos.numel():
-                hit = torch.isin(ids, eos) & ~done
-                for b in hit.nonzero()[:, 0].tolist():
-                    reasons[b] = "eos"
-                done |= hit
-            if config.stop_strings:
-                for b in (~done).nonzero()[:, 0].tolist():
-                    text = config.tokenizer.decode(seqs[b], skip_special_tokens=True)
-                    if find_stop(text, config.stop_strings) >= 0:
-                        reasons[b], done[b] = "stop", True
-            if bool(done.all()) or step == config.max_new_tokens - 1:
-                break
-            h = decoder.embed_tokens(ids[:, None])
-            state = _decode_state(decoder, state, positions, slot, h)
-            for i, layer in enumerate(decoder.layers):
-                h = _run_layer(layer, info, h, state.segment(i).rope(pe), cache, state)
-            logits = lm_head(decoder.norm(h)[:, -1])
-            positions = [p + 1 for p in positions]
-        end = _now(device)
-    texts = None
-    if config.tokenizer is not None:
-        texts = []
-        for seq in seqs:
-            text = config.tokenizer.decode(seq, skip_special_tokens=True)
-            cut = find_stop(text, config.stop_strings)
-            texts.append(text if cut < 0 else text[:cut])
-    prefill_ms, decode_ms = (mid - start) * 1e3, (end - mid) * 1e3
-    return GenerationOutput(seqs, texts, reasons, [Timing(prefill_ms, decode_ms, len(s)) for s in seqs],
-                            layout.unique_lengths, layout.virtual_lengths, run.kept_image_tokens, scores,
-                            pruning.stages if pruning is not None else None)
+    run = Decoding(decoder, lm_head, unique_embeds, layout, config, pruning, return_scores)
+    with tqdm(total=config.max_new_tokens, desc="decode", disable=not progress, leave=False) as bar:
+        while run.step():
+            bar.update()
+    return run.output()
 
 
 def append_tokens(decoder: nn.Module, unique_embeds: torch.Tensor, layout: VirtualLayout,

@@ -76,6 +76,7 @@ def test_shape_config_refuses(name, layers, says):
     (["encoder", "--cpu-prepack", "--dtype", "bfloat16"], "--cpu-prepack: packs float32 weights"),
     (["language", "--prepack-below-rows", "64"], "--prepack-below-rows needs --cpu-prepack"),
     (["encoder", "--cpu-prepack", "--prepack-below-rows", "0"], "--prepack-below-rows"),
+    (["language", "--new-tokens", "1"], "--new-tokens must be at least 2: the first token comes from the prefill"),
 ])
 def test_bad_bench_options_are_one_line(capsys, argv, says):
     assert says in _refusal(capsys, "bench", *argv)

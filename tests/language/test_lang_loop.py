@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from dymu_eval.language import DecodeConfig, VirtualLayout, generate, loglikelihood, prefill, prefill_logits
+from dymu_eval.language import DecodeConfig, Decoding, VirtualLayout, generate, loglikelihood, prefill, prefill_logits
 from dymu_eval.language.attention import use_dymu_attention
 from dymu_eval.language.loop import append_tokens
 from tests.helpers.numerics import assert_loglik_close, assert_rounding_close, forward_ops
@@ -137,3 +137,46 @@ def test_without_vtu_layout_is_the_plain_short_sequence(llama):
         want = head(want)
     got = prefill_logits(dec, head, rows, layout)
     assert_rounding_close(got[layout.valid], want[layout.valid], forward_ops(llama.config, 6))
+
+
+def test_decodings_stepped_in_lockstep_equal_each_run_alone(model):
+    """What the bench's lockstep timing relies on: steps of two decodings, with HF's own forward
+    between them, change neither, and the decoder's attention routing is HF's between steps."""
+    dec, head = parts(model)
+    layout = random_layout([6, 4], [13, 10], seed=6)
+    rows = unique_rows(model, layout)
+    ids, mask = padded_batch(model, [9, 5], seed=7)
+    with torch.no_grad():
+        emb = dec.embed_tokens(ids)
+    cfg = DecodeConfig(max_new_tokens=5)
+    alone = [generate(dec, head, rows, layout, cfg, return_scores=True),
+             generate(dec, head, emb, VirtualLayout.identity([9, 5]), cfg, return_scores=True)]
+    hf_routing = dec.config._attn_implementation
+    with torch.no_grad():
+        hf_alone = model(input_ids=ids, attention_mask=mask).logits
+    runs = [Decoding(dec, head, rows, layout, cfg, return_scores=True),
+            Decoding(dec, head, emb, VirtualLayout.identity([9, 5]), cfg, return_scores=True)]
+    live, steps = list(runs), 0
+    while live:
+        for run in list(live):
+            if not run.step():
+                live.remove(run)
+            assert dec.config._attn_implementation == hf_routing
+            with torch.no_grad():
+                assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, hf_alone)
+        steps += 1
+    assert steps == 5
+    for run, want in zip(runs, alone):
+        got = run.output()
+        assert got.sequences == want.sequences and got.finish_reasons == want.finish_reasons
+        assert all(torch.equal(a, b) for a, b in zip(got.scores, want.scores))
+        assert [t.new_tokens for t in got.timings] == [5, 5]
+        assert not run.step()
+
+
+def test_a_decoding_of_no_new_tokens_takes_no_step(llama):
+    dec, head = parts(llama)
+    layout = random_layout([3], [5], seed=8)
+    run = Decoding(dec, head, unique_rows(llama, layout), layout, DecodeConfig(max_new_tokens=0))
+    assert not run.step()
+    assert run.output().sequences == [[]] and run.output().finish_reasons == ["length"]
