@@ -34,9 +34,10 @@ def _ops_run(fn) -> tuple[torch.Tensor, dict, int]:
 
 def _assert_gemm_close(got: torch.Tensor, lin: torch.nn.Linear, x: torch.Tensor) -> None:
     """``got`` is x W^T + b up to an fp32 dot product's rounding bound (Higham: K * eps * sum |x_i w_i|)."""
-    x = x.detach()
-    want = F.linear(x.double(), lin.weight.double(), None if lin.bias is None else lin.bias.double())
-    size = x.double().abs() @ lin.weight.double().abs().T + (0 if lin.bias is None else lin.bias.double().abs())
+    x, weight = x.detach(), lin.weight.detach()
+    bias = None if lin.bias is None else lin.bias.detach()
+    want = F.linear(x.double(), weight.double(), None if bias is None else bias.double())
+    size = x.double().abs() @ weight.double().abs().T + (0 if bias is None else bias.double().abs())
     tol = tolerance(torch.float32, float(size.max()) if size.numel() else 1.0, x.shape[-1] + 1)
     assert got.dtype == torch.float32 and got.shape == want.shape
     if want.numel():
