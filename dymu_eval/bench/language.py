@@ -130,7 +130,7 @@ def _cache_bytes(cache) -> int:
 def _check(args: argparse.Namespace) -> None:
     from ..errors import ConfigError
 
-    for name in ("image_tokens", "unique_image", "new_tokens", "fastv_k"):
+    for name in ("image_tokens", "unique_image", "fastv_k"):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive")
     if args.new_tokens < 2:
