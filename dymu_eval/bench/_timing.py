@@ -1,9 +1,11 @@
 """The timing loops every benchmark shares: interleaved repeats, so drift and warm caches spread
 evenly over the variants, and lockstep decoding, a step of each variant in turn. On CUDA a call
 is timed with CUDA events (the GPU's own clock, kernels queued asynchronously included) and its
-peak memory is recorded; on CPU with the wall clock."""
+peak memory is recorded; on CPU with the wall clock. Ratios between variants are taken per repeat
+and then summarised (``paired_ratios``)."""
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Callable
 
@@ -99,3 +101,13 @@ def lockstep(starts: dict[str, Callable[[], Callable[[], bool]]], repeats: int, 
                     values[k].append(seconds)
             turn += 1
     return values
+
+
+def paired_ratios(values: dict[str, list[float]], base: str) -> dict[str, float]:
+    """name -> the median, over repeats, of its value divided by ``base``'s value in the same repeat
+    (or lockstep round). The calls of one repeat run seconds apart, so a drift of the machine's speed
+    that is slower than a repeat cancels out of each ratio instead of landing on whichever variant
+    it happened to slow down."""
+    if any(len(v) != len(values[base]) for v in values.values()):
+        raise ValueError("paired_ratios: every variant needs one value per repeat of the base")
+    return {k: statistics.median(a / b for a, b in zip(v, values[base])) for k, v in values.items()}

@@ -1,9 +1,10 @@
 """`dymu-eval bench encoder`: the merging runner against the plain Hugging Face forward.
 
 Variants, timed interleaved in one process (each repeat runs every variant once, in a rotating
-order) and summarised by the median: the plain HF forward, the runner with no merging (the cost
-of running block by block; target <= 1.10x), and the runner with DToMe at a level (thresholds
-found with BatchTopK on the same photos). Default: real DINOv2-S/14 weights, 336 px, batch 8;
+order; a time is the median over repeats, a ratio the median of the ratios within a repeat): the
+plain HF forward, the runner with no merging (the cost of running block by block; target <=
+1.10x), and the runner with DToMe at a level (thresholds found with BatchTopK on the same
+photos). Default: real DINOv2-S/14 weights, 336 px, batch 8;
 ``--shape clip-l-336|siglip-so400m --layers N``: random (seeded) weights at that encoder's widths,
 N blocks, at its native resolution. ``--device cuda --dtype bfloat16`` times with CUDA events and
 reports each variant's peak memory.
@@ -16,7 +17,7 @@ import statistics
 from ..commands.options import write_json
 from ..vocabulary import DEFAULT_LEVEL, LEVELS
 from . import add_shape_options, add_timing_options, check_timing_options, prepacked
-from ._timing import PeakMemory, device_sync, interleaved
+from ._timing import PeakMemory, device_sync, interleaved, paired_ratios
 from .shapes import ENCODER_SHAPES
 
 
@@ -140,15 +141,16 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         times = interleaved(variants, args.repeats, args.warmup, device_sync(args.device), device=args.device,
                             memory=memory)
-    base = statistics.median(times["plain HF forward"])
+    ratio = paired_ratios(times, "plain HF forward")
     rows = []
     print(
         f"encoder bench: {label}, {runner.encoder_key} ({type(model).__name__}), batch {args.batch_size}, "
         f"{args.image_size}px, {layers} layers, device {args.device}, {args.dtype}, threads {torch.get_num_threads()}, "
-        f"{args.repeats} interleaved repeats (median)"
+        f"{args.repeats} interleaved repeats"
     )
     print(f"r per layer for {args.level}: {r_per_layer[0]} (thresholds from BatchTopK on the same {len(names)} photos)")
-    print("ratio = time / plain forward's; FLOP ratio = analytic FLOPs / the unmerged encoder's (2 per "
+    print("ratio = time / plain forward's (median over repeats of the ratio within a repeat); FLOP ratio = "
+          "analytic FLOPs / the unmerged encoder's (2 per "
           "multiply-add), the floor the time ratio is chasing; padded = what the padded batch computes (attention "
           "and matching at the batch's longest count per layer)")
     print(f"{'variant':28s} {'median ms':>10s} {'min ms':>9s} {'ratio':>7s} {'FLOP ratio':>10s} {'time/FLOP':>9s} "
@@ -156,12 +158,13 @@ def run(args: argparse.Namespace) -> int:
     for k in variants:
         med = statistics.median(times[k])
         peak = memory.mib(k)
-        rows.append({"variant": k, "median_ms": 1000 * med, "min_ms": 1000 * min(times[k]), "ratio": med / base,
-                     "flop_ratio": flop_ratio[k], "time_over_flop_ratio": med / base / flop_ratio[k],
+        rows.append({"variant": k, "median_ms": 1000 * med, "min_ms": 1000 * min(times[k]),
+                     "times_ms": [1000 * t for t in times[k]], "ratio": ratio[k],
+                     "flop_ratio": flop_ratio[k], "time_over_flop_ratio": ratio[k] / flop_ratio[k],
                      "padded_flop_ratio": padded_ratio[k],
                      "mean_tokens": tokens[k], "peak_mib": peak})
-        print(f"{k:28s} {1000 * med:10.1f} {1000 * min(times[k]):9.1f} {med / base:7.3f} {flop_ratio[k]:10.3f} "
-              f"{med / base / flop_ratio[k]:9.3f} {padded_ratio[k]:7.3f} {tokens[k]:11.1f} "
+        print(f"{k:28s} {1000 * med:10.1f} {1000 * min(times[k]):9.1f} {ratio[k]:7.3f} {flop_ratio[k]:10.3f} "
+              f"{ratio[k] / flop_ratio[k]:9.3f} {padded_ratio[k]:7.3f} {tokens[k]:11.1f} "
               f"{'-' if peak is None else f'{peak:.0f}':>9s}")
     if args.json_out:
         write_json(args.json_out, {

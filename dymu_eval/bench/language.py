@@ -2,8 +2,9 @@
 
 A LLaVA-1.5-shaped request (576 virtual image tokens between ~35 system and ~5 question tokens)
 runs through SmolLM2-135M (real weights; ``--random`` uses random weights of the same shape).
-Variants are timed interleaved (each repeat runs all of them in a rotating order) and summarised
-by the median: the plain HF forward, the loop with the identity layout (the unmodified model),
+Variants are timed interleaved (each repeat runs all of them in a rotating order); a time is the
+median over repeats, a time ratio the median of the ratios within each repeat. The variants: the
+plain HF forward, the loop with the identity layout (the unmodified model),
 VTU with ``--unique-image`` unique image rows, the "w/o VTU" ablation, FastV (K, kept fraction),
 and HF's own forward over the unique rows alone (the control: what the device gives at that size).
 Also reported: KV-cache bytes (VTU vs full, which must equal unique/virtual length) and the
@@ -21,7 +22,7 @@ import statistics
 
 from ..commands.options import write_json
 from . import add_shape_options, add_timing_options, check_timing_options, prepacked
-from ._timing import PeakMemory, device_sync, interleaved, lockstep
+from ._timing import PeakMemory, device_sync, interleaved, lockstep, paired_ratios
 from .shapes import LANGUAGE_SHAPES
 
 SMOLLM2_SHAPE = {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
@@ -362,12 +363,12 @@ def _report(args, label: str, times: dict, per_token: dict, caches: dict, flop_r
     import torch
 
     keys, dkeys = list(times), list(per_token)
-    base = statistics.median(times["HF forward, full"])
-    loop_base = statistics.median(times["loop, identity (full)"])
+    vs_hf, vs_loop = paired_ratios(times, keys[0]), paired_ratios(times, keys[1])
     print(f"language bench: {label}, {n_virtual} virtual tokens ({args.image_tokens} image + {n_text} text), "
           f"device {args.device}, {args.dtype}, threads {torch.get_num_threads()}, {args.repeats} interleaved "
-          "repeats (median)")
-    print("vs HF / vs loop = time ratios; FLOP ratio = analytic prefill FLOPs / the full sequence's (2 per "
+          "repeats")
+    print("vs HF / vs loop = time ratios (median over repeats of the ratio within a repeat); FLOP ratio = "
+          "analytic prefill FLOPs / the full sequence's (2 per "
           "multiply-add), the floor the time ratio is chasing; time/FLOP = (vs HF) / FLOP ratio")
     print(f"{'prefill variant':36s} {'median ms':>10s} {'min ms':>9s} {'vs HF':>7s} {'vs loop':>8s} "
           f"{'FLOP ratio':>10s} {'time/FLOP':>9s} {'rows':>9s} {'peak MiB':>9s}")
@@ -379,16 +380,17 @@ def _report(args, label: str, times: dict, per_token: dict, caches: dict, flop_r
         med = statistics.median(times[k])
         peak = memory.mib(k)
         results.append({"variant": k, "median_ms": 1000 * med, "min_ms": 1000 * min(times[k]),
-                        "ratio_vs_hf": med / base, "ratio_vs_loop": med / loop_base, "flop_ratio": flop_ratio[k],
-                        "time_over_flop_ratio": med / base / flop_ratio[k], "rows": str(rows_of[k]),
+                        "times_ms": [1000 * t for t in times[k]],
+                        "ratio_vs_hf": vs_hf[k], "ratio_vs_loop": vs_loop[k], "flop_ratio": flop_ratio[k],
+                        "time_over_flop_ratio": vs_hf[k] / flop_ratio[k], "rows": str(rows_of[k]),
                         "peak_mib": peak})
-        print(f"{k:36s} {1000 * med:10.1f} {1000 * min(times[k]):9.1f} {med / base:7.3f} {med / loop_base:8.3f} "
-              f"{flop_ratio[k]:10.3f} {med / base / flop_ratio[k]:9.3f} {rows_of[k]!s:>9s} "
+        print(f"{k:36s} {1000 * med:10.1f} {1000 * min(times[k]):9.1f} {vs_hf[k]:7.3f} {vs_loop[k]:8.3f} "
+              f"{flop_ratio[k]:10.3f} {vs_hf[k] / flop_ratio[k]:9.3f} {rows_of[k]!s:>9s} "
               f"{'-' if peak is None else f'{peak:.0f}':>9s}")
-    vtu_t, ctl_t = statistics.median(times[keys[2]]), statistics.median(times[keys[5]])
+    vtu_vs_ctl = paired_ratios(times, keys[5])[keys[2]]
     vtu_f = flop_ratio[keys[2]] / flop_ratio[keys[5]]
-    print(f"VTU against the control (HF's forward on the same {n_unique} rows): time {vtu_t / ctl_t:.3f}, "
-          f"FLOPs {vtu_f:.3f}, time/FLOP {vtu_t / ctl_t / vtu_f:.3f} (what VTU itself adds)")
+    print(f"VTU against the control (HF's forward on the same {n_unique} rows): time {vtu_vs_ctl:.3f}, "
+          f"FLOPs {vtu_f:.3f}, time/FLOP {vtu_vs_ctl / vtu_f:.3f} (what VTU itself adds)")
     for method, why in skipped.items():
         print(f"skipped {method}: {why}")
     full_cache, vtu_cache = caches["full"], caches["vtu"]
@@ -397,10 +399,12 @@ def _report(args, label: str, times: dict, per_token: dict, caches: dict, flop_r
           f"(unique/virtual length {n_unique}/{n_virtual} = {ratio_rows:.4f})")
     tok = {k: statistics.median(v) for k, v in per_token.items()}
     tok_hf, tok_full, tok_vtu = (tok[k] for k in dkeys)
+    # lockstep rounds pair the steps: the i-th step of every variant ran in the same round
+    full_vs_hf, vtu_vs_hf = (paired_ratios(per_token, dkeys[0])[k] for k in dkeys[1:])
+    vtu_vs_full = paired_ratios(per_token, dkeys[1])[dkeys[2]]
     print(f"decode per token ({args.new_tokens} tokens): HF {1000 * tok_hf:.2f} ms, "
           f"loop full {1000 * tok_full:.2f} ms, VTU {1000 * tok_vtu:.2f} ms; "
-          f"loop full/HF {tok_full / tok_hf:.3f}, VTU/HF {tok_vtu / tok_hf:.3f}, "
-          f"VTU/loop full {tok_vtu / tok_full:.3f} "
+          f"loop full/HF {full_vs_hf:.3f}, VTU/HF {vtu_vs_hf:.3f}, VTU/loop full {vtu_vs_full:.3f} "
           f"(decode FLOP ratio VTU/full {decode_ratio:.4f})")
     if args.json_out:
         write_json(args.json_out, {
@@ -409,12 +413,12 @@ def _report(args, label: str, times: dict, per_token: dict, caches: dict, flop_r
             "prepack_below_rows": args.prepack_below_rows,
             "threads": torch.get_num_threads(),
             "repeats": args.repeats, "virtual_tokens": n_virtual, "unique_rows": n_unique, "prefill": results,
-            "vtu_vs_control": {"time_ratio": vtu_t / ctl_t, "flop_ratio": vtu_f,
-                               "time_over_flop_ratio": vtu_t / ctl_t / vtu_f},
+            "vtu_vs_control": {"time_ratio": vtu_vs_ctl, "flop_ratio": vtu_f,
+                               "time_over_flop_ratio": vtu_vs_ctl / vtu_f},
             "skipped": skipped,
             "kv_cache_bytes": {"full": full_cache, "vtu": vtu_cache, "ratio": vtu_cache / full_cache,
                                "unique_over_virtual": ratio_rows},
             "decode_ms_per_token": {"hf_full": 1000 * tok_hf, "loop_full": 1000 * tok_full, "vtu": 1000 * tok_vtu,
-                                    "ratio_vs_hf": tok_vtu / tok_hf, "ratio_vs_loop": tok_vtu / tok_full,
-                                    "loop_full_vs_hf": tok_full / tok_hf, "vtu_flop_ratio": decode_ratio},
+                                    "ratio_vs_hf": vtu_vs_hf, "ratio_vs_loop": vtu_vs_full,
+                                    "loop_full_vs_hf": full_vs_hf, "vtu_flop_ratio": decode_ratio},
         })

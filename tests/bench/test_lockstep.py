@@ -1,8 +1,11 @@
 """The lockstep timing loop of the decode bench: a step of each variant in turn, the first one
-rotating, warm-up repeats and each variant's closing step (no decoder call) left uncounted."""
+rotating, warm-up repeats and each variant's closing step (no decoder call) left uncounted; and
+the ratios taken within a repeat."""
 from __future__ import annotations
 
-from dymu_eval.bench._timing import lockstep
+import pytest
+
+from dymu_eval.bench._timing import lockstep, paired_ratios
 
 
 def _variants(lengths: dict[str, int], calls: list[str]):
@@ -33,3 +36,15 @@ def test_a_variant_that_ends_first_leaves_the_others_stepping():
     values = lockstep(_variants({"short": 1, "long": 3}, calls), repeats=2, warmup=0, sync=lambda: None)
     assert {k: len(v) for k, v in values.items()} == {"short": 2, "long": 6}
     assert calls[:8] == ["start short", "start long", "short", "long", "long", "short", "long", "long"]
+
+
+def test_paired_ratios_divide_within_each_repeat_and_take_the_median():
+    # the machine runs at 1x, 2x, then 1.5x its speed; b takes 0.25 of a's time throughout
+    speed = [1.0, 0.5, 2 / 3]
+    values = {"a": [4.0 / s for s in speed], "b": [1.0 / s for s in speed], "c": [4.0, 8.0, 4.0]}
+    values["c"][1] = 2.0  # c's own time swings against a's: ratios 1, 0.25, 2/3
+    ratios = paired_ratios(values, "a")
+    assert ratios["a"] == 1.0 and ratios["b"] == pytest.approx(0.25)
+    assert ratios["c"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="one value per repeat"):
+        paired_ratios({"a": [1.0, 2.0], "b": [1.0]}, "a")
