@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 
 def device_sync(device: str) -> Callable[[], None]:
@@ -19,23 +21,23 @@ def device_sync(device: str) -> Callable[[], None]:
     return lambda: None
 
 
-def timed(fn: Callable[[], object], sync: Callable[[], None], device: str = "cpu") -> float:
-    """Seconds one call of ``fn`` takes (CUDA events on a CUDA device)."""
+def timed(fn: Callable[[], T], sync: Callable[[], None], device: str = "cpu") -> tuple[float, T]:
+    """(seconds one call of ``fn`` takes (CUDA events on a CUDA device), what it returned)."""
     if device.startswith("cuda"):
         import torch
 
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         sync()
         start.record()
-        fn()
+        value = fn()
         end.record()
         end.synchronize()
-        return start.elapsed_time(end) / 1000
+        return start.elapsed_time(end) / 1000, value
     sync()
     start_s = time.perf_counter()
-    fn()
+    value = fn()
     sync()
-    return time.perf_counter() - start_s
+    return time.perf_counter() - start_s, value
 
 
 class PeakMemory:
@@ -65,7 +67,7 @@ def interleaved(variants: dict[str, Callable[[], object]], repeats: int, warmup:
     """name -> one value per repeat. Each repeat runs every variant once, starting one later than
     the previous repeat. ``measure`` turns a variant into its value (default: its time);
     ``memory`` (optional) records each variant's peak."""
-    measure = measure or (lambda fn: timed(fn, sync, device))
+    measure = measure or (lambda fn: timed(fn, sync, device)[0])
     for _ in range(warmup):
         for fn in variants.values():
             fn()
@@ -93,9 +95,8 @@ def lockstep(starts: dict[str, Callable[[], Callable[[], bool]]], repeats: int, 
         while live:
             first = turn % len(live)
             for k in live[first:] + live[:first]:
-                more: list[bool] = []
-                seconds = timed(lambda: more.append(steps[k]()), sync, device)
-                if not more[0]:
+                seconds, more = timed(steps[k], sync, device)
+                if not more:
                     live.remove(k)
                 elif rep >= warmup:
                     values[k].append(seconds)
