@@ -400,7 +400,8 @@ def _report(args, label: str, times: dict, per_token: dict, caches: dict, flop_r
     tok = {k: statistics.median(v) for k, v in per_token.items()}
     tok_hf, tok_full, tok_vtu = (tok[k] for k in dkeys)
     # lockstep rounds pair the steps: the i-th step of every variant ran in the same round
-    full_vs_hf, vtu_vs_hf = (paired_ratios(per_token, dkeys[0])[k] for k in dkeys[1:])
+    decode_vs_hf = paired_ratios(per_token, dkeys[0])
+    full_vs_hf, vtu_vs_hf = decode_vs_hf[dkeys[1]], decode_vs_hf[dkeys[2]]
     vtu_vs_full = paired_ratios(per_token, dkeys[1])[dkeys[2]]
     print(f"decode per token ({args.new_tokens} tokens): HF {1000 * tok_hf:.2f} ms, "
           f"loop full {1000 * tok_full:.2f} ms, VTU {1000 * tok_vtu:.2f} ms; "
