@@ -66,18 +66,10 @@ def apply_merges(state: TokenState, m: Matching, merge_mask: torch.Tensor, layou
     bsz, t, d = x.shape
     device = x.device
     dst = m.b_idx.gather(1, m.partner)  # (B, Na) position of each A token's partner
-    a_sizes = sizes.gather(1, m.a_idx)
-    w = torch.where(merge_mask, a_sizes, torch.zeros_like(a_sizes))
-    # Size-weighted sums into the receiving B tokens, in fp32 (or wider): size * x overflows fp16 easily.
-    acc = torch.promote_types(x.dtype, torch.float32)
-    xf, sf, wf = x.to(acc), sizes.to(acc), w.to(acc)
-    a_x = xf.gather(1, m.a_idx.unsqueeze(-1).expand(-1, -1, d))
-    recv_sum = torch.zeros_like(xf).scatter_add_(1, dst.unsqueeze(-1).expand(-1, -1, d), a_x * wf.unsqueeze(-1))
-    recv_size = torch.zeros_like(sf).scatter_add_(1, dst, wf)
-    received = torch.zeros(bsz, t, dtype=torch.long, device=device).scatter_add_(1, dst, merge_mask.long()) > 0
-    new_sizes = (sf + recv_size).to(sizes.dtype)
-    merged_x = (xf * sf.unsqueeze(-1) + recv_sum) / (sf + recv_size).unsqueeze(-1)
-    new_x = torch.where(received.unsqueeze(-1), merged_x.to(x.dtype), x)
+    w = torch.where(merge_mask, sizes.gather(1, m.a_idx), torch.zeros_like(merge_mask, dtype=sizes.dtype))
+    acc = torch.promote_types(x.dtype, torch.float32)  # size * x overflows fp16 easily: sums in fp32 or wider
+    recv_size = torch.zeros(bsz, t, dtype=acc, device=device).scatter_add_(1, dst, w.to(acc))
+    new_sizes = (sizes.to(acc) + recv_size).to(sizes.dtype)
     big = torch.iinfo(first.dtype).max
     a_first = torch.where(merge_mask, first.gather(1, m.a_idx), torch.full_like(first.gather(1, m.a_idx), big))
     new_first = first.scatter_reduce(1, dst, a_first, reduce="amin", include_self=True)
@@ -93,14 +85,42 @@ def apply_merges(state: TokenState, m: Matching, merge_mask: torch.Tensor, layou
     new_pos = torch.zeros(bsz, t, dtype=torch.long, device=device)
     new_pos.scatter_(1, order, torch.arange(t_new, device=device).expand(bsz, t_new))
     old_to_new = new_pos.gather(1, absorber)
+    new_x = x.gather(1, order.unsqueeze(-1).expand(-1, -1, d))
+    _write_merged(new_x, x, sizes.to(acc), recv_size, merge_mask, m.a_idx, dst, w.to(acc), new_pos)
     return TokenState(
-        x=new_x.gather(1, order.unsqueeze(-1).expand(-1, -1, d)),
+        x=new_x,
         valid=keep.gather(1, order),
         sizes=new_sizes.gather(1, order),
         first=new_first.gather(1, order),
         patch_to_token=old_to_new.gather(1, state.patch_to_token),
         trivial=state.trivial and not bool(merged.any()),
     )
+
+
+def _write_merged(new_x: torch.Tensor, x: torch.Tensor, sizes: torch.Tensor, recv_size: torch.Tensor,
+                  merge_mask: torch.Tensor, a_idx: torch.Tensor, dst: torch.Tensor, w: torch.Tensor,
+                  new_pos: torch.Tensor) -> None:
+    """Overwrite, in ``new_x`` (the kept tokens, laid out), each token that received merges with the
+    size-weighted mean (x * size + sum of size_a * x_a) / (size + sum of size_a); ``sizes``,
+    ``recv_size`` (the sum of size_a per token) and ``w`` (size_a, 0 where A did not merge) are in
+    the accumulation dtype.
+
+    Only the merged A tokens and their receivers are read: the rest of the batch is not touched
+    again (a pass over it costs more than the merge's arithmetic). The sums run over each
+    receiver's sources in A order, so every value is the one a dense scatter over all A tokens gives."""
+    bsz, t, d = x.shape
+    batch, j = merge_mask.nonzero(as_tuple=True)  # merged A tokens, in (image, A) order
+    if batch.numel() == 0:
+        return
+    src = batch * t + a_idx[batch, j]  # flat rows of x
+    receiver, slot = torch.unique(batch * t + dst[batch, j], return_inverse=True)  # flat rows, sorted
+    flat, acc = x.reshape(bsz * t, d), w.dtype
+    recv_sum = torch.zeros(receiver.numel(), d, dtype=acc, device=x.device).index_add_(
+        0, slot, flat.index_select(0, src).to(acc) * w[batch, j, None])
+    own, received = sizes.reshape(-1)[receiver], recv_size.reshape(-1)[receiver]
+    merged = (flat.index_select(0, receiver).to(acc) * own[:, None] + recv_sum) / (own + received)[:, None]
+    r_batch = torch.div(receiver, t, rounding_mode="floor")
+    new_x[r_batch, new_pos.reshape(-1)[receiver]] = merged.to(x.dtype)
 
 
 def _reference_key(m: Matching, layout: Layout, relay: torch.Tensor, t: int) -> torch.Tensor:

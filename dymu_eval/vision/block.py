@@ -73,44 +73,83 @@ def rowwise(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, real: R
     Images that merged different amounts leave the shorter ones padded: the projections and the
     MLP then skip the padding, so a batch spends the work its images need (the accounting's
     per-request FLOPs) and not its longest image's."""
+    rows = x if real is None else _real_rows(x, real)
+    return _scatter_each((fn,), rows, real, *x.shape[:2])[0]
+
+
+def residual(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
+             real: RealRows | None) -> torch.Tensor:
+    """x + fn(inputs), with ``fn`` (token-wise) run on the ``real`` rows only and added to those rows
+    (padding rows of ``x`` stay as they are): the sum ``rowwise`` would give, without building the
+    zero-padded output first."""
     if real is None:
-        return fn(x)
-    bsz, t, d = x.shape
-    out = fn(x.reshape(bsz * t, d).index_select(0, real.index))
-    return out.new_zeros(bsz * t, out.shape[-1]).index_copy_(0, real.index, out).view(bsz, t, -1)
+        return x + fn(inputs)
+    out = fn(_real_rows(inputs, real))
+    return x.reshape(-1, x.shape[-1]).index_add(0, real.index, out.to(x.dtype)).view_as(x)
 
 
-def attention(parts: LayerParts, h: torch.Tensor, bias: torch.Tensor | None,
-              probe: Probe | None = None, real: RealRows | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multi-head self-attention through the model's own projections; returns (output, keys).
-    ``real`` (``RealRows.of``): project only those rows (padding keys are masked by ``bias``).
-    With a ``probe``, also records the head-mean keys and the attention each token receives."""
-    bsz, t, _ = h.shape
+def _real_rows(x: torch.Tensor, real: RealRows) -> torch.Tensor:
+    return x.reshape(-1, x.shape[-1]).index_select(0, real.index)
+
+
+def mix_heads(parts: LayerParts, x: torch.Tensor, norm: Callable[[torch.Tensor], torch.Tensor],
+              bias: torch.Tensor | None, probe: Probe | None = None,
+              real: RealRows | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention up to its output projection: q/k/v of ``norm(x)`` through the model's own
+    projections (on the ``real`` rows only, gathered once), proportional SDPA; returns the heads'
+    output (B,T,H*Dh) and the keys (B,H,T,Dh). With a ``probe``, also records the head-mean keys
+    and the attention each token receives."""
+    bsz, t, _ = x.shape
     shape = (bsz, t, parts.num_heads, parts.head_dim)
-    q, k, v = (rowwise(proj, h, real).view(shape).transpose(1, 2) for proj in (parts.q, parts.k, parts.v))
+    h = norm(x if real is None else _real_rows(x, real))
+    q, k, v = (y.view(shape).transpose(1, 2) for y in _scatter_each((parts.q, parts.k, parts.v), h, real, bsz, t))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=parts.scale)
     if probe is not None:
         probe.keys = k.mean(dim=1)
         probe.importance = received_attention(q, k, bias, parts.scale, probe.has_cls,
                                               None if real is None else real.valid)
-    out = rowwise(parts.o, out.transpose(1, 2).reshape(bsz, t, parts.num_heads * parts.head_dim), real)
-    return out, k
+    return out.transpose(1, 2).reshape(bsz, t, parts.num_heads * parts.head_dim), k
+
+
+def _scatter_each(fns: tuple[Callable[[torch.Tensor], torch.Tensor], ...], rows: torch.Tensor,
+                  real: RealRows | None, bsz: int, t: int) -> list[torch.Tensor]:
+    """Each ``fn`` of ``rows`` (the real rows, or the whole batch when ``real`` is None), laid back
+    out as (B,T,·) with zero padding rows."""
+    if real is None:
+        return [fn(rows) for fn in fns]
+    outs = (fn(rows) for fn in fns)
+    return [out.new_zeros(bsz * t, out.shape[-1]).index_copy_(0, real.index, out).view(bsz, t, -1) for out in outs]
+
+
+def attention(parts: LayerParts, h: torch.Tensor, bias: torch.Tensor | None,
+              probe: Probe | None = None, real: RealRows | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-head self-attention of the normalised tokens ``h`` through the model's own
+    projections; returns (output, keys). ``real`` (``RealRows.of``): project only those rows
+    (padding keys are masked by the bias)."""
+    mixed, k = mix_heads(parts, h, _same, bias, probe, real)
+    return rowwise(parts.o, mixed, real), k
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _scaled(scale: Callable[[torch.Tensor], torch.Tensor] | None,
+            fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``fn`` followed by the layer scale (DINOv2), if the model has one."""
+    return fn if scale is None else (lambda y: scale(fn(y)))
 
 
 def run_block(parts: LayerParts, state: TokenState, layer: int, policy: Policy, protect_first: bool,
               probe: Probe | None = None) -> TokenState:
     """Apply one block to the padded batch, merging after the attention residual; the token-wise
-    work runs on the real tokens only (``rowwise``)."""
-    x = state.x
-    attn, keys = attention(parts, parts.ln1(x), attention_bias(state, x.dtype), probe, RealRows.of(state))
-    if parts.ls1 is not None:
-        attn = parts.ls1(attn)
-    state = replace(state, x=x + attn)
+    work (norms, projections, MLP, residual sums) runs on the real tokens only."""
+    x, real = state.x, RealRows.of(state)
+    mixed, keys = mix_heads(parts, x, parts.ln1, attention_bias(state, x.dtype), probe, real)
+    state = replace(state, x=residual(x, _scaled(parts.ls1, parts.o), mixed, real))
     if policy.merges_at(layer):
         matching = bipartite_scores(keys.mean(dim=1), state.valid, protect_first)
         state = apply_merges(state, matching, policy(layer, matching), policy.layout)
     x = state.x
-    mlp = rowwise(lambda y: parts.mlp(parts.ln2(y)), x, RealRows.of(state))
-    if parts.ls2 is not None:
-        mlp = parts.ls2(mlp)
-    return replace(state, x=x + mlp)
+    mlp = _scaled(parts.ls2, lambda y: parts.mlp(parts.ln2(y)))
+    return replace(state, x=residual(x, mlp, x, RealRows.of(state)))

@@ -149,3 +149,47 @@ def test_merge_package_does_not_import_transformers():
     code = "import sys, dymu_eval.merge; print('transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+
+def _dense_merge_values(state, m, mask):
+    """The size-weighted means by a dense scatter over every A token (0 weight where A did not merge),
+    in fp32 at the current positions, cast back: what the sparse write in ``apply_merges`` must give."""
+    x, sizes = state.x.float(), state.sizes.float()
+    d = x.shape[-1]
+    dst = m.b_idx.gather(1, m.partner)
+    w = torch.where(mask, sizes.gather(1, m.a_idx), torch.zeros_like(sizes.gather(1, m.a_idx)))
+    a_x = x.gather(1, m.a_idx.unsqueeze(-1).expand(-1, -1, d))
+    recv_sum = torch.zeros_like(x).scatter_add_(1, dst.unsqueeze(-1).expand(-1, -1, d), a_x * w.unsqueeze(-1))
+    recv_size = torch.zeros_like(sizes).scatter_add_(1, dst, w)
+    merged = (x * sizes.unsqueeze(-1) + recv_sum) / (sizes + recv_size).unsqueeze(-1)
+    received = torch.zeros_like(state.first).scatter_add_(1, dst, mask.long()) > 0
+    return torch.where(received.unsqueeze(-1), merged.to(state.x.dtype), state.x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sparse_merge_write_equals_the_dense_scatter_bit_for_bit(dtype):
+    """Uneven merges (padding after the first round, an image idle in a layer) in float32 and
+    bfloat16: every kept token equals the dense formula's value at its old position exactly."""
+    torch.manual_seed(3)
+    state = TokenState.initial(torch.randn(3, 41, 8).to(dtype))
+    policy = TopR([6, 6, 6])
+    merged_somewhere = 0
+    for layer in range(3):
+        m = bipartite_scores(state.x, state.valid, protect_first=True)
+        mask = policy(layer, m) & (torch.rand(m.score.shape) > 0.4)
+        if layer == 1:
+            mask[1] = False
+        merged_somewhere += int(mask.sum())
+        expected = _dense_merge_values(state, m, mask)
+        new = apply_merges(state, m, mask, policy.layout)
+        for b in range(3):
+            n = int(new.valid[b].sum())
+            sources = m.a_idx[b][mask[b]]
+            # the one old token behind each new token that was not merged away
+            stays = ~torch.isin(state.patch_to_token[b], sources)
+            old_of_new = torch.full((n,), -1).scatter_(0, new.patch_to_token[b][stays], state.patch_to_token[b][stays])
+            assert (old_of_new >= 0).all()
+            assert torch.equal(new.x[b, :n], expected[b, old_of_new])
+        state = new
+    assert merged_somewhere > 10

@@ -174,3 +174,23 @@ def test_received_attention_of_a_padded_image_equals_its_own_without_padding():
     # counting the padding queries (as before) gives another score: the test can tell
     counted = received_attention(q, k, attention_bias(state, torch.float64), 8 ** -0.5, False)
     assert (counted[1, :4] - alone[0]).abs().max() > 1e-3
+
+
+def test_residual_on_real_rows_equals_adding_the_zero_padded_output():
+    """``residual`` adds a token-wise function's output to the real rows in place of building the
+    zero-padded output and adding it: the same sums, bit for bit, and padding rows left as they were."""
+    from dymu_eval.merge import TokenState
+    from dymu_eval.vision.block import RealRows, residual, rowwise
+
+    torch.manual_seed(0)
+    x, inputs = torch.randn(2, 7, 5), torch.randn(2, 7, 5)
+    valid = torch.ones(2, 7, dtype=torch.bool)
+    valid[1, 4:] = False
+    state = TokenState.initial(x)
+    real = RealRows.of(TokenState(x, valid, state.sizes, state.first, state.patch_to_token, trivial=False))
+    proj = torch.nn.Linear(5, 5)
+    with torch.no_grad():
+        got = residual(x, proj, inputs, real)
+        assert torch.equal(got, x + rowwise(proj, inputs, real))
+        assert torch.equal(got[1, 4:], x[1, 4:])
+        assert torch.equal(residual(x, proj, inputs, None), x + proj(inputs))
