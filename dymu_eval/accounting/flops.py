@@ -97,7 +97,7 @@ def padded_batch_encoder_flops(shape: VisionShape, counts: Sequence[Sequence[int
                                matched: Sequence[bool]) -> StageFlops:
     """What one encoder call over images merging different amounts computes (not a per-request
     figure: benches and the counter checks use it). The runner runs the token-wise work on each
-    image's real tokens only (``vision.block.rowwise``); attention and the matcher run over the
+    image's real tokens only (``vision.block.residual``, ``mix_heads``); attention and the matcher run over the
     padded batch, at its longest count per block."""
     longest = encoder_flops(shape, [max(col) for col in zip(*counts)], matched)
     total = StageFlops()
